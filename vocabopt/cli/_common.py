@@ -1,0 +1,79 @@
+"""Helpers shared by the CLI verbs: error reporting, JSON output, a progress bar on stderr."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import VocabOptError
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn vocabopt's errors into one-line `Error: ...` messages (exit 1) and Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VocabOptError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no output written.", err=True)
+            sys.exit(128 + signal.SIGINT)
+
+    return wrapper
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class ProgressBar:
+    """A one-line progress display on stderr: bytes, tokens/s, ETA when the total size is known."""
+
+    def __init__(self, label: str, enabled: bool = True, min_interval: float = 0.2) -> None:
+        self.label, self.enabled, self.min_interval = label, enabled and sys.stderr.isatty(), min_interval
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, done_bytes: int, total_bytes: int | None, tokens: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last < self.min_interval:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        parts = [f"{self.label}: {human_bytes(done_bytes)}"]
+        if total_bytes:
+            frac = min(done_bytes / total_bytes, 1.0)
+            filled = int(frac * 24)
+            parts[0] = f"{self.label} [{'#' * filled}{'.' * (24 - filled)}] {frac:5.1%} {human_bytes(done_bytes)}"
+            if 0 < frac < 1:
+                parts.append(f"ETA {elapsed * (1 - frac) / frac:4.0f}s")
+        parts.append(f"{human_bytes(done_bytes / elapsed)}/s")
+        parts.append(f"{tokens / elapsed / 1e6:.2f}M tok/s")
+        sys.stderr.write("\r" + "  ".join(parts) + "\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

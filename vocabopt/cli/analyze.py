@@ -1,0 +1,1 @@
+"""`vocabopt analyze`, `merge` and `compare`."""
