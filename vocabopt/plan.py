@@ -1,0 +1,296 @@
+"""Plan: the artifact of the `optimize` stage — the design of one adaptive-softmax output layer.
+
+Inputs: CorpusStats (for the frequency order and the target distribution), a hidden size, cutoffs and
+projection sizes (by hand via `Plan.from_cutoffs`, or from `vocabopt.optimize`).
+Outputs: `plan.json` (everything a person needs to read the design) and `<stem>.order.npy` /
+`<stem>.counts.npy` beside it (int64 arrays of length V). `vocabopt.build_layer(plan)` and `vocabopt export`
+consume it.
+
+Vocabulary layout, in frequency-rank space (rank 0 = most frequent id):
+    head   = ranks [0, cutoffs[0])                  -> scored by the head, plus one logit per tail cluster
+    tail i = ranks [cutoffs[i], cutoffs[i+1] or V)  -> scored through a projection hidden -> proj_dims[i]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import artifacts
+from .errors import ArtifactError, InputError
+
+SCHEMA_VERSION = 1
+ARTIFACT = "vocabopt.Plan"
+MODES = ("train", "infer")
+
+
+@dataclass
+class Plan:
+    """The design of an adaptive softmax: frequency order, cutoffs, per-cluster projection sizes, provenance.
+
+    Example:
+        >>> import numpy as np
+        >>> plan = Plan.from_cutoffs(np.array([5, 1, 9, 3, 0, 2]), hidden=8, cutoffs=[2, 4])
+        >>> plan.cluster_sizes, plan.proj_dims, plan.order.tolist()
+        ([2, 2, 2], [2, 1], [2, 0, 3, 5, 1, 4])
+    """
+
+    vocab_size: int
+    hidden: int
+    order: np.ndarray  # (V,) int64: frequency rank -> original token id (most frequent first)
+    cutoffs: list[int]  # strictly increasing, in (0, V)
+    proj_dims: list[int]  # one per tail cluster, each in [1, hidden]
+    counts: np.ndarray  # (V,) int64 counts BY RANK (the target distribution; head-bias init)
+    mode: str = "train"  # what it was optimized for: "train" (known targets) | "infer" (generation)
+    batch_tokens: int | None = None  # tokens per step the plan was optimized for
+    predicted: dict[str, Any] = field(default_factory=dict)  # cost-model predictions (by the optimizer)
+    provenance: dict[str, Any] = field(default_factory=dict)  # tokenizer, stats path, profile, options
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self.order = np.asarray(self.order, dtype=np.int64)
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.cutoffs = [int(c) for c in self.cutoffs]
+        self.proj_dims = [int(p) for p in self.proj_dims]
+        self.vocab_size, self.hidden = int(self.vocab_size), int(self.hidden)
+        self.validate()
+
+    # --- construction -----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_cutoffs(
+        cls,
+        stats: Any,
+        hidden: int,
+        cutoffs: list[int],
+        proj_dims: list[int] | None = None,
+        div_value: float = 4.0,
+        **kw: Any,
+    ) -> Plan:
+        """A plan built by hand from corpus statistics and cutoffs.
+
+        Args:
+            stats: a `CorpusStats`, or a 1-D array of counts indexed by token id.
+            hidden: width d of the hidden states fed to the layer.
+            cutoffs: rank boundaries; `cutoffs[0]` is the head's shortlist size.
+            proj_dims: projection size per tail cluster; default ALSWL's rule `hidden // div_value**(i+1)`
+                (clamped to at least 1).
+            div_value: the divisor of that rule.
+            **kw: other Plan fields (mode, batch_tokens, predicted, provenance).
+
+        Example:
+            >>> plan = Plan.from_cutoffs(np.arange(100)[::-1], hidden=64, cutoffs=[10, 40])
+            >>> plan.proj_dims
+            [16, 4]
+        """
+        counts = np.asarray(getattr(stats, "counts", stats))
+        if counts.ndim != 1 or counts.size < 2 or not np.issubdtype(counts.dtype, np.integer):
+            raise InputError(
+                f"stats must be a CorpusStats or a 1-D integer array of counts with at least 2 ids, "
+                f"got {counts.dtype} array of shape {counts.shape}"
+            )
+        counts = counts.astype(np.int64)
+        # Rank -> id by decreasing count, ties by increasing id (same as CorpusStats.frequency_order()).
+        order = np.lexsort((np.arange(counts.size), -counts)).astype(np.int64)
+        cutoffs = _as_int_list(cutoffs, "cutoffs")
+        if proj_dims is None:
+            if not div_value > 0:
+                raise InputError(f"div_value must be > 0, got {div_value}")
+            proj_dims = [max(1, int(hidden // (div_value ** (i + 1)))) for i in range(len(cutoffs))]
+        provenance = dict(kw.pop("provenance", {}) or {})
+        tok = getattr(stats, "tokenizer", None)
+        if tok is not None:
+            provenance.setdefault("tokenizer", {"name": tok.name, "sha256": tok.sha256, "kind": tok.kind})
+        provenance.setdefault("method", "from_cutoffs")
+        return cls(
+            vocab_size=int(counts.size),
+            hidden=hidden,
+            order=order,
+            cutoffs=cutoffs,
+            proj_dims=_as_int_list(proj_dims, "proj_dims"),
+            counts=counts[order],
+            provenance=provenance,
+            **kw,
+        )
+
+    # --- validation -------------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise InputError naming the first problem and its fix; all checks are O(V) numpy."""
+        V, d = self.vocab_size, self.hidden
+        if V < 2:
+            raise InputError(f"vocab_size must be at least 2, got {V}")
+        if d < 1:
+            raise InputError(f"hidden must be a positive width, got {d}")
+        c = self.cutoffs
+        if not c:
+            raise InputError("cutoffs is empty; pass at least one cutoff (the head size), e.g. [2000, 10000]")
+        if any(b <= a for a, b in zip(c, c[1:], strict=False)) or c[0] <= 0 or c[-1] >= V:
+            raise InputError(
+                f"cutoffs {c} must be strictly increasing integers in (0, vocab_size={V}); "
+                f"e.g. [{max(1, V // 25)}, {max(2, V // 5)}]"
+            )
+        if len(self.proj_dims) != len(c):
+            raise InputError(
+                f"{len(self.proj_dims)} proj_dims {self.proj_dims} for {len(c)} tail clusters; "
+                "pass one per cutoff"
+            )
+        bad = [p for p in self.proj_dims if not 1 <= p <= d]
+        if bad:
+            raise InputError(f"proj_dims {self.proj_dims}: each must be in [1, hidden={d}]; {bad} is not")
+        if self.order.shape != (V,) or self.counts.shape != (V,):
+            raise InputError(
+                f"order {self.order.shape} and counts {self.counts.shape} must both have shape ({V},)"
+            )
+        if not np.array_equal(np.sort(self.order), np.arange(V)):
+            raise InputError("order must be a permutation of 0..vocab_size-1 (rank -> token id)")
+        if self.counts.size and self.counts.min() < 0:
+            raise InputError("counts must be non-negative")
+        if self.mode not in MODES:
+            raise InputError(f"mode {self.mode!r} is not one of {MODES}")
+        if self.batch_tokens is not None and int(self.batch_tokens) < 1:
+            raise InputError(f"batch_tokens must be a positive number of tokens, got {self.batch_tokens}")
+
+    # --- derived quantities -----------------------------------------------------------------------------
+
+    @property
+    def n_clusters(self) -> int:
+        """Number of tail clusters."""
+        return len(self.cutoffs)
+
+    @property
+    def shortlist_size(self) -> int:
+        """Tokens scored directly by the head."""
+        return self.cutoffs[0]
+
+    @property
+    def head_size(self) -> int:
+        """Head outputs: the shortlist plus one logit per tail cluster."""
+        return self.cutoffs[0] + len(self.cutoffs)
+
+    @property
+    def bounds(self) -> list[tuple[int, int]]:
+        """Rank ranges [lo, hi) of the head shortlist and of each tail cluster."""
+        edges = [0, *self.cutoffs, self.vocab_size]
+        return list(zip(edges[:-1], edges[1:], strict=True))
+
+    @property
+    def cluster_sizes(self) -> list[int]:
+        """Sizes of the head shortlist and of each tail cluster (sums to V)."""
+        return [hi - lo for lo, hi in self.bounds]
+
+    @property
+    def cluster_shares(self) -> list[float]:
+        """Share of target tokens in the shortlist and in each tail cluster (p_i of the paper)."""
+        total = max(int(self.counts.sum()), 1)
+        return [float(self.counts[lo:hi].sum()) / total for lo, hi in self.bounds]
+
+    @property
+    def rank_of(self) -> np.ndarray:
+        """(V,) int64: original token id -> frequency rank (the inverse of `order`)."""
+        inv = np.empty_like(self.order)
+        inv[self.order] = np.arange(self.vocab_size, dtype=np.int64)
+        return inv
+
+    def n_params(self, tail_bias: bool = True, head_bias: bool = True) -> int:
+        """Parameters of the layer built from this plan (with biases as `build_layer` defaults)."""
+        d = self.hidden
+        n = self.head_size * (d + int(head_bias))
+        for p, size in zip(self.proj_dims, self.cluster_sizes[1:], strict=True):
+            n += d * p + size * (p + int(tail_bias))
+        return n
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description of the design (used by the CLI and in the saved JSON)."""
+        dims = [self.hidden, *self.proj_dims]
+        return {
+            "clusters": [
+                {"ranks": [lo, hi], "size": hi - lo, "share": round(s, 6), "proj_dim": p}
+                for (lo, hi), s, p in zip(self.bounds, self.cluster_shares, dims, strict=True)
+            ],
+            "head_size": self.head_size,
+            "params": self.n_params(),
+            "full_softmax_params": self.vocab_size * (self.hidden + 1),
+        }
+
+    # --- persistence ------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write `path` (JSON) and `<stem>.order.npy` / `<stem>.counts.npy` beside it, each atomically."""
+        path = Path(path)
+        files = {}
+        for name in ("order", "counts"):
+            data = artifacts.npy_bytes(getattr(self, name))
+            sidecar = _sidecar(path, name)
+            artifacts.atomic_write_bytes(sidecar, data)
+            files[name] = {"file": sidecar.name, "sha256": artifacts.sha256_bytes(data)}
+        artifacts.write_json(path, self.to_json(files))
+
+    def to_json(self, files: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "artifact": ARTIFACT,
+            "schema_version": self.schema_version,
+            "vocab_size": self.vocab_size,
+            "hidden": self.hidden,
+            "cutoffs": self.cutoffs,
+            "proj_dims": self.proj_dims,
+            "mode": self.mode,
+            "batch_tokens": self.batch_tokens,
+            "predicted": self.predicted,
+            "provenance": self.provenance,
+            "summary": self.summary(),
+            "arrays": files or {},
+        }
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        """Read a Plan written by `save` (never unpickles); ArtifactError if it is not one."""
+        path = Path(path)
+        obj = artifacts.read_json(path, ARTIFACT, SCHEMA_VERSION)
+        try:
+            arrays = {}
+            for name in ("order", "counts"):
+                spec = obj["arrays"][name]
+                fname = spec["file"]
+                if not isinstance(fname, str) or Path(fname).name != fname:
+                    raise ArtifactError(f"{path}: invalid {name} file name {fname!r}; regenerate the plan")
+                arr = artifacts.read_npy(path.parent / fname, spec["sha256"], name)
+                if arr.dtype != np.int64 or arr.ndim != 1:
+                    raise ArtifactError(
+                        f"{path}: {name} must be a 1-D int64 array, got {arr.dtype} {arr.shape}"
+                    )
+                arrays[name] = arr
+            return cls(
+                vocab_size=obj["vocab_size"],
+                hidden=obj["hidden"],
+                cutoffs=list(obj["cutoffs"]),
+                proj_dims=list(obj["proj_dims"]),
+                mode=obj.get("mode", "train"),
+                batch_tokens=obj.get("batch_tokens"),
+                predicted=dict(obj.get("predicted") or {}),
+                provenance=dict(obj.get("provenance") or {}),
+                schema_version=obj["schema_version"],
+                **arrays,
+            )
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError, InputError) as e:
+            raise ArtifactError(f"{path}: malformed Plan ({type(e).__name__}: {e}); regenerate it") from None
+
+
+def _sidecar(path: Path, name: str) -> Path:
+    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
+    return path.with_name(f"{stem}.{name}.npy")
+
+
+def _as_int_list(values: Any, what: str) -> list[int]:
+    try:
+        out = [int(v) for v in values]
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a list of integers, got {values!r}") from None
+    if any(o != v for o, v in zip(out, values, strict=True)):
+        raise InputError(f"{what} must be integers, got {list(values)!r}")
+    return out
