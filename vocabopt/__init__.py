@@ -1,7 +1,7 @@
 """vocabopt: design the output layer (adaptive softmax) of large-vocabulary language models.
 
 Pipeline: analyze (corpus -> CorpusStats) -> profile (device -> DeviceProfile) -> optimize (-> Plan) -> export.
-Public names are imported lazily so `import vocabopt` stays light (no torch until a layer is built).
+`import vocabopt` stays light: torch is imported only when a layer is built or a device profiled.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# Stages whose module shares the function's name are bound eagerly (they import no torch): a lazy binding would
+# be shadowed by the submodule as soon as anything imports it.
+from .analyze import analyze, compare  # noqa: E402
+
 # public name -> module that defines it
 _EXPORTS = {
     "CorpusStats": "stats",
     "TokenizerInfo": "stats",
     "SourceInfo": "stats",
     "merge": "stats",
-    "analyze": "analyze",
-    "compare": "analyze",
     "VocabOptError": "errors",
     "InputError": "errors",
     "TokenizerError": "errors",
@@ -26,7 +28,7 @@ _EXPORTS = {
     "MismatchError": "errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = sorted([*_EXPORTS, "analyze", "compare", "__version__"])
 
 
 def __getattr__(name: str) -> Any:

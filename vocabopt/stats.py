@@ -266,7 +266,7 @@ def merge(stats: list[CorpusStats]) -> CorpusStats:
 
 def _merge_by_string(stats: list[CorpusStats]) -> tuple[np.ndarray, list[str]]:
     """Word-level shards each built their own vocabulary: add counts by word, then re-rank (id 0 stays <unk>)."""
-    from .tokenizers import word_vocab_order
+    from .counting import word_vocab_order
 
     totals: dict[str, int] = {}
     for s in stats:

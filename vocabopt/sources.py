@@ -1,0 +1,578 @@
+"""Corpus sources for the analyzer: turn paths into a stream of text sequences, never the whole corpus in memory.
+
+Inputs: files, directories, globs, `-` (stdin); plain text and .gz/.bz2/.xz; JSON lines (`field`, dotted paths);
+parquet and arrow files; a `datasets` dataset saved with `save_to_disk`, or local files read by
+`datasets.load_dataset(..., streaming=True)`.
+Outputs: `Sequence` items (text, source index, whether it continues the previous piece of one long sequence) and
+per-source bookkeeping (`SourceInfo`: bytes, sequences, replaced bytes, skipped lines).
+
+What one sequence is: with `sequence="line"`, each non-empty line; with `"document"`, a blank-line-separated block of
+a text file, or one record of a JSON-lines/parquet/arrow/dataset source (the default for records).
+Sequences longer than `max_chars` are cut at a space that follows a non-space character (so that
+pre-tokenization is unchanged for the tokenizers the fast path accepts); the pieces are marked as continuations so
+per-sequence special tokens are still counted once.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import glob as globlib
+import gzip
+import io
+import json
+import lzma
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .errors import InputError
+from .stats import SourceInfo
+
+TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst", ""}
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+DEFAULT_MAX_CHARS = 1 << 20  # 1 Mi characters: longer sequences are cut at whitespace
+BINARY_SNIFF = 1 << 16  # bytes inspected for NUL bytes
+
+
+@dataclass
+class Sequence:
+    text: str
+    source: int  # index into the source list
+    continuation: bool = False  # a later piece of a sequence that was cut because it was too long
+
+
+@dataclass
+class Block:
+    """Whole lines of a text file read in line mode (one sequence per non-blank line), passed on unsplit so the
+    main process does no per-line work."""
+
+    text: str
+    source: int
+
+
+BLOCK_CHARS = 4 << 20  # characters read at once in line mode
+
+
+@dataclass
+class SourceOptions:
+    field: str | None = None  # JSON/parquet/arrow/dataset field, dotted for nested structs
+    sequence: str | None = None  # "line" | "document"; None: line for text, document for records
+    skip_bad_lines: bool = False
+    max_chars: int = DEFAULT_MAX_CHARS
+    dataset_split: str = "train"
+    limit_chars: int | None = None  # stop after about this much text
+
+
+# --- resolving the user's source arguments ------------------------------------------------------------------------
+
+
+def resolve(sources: list[str]) -> list[str]:
+    """Expand directories and globs into a sorted list of files; keep `-` for stdin. Raise InputError if empty."""
+    out: list[str] = []
+    for s in sources:
+        if s == "-":
+            out.append(s)
+            continue
+        p = Path(s)
+        if p.is_dir():
+            files = sorted(str(f) for f in p.rglob("*") if f.is_file() and _is_corpus_file(f))
+            if not files:
+                raise InputError(f"{s}: directory holds no text, JSON-lines, parquet or arrow files; "
+                                 "pass the files themselves")
+            out.extend(files)
+        elif p.exists():
+            out.append(str(p))
+        elif any(ch in s for ch in "*?["):
+            files = sorted(f for f in globlib.glob(s, recursive=True) if Path(f).is_file())
+            if not files:
+                raise InputError(f"{s}: glob matches no files; check the pattern")
+            out.extend(files)
+        else:
+            raise InputError(f"{s}: no such file or directory; check the path")
+    return out
+
+
+def _is_corpus_file(p: Path) -> bool:
+    """Files a directory source contributes: text, JSON lines, parquet, arrow (hidden files and .json skipped)."""
+    if p.name.startswith("."):
+        return False
+    fmt, compression = _kind(str(p))
+    stem = p.name.lower()[: -len(compression)] if compression else p.name.lower()
+    suffix = os.path.splitext(stem)[1]
+    if fmt == "text":
+        return suffix in TEXT_SUFFIXES
+    return suffix != ".json"
+
+
+def _kind(path: str) -> tuple[str, str | None]:
+    """(format, compression) from the file name."""
+    name = path.lower()
+    compression = None
+    for ext in COMPRESSED:
+        if name.endswith(ext):
+            compression, name = ext, name[: -len(ext)]
+            break
+    suffix = os.path.splitext(name)[1]
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl", compression
+    if suffix == ".parquet":
+        return "parquet", compression
+    if suffix == ".arrow":
+        return "arrow", compression
+    return "text", compression
+
+
+def total_size(paths: list[str]) -> int | None:
+    """Bytes on disk of all sources (None if any is stdin): the denominator of the progress bar."""
+    if "-" in paths:
+        return None
+    return sum(os.path.getsize(p) for p in paths)
+
+
+# --- reading ------------------------------------------------------------------------------------------------------
+
+
+class _ReplacementCounter:
+    """A codec error handler that decodes invalid UTF-8 as U+FFFD and counts the bytes it replaced."""
+
+    name = "vocabopt-count-replace"
+
+    def __init__(self) -> None:
+        self.replaced = 0
+        codecs.register_error(self.name, self)
+
+    def __call__(self, err: UnicodeDecodeError) -> tuple[str, int]:
+        self.replaced += err.end - err.start
+        return "\ufffd", err.end
+
+
+_REPLACED = _ReplacementCounter()
+
+
+class Reader:
+    """Iterates the sequences of a list of sources (then the dataset, if any); `infos` holds one SourceInfo per
+    source, with the replaced bytes, skipped lines and sequences seen (bytes are counted by the analyzer).
+
+    `progress_bytes` is how many bytes of the inputs (on disk, compressed where compressed) have been consumed.
+    """
+
+    def __init__(self, paths: list[str], options: SourceOptions, on_warning: Callable[[str], None] | None = None,
+                 dataset: str | None = None):
+        self.paths, self.options, self.dataset = paths, options, dataset
+        self.infos = [SourceInfo(path=p, bytes=0) for p in paths]
+        if dataset is not None:
+            self.infos.append(SourceInfo(path=dataset, bytes=0))
+        self.on_warning = on_warning or (lambda msg: None)
+        self._done_bytes = 0  # bytes of finished sources
+        self._chars = 0  # characters yielded, for limit_chars
+        self._current: Callable[[], int] = lambda: 0
+
+    @property
+    def progress_bytes(self) -> int:
+        return self._done_bytes + self._current()
+
+    def __iter__(self) -> Iterator[Sequence | Block]:
+        for i, path in enumerate(self.paths):
+            if self._limit_reached():
+                return
+            fmt, compression = _kind(path) if path != "-" else ("text", None)
+            if fmt == "jsonl":
+                yield from self._jsonl(i, path, compression)
+            elif fmt == "parquet":
+                yield from self._records(i, path, _parquet_texts(path, self._field(path)))
+            elif fmt == "arrow":
+                yield from self._records(i, path, _arrow_texts(path, self._field(path)))
+            else:
+                yield from self._text(i, path, compression)
+            if path != "-":
+                self._done_bytes += os.path.getsize(path)
+            self._current = lambda: 0
+            if self.infos[i].sequences == 0:
+                self.on_warning(f"{path}: no text (empty source)")
+        if self.dataset is not None:
+            i = len(self.paths)
+            _, texts = dataset_texts(self.dataset, self.options)
+            for value, _frac in texts:
+                if self._limit_reached():
+                    return
+                yield from self._record_sequences(i, value)
+
+    def _field(self, path: str) -> str:
+        return self.options.field or "text"
+
+    # text files: one sequence per line, or per blank-line-separated block
+    def _text(self, i: int, path: str, compression: str | None) -> Iterator[Sequence | Block]:
+        raw, base = _open_binary(path, compression)
+        self._current = base.tell
+        try:
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors=_REPLACED.name, newline=None)
+            before = _REPLACED.replaced
+            if (self.options.sequence or "line") == "line":
+                yield from self._line_blocks(i, path, text)
+            else:
+                yield from self._documents(i, path, text)
+            self.infos[i].replaced_bytes += _REPLACED.replaced - before
+        except OSError as e:
+            raise InputError(f"{path}: read failed ({e}); the file may be truncated or corrupt") from None
+        except EOFError:
+            raise InputError(f"{path}: compressed stream ends early; the file is truncated") from None
+        finally:
+            self._current = lambda: 0
+            if raw is not sys.stdin.buffer:
+                raw.close()
+            base.close()
+
+    def _line_blocks(self, i: int, path: str, text: io.TextIOWrapper) -> Iterator[Sequence | Block]:
+        max_chars = self.options.max_chars
+        while not self._limit_reached():
+            block = text.read(self._block_size())
+            if not block:
+                return
+            if not block.endswith("\n"):
+                tail = text.readline(max_chars)
+                if tail.endswith("\n") or len(tail) < max_chars:
+                    block += tail
+                else:  # a line longer than max_chars straddles the block's end: read it in pieces
+                    head, _, partial = block.rpartition("\n")
+                    if head:
+                        yield from self._block(i, head)
+                    for k, piece in enumerate(_long_line(partial + tail, text, max_chars, path)):
+                        self._count_chars(i, piece)
+                        yield Sequence(piece.rstrip("\n"), i, continuation=k > 0)
+                    continue
+            yield from self._block(i, block)
+
+    def _block(self, i: int, block: str) -> Iterator[Block]:
+        if block.strip():
+            self._count_chars(i, block)
+            yield Block(block, i)
+
+    def _documents(self, i: int, path: str, text: io.TextIOWrapper) -> Iterator[Sequence]:
+        lines: list[str] = []
+        for line in _lines(text, self.options.max_chars, path):
+            if self._limit_reached():
+                return
+            stripped = line.rstrip("\n")
+            if stripped.strip():
+                lines.append(stripped)
+            elif lines:
+                yield from self._cut(i, "\n".join(lines))
+                lines = []
+        if lines:
+            yield from self._cut(i, "\n".join(lines))
+
+    def _block_size(self) -> int:
+        if self.options.limit_chars is None:
+            return BLOCK_CHARS
+        return max(1, min(BLOCK_CHARS, self.options.limit_chars - self._chars))
+
+    def _limit_reached(self) -> bool:
+        return self.options.limit_chars is not None and self._chars >= self.options.limit_chars
+
+    def _count_chars(self, i: int, text: str) -> None:
+        self._chars += len(text)
+        self.infos[i].sequences += 1  # here: pieces seen, for the empty-source warning
+
+    def _cut(self, i: int, text: str) -> Iterator[Sequence]:
+        self._count_chars(i, text)
+        for k, piece in enumerate(cut_long(text, self.options.max_chars)):
+            yield Sequence(piece, i, continuation=k > 0)
+
+    def _jsonl(self, i: int, path: str, compression: str | None) -> Iterator[Sequence]:
+        raw, base = _open_binary(path, compression)
+        self._current = base.tell
+        try:
+            field = self._field(path)
+            info = self.infos[i]
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors=_REPLACED.name, newline=None)
+            before = _REPLACED.replaced
+            for lineno, line in enumerate(text, start=1):
+                if self._limit_reached():
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    if self.options.skip_bad_lines:
+                        info.skipped_lines += 1
+                        continue
+                    raise InputError(f"{path}:{lineno}: invalid JSON ({e.msg}); fix the line or pass "
+                                     "--skip-bad-lines") from None
+                value = _get_field(record, field)
+                if not isinstance(value, str):
+                    if self.options.skip_bad_lines:
+                        info.skipped_lines += 1
+                        continue
+                    raise InputError(_field_error(path, lineno, field, record, value))
+                yield from self._record_sequences(i, value)
+            info.replaced_bytes += _REPLACED.replaced - before
+        finally:
+            self._current = lambda: 0
+            if raw is not sys.stdin.buffer:
+                raw.close()
+            base.close()
+
+    def _records(self, i: int, path: str, texts: Iterator[tuple[str, int, float]]) -> Iterator[Sequence]:
+        size = os.path.getsize(path)
+        for value, _row, frac in texts:
+            if self._limit_reached():
+                return
+            self._current = lambda frac=frac: int(frac * size)
+            yield from self._record_sequences(i, value)
+
+    def _record_sequences(self, i: int, value: str) -> Iterator[Sequence]:
+        if (self.options.sequence or "document") == "document":
+            if value.strip():
+                yield from self._cut(i, value)
+            return
+        for line in value.replace("\r\n", "\n").split("\n"):
+            if line.strip():
+                yield from self._cut(i, line)
+
+
+class _Stdin:
+    """Stands in for the on-disk file of stdin: no position, nothing to close."""
+
+    def tell(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _open_binary(path: str, compression: str | None) -> tuple[BinaryIO, Any]:
+    """The decompressed byte stream of a source, and the file under it (its tell() is the progress on disk)."""
+    if path == "-":
+        return sys.stdin.buffer, _Stdin()
+    try:
+        f = open(path, "rb")
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; pass the files in it or the directory itself") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot open ({e.strerror}); check the path and permissions") from None
+    head = f.read(BINARY_SNIFF)
+    f.seek(0)
+    if compression:
+        try:
+            stream = COMPRESSED[compression](f)
+            head = stream.read(BINARY_SNIFF)
+            f.seek(0)
+            stream = COMPRESSED[compression](f)
+        except (OSError, EOFError, lzma.LZMAError) as e:
+            f.close()
+            raise InputError(f"{path}: not a valid {compression} file ({e}); check the file or its extension") from None
+    else:
+        stream = f
+    if b"\0" in head:
+        f.close()
+        raise InputError(f"{path}: looks binary (contains NUL bytes); pass text, JSON lines, parquet or arrow")
+    return stream, f
+
+
+def _lines(text: io.TextIOWrapper, max_chars: int, path: str) -> Iterator[str]:
+    """Lines of a text stream, reading at most `max_chars` characters at a time (a huge line is yielded in pieces,
+    each ending at a cut point; the last piece carries the newline)."""
+    pending = ""
+    try:
+        while True:
+            chunk = text.readline(max_chars)
+            if not chunk:
+                break
+            if chunk.endswith("\n") or len(chunk) < max_chars:
+                yield pending + chunk
+                pending = ""
+                continue
+            # A line longer than max_chars: emit up to its last cut point, keep the rest.
+            pending += chunk
+            cut = _last_cut(pending)
+            if cut > 0:
+                yield pending[:cut]
+                pending = pending[cut:]
+            if len(pending) > 4 * max_chars:  # no whitespace at all for a long stretch: hard cut
+                yield pending
+                pending = ""
+        if pending:
+            yield pending
+    except OSError as e:
+        raise InputError(f"{path}: read failed ({e}); the file may be truncated or corrupt") from None
+    except EOFError:
+        raise InputError(f"{path}: compressed stream ends early; the file is truncated") from None
+
+
+def _long_line(start: str, text: io.TextIOWrapper, max_chars: int, path: str) -> Iterator[str]:
+    """Pieces of one line longer than max_chars, starting with `start`; the last piece ends the line."""
+    pending = start
+    while True:
+        cut = _last_cut(pending)
+        if cut > 0 and len(pending) >= max_chars:
+            yield pending[:cut]
+            pending = pending[cut:]
+        elif len(pending) > 4 * max_chars:  # no whitespace for a long stretch: hard cut
+            yield pending
+            pending = ""
+        chunk = text.readline(max_chars)
+        if not chunk:
+            break
+        pending += chunk
+        if chunk.endswith("\n"):
+            break
+    if pending.strip():
+        yield from cut_long(pending, max_chars)
+
+
+def _last_cut(text: str) -> int:
+    """Index of the last space that follows a non-whitespace character (0 if none)."""
+    i = text.rfind(" ")
+    while i > 0:
+        if not text[i - 1].isspace():
+            return i
+        i = text.rfind(" ", 0, i)
+    return 0
+
+
+def cut_long(text: str, max_chars: int) -> list[str]:
+    """Cut `text` into pieces of at most ~max_chars at spaces that follow a non-space character."""
+    if len(text) <= max_chars:
+        return [text]
+    pieces = []
+    while len(text) > max_chars:
+        cut = _last_cut(text[: max_chars + 1]) or max_chars
+        pieces.append(text[:cut])
+        text = text[cut:]
+    pieces.append(text)
+    return pieces
+
+
+# --- records ------------------------------------------------------------------------------------------------------
+
+
+def _get_field(record: Any, field: str) -> Any:
+    value = record
+    for part in field.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _Missing
+    return value
+
+
+class _Missing:
+    pass
+
+
+def _field_error(path: str, lineno: int | None, field: str, record: Any, value: Any) -> str:
+    where = f"{path}:{lineno}" if lineno else path
+    if value is _Missing:
+        keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
+        return f"{where}: no field {field!r} (available: {keys}); pass --field NAME (dotted for nested fields)"
+    return (f"{where}: field {field!r} holds {type(value).__name__}, not text; pass --field with a text field "
+            "or --skip-bad-lines")
+
+
+def _arrow_column_texts(table_batches: Iterator[Any], field: str, path: str, total_rows: int) -> Iterator:
+    top, _, rest = field.partition(".")
+    done = 0
+    for batch in table_batches:
+        if top not in batch.schema.names:
+            raise InputError(f"{path}: no column {top!r} (columns: {', '.join(batch.schema.names)}); pass --field")
+        for value in batch.column(top).to_pylist():
+            done += 1
+            if rest:
+                value = _get_field(value, rest)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InputError(_field_error(path, None, field, {top: value}, value))
+            yield value, done, done / max(total_rows, 1)
+
+
+def _parquet_texts(path: str, field: str) -> Iterator[tuple[str, int, float]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise InputError(f"{path}: not a valid parquet file ({e})") from None
+    top = field.partition(".")[0]
+    if top not in pf.schema_arrow.names:
+        raise InputError(f"{path}: no column {top!r} (columns: {', '.join(pf.schema_arrow.names)}); pass --field")
+    yield from _arrow_column_texts(pf.iter_batches(batch_size=1024, columns=[top]), field, path,
+                                   pf.metadata.num_rows)
+
+
+def _arrow_texts(path: str, field: str) -> Iterator[tuple[str, int, float]]:
+    import pyarrow as pa
+
+    source = pa.memory_map(path)
+    try:
+        reader = pa.ipc.open_file(source)
+        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid:
+        try:  # `datasets` writes the streaming format
+            source = pa.memory_map(path)
+            reader = pa.ipc.open_stream(source)
+            batches, rows = iter(reader), 0
+        except pa.ArrowInvalid as e:
+            raise InputError(f"{path}: not a valid arrow file ({e})") from None
+    yield from _arrow_column_texts(batches, field, path, rows)
+
+
+def dataset_texts(path: str, options: SourceOptions) -> tuple[SourceInfo, Iterator[tuple[str, float]]]:
+    """Texts of a local `datasets` dataset: a `save_to_disk` folder, or files `load_dataset` can read (streamed).
+
+    Never contacts the Hugging Face Hub: the path must exist locally.
+    """
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such dataset folder; vocabopt reads local datasets only "
+                         "(save one with Dataset.save_to_disk, or pass its data files)")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    field = options.field or "text"
+    p = Path(path)
+    if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists() or (p / "state.json").exists():
+        ds = datasets.load_from_disk(path)
+        if isinstance(ds, datasets.DatasetDict):
+            if options.dataset_split not in ds:
+                raise InputError(f"{path}: no split {options.dataset_split!r} (splits: {', '.join(ds)}); "
+                                 "pass --split")
+            ds = ds[options.dataset_split]
+        total = len(ds)
+    else:
+        try:
+            ds = datasets.load_dataset(path, split=options.dataset_split, streaming=True)
+        except Exception as e:  # datasets raises many types for unreadable folders
+            raise InputError(f"{path}: datasets.load_dataset could not read it ({e}); pass a save_to_disk folder "
+                             "or a folder of text/json/csv/parquet files") from None
+        total = 0
+    top = field.partition(".")[0]
+    names = ds.column_names or []
+    if names and top not in names:
+        raise InputError(f"{path}: no field {top!r} (columns: {', '.join(names)}); pass --field")
+    info = SourceInfo(path=path, bytes=0)
+
+    def texts() -> Iterator[tuple[str, float]]:
+        done = 0
+        for batch in ds.select_columns([top]).iter(batch_size=1000):
+            for value in batch[top]:
+                done += 1
+                rest = field.partition(".")[2]
+                if rest:
+                    value = _get_field(value, rest)
+                if value is None:
+                    continue
+                if not isinstance(value, str):
+                    raise InputError(_field_error(path, None, field, {top: value}, value))
+                yield value, (done / total if total else 0.0)
+
+    return info, texts()
