@@ -26,6 +26,10 @@ _EXPORTS = {
     "TokenizerError": "errors",
     "ArtifactError": "errors",
     "MismatchError": "errors",
+    "Plan": "plan",
+    "build_layer": "layer",
+    "AdaptiveSoftmax": "adaptive_head",
+    "AdaptiveHeadConfig": "adaptive_head",
 }
 
 __all__ = sorted([*_EXPORTS, "analyze", "compare", "__version__"])

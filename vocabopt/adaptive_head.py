@@ -1,0 +1,470 @@
+"""Adaptive softmax output layer (Grave, Joulin, Cissé, Grangier, Jégou, "Efficient softmax approximation for
+GPUs", ICML 2017), with an optional tied adaptive input embedding (Baevski & Auli, "Adaptive Input
+Representations for Neural Language Modeling", ICLR 2019).
+
+This file needs only torch. vocabopt's `build_layer(plan)` imports it, and `vocabopt export` copies it verbatim into
+a standalone file with the plan block below filled in, so the exported layer is exactly the tested code.
+
+Vocabulary layout, in frequency-rank space (rank 0 = the most frequent token id):
+    head   = ranks [0, cutoffs[0]) plus one logit per tail cluster, scored on every token
+    tail i = ranks [cutoffs[i], cutoffs[i+1] or V), scored as  hidden -> proj_dims[i] -> cluster size
+Targets and outputs use the tokenizer's ORIGINAL ids; the `rank_of` / `order` buffers remap inside.
+
+Training forward, two exact paths with identical results:
+    "exact"  : rows sorted by cluster, each tail run on exactly its rows; one host read of the J+1 row counts
+               per forward (free on CPU, where there is no device to wait for).
+    "static" : no host-device synchronisation and static shapes (torch.compile(fullgraph=True), CUDA graphs):
+               each tail runs on a fixed number of rows, `capacity(N)`, sized from the plan's cluster shares with
+               a wide margin. A token whose cluster exceeds it in one batch is dropped from the loss (like an
+               ignored token) and counted in the `dropped_tokens` buffer; read it now and then (one sync) and
+               raise `capacity_factor` if it ever grows. "auto" (default) picks "exact" on CPU in eager mode and
+               "static" on accelerators or under torch.compile.
+Every parameter takes part in every forward (a tail with no rows is run on zero rows), so every parameter gets a
+gradient every step: DDP works without find_unused_parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Exception raised for invalid inputs (vocabopt substitutes its own InputError, a ValueError subclass).
+InvalidInput: type[Exception] = ValueError
+
+
+@dataclass
+class AdaptiveHeadConfig:
+    vocab_size: int  # V, number of token ids
+    hidden: int  # d, width of the hidden states fed to the layer
+    cutoffs: list[int]  # strictly increasing frequency ranks in (0, V); cutoffs[0] = head shortlist size
+    proj_dims: list[int]  # projection width of each tail cluster, in [1, d]
+    shares: list[float] = field(default_factory=list)  # expected share of targets per cluster (head first)
+    head_bias: bool = True
+    tail_bias: bool = True
+    dropout: float = 0.0  # on the tail projections (training only)
+    unigram_init: bool = True  # initialise biases to log unigram frequencies (needs counts)
+    tie_input: bool = False  # also build an adaptive input embedding sharing these weights (`embed`)
+    path: str = "auto"  # training forward: "auto" | "exact" | "static" (see the module docstring)
+    capacity_factor: float = 2.0  # static path: rows per tail = factor * expected + 8 sigma + 16
+    ignore_index: int = -100
+    reduction: str = "mean"  # default reduction: "mean" | "sum" | "none"
+    check_targets: str = "auto"  # "auto": every call on CPU, first call elsewhere; "always"; "never"
+    plan: str = ""  # name of the plan this head was built from
+
+    def __post_init__(self) -> None:
+        V, d, c, p = self.vocab_size, self.hidden, list(self.cutoffs), list(self.proj_dims)
+        if V < 2 or d < 1:
+            raise InvalidInput(f"vocab_size ({V}) must be >= 2 and hidden ({d}) >= 1")
+        if not c or c != sorted(set(c)) or c[0] <= 0 or c[-1] >= V:
+            raise InvalidInput(f"cutoffs {c} must be strictly increasing integers in (0, vocab_size={V})")
+        if len(p) != len(c) or any(not 1 <= x <= d for x in p):
+            raise InvalidInput(f"proj_dims {p}: need one per cutoff ({len(c)}), each in [1, hidden={d}]")
+        if self.shares and len(self.shares) != len(c) + 1:
+            raise InvalidInput(f"shares has {len(self.shares)} entries; need one per cluster ({len(c) + 1})")
+        for name, value, allowed in (
+            ("path", self.path, ("auto", "exact", "static")),
+            ("reduction", self.reduction, ("mean", "sum", "none")),
+            ("check_targets", self.check_targets, ("auto", "always", "never")),
+        ):
+            if value not in allowed:
+                raise InvalidInput(f"{name}={value!r} is not one of {allowed}")
+        if not 0.0 <= self.dropout < 1.0 or self.capacity_factor < 1.0:
+            raise InvalidInput(
+                f"need 0 <= dropout < 1 and capacity_factor >= 1, got {self.dropout}, {self.capacity_factor}"
+            )
+
+
+class _NLL(torch.autograd.Function):
+    """Per-row -log_softmax(logits)[target], accumulated in fp32, with a fused backward (softmax - onehot).
+
+    Cheaper than log_softmax + gather (or F.cross_entropy): no zero-filled (N, V) gradient, no log_softmax
+    backward kernel; the saved log-softmax is turned into the gradient with one exp.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (n, C) fp32 even under autocast
+        ctx.save_for_backward(logp, target)
+        ctx.in_dtype = logits.dtype
+        return -logp.gather(1, target[:, None]).squeeze(1)  # (n,)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logp, target = ctx.saved_tensors
+        g = grad[:, None].float()  # (n, 1)
+        out = logp.exp().mul_(g)  # softmax * g, (n, C)
+        out.scatter_add_(1, target[:, None], -g)
+        return out.to(ctx.in_dtype), None
+
+
+def _nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return _NLL.apply(logits, target)
+
+
+class AdaptiveSoftmax(nn.Module):
+    """Adaptive softmax head: `loss = head(hidden, targets)`, plus `log_prob`, `topk`, `predict`, `sample`.
+
+    Args:
+        config: the layer's design (usually filled in from a vocabopt Plan).
+        order: (V,) int64, frequency rank -> original token id.
+        counts: (V,) int64 token counts by rank, used for `unigram_init`; optional.
+    """
+
+    def __init__(self, config: AdaptiveHeadConfig, order: torch.Tensor, counts: torch.Tensor | None = None):
+        super().__init__()
+        self.config = cfg = config
+        V, d = cfg.vocab_size, cfg.hidden
+        order = torch.as_tensor(order, dtype=torch.long).reshape(-1)
+        if order.numel() != V or not torch.equal(torch.sort(order).values, torch.arange(V)):
+            raise InvalidInput(
+                f"order must be a permutation of 0..{V - 1} (rank -> token id), got {order.numel()} ids"
+            )
+        self.edges = [0, *cfg.cutoffs, V]  # cluster c holds ranks [edges[c], edges[c+1])
+        self.shortlist = cfg.cutoffs[0]
+        self.n_tails = len(cfg.cutoffs)
+        self.register_buffer("order", order.clone())  # (V,) rank -> id
+        self.register_buffer(
+            "rank_of", torch.empty_like(order).scatter_(0, order, torch.arange(V))
+        )  # id -> rank
+        self.register_buffer("boundaries", torch.tensor(cfg.cutoffs, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "dropped_tokens", torch.zeros((), dtype=torch.long)
+        )  # static-path overflow count
+        self.head = nn.Linear(d, self.shortlist + self.n_tails, bias=cfg.head_bias)  # (d) -> shortlist + J
+        self.proj = nn.ModuleList(nn.Linear(d, p, bias=False) for p in cfg.proj_dims)  # (d) -> (p_i)
+        self.out = nn.ModuleList(  # (p_i) -> cluster size
+            nn.Linear(p, hi - lo, bias=cfg.tail_bias)
+            for p, lo, hi in zip(cfg.proj_dims, self.edges[1:], self.edges[2:], strict=True)
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+        self._targets_checked = False
+        self.last_tail_evals = {"evaluated": 0, "skipped": 0}  # of the last topk / predict / sample call
+        if cfg.unigram_init and counts is not None:
+            self.init_biases_from_counts(torch.as_tensor(counts))
+
+    # --- initialisation ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_biases_from_counts(self, counts: torch.Tensor) -> None:
+        """Biases := log unigram frequencies (add-one smoothed), so the untrained layer predicts the unigram."""
+        p = counts.double().reshape(-1) + 1.0  # (V,) by rank
+        p = p / p.sum()
+        if self.head.bias is not None:
+            cluster_mass = [p[lo:hi].sum() for lo, hi in zip(self.edges[1:], self.edges[2:], strict=True)]
+            self.head.bias.copy_(torch.cat([p[: self.shortlist], torch.stack(cluster_mass)]).log())
+        for out, lo, hi in zip(self.out, self.edges[1:], self.edges[2:], strict=True):
+            if out.bias is not None:
+                out.bias.copy_((p[lo:hi] / p[lo:hi].sum()).log())  # log p(token | cluster)
+
+    # --- training --------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        reduction: str | None = None,
+        ignore_index: int | None = None,
+    ) -> torch.Tensor:
+        """Negative log-likelihood of `targets` (original ids) with F.cross_entropy's semantics.
+
+        Args:
+            hidden: (..., d) hidden states.
+            targets: (...) token ids in the tokenizer's order; `ignore_index` entries contribute nothing.
+            reduction: "mean" (over non-ignored tokens), "sum", or "none" (returns (...), 0 where ignored).
+        """
+        reduction = reduction or self.config.reduction
+        ignore_index = self.config.ignore_index if ignore_index is None else ignore_index
+        x, t = self._flatten(hidden, targets)  # (N, d), (N,)
+        nll, valid = self._token_nll(x, t, ignore_index)  # (N,) fp32, (N,) bool
+        if reduction == "none":
+            return nll.reshape(targets.shape)
+        if reduction == "sum":
+            return nll.sum()
+        if reduction == "mean":
+            return nll.sum() / valid.sum()  # nan when every target is ignored, as F.cross_entropy
+        raise InvalidInput(f"reduction={reduction!r} is not one of ('mean', 'sum', 'none')")
+
+    def target_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(...) log-probability of each target (0 where ignored)."""
+        return -self.forward(hidden, targets, reduction="none")
+
+    def _flatten(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.config.hidden
+        if hidden.shape[-1] != d:
+            raise InvalidInput(
+                f"hidden has width {hidden.shape[-1]} (shape {tuple(hidden.shape)}) but the layer expects {d}; "
+                "build the layer from a plan with the model's hidden size"
+            )
+        if hidden.shape[:-1] != targets.shape:
+            raise InvalidInput(
+                f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} disagree: "
+                "targets must have hidden's shape without the last dimension"
+            )
+        if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            raise InvalidInput(f"targets must be integer token ids, got {targets.dtype}")
+        return hidden.reshape(-1, d), targets.reshape(-1).long()
+
+    def _check_targets(self, t: torch.Tensor, valid: torch.Tensor) -> None:
+        """Raise on ids outside [0, V). Costs one host read on accelerators, so by default only the first call."""
+        mode = self.config.check_targets
+        if mode == "never" or _is_compiling():
+            return
+        if mode == "auto" and t.device.type != "cpu" and self._targets_checked:
+            return
+        self._targets_checked = True
+        bad = valid & ((t < 0) | (t >= self.config.vocab_size))
+        if bool(bad.any()):
+            lo, hi = int(t[valid].min()), int(t[valid].max())
+            raise InvalidInput(
+                f"targets hold ids in [{lo}, {hi}] but the plan's vocabulary has {self.config.vocab_size} ids "
+                f"(0..{self.config.vocab_size - 1}); build the plan from stats made with the model's tokenizer, "
+                f"or mark padding with ignore_index={self.config.ignore_index}"
+            )
+
+    def _token_nll(
+        self, x: torch.Tensor, t: torch.Tensor, ignore_index: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        valid = t != ignore_index  # (N,)
+        self._check_targets(t, valid)
+        rank = self.rank_of[torch.where(valid, t, 0).clamp(0, self.config.vocab_size - 1)]  # (N,)
+        cluster = torch.bucketize(rank, self.boundaries, right=True)  # (N,) 0 = head, i = tail i
+        head_target = torch.where(cluster == 0, rank, self.shortlist - 1 + cluster)  # (N,)
+        nll = _nll(self.head(x), head_target)  # (N,) fp32
+        cluster = torch.where(valid, cluster, 0)  # ignored tokens never reach a tail
+        if self._use_static(x):
+            tail, kept = self._tails_static(x, rank, cluster)
+            valid = valid & kept
+        else:
+            tail = self._tails_exact(x, rank, cluster)
+        nll = torch.where(valid, nll + tail, 0.0)
+        return nll, valid
+
+    def _use_static(self, x: torch.Tensor) -> bool:
+        path = self.config.path
+        if path == "auto":
+            return _is_compiling() or x.device.type != "cpu"
+        return path == "static"
+
+    def _tail_nll(self, i: int, x: torch.Tensor, rel_target: torch.Tensor) -> torch.Tensor:
+        logits = self.out[i](self.drop(self.proj[i](x)))  # (n, d) -> (n, p_i) -> (n, size_i)
+        return _nll(logits, rel_target)  # (n,)
+
+    def _tails_exact(self, x: torch.Tensor, rank: torch.Tensor, cluster: torch.Tensor) -> torch.Tensor:
+        """Each tail on exactly its rows: one stable sort by cluster, one host read of the J+1 row counts."""
+        perm = torch.argsort(cluster, stable=True)  # (N,) rows grouped by cluster, head rows first
+        sizes = torch.bincount(cluster, minlength=self.n_tails + 1).tolist()  # the one host read
+        parts = [x.new_zeros(sizes[0], dtype=torch.float32)]  # head rows: no tail term
+        start = sizes[0]
+        for i in range(self.n_tails):
+            rows = perm[start : start + sizes[i + 1]]  # (n_i,)
+            start += sizes[i + 1]
+            parts.append(
+                self._tail_nll(i, x.index_select(0, rows), rank.index_select(0, rows) - self.edges[i + 1])
+            )
+        sorted_nll = torch.cat(parts)  # (N,) in sorted order
+        return torch.empty_like(sorted_nll).scatter_(0, perm, sorted_nll)  # (N,) back in token order
+
+    def capacity(self, n_tokens: int) -> list[int]:
+        """Rows each tail runs on in the static path, for a batch of `n_tokens` (a multiple of 16, <= n_tokens)."""
+        shares = self.config.shares or [
+            (hi - lo) / self.config.vocab_size for lo, hi in zip(self.edges, self.edges[1:], strict=False)
+        ]
+        caps = []
+        for p in shares[1:]:
+            mean = n_tokens * p
+            cap = self.config.capacity_factor * mean + 8.0 * math.sqrt(mean) + 16
+            caps.append(min(n_tokens, 16 * math.ceil(cap / 16)))
+        return caps
+
+    def _tails_static(
+        self, x: torch.Tensor, rank: torch.Tensor, cluster: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each tail on a fixed number of rows: no host sync, static shapes. Returns (tail nll, kept mask)."""
+        N = x.shape[0]
+        perm = torch.argsort(cluster, stable=True)  # (N,) rows grouped by cluster
+        counts = torch.bincount(cluster, minlength=self.n_tails + 1)  # (J+1,) stays on the device
+        starts = torch.cumsum(counts, 0) - counts  # (J+1,) first sorted position of each cluster
+        tail = x.new_zeros(N, dtype=torch.float32)
+        kept = torch.ones(N, dtype=torch.bool, device=x.device)
+        for i, cap in enumerate(self.capacity(N)):
+            slot = torch.arange(cap, device=x.device)  # (cap,)
+            live = slot < counts[i + 1]  # (cap,) slots holding a token of this cluster
+            rows = perm[(starts[i + 1] + slot).clamp(max=N - 1)]  # (cap,) token rows (junk where not live)
+            rel = torch.where(live, rank[rows] - self.edges[i + 1], 0).clamp(
+                0, self.edges[i + 2] - self.edges[i + 1] - 1
+            )
+            nll = torch.where(live, self._tail_nll(i, x.index_select(0, rows), rel), 0.0)  # (cap,)
+            tail = tail.index_add(0, rows, nll)
+            over = (counts[i + 1] - cap).clamp(min=0)  # tokens of this cluster beyond capacity
+            in_over = (torch.arange(N, device=x.device) >= starts[i + 1] + cap) & (
+                torch.arange(N, device=x.device) < starts[i + 1] + counts[i + 1]
+            )  # (N,) sorted positions that overflowed
+            kept = kept & ~torch.zeros_like(kept).scatter_(0, perm, in_over)
+            self.dropped_tokens.add_(over)
+        return tail, kept
+
+    # --- adaptive input embedding (tie_input) -------------------------------------------------------------------
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(...) token ids -> (..., d) embeddings sharing the output weights (adaptive input, Baevski & Auli).
+
+        Head tokens use their row of the head weight; a tail token uses its output row (p_i) mapped back to d
+        through its cluster's projection. Static shapes: each cluster's small (N, p_i) x (p_i, d) runs on all N.
+        """
+        if not self.config.tie_input:
+            raise InvalidInput("embed() needs tie_input=True in the layer's config")
+        flat = ids.reshape(-1).long()
+        rank = self.rank_of[flat.clamp(0, self.config.vocab_size - 1)]  # (N,)
+        cluster = torch.bucketize(rank, self.boundaries, right=True)  # (N,)
+        w = self.head.weight  # (shortlist + J, d)
+        out = w[rank.clamp(max=self.shortlist - 1)] * (cluster == 0).unsqueeze(1).to(w.dtype)  # (N, d)
+        for i in range(self.n_tails):
+            lo, hi = self.edges[i + 1], self.edges[i + 2]
+            rows = self.out[i].weight[(rank - lo).clamp(0, hi - lo - 1)]  # (N, p_i)
+            vec = rows @ self.proj[i].weight  # (N, d)
+            out = out + vec * (cluster == i + 1).unsqueeze(1).to(vec.dtype)
+        return out.reshape(*ids.shape, self.config.hidden)
+
+    # --- inference ---------------------------------------------------------------------------------------------
+
+    def log_prob(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., V) fp32 log-probabilities in ORIGINAL id order (evaluates every cluster)."""
+        x = self._flat_hidden(hidden)
+        head_lp = torch.log_softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
+        parts = [head_lp[:, : self.shortlist]]
+        for i in range(self.n_tails):
+            parts.append(self._tail_log_prob(i, x) + head_lp[:, self.shortlist + i, None])  # (N, size_i)
+        by_rank = torch.cat(parts, dim=1)  # (N, V) in rank order
+        return by_rank.index_select(1, self.rank_of).reshape(*hidden.shape[:-1], self.config.vocab_size)
+
+    def _flat_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.shape[-1] != self.config.hidden:
+            raise InvalidInput(
+                f"hidden has width {hidden.shape[-1]} but the layer expects {self.config.hidden}; "
+                "build the layer from a plan with the model's hidden size"
+            )
+        return hidden.reshape(-1, self.config.hidden)
+
+    def _tail_log_prob(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.out[i](self.proj[i](x)).float(), dim=-1)  # (n, size_i), no dropout
+
+    @torch.no_grad()
+    def topk(self, hidden: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-k (log-probs, original ids), each (..., k), evaluating a tail only where it can matter.
+
+        Every token of tail cluster i has log-prob <= the head's log-prob of cluster i, so a row skips cluster i
+        when that bound is below its current k-th best. Counts land in `last_tail_evals`. Rows needing a tail
+        are gathered with a data-dependent shape (inference only).
+        """
+        if not 1 <= k <= self.config.vocab_size:
+            raise InvalidInput(f"k={k} must be in [1, vocab_size={self.config.vocab_size}]")
+        x = self._flat_hidden(hidden)
+        N = x.shape[0]
+        head_lp = torch.log_softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
+        bound = head_lp[:, self.shortlist :]  # (N, J) upper bound on every log-prob in each tail
+        kk = min(k, self.shortlist)
+        vals, idx = head_lp[:, : self.shortlist].topk(kk, dim=1)  # (N, kk), idx are ranks
+        if kk < k:  # pad so every row has k slots; -inf slots lose to any real token
+            vals = torch.cat([vals, vals.new_full((N, k - kk), -math.inf)], dim=1)
+            idx = torch.cat([idx, idx.new_zeros(N, k - kk)], dim=1)
+        evaluated = 0
+        for i in sorted(range(self.n_tails), key=lambda j: -float(bound[:, j].max()) if N else 0):
+            need = (bound[:, i] > vals[:, -1]).nonzero().squeeze(1)  # (n,) rows this cluster can change
+            if need.numel() == 0:
+                continue
+            evaluated += need.numel()
+            lo = self.edges[i + 1]
+            lp = self._tail_log_prob(i, x[need]) + bound[need, i, None]  # (n, size_i)
+            tv, ti = lp.topk(min(k, lp.shape[1]), dim=1)
+            mv, mi = torch.cat([vals[need], tv], 1).topk(k, dim=1)
+            vals[need] = mv
+            idx[need] = torch.cat([idx[need], ti + lo], 1).gather(1, mi)
+        self.last_tail_evals = {"evaluated": evaluated, "skipped": N * self.n_tails - evaluated}
+        shape = (*hidden.shape[:-1], k)
+        return vals.reshape(shape), self.order[idx].reshape(shape)
+
+    def predict(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (...) the most likely original id (exact argmax of `log_prob`)."""
+        return self.topk(hidden, 1)[1].squeeze(-1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        hidden: torch.Tensor,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(..., d) -> (...) original ids drawn exactly from softmax(log_prob / temperature) (restricted to top_k).
+
+        temperature == 1 without top_k: two-stage draw (head, then only the chosen tail cluster: at most one tail
+        per row). With top_k: exact `topk` (skipping tails), then a draw among those k. temperature != 1 without
+        top_k needs every cluster's normaliser, so it evaluates the full distribution (nothing skipped).
+        """
+        if temperature <= 0:
+            raise InvalidInput(
+                f"temperature must be > 0, got {temperature}; use predict() for greedy decoding"
+            )
+        x = self._flat_hidden(hidden)
+        N = x.shape[0]
+        if top_k is not None:
+            vals, ids = self.topk(x, top_k)  # (N, k)
+            pick = torch.multinomial(torch.softmax(vals / temperature, dim=1), 1, generator=generator)
+            return ids.gather(1, pick).reshape(hidden.shape[:-1])
+        if temperature != 1.0:
+            probs = torch.softmax(self.log_prob(x) / temperature, dim=1)  # (N, V) by original id
+            self.last_tail_evals = {"evaluated": N * self.n_tails, "skipped": 0}
+            return torch.multinomial(probs, 1, generator=generator).reshape(hidden.shape[:-1])
+        head_p = torch.softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
+        rank = torch.multinomial(head_p, 1, generator=generator).squeeze(
+            1
+        )  # (N,) shortlist rank or cluster slot
+        evaluated = 0
+        for i in range(self.n_tails):
+            rows = (rank == self.shortlist + i).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            evaluated += rows.numel()
+            p = self._tail_log_prob(i, x[rows]).exp()  # (n, size_i)
+            rank[rows] = torch.multinomial(p, 1, generator=generator).squeeze(1) + self.edges[i + 1]
+        self.last_tail_evals = {"evaluated": evaluated, "skipped": N * self.n_tails - evaluated}
+        return self.order[rank].reshape(hidden.shape[:-1])
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"vocab_size={c.vocab_size}, hidden={c.hidden}, cutoffs={c.cutoffs}, proj_dims={c.proj_dims}"
+
+
+def _is_compiling() -> bool:
+    fn = getattr(torch.compiler, "is_compiling", None)
+    return bool(fn()) if fn is not None else False
+
+
+# --- plan (filled in by `vocabopt export`; None in the library copy) ----------------------------------------------
+PLAN_CONFIG: dict | None = None
+SIDECAR: str | None = None
+# --- end plan -----------------------------------------------------------------------------------------------------
+
+
+def build_head(**overrides) -> AdaptiveSoftmax:
+    """The configured, freshly initialised layer of the exported plan (overrides: any AdaptiveHeadConfig field).
+
+    The frequency order (and the counts for the bias init) load from the sidecar next to this file with
+    torch.load(weights_only=True): plain tensors, no code.
+    """
+    if PLAN_CONFIG is None or SIDECAR is None:
+        raise InvalidInput(
+            "no plan in this copy; use vocabopt.build_layer(plan) or a file from `vocabopt export`"
+        )
+    arrays = torch.load(Path(__file__).with_name(SIDECAR), weights_only=True)
+    config = AdaptiveHeadConfig(**{**PLAN_CONFIG, **overrides})
+    return AdaptiveSoftmax(config, order=arrays["order"], counts=arrays["counts"])
+
+
+def config_dict(config: AdaptiveHeadConfig) -> dict:
+    """The config as plain JSON-ready data."""
+    return asdict(config)
