@@ -1,0 +1,73 @@
+"""Shared fixtures: a slice of the shipped corpus and tokenizers of each kind trained on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "corpora" / "kjv.txt"
+BPE = ROOT / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
+
+
+@pytest.fixture(scope="session")
+def corpus_slice(tmp_path_factory) -> Path:
+    """The first ~300 KB of the shipped corpus (whole lines), for tests that count many times."""
+    text = CORPUS.read_text(encoding="utf-8")[:300_000]
+    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
+    path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
+    """Tokenizers of the kinds the analyzer must count exactly: byte-level BPE, WordPiece, Unigram/Metaspace, and a
+    GPT-4-style Split regex (which the fast chunk path must refuse)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    out = tmp_path_factory.mktemp("tokenizers")
+    files = {"bpe": BPE}
+
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.train([str(corpus_slice)], trainers.WordPieceTrainer(vocab_size=2000, show_progress=False,
+                                                             special_tokens=["[UNK]", "[CLS]", "[SEP]"]))
+    wp.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", wp.token_to_id("[CLS]")), ("[SEP]", wp.token_to_id("[SEP]"))])
+    files["wordpiece"] = out / "wordpiece.json"
+    wp.save(str(files["wordpiece"]))
+
+    uni = Tokenizer(models.Unigram())
+    uni.normalizer = normalizers.NFKC()
+    uni.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    uni.decoder = decoders.Metaspace(prepend_scheme="first")
+    uni.train([str(corpus_slice)], trainers.UnigramTrainer(vocab_size=1500, show_progress=False,
+                                                           special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>"))
+    uni.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    files["unigram"] = out / "unigram.json"
+    uni.save(str(files["unigram"]))
+
+    # Byte-level BPE that learned whitespace-run tokens ("ĠĠĠ", tabs): the case where cutting inside a run of
+    # spaces would change the counts.
+    code = out / "code.txt"
+    code.write_text("".join(f"{' ' * (4 * (i % 4))}line{i}  =  x\t\t{i}   \n" for i in range(3000)))
+    ws = Tokenizer(models.BPE())
+    ws.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    ws.train([str(corpus_slice), str(code)], trainers.BpeTrainer(
+        vocab_size=1200, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    files["bpe_spaces"] = out / "bpe_spaces.json"
+    ws.save(str(files["bpe_spaces"]))
+
+    gpt4 = Tokenizer(models.BPE())
+    gpt4.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+                                   r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    gpt4.train([str(corpus_slice)], trainers.BpeTrainer(vocab_size=1000, show_progress=False,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    files["split_regex"] = out / "split_regex.json"
+    gpt4.save(str(files["split_regex"]))
+    return files

@@ -1,0 +1,141 @@
+"""Counts equal an independent count: plain `encode_batch` + `bincount`, for every tokenizer kind and path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+
+from vocabopt import analyze
+from vocabopt.counting import HFCounter, choose_path, load_spec
+
+
+def reference_counts(tokenizer_path, sequences, add_special_tokens=True) -> np.ndarray:
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok.no_truncation()
+    tok.no_padding()
+    vocab = max(tok.get_vocab(with_added_tokens=True).values()) + 1
+    ids = [i for e in tok.encode_batch(sequences, add_special_tokens=add_special_tokens) for i in e.ids]
+    return np.bincount(np.asarray(ids, dtype=np.int64), minlength=vocab)
+
+
+def lines_of(path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+def documents_of(path) -> list[str]:
+    docs, block = [], []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if line.strip():
+            block.append(line)
+        elif block:
+            docs.append("\n".join(block))
+            block = []
+    return docs + (["\n".join(block)] if block else [])
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("bpe", "chunks"), ("bpe_spaces", "chunks"), ("wordpiece", "chunks"), ("unigram", "chunks"), ("split_regex", "pretokens")])
+def test_path_choice(tokenizer_files, kind, expected):
+    config = json.loads(tokenizer_files[kind].read_text())
+    assert choose_path(config)[0] == expected
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram", "split_regex"])
+@pytest.mark.parametrize("path", [None, "pretokens", "encode"])
+def test_counts_equal_encode_batch(tokenizer_files, corpus_slice, kind, path):
+    stats = analyze([str(corpus_slice)], str(tokenizer_files[kind]), force_path=path)
+    ref = reference_counts(tokenizer_files[kind], lines_of(corpus_slice))
+    np.testing.assert_array_equal(stats.counts, ref)
+    assert stats.n_sequences == len(lines_of(corpus_slice))
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram"])
+def test_document_sequences_and_specials(tokenizer_files, corpus_slice, kind):
+    for special in (True, False):
+        stats = analyze([str(corpus_slice)], str(tokenizer_files[kind]), sequence="document",
+                        add_special_tokens=special)
+        ref = reference_counts(tokenizer_files[kind], documents_of(corpus_slice), add_special_tokens=special)
+        np.testing.assert_array_equal(stats.counts, ref)
+
+
+def test_fast_path_reported(tokenizer_files, corpus_slice):
+    stats = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
+    assert stats.options["count_path"] == "chunks"
+    stats = analyze([str(corpus_slice)], str(tokenizer_files["split_regex"]))
+    assert stats.options["count_path"] == "pretokens"
+
+
+def test_added_token_text_takes_the_encode_path(tmp_path, tokenizer_files):
+    path = tmp_path / "c.txt"
+    lines = ["In the beginning<|endoftext|>God created", "plain line here", "x <|endoftext|> y"]
+    path.write_text("\n".join(lines) + "\n")
+    stats = analyze([str(path)], str(tokenizer_files["bpe"]))
+    np.testing.assert_array_equal(stats.counts, reference_counts(tokenizer_files["bpe"], lines))
+    assert stats.options["sequences_per_path"] == {"chunks": 1, "encode": 2}
+
+
+# Text that stresses the chunk cut: runs of spaces, tabs, NBSP and other Unicode spaces, combining marks,
+# compatibility characters NFKC rewrites, CJK, digits, punctuation, leading/trailing spaces.
+ALPHABET = list("ab Zé \t\u00a0\u3000\u2003\u0301\u00b4\u00a8\ufb01\u4e2d\u6587'.,!?-0123456789") + ["  ", "’s"]
+texts = st.lists(st.lists(st.sampled_from(ALPHABET), min_size=1, max_size=40).map("".join).filter(str.strip),
+                 min_size=1, max_size=12)
+
+
+@pytest.mark.parametrize("kind", ["bpe", "bpe_spaces", "wordpiece", "unigram"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequences=texts)
+def test_chunk_path_is_exact_on_adversarial_text(tokenizer_files, kind, sequences):
+    counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=True)
+    assert counter.path == "chunks"
+    got = counter.count([(s, False) for s in sequences]).counts
+    np.testing.assert_array_equal(got, reference_counts(tokenizer_files[kind], sequences))
+
+
+def test_long_lines_are_cut_at_whitespace(tmp_path, tokenizer_files):
+    words = " ".join(f"word{i % 97}" for i in range(5000))
+    path = tmp_path / "long.txt"
+    path.write_text(words + "\nshort line\n")
+    from vocabopt import sources
+
+    old = sources.DEFAULT_MAX_CHARS
+    sources.DEFAULT_MAX_CHARS = 1000
+    try:
+        opts = sources.SourceOptions(max_chars=1000)
+        pieces = list(sources.Reader([str(path)], opts))
+    finally:
+        sources.DEFAULT_MAX_CHARS = old
+    assert all(len(p.text) <= 1000 for p in pieces if isinstance(p, sources.Sequence))
+    # The pieces reassemble the line, and the chunk path counts them exactly (one sequence, not one per piece).
+    stats = analyze([str(path)], str(tokenizer_files["bpe"]))
+    np.testing.assert_array_equal(stats.counts, reference_counts(tokenizer_files["bpe"], [words, "short line"]))
+
+
+def test_word_and_bytes_tokenizers(corpus_slice):
+    lines = lines_of(corpus_slice)
+    stats = analyze([str(corpus_slice)], "bytes")
+    ref = np.bincount(np.frombuffer("".join(lines).encode(), dtype=np.uint8), minlength=256)
+    np.testing.assert_array_equal(stats.counts, ref)
+
+    import re
+    from collections import Counter
+
+    words = Counter(w for line in lines for w in re.findall(r"\w+|[^\w\s]+", line))
+    stats = analyze([str(corpus_slice)], "word")
+    assert stats.tokens[0] == "<unk>" and stats.counts[0] == 0
+    assert dict(zip(stats.tokens[1:], stats.counts[1:].tolist())) == dict(words)
+    assert list(stats.counts[1:]) == sorted(stats.counts[1:], reverse=True)
+
+    pruned = analyze([str(corpus_slice)], "word", min_count=3, max_vocab=500)
+    assert pruned.vocab_size == 500 and pruned.total == stats.total
+    assert pruned.counts[0] == stats.total - pruned.counts[1:].sum()
+
+
+def test_parallel_workers_give_identical_counts(tokenizer_files, corpus_slice):
+    one = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]), workers=1)
+    two = analyze([str(corpus_slice)] * 3, str(tokenizer_files["bpe"]), workers=2)
+    np.testing.assert_array_equal(two.counts, 3 * one.counts)
