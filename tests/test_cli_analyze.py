@@ -1,0 +1,73 @@
+"""The analyze/merge/compare verbs through click's CliRunner: exit codes, output, artifacts, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from vocabopt import CorpusStats
+from vocabopt.cli import main
+
+
+def test_analyze_writes_stats_and_plot(tmp_path, corpus_slice, tokenizer_files):
+    out, plot = tmp_path / "s.json", tmp_path / "rank.png"
+    r = CliRunner().invoke(main, ["analyze", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "-o", str(out),
+                                  "--plot", str(plot)])
+    assert r.exit_code == 0, r.output
+    assert "tokens" in r.output and "power law" in r.output
+    stats = CorpusStats.load(out)
+    assert stats.total > 0 and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analyze_json_and_stdin(corpus_slice):
+    text = corpus_slice.read_text()
+    r = CliRunner().invoke(main, ["analyze", "-", "--json", "-q"], input=text)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)["summary"]
+    assert summary["total_tokens"] == len("".join(line for line in text.split("\n") if line.strip()).encode())
+
+
+def test_merge_and_compare(tmp_path, corpus_slice, tokenizer_files):
+    runner = CliRunner()
+    for name in ("a", "b"):
+        r = runner.invoke(main, ["analyze", str(corpus_slice), "-t", "word", "-o", str(tmp_path / f"{name}.json"), "-q"])
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "m.json")])
+    assert r.exit_code == 0, r.output
+    a, m = CorpusStats.load(tmp_path / "a.json"), CorpusStats.load(tmp_path / "m.json")
+    assert (m.counts == 2 * a.counts).all()
+    r = runner.invoke(main, ["compare", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "-t", "bytes", "--json",
+                             "-q"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [row["vocab_size"] for row in rows] == [8000, 256]
+
+
+def test_errors_are_one_line_and_write_nothing(tmp_path, corpus_slice, tokenizer_files):
+    runner = CliRunner()
+    out = tmp_path / "never.json"
+    (tmp_path / "bin.txt").write_bytes(b"\x00\x01")
+    cases = [
+        ["analyze", str(tmp_path / "missing.txt"), "-o", str(out)],
+        ["analyze", str(tmp_path / "bin.txt"), "-o", str(out)],
+        ["analyze", str(corpus_slice), "-t", str(tmp_path / "nope.json"), "-o", str(out)],
+        ["merge", str(tmp_path / "missing.json"), "-o", str(out)],
+    ]
+    runner.invoke(main, ["analyze", str(corpus_slice), "-t", "bytes", "-o", str(tmp_path / "b.json"), "-q"])
+    runner.invoke(main, ["analyze", str(corpus_slice), "-t", "word", "-o", str(tmp_path / "w.json"), "-q"])
+    cases.append(["merge", str(tmp_path / "b.json"), str(tmp_path / "w.json"), "-o", str(out)])
+    for args in cases:
+        r = runner.invoke(main, args)
+        assert r.exit_code == 1, (args, r.output)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), (args, r.output)
+        assert "Traceback" not in r.output
+        assert not out.exists() and not list(tmp_path.glob(".never*"))
+
+
+def test_python_dash_m_runs():
+    r = subprocess.run([sys.executable, "-m", "vocabopt", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "analyze" in r.stdout
