@@ -296,40 +296,48 @@ def _has_adjacent_space(joined: str) -> bool:
     return _ADJ_SPACE.search(joined) is not None
 
 
-def _flagged_texts(texts: list[str], joined: str) -> set[int]:
+def _flagged_texts(texts: list[str], joined: str) -> list[int]:
     """Indices of the texts holding a space next to whitespace (both neighbours of a match at a text's edge)."""
-    ends = np.cumsum(np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=len(texts)))
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1)
     positions = [p for m in _ADJ_SPACE.finditer(joined) for p in (m.start(), m.end() - 1)]
-    return set(np.searchsorted(ends, positions, side="right").tolist())
+    return sorted(set(np.searchsorted(ends, positions, side="right").tolist()))
 
 
 def _chunk_counts(texts: list[str]) -> Counter:
     """Distinct chunks and their counts: each text cut before every run of spaces that follows a non-space.
 
-    Fast path: when every space sits between two non-whitespace characters, joining the texts with " \n" and
-    splitting the result on " " (one C call) yields each text's first chunk prefixed by "\n" and every later chunk
-    without its leading space.
+    Texts whose spaces all sit between non-whitespace characters are cut by `_split_counts` (C speed); the few
+    others are cut by a regex. Since `_split_counts` is additive over texts, the few are counted with everything
+    else and then swapped for their exact cut, which keeps the per-text work off the common path.
+    """
+    joined = "\n".join(texts)
+    out = _split_counts(texts)
+    if _has_adjacent_space(joined):
+        flagged = [texts[k] for k in _flagged_texts(texts, joined)]
+        out.subtract(_split_counts(flagged))
+        for t in flagged:
+            out.update(_CUT.split(t))  # later parts keep their leading space
+        out = +out  # drop the zeroed entries
+    out.pop("", None)
+    return out
+
+
+def _split_counts(texts: list[str]) -> Counter:
+    """Chunk counts assuming every space follows a non-space: one join and one `str.split` for all texts.
+
+    Joined with " \n", each text's first chunk comes out prefixed by "\n" (the first text's by nothing) and every
+    later chunk without its leading space.
     """
     out: Counter = Counter()
-    simple = texts
-    joined = "\n".join(texts)
-    if _has_adjacent_space(joined):
-        flagged = _flagged_texts(texts, joined)
-        simple = []
-        for k, t in enumerate(texts):
-            if k in flagged:
-                out.update(_CUT.split(t))  # later parts keep their leading space
-            else:
-                simple.append(t)
-    if simple:
-        parts = " \n".join(simple).split(" ")
-        raw = Counter(parts)
-        raw[parts[0]] -= 1  # the first text's first chunk has no "\n" marker
-        out[parts[0]] += 1
-        for key, n in raw.items():
-            if n:
-                out[key[1:] if key.startswith("\n") else " " + key] += n
-    out.pop("", None)
+    if not texts:
+        return out
+    parts = " \n".join(texts).split(" ")
+    raw = Counter(parts)
+    raw[parts[0]] -= 1  # the first text's first chunk has no "\n" marker
+    out[parts[0]] += 1
+    for key, n in raw.items():
+        if n:
+            out[key[1:] if key.startswith("\n") else " " + key] += n
     return out
 
 
