@@ -1,0 +1,198 @@
+"""Benchmark: forward+backward time and memory of the output layer — vocabopt's adaptive softmax vs torch's
+AdaptiveLogSoftmaxWithLoss (identical design) vs full softmax (nn.Linear + F.cross_entropy, F.linear_cross_entropy).
+
+Targets are Zipf-distributed (p(rank r) ~ 1/(r+1)): uniform targets would put almost every token in the rarest
+cluster and misrepresent every adaptive method. Prints a table and rewrites this benchmark's section of
+docs/benchmarks.md. Medians of repeated fwd+bwd steps, all measured in one run; ratios are against vocabopt.
+
+    python benchmarks/layer_speed.py --quick            # CPU, < 3 minutes
+    python benchmarks/layer_speed.py --device cuda --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vocabopt.layer import build_layer, load_alswl  # noqa: E402
+from vocabopt.plan import Plan  # noqa: E402
+
+SLOW = ("full softmax", "F.linear_cross_entropy")  # seconds per step on CPU: fewer repetitions
+SECTION = "## Layer speed (benchmarks/layer_speed.py)"
+# (N tokens, d, V, cutoffs)
+CONFIGS_QUICK = [(2048, 512, 50_000, [2000, 10_000]), (2048, 512, 50_000, [20_000, 40_000])]
+CONFIGS_FULL = CONFIGS_QUICK + [(4096, 1024, 128_000, [4000, 20_000, 60_000]), (8192, 256, 32_000, [2000, 8000])]
+
+
+def zipf_plan(V: int, d: int, cutoffs: list[int]) -> Plan:
+    counts = np.round(1e9 / np.arange(1, V + 1)).astype(np.int64)  # exact Zipf, s = 1; ids already in rank order
+    return Plan.from_cutoffs(counts, hidden=d, cutoffs=cutoffs, provenance={"name": f"zipf-V{V}"})
+
+
+def zipf_targets(N: int, V: int, seed: int = 0) -> torch.Tensor:
+    p = 1.0 / np.arange(1, V + 1)
+    return torch.from_numpy(np.random.default_rng(seed).choice(V, size=N, p=p / p.sum()))
+
+
+def timed(step: Callable[[], None], device: torch.device) -> float:
+    """Milliseconds of one call of `step`, synchronising the device around it."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    step()
+    sync()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def saved_bytes(step: Callable[[], torch.Tensor]) -> int:
+    """Bytes of tensors autograd keeps for backward (the activation memory of the layer) on one forward."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = step()
+    del loss
+    return total
+
+
+def methods(N, d, V, cutoffs, device, dtype, full: bool):
+    plan = zipf_plan(V, d, cutoffs)
+    ranks = zipf_targets(N, V).to(device)
+    h = torch.randn(N, d, device=device, requires_grad=True)
+    ours = build_layer(plan, path="exact").to(device)
+    static = build_layer(plan, path="static").to(device)
+    alswl = torch.nn.AdaptiveLogSoftmaxWithLoss(d, V, cutoffs, div_value=4.0).to(device)
+    load_alswl(ours, alswl)
+    static.load_state_dict(ours.state_dict())
+    ids = ours.order[ranks]  # original ids (identity order here: the Zipf counts are already sorted)
+    ac = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def fwd(fn):
+        def run():
+            with ac:
+                return fn()
+
+        return run
+
+    out = {
+        "vocabopt": fwd(lambda: ours(h, ids)),
+        "vocabopt static": fwd(lambda: static(h, ids)),
+        "ALSWL": fwd(lambda: alswl(h, ranks).loss),
+    }
+    if full:
+        lin = torch.nn.Linear(d, V, device=device)
+        out["full softmax"] = fwd(lambda: F.cross_entropy(lin(h).float(), ranks))
+        if hasattr(F, "linear_cross_entropy"):
+            out["F.linear_cross_entropy"] = fwd(
+                lambda: F.linear_cross_entropy(h, lin.weight, ranks, linear_bias=lin.bias)
+            )
+    return out
+
+
+def run(args) -> list[dict]:
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    torch.manual_seed(0)
+    rows = []
+    for ci, (N, d, V, cutoffs) in enumerate(CONFIGS_QUICK if args.quick else CONFIGS_FULL):
+        full = ci == 0 or not args.quick  # full softmax is slow on CPU: only for the headline config in --quick
+        fns = methods(N, d, V, cutoffs, device, dtype, full)
+        # Interleave the methods round by round so a shared machine's load drifts over all of them alike.
+        times = {name: [] for name in fns}
+        for rep in range(args.reps + 1):
+            for name, fwd in fns.items():
+                if rep > max(2, args.reps // 3) and name in SLOW:
+                    continue
+                ms = timed(lambda fwd=fwd: fwd().backward(), device)
+                if rep:  # round 0 is the warm-up
+                    times[name].append(ms)
+        for name, fwd in fns.items():
+            med = statistics.median(times[name])
+            peak = None
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                fwd().backward()
+                peak = torch.cuda.max_memory_allocated()
+            rows.append(dict(N=N, d=d, V=V, cutoffs=cutoffs, method=name, ms=med, n=len(times[name]),
+                             saved=saved_bytes(fwd), peak=peak))
+            print(f"  {N:>5} {d:>5} {V:>7} {str(cutoffs):<22} {name:<24} {med:9.1f} ms", file=sys.stderr)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| N | d | V | cutoffs | method | fwd+bwd median (ms) | vs vocabopt | saved for backward (MB) |"
+        + (" peak (MB) |" if rows and rows[0]["peak"] is not None else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if rows and rows[0]["peak"] is not None else ""),
+    ]
+    base = {(r["N"], r["d"], r["V"], str(r["cutoffs"])): r["ms"] for r in rows if r["method"] == "vocabopt"}
+    for r in rows:
+        ratio = r["ms"] / base[(r["N"], r["d"], r["V"], str(r["cutoffs"]))]
+        line = (
+            f"| {r['N']} | {r['d']} | {r['V']} | {r['cutoffs']} | {r['method']} | {r['ms']:.1f} | {ratio:.2f}x | "
+            f"{r['saved'] / 1e6:.0f} |"
+        )
+        if r["peak"] is not None:
+            line += f" {r['peak'] / 1e6:.0f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace (or append) this benchmark's section of docs/benchmarks.md, leaving the other sections alone."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + body
+    else:
+        nxt = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body + (text[nxt + 1 :] if nxt >= 0 else "")
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--quick", action="store_true", help="two designs, full softmax only on the first (< 3 min CPU)")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"))
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args()
+    rows = run(args)
+    tab = table(rows)
+    print(tab)
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    cmd = "python benchmarks/layer_speed.py " + " ".join(sys.argv[1:])
+    body = (
+        f"{SECTION}\n\n"
+        f"Forward+backward of the output layer alone, Zipf targets (p(rank r) ~ 1/(r+1)), {args.dtype}; median of "
+        f"{args.reps} steps (full softmax: fewer) after a warm-up, all in one run. `vocabopt` = `build_layer(plan)` "
+        "(exact path, the CPU default); `vocabopt static` = the sync-free static-shape path (the accelerator / "
+        "torch.compile default); ALSWL = torch.nn.AdaptiveLogSoftmaxWithLoss with the identical design and weights. "
+        "'saved for backward' = bytes autograd keeps between forward and backward.\n\n"
+        f"- machine: {dev}, {platform.machine()}, {torch.get_num_threads()} threads ({platform.system()})\n"
+        f"- torch {torch.__version__}, python {platform.python_version()}, {datetime.date.today().isoformat()}\n"
+        f"- command: `{cmd}`\n\n{tab}\n"
+    )
+    if not args.no_write:
+        write_section(Path(args.out), body)
+
+
+if __name__ == "__main__":
+    main()
