@@ -2,6 +2,8 @@
 GPUs", ICML 2017), with an optional tied adaptive input embedding (Baevski & Auli, "Adaptive Input
 Representations for Neural Language Modeling", ICLR 2019).
 
+Plan: none (library copy).
+
 This file needs only torch. vocabopt's `build_layer(plan)` imports it, and `vocabopt export` copies it verbatim into
 a standalone file with the plan block below filled in, so the exported layer is exactly the tested code.
 
@@ -88,7 +90,8 @@ class _NLL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (n, C) fp32 even under autocast
+        acc = torch.promote_types(logits.dtype, torch.float32)  # fp32 even under bf16/fp16 autocast
+        logp = torch.log_softmax(logits.to(acc), dim=-1)  # (n, C)
         ctx.save_for_backward(logp, target)
         ctx.in_dtype = logits.dtype
         return -logp.gather(1, target[:, None]).squeeze(1)  # (n,)
@@ -96,7 +99,7 @@ class _NLL(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         logp, target = ctx.saved_tensors
-        g = grad[:, None].float()  # (n, 1)
+        g = grad[:, None].to(logp.dtype)  # (n, 1)
         out = logp.exp().mul_(g)  # softmax * g, (n, C)
         out.scatter_add_(1, target[:, None], -g)
         return out.to(ctx.in_dtype), None
@@ -326,7 +329,7 @@ class AdaptiveSoftmax(nn.Module):
         """Each tail on exactly its rows: one stable sort by cluster, one host read of the J+1 row counts."""
         perm = torch.argsort(cluster, stable=True)  # (N,) rows grouped by cluster, head rows first
         sizes = torch.bincount(cluster, minlength=self.n_tails + 1).tolist()  # the one host read
-        parts = [x.new_zeros(sizes[0], dtype=torch.float32)]  # head rows: no tail term
+        parts = [x.new_zeros(sizes[0], dtype=torch.promote_types(x.dtype, torch.float32))]  # head rows: no tail
         start = sizes[0]
         for i in range(self.n_tails):
             rows = perm[start : start + sizes[i + 1]]  # (n_i,)
@@ -357,7 +360,7 @@ class AdaptiveSoftmax(nn.Module):
         perm = torch.argsort(cluster, stable=True)  # (N,) rows grouped by cluster
         counts = torch.bincount(cluster, minlength=self.n_tails + 1)  # (J+1,) stays on the device
         starts = torch.cumsum(counts, 0) - counts  # (J+1,) first sorted position of each cluster
-        tail = x.new_zeros(N, dtype=torch.float32)
+        tail = x.new_zeros(N, dtype=torch.promote_types(x.dtype, torch.float32))
         kept = torch.ones(N, dtype=torch.bool, device=x.device)
         for i, cap in enumerate(self.capacity(N)):
             slot = torch.arange(cap, device=x.device)  # (cap,)

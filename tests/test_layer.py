@@ -1,0 +1,222 @@
+"""The adaptive-softmax layer against references: torch's ALSWL, F.cross_entropy, gradcheck, full log_prob."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats as sps
+
+from vocabopt.errors import InputError
+from vocabopt.layer import build_layer, load_alswl
+from vocabopt.plan import Plan
+
+V, D, CUTOFFS = 300, 32, [20, 100]
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    counts = np.random.default_rng(0).permutation(np.round(1e5 / np.arange(1, V + 1)).astype(np.int64))
+    return Plan.from_cutoffs(counts, hidden=D, cutoffs=CUTOFFS, provenance={"name": "toy"})
+
+
+def zipf_ids(layer, n, seed=0):
+    p = 1 / np.arange(1, V + 1)
+    ranks = torch.from_numpy(np.random.default_rng(seed).choice(V, size=n, p=p / p.sum()))
+    return ranks, layer.order[ranks]
+
+
+def paired(plan, path="exact", **kw):
+    torch.manual_seed(0)
+    alswl = torch.nn.AdaptiveLogSoftmaxWithLoss(D, V, CUTOFFS, div_value=4.0)
+    return load_alswl(build_layer(plan, path=path, **kw), alswl), alswl
+
+
+@pytest.mark.parametrize("path", ["exact", "static"])
+def test_parity_with_alswl(plan, path):
+    layer, alswl = paired(plan, path)
+    x = torch.randn(257, D)
+    ranks, ids = zipf_ids(layer, 257)
+    ref = alswl(x, ranks)
+    torch.testing.assert_close(layer(x, ids, reduction="none"), -ref.output, atol=1e-5, rtol=0)
+    torch.testing.assert_close(layer(x, ids), ref.loss, atol=1e-5, rtol=0)
+    torch.testing.assert_close(layer.log_prob(x)[:, layer.order], alswl.log_prob(x), atol=1e-5, rtol=0)
+    assert torch.equal(layer.predict(x), layer.order[alswl.predict(x)])
+    # gradients too
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    layer(xa, ids).backward()
+    alswl(xb, ranks).loss.backward()
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(layer.out[1].weight.grad, alswl.tail[1][1].weight.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_log_prob_normalized_and_matches_loss(plan):
+    layer = build_layer(plan, dropout=0.0)
+    x = torch.randn(4, 7, D)
+    lp = layer.log_prob(x)
+    assert lp.shape == (4, 7, V) and lp.dtype == torch.float32
+    assert lp.logsumexp(-1).abs().max() < 1e-5
+    ids = torch.randint(0, V, (4, 7))
+    torch.testing.assert_close(layer.target_log_prob(x, ids), lp.gather(-1, ids[..., None]).squeeze(-1))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("path", ["exact", "static"])
+def test_ignore_index_and_reductions_follow_cross_entropy(plan, reduction, path):
+    layer = build_layer(plan, path=path)
+    x = torch.randn(3, 50, D)
+    _, ids = zipf_ids(layer, 150, seed=1)
+    ids = ids.reshape(3, 50).clone()
+    ids[:, ::4] = -100
+    ref = F.cross_entropy(layer.log_prob(x).reshape(-1, V), ids.reshape(-1), reduction=reduction)
+    got = layer(x, ids, reduction=reduction)
+    torch.testing.assert_close(got.reshape(-1) if reduction == "none" else got, ref, atol=1e-5, rtol=1e-6)
+    ids[:] = 7
+    ids[0, 0] = 3
+    torch.testing.assert_close(layer(x, ids, ignore_index=7), -layer.log_prob(x)[0, 0, 3])
+    all_ignored = layer(x, torch.full((3, 50), -100), reduction="mean")
+    assert torch.isnan(all_ignored)  # 0 / 0, as F.cross_entropy
+
+
+def test_gradcheck_float64(plan):
+    small = Plan.from_cutoffs(np.array([9, 7, 5, 4, 3, 2, 2, 1, 1, 1]), hidden=4, cutoffs=[3, 6], proj_dims=[3, 2])
+    for path in ("exact", "static"):
+        layer = build_layer(small, path=path, tail_chunk=2).double()
+        x = torch.randn(12, 4, dtype=torch.float64, requires_grad=True)
+        ids = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, -100, 9])
+        params = [layer.head.weight, layer.head.bias, layer.proj[1].weight, layer.out[1].weight, layer.out[1].bias]
+        assert torch.autograd.gradcheck(lambda x, *ps: layer(x, ids, reduction="none"), (x, *params))
+
+
+def test_every_parameter_gets_a_gradient_even_with_empty_clusters(plan):
+    for path in ("exact", "static"):
+        layer = build_layer(plan, path=path, tie_input=True)
+        x = torch.randn(8, D)
+        layer(x, layer.order[torch.arange(8)]).backward()  # all targets in the head: tails see no rows
+        missing = [n for n, p in layer.named_parameters() if p.grad is None]
+        assert not missing, missing
+
+
+def test_topk_and_predict_exact_with_skipping(plan):
+    layer = build_layer(plan)
+    torch.nn.init.normal_(layer.head.weight, std=0.5)
+    x = torch.randn(200, D)
+    lp = layer.log_prob(x)
+    for k in (1, 5, 25, 40):
+        vals, ids = layer.topk(x, k)
+        ref_vals, _ = lp.topk(k, dim=-1)
+        torch.testing.assert_close(vals, ref_vals, atol=1e-5, rtol=0)
+        torch.testing.assert_close(lp.gather(1, ids), vals, atol=1e-5, rtol=0)
+    assert torch.equal(layer.predict(x), lp.argmax(-1))
+    assert layer.last_tail_evals["skipped"] > 0  # the unigram-initialised head makes most tails irrelevant
+
+
+def chi2_pvalue(draws: torch.Tensor, probs: torch.Tensor) -> float:
+    observed = torch.bincount(draws, minlength=probs.numel()).double()
+    expected = probs.double() * draws.numel()
+    keep = expected >= 5  # pool rare classes so the chi-square approximation holds
+    obs = torch.cat([observed[keep], observed[~keep].sum()[None]])
+    exp = torch.cat([expected[keep], expected[~keep].sum()[None]])
+    return float(sps.chisquare(obs.numpy(), exp.numpy() * obs.sum().item() / exp.sum().item()).pvalue)
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.7, None), (1.3, 10)])
+def test_sample_matches_distribution(plan, temperature, top_k):
+    layer = build_layer(plan)
+    torch.manual_seed(1)
+    x = torch.randn(1, D).expand(20_000, D)
+    gen = torch.Generator().manual_seed(123)
+    draws = layer.sample(x, temperature=temperature, top_k=top_k, generator=gen)
+    with torch.no_grad():
+        lp = layer.log_prob(x[:1])[0] / temperature
+    if top_k is not None:
+        cut = lp.topk(top_k).values[-1]
+        lp = torch.where(lp >= cut, lp, -torch.inf)
+    probs = torch.softmax(lp, 0)
+    assert probs[draws].min() > 0  # never draws outside the support (top_k)
+    assert chi2_pvalue(draws, probs) > 1e-3
+    if temperature == 1.0:
+        assert layer.last_tail_evals["evaluated"] <= 20_000  # at most one tail per row
+
+
+def test_original_id_remap(plan):
+    layer = build_layer(plan, unigram_init=False)
+    x = torch.randn(1, D)
+    lp = layer.log_prob(x)[0]
+    head_lp = torch.log_softmax(layer.head(x)[0], 0)
+    most_frequent_id = int(plan.order[0])
+    assert most_frequent_id != 0  # the fixture's ids are shuffled
+    torch.testing.assert_close(lp[most_frequent_id], head_lp[0])
+
+
+def test_unigram_init_predicts_the_unigram(plan):
+    layer = build_layer(plan)
+    with torch.no_grad():
+        for p in (layer.head.weight, *[o.weight for o in layer.out]):
+            p.zero_()
+    lp = layer.log_prob(torch.randn(1, D))[0]
+    unigram = (torch.from_numpy(plan.counts).double() + 1) / (plan.counts.sum() + V)
+    torch.testing.assert_close(lp[layer.order].double(), unigram.log(), atol=1e-5, rtol=0)
+
+
+def test_tied_adaptive_input(plan):
+    layer = build_layer(plan, tie_input=True)
+    ids = layer.order[torch.tensor([0, 25, 150])]  # one token per cluster
+    emb = layer.embed(ids)
+    assert emb.shape == (3, D)
+    torch.testing.assert_close(emb[0], layer.head.weight[0])
+    torch.testing.assert_close(emb[1], layer.out[0].weight[5] @ layer.proj[0].weight)
+    torch.testing.assert_close(emb[2], layer.out[1].weight[50] @ layer.proj[1].weight)
+
+
+def test_autocast_bf16_accumulates_in_fp32(plan):
+    layer = build_layer(plan)
+    x = torch.randn(64, D)
+    _, ids = zipf_ids(layer, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = layer(x, ids, reduction="none")
+        lp = layer.log_prob(x)
+    assert loss.dtype == torch.float32 and lp.dtype == torch.float32
+    torch.testing.assert_close(loss, layer(x, ids, reduction="none"), atol=0.1, rtol=0.05)
+    assert lp.logsumexp(-1).abs().max() < 1e-5
+
+
+def test_static_path_counts_dropped_tokens(plan):
+    layer = build_layer(plan, path="static", capacity_factor=1.0)
+    x = torch.randn(1024, D)
+    ids = layer.order[torch.full((1024,), 250)]  # every token in the rarest cluster: far above its capacity
+    cap = layer.capacity(1024)[1]
+    assert cap < 1024
+    loss = layer(x, ids, reduction="none")
+    assert int(layer.dropped_tokens) == 1024 - cap
+    assert int((loss != 0).sum()) == cap
+    exact = build_layer(plan, path="exact")
+    exact.load_state_dict(layer.state_dict())
+    kept = loss != 0
+    torch.testing.assert_close(loss[kept], exact(x, ids, reduction="none")[kept])
+
+
+def test_bad_inputs_name_the_value(plan):
+    layer = build_layer(plan)
+    with pytest.raises(InputError, match=r"width 16 .* expects 32"):
+        layer(torch.randn(4, 16), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(InputError, match=r"ids in \[0, 300\] but the plan's vocabulary has 300"):
+        layer(torch.randn(2, D), torch.tensor([0, 300]))
+    with pytest.raises(ValueError, match=r"ids in \[-5, 1\]"):  # LayerInputError is also a ValueError
+        layer(torch.randn(2, D), torch.tensor([-5, 1]))
+    with pytest.raises(InputError, match="integer token ids"):
+        layer(torch.randn(2, D), torch.tensor([0.0, 1.0]))
+    with pytest.raises(InputError, match="expected a vocabopt.Plan"):
+        build_layer({"cutoffs": [1]})
+    with pytest.raises(InputError, match="unknown layer option"):
+        build_layer(plan, dropuot=0.1)
+
+
+def test_compile_fullgraph_cpu(plan):
+    layer = build_layer(plan)
+    x = torch.randn(64, D, requires_grad=True)
+    _, ids = zipf_ids(layer, 64)
+    compiled = torch.compile(layer, fullgraph=True)
+    loss = compiled(x, ids)
+    torch.testing.assert_close(loss, layer(x, ids), atol=1e-5, rtol=1e-5)
+    loss.backward()
+    assert x.grad is not None and layer.out[1].weight.grad is not None

@@ -1,0 +1,144 @@
+"""The export stage: a Plan -> a standalone layer file a user drops into their training code.
+
+Inputs: a `vocabopt.Plan`. Outputs, by format:
+    module : `<out>.py`, the torch-only `vocabopt/adaptive_head.py` copied verbatim with its plan block filled in,
+             plus `<out>.order.pt` (frequency order and counts; plain tensors, read with weights_only=True).
+    config : `<out>.json`, the layer config (AdaptiveHeadConfig fields) for `AdaptiveHeadConfig(**d)`.
+    torch  : `<out>.py` building torch.nn.AdaptiveLogSoftmaxWithLoss plus the id -> rank remap, and the sidecar.
+             ALSWL only supports projections hidden // div_value**(i+1): other plans are refused.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from . import __version__, artifacts
+from .errors import InputError
+from .layer import head_config
+from .plan import Plan
+
+FORMATS = ("module", "config", "torch")
+_TEMPLATE = Path(__file__).with_name("adaptive_head.py")
+_BLOCK = re.compile(r"(# --- plan \(filled in by `vocabopt export`.*?\n)(.*?)(# --- end plan)", re.S)
+
+
+def export_layer(plan: Plan, out: str | Path, format: str = "module", **overrides: Any) -> list[Path]:
+    """Write the layer for `plan` to `out`; return the paths written.
+
+    Args:
+        plan: the design to export.
+        out: the output file (`adaptive_head.py`, or `.json` for the config format).
+        format: "module" | "config" | "torch".
+        **overrides: AdaptiveHeadConfig fields baked into the exported config (dropout, tie_input, ...).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> plan = Plan.from_cutoffs(np.arange(100)[::-1], hidden=16, cutoffs=[10, 40])
+        >>> paths = export_layer(plan, os.path.join(tempfile.mkdtemp(), "head.py"))
+        >>> [p.name for p in paths]
+        ['head.order.pt', 'head.py']
+    """
+    if format not in FORMATS:
+        raise InputError(f"format {format!r} is not one of {FORMATS}")
+    out = Path(out)
+    config = head_config(plan, **overrides)
+    if format == "config":
+        obj = {
+            "artifact": "vocabopt.LayerConfig",
+            "schema_version": 1,
+            "config": asdict(config),
+            "plan": plan.summary(),
+            "vocabopt_version": __version__,
+        }
+        artifacts.write_json(out, obj)
+        return [out]
+    sidecar = out.with_name(_stem(out) + ".order.pt")
+    _write_sidecar(plan, sidecar)
+    source = (
+        module_source(plan, sidecar.name, asdict(config))
+        if format == "module"
+        else alswl_source(plan, sidecar.name)
+    )
+    artifacts.atomic_write_bytes(out, source.encode("utf-8"))
+    return [sidecar, out]
+
+
+def module_source(plan: Plan, sidecar: str, config: dict[str, Any]) -> str:
+    """The template's source with the plan block (and the docstring's plan line) filled in as literals."""
+    text = _TEMPLATE.read_text(encoding="utf-8")
+    block = f"PLAN_CONFIG: dict | None = {_literal(config)}\nSIDECAR: str | None = {sidecar!r}\n"
+    text, n = _BLOCK.subn(lambda m: m.group(1) + block + m.group(3), text)
+    assert n == 1, "adaptive_head.py lost its plan block"
+    return text.replace("Plan: none (library copy).", f"Plan: {_describe(plan)}.", 1)
+
+
+def alswl_source(plan: Plan, sidecar: str) -> str:
+    """A builder for torch.nn.AdaptiveLogSoftmaxWithLoss with this plan's design and the id -> rank remap."""
+    div = _div_value(plan)
+    return f'''"""torch.nn.AdaptiveLogSoftmaxWithLoss for plan {_describe(plan)}, written by vocabopt {__version__}.
+
+ALSWL expects frequency-RANK targets: map the tokenizer's ids first, `alswl(hidden, rank_of[targets])`, and map
+its outputs back with `order[rank]`. ALSWL supports only projection sizes hidden // div_value**(i+1) (this plan
+follows div_value={div}); for the faster layer with ignore_index, reductions, tail biases and sampling, export with
+`--format module`.
+"""
+
+from pathlib import Path
+
+import torch
+
+VOCAB_SIZE = {plan.vocab_size}
+HIDDEN = {plan.hidden}
+CUTOFFS = {list(plan.cutoffs)!r}
+DIV_VALUE = {div!r}
+SIDECAR = {sidecar!r}
+
+
+def build_alswl() -> tuple[torch.nn.AdaptiveLogSoftmaxWithLoss, torch.Tensor, torch.Tensor]:
+    """(layer, rank_of, order): rank_of maps token id -> rank (V,), order maps rank -> token id (V,)."""
+    order = torch.load(Path(__file__).with_name(SIDECAR), weights_only=True)["order"]  # (V,) rank -> id
+    rank_of = torch.empty_like(order).scatter_(0, order, torch.arange(VOCAB_SIZE))  # (V,) id -> rank
+    return torch.nn.AdaptiveLogSoftmaxWithLoss(HIDDEN, VOCAB_SIZE, CUTOFFS, div_value=DIV_VALUE), rank_of, order
+'''
+
+
+def _div_value(plan: Plan) -> float:
+    for div in (plan.hidden / plan.proj_dims[0], 4.0, 2.0, 8.0):
+        if div > 1 and all(int(plan.hidden // (div ** (i + 1))) == p for i, p in enumerate(plan.proj_dims)):
+            return float(div)
+    raise InputError(
+        f"--format torch: AdaptiveLogSoftmaxWithLoss only supports projections hidden // div_value**(i+1), but this "
+        f"plan has proj_dims {plan.proj_dims} for hidden {plan.hidden}; use --format module (any projection sizes)"
+    )
+
+
+def _write_sidecar(plan: Plan, path: Path) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(
+        {"order": torch.from_numpy(plan.order.copy()), "counts": torch.from_numpy(plan.counts.copy())}, buf
+    )
+    artifacts.atomic_write_bytes(path, buf.getvalue())
+
+
+def _describe(plan: Plan) -> str:
+    name = re.sub(r"[^A-Za-z0-9._/-]", "_", str(plan.provenance.get("name") or "unnamed"))[:80]
+    return (
+        f"{name} (V={plan.vocab_size}, d={plan.hidden}, cutoffs={plan.cutoffs}, proj_dims={plan.proj_dims})"
+    )
+
+
+def _literal(obj: Any) -> str:
+    """A Python literal of plain JSON-like data (ints, floats, strs, bools, lists, dicts), one key per line."""
+    if isinstance(obj, dict):
+        return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in obj.items()) + "}"
+    return repr(obj)
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(path.suffix)] if path.suffix else path.name
