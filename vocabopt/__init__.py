@@ -30,6 +30,12 @@ _EXPORTS = {
     "build_layer": "layer",
     "AdaptiveSoftmax": "adaptive_head",
     "AdaptiveHeadConfig": "adaptive_head",
+    "DeviceProfile": "profile",
+    "profile_device": "profile",
+    "synthetic_profile": "profile",
+    "optimize": "optimize",
+    "predict": "cost",
+    "Prediction": "cost",
 }
 
 __all__ = sorted([*_EXPORTS, "analyze", "compare", "__version__"])

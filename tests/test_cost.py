@@ -1,0 +1,111 @@
+"""The cost model: interpolation reproduces the grid, extrapolation is flagged, designs are sums of their parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vocabopt import cost
+from vocabopt.errors import InputError
+from vocabopt.profile import synthetic_profile
+
+
+def power_law(name, *c):
+    """Exactly linear in log space: multilinear log interpolation must reproduce it between grid points."""
+    t = 1e-3 * np.ones_like(c[0], dtype=float)
+    for x, e in zip(c, (0.9, 0.7, 0.8), strict=False):
+        t = t * x**e
+    return t
+
+
+def zipf_counts(v: int, alpha: float = 1.1) -> np.ndarray:
+    return np.maximum((1e7 / np.arange(1, v + 1) ** alpha).astype(np.int64), 1)
+
+
+@pytest.fixture(scope="module")
+def prof():
+    return synthetic_profile(power_law)
+
+
+def test_grid_points_reproduced_exactly(prof):
+    rng = np.random.default_rng(0)
+    for name, axes in cost.KERNEL_AXES.items():
+        table = prof.kernels[name]
+        grid = [np.asarray(table["axes"][a]) for a in axes]
+        med = np.asarray(table["median_ms"])
+        for _ in range(10):
+            idx = tuple(int(rng.integers(len(g))) for g in grid)
+            ms, ex = cost.tables(prof)[name](*[g[i] for g, i in zip(grid, idx, strict=True)])
+            assert ms == pytest.approx(med[idx], rel=1e-9)
+            assert not ex
+
+
+def test_interpolates_power_laws_exactly_between_points(prof):
+    ms, ex = cost.tables(prof)["linear_fwd"](
+        np.array([100.0, 3000.0]), np.array([50.0, 700.0]), np.array([999.0, 12345.0])
+    )
+    expect = power_law(
+        "linear_fwd", np.array([100.0, 3000.0]), np.array([50.0, 700.0]), np.array([999.0, 12345.0])
+    )
+    np.testing.assert_allclose(ms, expect, rtol=1e-5)  # tables keep 6 significant digits
+    assert not ex.any()
+
+
+def test_extrapolation_is_flagged_and_continuous(prof):
+    t = cost.tables(prof)["linear_fwd"]
+    top = prof.kernels["linear_fwd"]["axes"]["out"][-1]
+    at, ex_at = t(512, 512, top)
+    beyond, ex_beyond = t(512, 512, 4 * top)
+    below, ex_below = t(1, 512, top)  # below the grid: clamped (launch-bound), not flagged
+    assert not ex_at and ex_beyond and not ex_below
+    assert beyond > at  # scaled up along the roofline
+    just, _ = t(512, 512, top * 1.0001)
+    assert just == pytest.approx(at, rel=1e-3)  # no jump at the edge
+
+
+def test_unmeasured_points_are_filled_along_the_roofline():
+    axes = [np.array([8.0, 64.0, 512.0]), np.array([8.0, 64.0, 512.0]), np.array([16.0, 256.0, 4096.0])]
+    roof = {"overhead_ms": 0.01, "peak_gflops": 100.0, "bandwidth_gbs": 50.0}
+    mesh = np.meshgrid(*axes, indexing="ij")
+    truth = cost.roofline_ms(roof, "linear_fwd", mesh, 4)
+    measured = 2.0 * mesh[0] * mesh[1] * mesh[2] <= 2e6
+    filled = cost.fill_unmeasured("linear_fwd", axes, np.where(measured, truth, np.nan), measured, roof, 4)
+    np.testing.assert_allclose(filled, truth, rtol=1e-9)
+
+
+def test_predict_is_the_sum_of_its_parts(prof):
+    counts = zipf_counts(20000)
+    p = cost.predict(prof, counts, 256, [1000, 5000], [64, 16], 1024)
+    parts = [c["time_ms"] for c in p.clusters]
+    assert p.time_ms == pytest.approx(sum(parts), rel=1e-12)
+    assert all(t > 0 for t in parts) and p.time_ms >= max(parts)
+    assert sum(c["size"] for c in p.clusters) == 20000 + 2  # head holds one logit per tail
+    assert sum(c["share"] for c in p.clusters) == pytest.approx(1.0)
+    assert p.memory_bytes > 0
+    full = cost.predict(prof, counts, 256, [], [], 1024)
+    assert full.time_ms > p.time_ms  # the power-law device rewards skipping rare tails
+    assert full.memory_bytes > p.memory_bytes
+
+
+def test_modes(prof):
+    counts = zipf_counts(20000)
+    train = cost.predict(prof, counts, 256, [1000, 5000], [64, 16], 1024, mode="train")
+    full = cost.predict(prof, counts, 256, [1000, 5000], [64, 16], 1024, mode="infer", decode="full")
+    greedy = cost.predict(prof, counts, 256, [1000, 5000], [64, 16], 1024, mode="infer", decode="greedy")
+    assert greedy.time_ms < full.time_ms  # greedy skips tails for most rows
+    assert greedy.time_ms < train.time_ms  # no backward
+    with pytest.raises(InputError, match="mode"):
+        cost.predict(prof, counts, 256, [1000], [64], 1024, mode="eval")
+
+
+def test_cutoffs_beyond_the_vocabulary_name_it(prof):
+    with pytest.raises(InputError, match="vocabulary of 5000 ids"):
+        cost.predict(prof, zipf_counts(5000), 64, [2000, 10000], [16, 4], 256)
+    with pytest.raises(InputError, match="one per cutoff"):
+        cost.predict(prof, zipf_counts(5000), 64, [200, 1000], [16], 256)
+
+
+def test_empty_tail_pays_only_its_fixed_cost(prof):
+    ms_empty, _ = cost.tail_ms(prof, 1024, 256, 64, 5000, 0.0)
+    fixed, _ = cost.tables(prof)["cluster_fixed_train"](1024, 256)
+    assert float(ms_empty) == pytest.approx(float(fixed))

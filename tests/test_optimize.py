@@ -1,0 +1,249 @@
+"""The optimizer: the DP equals brute force, designs are well-formed, the head sits at the inflection, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vocabopt import cost
+from vocabopt.cli import main
+from vocabopt.errors import InputError
+from vocabopt.optimize import optimize, proj_rule, search
+from vocabopt.plan import Plan
+from vocabopt.profile import synthetic_profile
+from vocabopt.stats import CorpusStats
+
+SMALL_GRID = {
+    "rows": [1, 4, 16, 64],
+    "in": [1, 4, 16],
+    "out": [1, 4, 16, 64],
+    "width": [1, 4, 16, 64],
+    "tokens": [16, 64],
+    "hidden": [4, 16],
+    "elements": [16, 256, 4096],
+}
+
+
+def random_monotone_profile(seed: int):
+    """Random tables, non-decreasing along every axis (cumulative maxima of noise, in log space)."""
+    rng = np.random.default_rng(seed)
+
+    def fn(name, *mesh):
+        r = rng.uniform(0.0, 3.0, mesh[0].shape)
+        for ax in range(r.ndim):
+            r = np.maximum.accumulate(r, axis=ax)
+        return 10.0 ** (r - 3.0)
+
+    return synthetic_profile(fn, grid=SMALL_GRID)
+
+
+def brute_force(prof, counts, hidden, n, J, projs):
+    V = len(counts)
+    best = (np.inf, None)
+    for cut in itertools.combinations(range(1, V), J):
+        t = cost.predict(prof, counts, hidden, list(cut), projs, n).time_ms
+        if t < best[0]:
+            best = (t, list(cut))
+    return best
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    v=st.integers(4, 11),
+    alpha=st.floats(0.5, 2.0),
+    seed=st.integers(0, 2**16),
+    n=st.sampled_from([16, 40, 64]),
+    max_j=st.integers(1, 3),
+)
+def test_dp_equals_brute_force(v, alpha, seed, n, max_j):
+    counts = np.sort(
+        (1000 / np.arange(1, v + 1) ** alpha).astype(np.int64) + np.random.default_rng(seed).integers(0, 3, v)
+    )[::-1]
+    prof = random_monotone_profile(seed)
+    hidden = 16
+    found = search(prof, counts, hidden, n, max_clusters=max_j)
+    for J in range(1, min(max_j, v - 1) + 1):
+        projs = proj_rule(hidden, J)
+        t_bf, cut_bf = brute_force(prof, counts, hidden, n, J, projs)
+        design = found["per_clusters"][J]
+        assert design.time_ms == pytest.approx(t_bf, rel=1e-9), (J, design.cutoffs, cut_bf)
+        # the DP's number is the cost model's number for the design it returns
+        assert cost.predict(prof, counts, hidden, design.cutoffs, projs, n).time_ms == pytest.approx(
+            design.time_ms
+        )
+
+
+def zipf_stats(v: int, alpha: float = 1.1, seed: int = 0) -> CorpusStats:
+    counts = np.maximum((1e8 / np.arange(1, v + 1) ** alpha).astype(np.int64), 1)
+    perm = np.random.default_rng(seed).permutation(v)  # token ids are not in frequency order
+    return CorpusStats.from_counts(counts[perm])
+
+
+@pytest.fixture(scope="module")
+def affine_prof():
+    return synthetic_profile(lambda name, *c: 0.05 + 1e-8 * np.prod(c, axis=0))
+
+
+def test_plan_is_well_formed(affine_prof):
+    stats = zipf_stats(30000)
+    plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024)
+    assert isinstance(plan, Plan)
+    assert plan.cutoffs == sorted(set(plan.cutoffs)) and 0 < plan.cutoffs[0] and plan.cutoffs[-1] < 30000
+    assert plan.proj_dims == proj_rule(256, len(plan.cutoffs))
+    assert np.array_equal(plan.order, stats.frequency_order())
+    assert np.all(np.diff(plan.counts) <= 0)  # counts by rank
+    pred = plan.predicted
+    parts = sum(c["time_ms"] for c in pred["plan"]["clusters"])
+    assert pred["plan"]["time_ms"] == pytest.approx(parts)
+    assert pred["speedup"] == pytest.approx(pred["full_softmax"]["time_ms"] / pred["plan"]["time_ms"])
+    assert pred["speedup"] > 1
+    times = [f["time_ms"] for f in pred["frontier"]]
+    caps = [f["capacity"] for f in pred["frontier"]]
+    assert times == sorted(times) and caps == sorted(caps)  # a Pareto frontier: slower only for more capacity
+    best_j = min(pred["best_per_clusters"].values(), key=lambda d: d["time_ms"])
+    assert pred["plan"]["time_ms"] <= best_j["time_ms"] * 1.02 + 1e-9  # within the recommendation tolerance
+    assert {f["name"] for f in pred["folklore"]} == {"paper/Lua", "fairseq WT103", "Transformer-XL"}
+    assert all(
+        c < 30000 for f in pred["folklore"] for c in f["cutoffs"]
+    )  # clipped to V: [20000, 60000] -> [20000]
+    assert plan.provenance["profile"]["device"] == "synthetic"
+    assert plan.provenance["stats"]["sha256"] == stats.tokenizer.sha256
+
+
+def test_plan_round_trips(tmp_path, affine_prof):
+    plan = optimize(zipf_stats(5000), hidden=64, profile=affine_prof, batch_tokens=512, max_clusters=2)
+    plan.save(tmp_path / "plan.json")
+    back = Plan.load(tmp_path / "plan.json")
+    assert back.cutoffs == plan.cutoffs and back.predicted["speedup"] == pytest.approx(
+        plan.predicted["speedup"]
+    )
+
+
+def test_flat_then_affine_puts_the_head_at_the_inflection():
+    """Paper §4: matmul time is flat up to an inflection, then affine; the head should fill the flat part."""
+    n, d, k_star = 2048, 256, 4096  # on grid points: log interpolation would round off a kink between them
+    c = 5.0  # ms: the flat floor, reached at n * d * k_star multiply-adds
+    lam = c / (n * d * k_star)
+
+    def fn(name, *x):
+        if name.startswith("linear"):
+            return np.maximum(c, lam * x[0] * x[1] * x[2])
+        return np.full(x[0].shape, 1e-4)
+
+    prof = synthetic_profile(fn)
+    stats = zipf_stats(60000, alpha=1.0)
+    plan = optimize(stats, hidden=d, profile=prof, batch_tokens=n, max_clusters=1, tolerance=0.0)
+    assert k_star / 1.5 <= plan.cutoffs[0] + 1 <= k_star * 1.5, plan.cutoffs
+
+
+def test_constraints_are_honoured(affine_prof):
+    stats = zipf_stats(20000)
+    plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, min_head=3000, max_head=5000)
+    assert 3000 <= plan.cutoffs[0] <= 5000
+    plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, proj_dims=[100, 50])
+    assert plan.proj_dims == [100, 50][: len(plan.cutoffs)]
+    plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, min_proj=32)
+    assert min(plan.proj_dims) >= 32
+    plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, mode="infer", decode="greedy")
+    assert plan.mode == "infer" and plan.predicted["decode"] == "greedy"
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"min_head": 20000}, "min_head=20000"),
+        ({"max_clusters": 0}, "at least one tail cluster"),
+        ({"proj_dims": [512]}, "proj_dims"),
+        ({"min_head": 500, "max_head": 100}, "max_head=100"),
+        ({"mode": "eval"}, "mode"),
+    ],
+)
+def test_infeasible_constraints_are_clear_errors(affine_prof, kw, match):
+    with pytest.raises(InputError, match=match):
+        optimize(zipf_stats(20000), hidden=256, profile=affine_prof, batch_tokens=1024, **kw)
+
+
+def test_empty_stats_are_an_error(affine_prof):
+    with pytest.raises(InputError, match="no tokens"):
+        optimize(np.zeros(100, dtype=np.int64), hidden=16, profile=affine_prof, batch_tokens=64)
+
+
+# --- CLI ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def files(tmp_path, affine_prof):
+    zipf_stats(20000).save(tmp_path / "stats.json")
+    affine_prof.save(tmp_path / "device.json")
+    return tmp_path
+
+
+def test_cli_optimize(files):
+    out = files / "plan.json"
+    r = CliRunner().invoke(
+        main,
+        [
+            "optimize",
+            str(files / "stats.json"),
+            "--hidden",
+            "256",
+            "--profile",
+            str(files / "device.json"),
+            "--batch-tokens",
+            "1024",
+            "-o",
+            str(out),
+            "--plot",
+            str(files / "frontier.png"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "recommended" in r.output and "Transformer-XL" in r.output and "frontier" in r.output.lower()
+    assert Plan.load(out).cutoffs
+    assert (files / "frontier.png").stat().st_size > 0
+    r = CliRunner().invoke(
+        main,
+        [
+            "optimize",
+            str(files / "stats.json"),
+            "--hidden",
+            "256",
+            "--profile",
+            str(files / "device.json"),
+            "--batch-tokens",
+            "1024",
+            "-o",
+            str(out),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["cutoffs"] == Plan.load(out).cutoffs
+
+
+def test_cli_optimize_bad_input(files):
+    args = [
+        "optimize",
+        str(files / "stats.json"),
+        "--hidden",
+        "256",
+        "--profile",
+        str(files / "device.json"),
+        "--batch-tokens",
+        "1024",
+        "-o",
+        str(files / "p.json"),
+    ]
+    r = CliRunner().invoke(main, [*args, "--min-head", "99999"])
+    assert r.exit_code == 1 and "min_head=99999" in r.output and "Traceback" not in r.output
+    (files / "bad.json").write_text("{not json")
+    r = CliRunner().invoke(main, [*args[:4], "--profile", str(files / "bad.json"), *args[6:]])
+    assert r.exit_code == 1 and "bad.json" in r.output
+    r = CliRunner().invoke(main, [*args, "--dtype", "bfloat16"])
+    assert r.exit_code == 0 and "float32" in r.output and "bfloat16" in r.output  # warned, both shown

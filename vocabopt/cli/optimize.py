@@ -1,0 +1,193 @@
+"""`vocabopt optimize`: recommend cutoffs and projection sizes for a corpus, a device and a batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InputError
+from ..optimize import FOLKLORE, optimize, plot_plan
+from ..plan import Plan
+from ..profile import DTYPES, DeviceProfile, mismatch_warnings, profile_device, resolve_device
+from ..stats import CorpusStats
+from . import main
+from ._common import echo_json, handle_errors, human_bytes
+
+
+def _int_list(ctx: Any, param: Any, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 128,32, got {value!r}") from None
+
+
+@main.command("optimize")
+@click.argument("stats", type=click.Path(dir_okay=False))
+@click.option(
+    "--hidden", type=int, required=True, help="Width d of the hidden states fed to the output layer."
+)
+@click.option(
+    "--profile",
+    "profile_path",
+    type=click.Path(dir_okay=False),
+    help="A DeviceProfile (vocabopt profile, or configs/devices/*.json). Default: profile --device now.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default=None,
+    help="Without --profile: quick-profile this device first. With it: warn if it is another device.",
+)
+@click.option(
+    "--dtype", type=click.Choice(list(DTYPES)), default=None, help="Warn if the profile is another dtype."
+)
+@click.option("--batch-tokens", type=int, required=True, help="Tokens per step N (batch x sequence length).")
+@click.option("--mode", type=click.Choice(["train", "infer"]), default="train", show_default=True)
+@click.option(
+    "--decode",
+    type=click.Choice(["full", "greedy"]),
+    default="full",
+    show_default=True,
+    help="infer: full distribution (every cluster) or greedy/top-k (a tail for its share of rows).",
+)
+@click.option("--max-clusters", type=int, default=4, show_default=True)
+@click.option(
+    "--div-value", type=float, default=4.0, show_default=True, help="Projection rule: d // div^(i+1)."
+)
+@click.option("--min-proj", type=int, default=None, help="Lower bound on every projection size.")
+@click.option(
+    "--proj-dims", callback=_int_list, default=None, help="Explicit projection sizes, e.g. 256,64,16."
+)
+@click.option("--min-head", type=int, default=None, help="Smallest head shortlist to consider.")
+@click.option("--max-head", type=int, default=None, help="Largest head shortlist to consider.")
+@click.option("--candidates", type=int, default=256, show_default=True, help="Cutoff grid size for the DP.")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="Recommend the most capacity within this share of the fastest predicted time.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="plan.json", show_default=True)
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), default=None, help="Write the frontier/breakdown PNG."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan's JSON instead of tables.")
+@handle_errors
+def optimize_cmd(
+    stats: str,
+    hidden: int,
+    profile_path: str | None,
+    device: str | None,
+    dtype: str | None,
+    batch_tokens: int,
+    mode: str,
+    decode: str,
+    max_clusters: int,
+    div_value: float,
+    min_proj: int | None,
+    proj_dims: list[int] | None,
+    min_head: int | None,
+    max_head: int | None,
+    candidates: int,
+    tolerance: float,
+    output: str,
+    plot: str | None,
+    as_json: bool,
+) -> None:
+    """Choose the adaptive softmax's cutoffs and projection sizes by dynamic programming over measured costs."""
+    corpus = CorpusStats.load(stats)
+    if profile_path:
+        prof = DeviceProfile.load(profile_path)
+        asked = resolve_device(device) if device else None
+        for w in mismatch_warnings(prof, asked, dtype):
+            click.echo(f"Warning: {w}", err=True)
+    else:
+        click.echo(
+            f"no --profile: quick-profiling {device or 'auto'} ({dtype or 'float32'}) first...", err=True
+        )
+        prof = profile_device(device or "auto", dtype or "float32", quick=True)
+    if candidates < 2:
+        raise InputError(f"--candidates {candidates}: need at least 2 grid points")
+    plan = optimize(
+        corpus,
+        hidden=hidden,
+        profile=prof,
+        batch_tokens=batch_tokens,
+        mode=mode,
+        decode=decode,
+        max_clusters=max_clusters,
+        div_value=div_value,
+        min_proj=min_proj,
+        proj_dims=proj_dims,
+        min_head=min_head,
+        max_head=max_head,
+        candidates=candidates,
+        tolerance=tolerance,
+    )
+    plan.provenance["stats"]["path"] = str(stats)
+    plan.provenance["profile"]["path"] = str(profile_path) if profile_path else None
+    plan.save(output)
+    if plot:
+        plot_plan(plan, plot)
+    if as_json:
+        echo_json({**plan.to_json(), "output": output})
+        return
+    _print_tables(plan, prof, output, plot)
+
+
+def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None) -> None:
+    p = plan.predicted
+    full = p["full_softmax"]
+    click.echo(f"profile    {prof.describe()}")
+    click.echo(
+        f"workload   V={plan.vocab_size:,}, d={plan.hidden}, N={plan.batch_tokens:,} tokens, mode={plan.mode}"
+        + (f" ({p['decode']})" if plan.mode == "infer" else "")
+    )
+    click.echo("")
+    click.echo(
+        f"recommended: cutoffs {plan.cutoffs}, proj_dims {plan.proj_dims}  ->  "
+        f"{p['plan']['time_ms']:.2f} ms vs full softmax {full['time_ms']:.2f} ms "
+        f"({p['speedup']:.2f}x), memory {human_bytes(p['plan']['memory_bytes'])} vs "
+        f"{human_bytes(full['memory_bytes'])}" + (" [extrapolated]" if p["plan"]["extrapolated"] else "")
+    )
+    click.echo(f"  {'cluster':<8} {'ranks':>19} {'share':>8} {'dim':>5} {'ms':>9}")
+    edges = [0, *plan.cutoffs, plan.vocab_size]
+    for i, c in enumerate(p["plan"]["clusters"]):
+        click.echo(
+            f"  {c['name']:<8} {f'[{edges[i]:,}, {edges[i + 1]:,})':>19} {c['share']:>8.2%} "
+            f"{c['proj_dim']:>5} {c['time_ms']:>9.2f}"
+        )
+    click.echo("")
+    click.echo("best design per number of tail clusters:")
+    for j, d in p["best_per_clusters"].items():
+        click.echo(
+            f"  J={j}  {str(d['cutoffs']):<36} {d['time_ms']:>9.2f} ms  {full['time_ms'] / d['time_ms']:>6.2f}x"
+            f"  capacity {d['capacity']:.3f}"
+        )
+    click.echo("")
+    click.echo("Pareto frontier (time vs capacity = sum of share x dim / d; params):")
+    for d in p["frontier"]:
+        click.echo(
+            f"  {str(d['cutoffs']):<36} {str(d['proj_dims']):<18} {d['time_ms']:>9.2f} ms  "
+            f"capacity {d['capacity']:.3f}  {d['params'] / 1e6:>7.2f}M params"
+        )
+    click.echo("")
+    click.echo("folklore designs (same projection rule):")
+    for f in p["folklore"]:
+        click.echo(
+            f"  {f['name']:<16} {str(f['cutoffs']):<24} {f['time_ms']:>9.2f} ms  {f['speedup']:>6.2f}x  "
+            f"memory {human_bytes(f['memory_bytes'])}  (plan is {f['time_ms'] / p['plan']['time_ms']:.2f}x faster)"
+        )
+    shown = {f["name"] for f in p["folklore"]}
+    for name, cut in FOLKLORE.items():
+        if name not in shown:
+            click.echo(f"  {name:<16} {str(cut):<24} n/a: no cutoff below V={plan.vocab_size:,}")
+    click.echo("")
+    click.echo(f"wrote {output}" + (f" and {plot}" if plot else "") + f" (search {p['search']['seconds']} s)")
+    if Path(output).suffix != ".json":
+        click.echo("note: the plan is JSON; a .json name keeps its sidecars tidy", err=True)
