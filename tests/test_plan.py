@@ -54,8 +54,15 @@ def test_invalid_designs_are_named(cutoffs, proj_dims, match):
 
 
 def test_save_load_round_trip(tmp_path):
-    plan = Plan.from_cutoffs(zipf_counts(), hidden=64, cutoffs=[20, 100], mode="infer", batch_tokens=4096,
-                             predicted={"ms": 1.5}, provenance={"name": "toy"})
+    plan = Plan.from_cutoffs(
+        zipf_counts(),
+        hidden=64,
+        cutoffs=[20, 100],
+        mode="infer",
+        batch_tokens=4096,
+        predicted={"ms": 1.5},
+        provenance={"name": "toy"},
+    )
     plan.save(tmp_path / "plan.json")
     obj = json.loads((tmp_path / "plan.json").read_text())
     assert obj["artifact"] == "vocabopt.Plan" and obj["cutoffs"] == [20, 100]
@@ -66,7 +73,9 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_load_rejects_other_artifacts_and_tampering(tmp_path):
-    (tmp_path / "stats.json").write_text(json.dumps({"artifact": "vocabopt.CorpusStats", "schema_version": 1}))
+    (tmp_path / "stats.json").write_text(
+        json.dumps({"artifact": "vocabopt.CorpusStats", "schema_version": 1})
+    )
     with pytest.raises(ArtifactError, match="not a vocabopt.Plan"):
         Plan.load(tmp_path / "stats.json")
     plan = Plan.from_cutoffs(zipf_counts(), hidden=64, cutoffs=[20, 100])

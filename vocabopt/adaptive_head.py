@@ -329,7 +329,9 @@ class AdaptiveSoftmax(nn.Module):
         """Each tail on exactly its rows: one stable sort by cluster, one host read of the J+1 row counts."""
         perm = torch.argsort(cluster, stable=True)  # (N,) rows grouped by cluster, head rows first
         sizes = torch.bincount(cluster, minlength=self.n_tails + 1).tolist()  # the one host read
-        parts = [x.new_zeros(sizes[0], dtype=torch.promote_types(x.dtype, torch.float32))]  # head rows: no tail
+        parts = [
+            x.new_zeros(sizes[0], dtype=torch.promote_types(x.dtype, torch.float32))
+        ]  # head rows: no tail
         start = sizes[0]
         for i in range(self.n_tails):
             rows = perm[start : start + sizes[i + 1]]  # (n_i,)
@@ -494,12 +496,11 @@ class AdaptiveSoftmax(nn.Module):
             self.last_tail_evals = {"evaluated": N * self.n_tails, "skipped": 0}
             return torch.multinomial(probs, 1, generator=generator).reshape(hidden.shape[:-1])
         head_p = torch.softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
-        rank = torch.multinomial(head_p, 1, generator=generator).squeeze(
-            1
-        )  # (N,) shortlist rank or cluster slot
+        choice = torch.multinomial(head_p, 1, generator=generator).squeeze(1)  # (N,) shortlist rank or slot
+        rank = choice.clone()  # (N,) final ranks: tail draws overwrite the cluster slots below
         evaluated = 0
         for i in range(self.n_tails):
-            rows = (rank == self.shortlist + i).nonzero().squeeze(1)
+            rows = (choice == self.shortlist + i).nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
             evaluated += rows.numel()
