@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # Stages whose module shares the function's name are bound eagerly (they import no torch): a lazy binding would
 # be shadowed by the submodule as soon as anything imports it.
 from .analyze import analyze, compare  # noqa: E402
+from .optimize import optimize  # noqa: E402
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -33,12 +34,11 @@ _EXPORTS = {
     "DeviceProfile": "profile",
     "profile_device": "profile",
     "synthetic_profile": "profile",
-    "optimize": "optimize",
     "predict": "cost",
     "Prediction": "cost",
 }
 
-__all__ = sorted([*_EXPORTS, "analyze", "compare", "__version__"])
+__all__ = sorted([*_EXPORTS, "analyze", "compare", "optimize", "__version__"])
 
 
 def __getattr__(name: str) -> Any:
