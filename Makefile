@@ -13,10 +13,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The whole chain on the shipped corpus: count tokens, time this machine's kernels, choose the design, export it.
 demo: $(STAMP)
 	mkdir -p out
 	$(BIN)/vocabopt analyze corpora/kjv.txt --tokenizer corpora/kjv-bpe-8k/tokenizer.json \
 		-o out/kjv-stats.json --plot out/kjv-rank.png
+	$(BIN)/vocabopt profile --quick -o out/device.json
+	$(BIN)/vocabopt optimize out/kjv-stats.json --hidden 512 --batch-tokens 2048 --profile out/device.json \
+		-o out/plan.json --plot out/frontier.png
+	$(BIN)/vocabopt export out/plan.json -o out/adaptive_head.py
+	@echo "demo done: out/kjv-rank.png, out/plan.json, out/frontier.png, out/adaptive_head.py"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -27,8 +33,11 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check vocabopt tests benchmarks
 
+# Regenerates docs/benchmarks.md (run on a quiet machine: timings are medians of one run each).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze_throughput.py
+	$(BIN)/python benchmarks/layer_speed.py --quick
+	$(BIN)/python benchmarks/cost_model_fidelity.py --quick
 
 clean:
 	rm -rf $(VENV) out

@@ -55,8 +55,8 @@ def datasets_map(path: Path, cache: str) -> np.ndarray:
     ds = ds.map(encode, batched=True, num_proc=2, remove_columns=["text"], load_from_cache_file=False)
     counts = np.zeros(Tokenizer.from_str(tok_json).get_vocab_size(), np.int64)
     for batch in ds.iter(batch_size=10_000):
-        counts += np.bincount(np.concatenate([np.asarray(x, np.int64) for x in batch["ids"]] or [np.zeros(0, np.int64)]),
-                              minlength=counts.size)
+        ids = [np.asarray(x, np.int64) for x in batch["ids"]] or [np.zeros(0, np.int64)]
+        counts += np.bincount(np.concatenate(ids), minlength=counts.size)
     return counts
 
 
@@ -165,8 +165,8 @@ def main() -> None:
     for workers in (1, 2):
         (r1, w1), (r10, w10) = rss[workers, "1x"], rss[workers, "10x"]
         lines.append(f"| {workers} | {w1:.2f} / {r1:.0f} | {w10:.2f} / {r10:.0f} | {r10 - r1:+.0f} MB |")
-    lines += ["", "By default (no --workers) corpora under 24 MB are counted in-process and larger ones with one worker "
-              "per core, so the default run of the 10x corpus matches the 2-worker row."]
+    lines += ["", "By default (no --workers) corpora under 24 MB are counted in-process and larger ones with one "
+              "worker per core, so the default run of the 10x corpus matches the 2-worker row."]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

@@ -35,7 +35,8 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     wp.train([str(corpus_slice)], trainers.WordPieceTrainer(vocab_size=2000, show_progress=False,
                                                              special_tokens=["[UNK]", "[CLS]", "[SEP]"]))
     wp.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", wp.token_to_id("[CLS]")), ("[SEP]", wp.token_to_id("[SEP]"))])
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", wp.token_to_id("[CLS]")), ("[SEP]", wp.token_to_id("[SEP]"))])
     files["wordpiece"] = out / "wordpiece.json"
     wp.save(str(files["wordpiece"]))
 
@@ -62,8 +63,8 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
 
     gpt4 = Tokenizer(models.BPE())
     gpt4.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
-                                   r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     gpt4.train([str(corpus_slice)], trainers.BpeTrainer(vocab_size=1000, show_progress=False,

@@ -33,9 +33,11 @@ def test_analyze_json_and_stdin(corpus_slice):
 def test_merge_and_compare(tmp_path, corpus_slice, tokenizer_files):
     runner = CliRunner()
     for name in ("a", "b"):
-        r = runner.invoke(main, ["analyze", str(corpus_slice), "-t", "word", "-o", str(tmp_path / f"{name}.json"), "-q"])
+        out = str(tmp_path / f"{name}.json")
+        r = runner.invoke(main, ["analyze", str(corpus_slice), "-t", "word", "-o", out, "-q"])
         assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "m.json")])
+    a, b, m = (str(tmp_path / f"{n}.json") for n in "abm")
+    r = runner.invoke(main, ["merge", a, b, "-o", m])
     assert r.exit_code == 0, r.output
     a, m = CorpusStats.load(tmp_path / "a.json"), CorpusStats.load(tmp_path / "m.json")
     assert (m.counts == 2 * a.counts).all()

@@ -39,7 +39,8 @@ def documents_of(path) -> list[str]:
 
 
 @pytest.mark.parametrize("kind, expected", [
-    ("bpe", "chunks"), ("bpe_spaces", "chunks"), ("wordpiece", "chunks"), ("unigram", "chunks"), ("split_regex", "pretokens")])
+    ("bpe", "chunks"), ("bpe_spaces", "chunks"), ("wordpiece", "chunks"), ("unigram", "chunks"),
+    ("split_regex", "pretokens")])
 def test_path_choice(tokenizer_files, kind, expected):
     config = json.loads(tokenizer_files[kind].read_text())
     assert choose_path(config)[0] == expected

@@ -92,7 +92,10 @@ def test_gradcheck_float64(plan):
             layer.out[1].weight,
             layer.out[1].bias,
         ]
-        assert torch.autograd.gradcheck(lambda x, *ps: layer(x, ids, reduction="none"), (x, *params))
+        def loss(x, *ps, layer=layer, ids=ids):  # bound now: the loop rebinds layer and ids
+            return layer(x, ids, reduction="none")
+
+        assert torch.autograd.gradcheck(loss, (x, *params))
 
 
 def test_every_parameter_gets_a_gradient_even_with_empty_clusters(plan):

@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 # Stages whose module shares the function's name are bound eagerly (they import no torch): a lazy binding would
 # be shadowed by the submodule as soon as anything imports it.
-from .analyze import analyze, compare  # noqa: E402
-from .optimize import optimize  # noqa: E402
+from .analyze import analyze, compare  # noqa: E402,F401
+from .optimize import optimize  # noqa: E402,F401
 
 # public name -> module that defines it
 _EXPORTS = {

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import counting, sources
 from .errors import InputError
-from .stats import CorpusStats, SourceInfo, TokenizerInfo
+from .stats import CorpusStats, TokenizerInfo
 
 log = logging.getLogger(__name__)
 

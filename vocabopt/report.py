@@ -51,8 +51,9 @@ def compare_text(rows: list[dict[str, Any]]) -> str:
     out = [header, "-" * len(header)]
     for r in rows:
         out.append(
-            f"{r['tokenizer'][:44]:<44} {r['vocab_size']:>8,} {r['tokens']:>11,} {_fmt(r['bytes_per_token'], '.2f'):>9} "
-            f"{r['never_used_share']:>7.1%} {r['k_90']:>8,} {r['entropy_bits']:>7.2f}"
+            f"{r['tokenizer'][:44]:<44} {r['vocab_size']:>8,} {r['tokens']:>11,} "
+            f"{_fmt(r['bytes_per_token'], '.2f'):>9} {r['never_used_share']:>7.1%} {r['k_90']:>8,} "
+            f"{r['entropy_bits']:>7.2f}"
         )
     return "\n".join(out)
 

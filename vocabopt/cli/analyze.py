@@ -11,6 +11,7 @@ from ..stats import CorpusStats, merge
 from . import main
 from ._common import ProgressBar, echo_json, handle_errors
 
+
 def _corpus_options(fn):
     """Options shared by analyze and compare."""
     options = [
