@@ -30,7 +30,7 @@ def command() -> str:
 
 
 def write_section(heading: str, body: str, path: Path = DOCS) -> None:
-    """Replace (or append) the section `## heading` of docs/benchmarks.md, leaving the other sections alone."""
+    """Replace (or append) the section `## heading` of docs/benchmarks.md, leaving other sections alone."""
     marker = f"## {heading}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start = text.find(marker + "\n")

@@ -1,11 +1,12 @@
 """Cost-model fidelity: predicted vs measured forward+backward time of the real layer for random designs.
 
 Draws random designs (V log-uniform in [32K, 256K], Zipf counts, 1-4 tail clusters, random cutoffs, the d/4^i
-projection rule), predicts each with `vocabopt.cost.predict` from a DeviceProfile, then times `build_layer(plan)`
-forward+backward on a batch of targets drawn from the same distribution. Reports the median absolute relative
-error and Spearman's rho, and writes its section of docs/benchmarks.md. Target: median <= 15%, rho >= 0.9.
+projection rule), predicts each with `vocabopt.cost.predict` from a DeviceProfile, then times
+`build_layer(plan)` forward+backward on a batch of targets drawn from the same distribution. Reports the
+median absolute relative error and Spearman's rho, and writes its section of docs/benchmarks.md. Target:
+median <= 15%, rho >= 0.9.
 
-    flock /tmp/vocabopt-bench.lock python benchmarks/cost_model_fidelity.py --profile configs/devices/<cpu>.json
+    flock /tmp/vocabopt-bench.lock python benchmarks/cost_model_fidelity.py --profile <cpu profile>.json
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def random_design(rng: np.random.Generator, d: int) -> tuple[np.ndarray, list[in
 
 
 def make_step(plan: Plan, n: int, rng: np.random.Generator):
-    """One forward + backward of the layer on a batch of N hidden states with targets drawn from its counts."""
+    """One forward + backward of the layer on N hidden states, targets drawn from its counts."""
     layer = build_layer(plan)
     p = plan.counts / plan.counts.sum()
     target = torch.from_numpy(plan.order[rng.choice(plan.vocab_size, size=n, p=p)])
@@ -117,8 +118,9 @@ def main() -> None:
         HEADING,
         f"""
 Machine: {machine()}. Profile: `{args.profile}` ({profile.describe()}, measured {profile.created}).
-Command: `{command()}`. N = {args.tokens} tokens, d = {args.hidden}, fp32, forward+backward of `build_layer(plan)`,
-median of {args.reps} steps after a warm-up, designs visited in a fresh shuffled order each round; {len(rows)} random designs (V in [32K, 256K], Zipf exponent in
+Command: `{command()}`. N = {args.tokens} tokens, d = {args.hidden}, fp32, forward+backward of
+`build_layer(plan)`, median of {args.reps} steps after a warm-up, designs visited in a fresh shuffled order
+each round; {len(rows)} random designs (V in [32K, 256K], Zipf exponent in
 [0.9, 1.3], 1-4 tail clusters, d/4^i projections), seed {args.seed}.
 
 **Median |relative error| {med:.1%}** (p90 {np.percentile(abs_err, 90):.1%}), **Spearman rho {rho:.3f}**

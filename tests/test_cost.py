@@ -1,4 +1,4 @@
-"""The cost model: interpolation reproduces the grid, extrapolation is flagged, designs are sums of their parts."""
+"""The cost model: interpolation reproduces the grid, extrapolation is flagged, designs sum their parts."""
 
 from __future__ import annotations
 

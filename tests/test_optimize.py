@@ -1,4 +1,4 @@
-"""The optimizer: the DP equals brute force, designs are well-formed, the head sits at the inflection, bad input."""
+"""The optimizer: DP equals brute force, well-formed designs, the head at the inflection, bad input."""
 
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ def test_empty_stats_are_an_error(affine_prof):
         optimize(np.zeros(100, dtype=np.int64), hidden=16, profile=affine_prof, batch_tokens=64)
 
 
-# --- CLI ------------------------------------------------------------------------------------------------------
+# --- CLI ----------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture()

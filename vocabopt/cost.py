@@ -1,23 +1,23 @@
 """Cost model: predicted time (ms) and activation memory (bytes) of one output-layer step, numpy only.
 
-Inputs: a `DeviceProfile` (median kernel timings on log-spaced grids), a design (hidden size, cutoffs, projection
-sizes, share of target tokens per cluster) and the tokens per step N. Outputs: a `Prediction` per design, and the
-vectorised per-cluster costs `head_ms` / `tail_ms` that the optimizer's dynamic program sums.
+Inputs: a `DeviceProfile` (median kernel timings on log-spaced grids), a design (hidden size, cutoffs,
+projection sizes, share of target tokens per cluster) and the tokens per step N. Outputs: a `Prediction` per
+design, and the vectorised per-cluster costs `head_ms` / `tail_ms` that the optimizer's dynamic program sums.
 
-A kernel's time at a shape is interpolated multilinearly in log(shape) -> log(time) between measured grid points.
-Below the grid it is clamped (small kernels are launch-bound: flat). Above the grid it is scaled from the nearest
-grid point by a roofline fitted to the measurements, overhead + max(FLOPs / peak, bytes / bandwidth), and the
-prediction is flagged `extrapolated`.
+A kernel's time at a shape is interpolated multilinearly in log(shape) -> log(time) between measured grid
+points. Below the grid it is clamped (small kernels are launch-bound: flat). Above the grid it is scaled from
+the nearest grid point by a roofline fitted to the measurements, overhead + max(FLOPs / peak, bytes /
+bandwidth), and the prediction is flagged `extrapolated`.
 
 The recipes below list the kernels `vocabopt.adaptive_head.AdaptiveSoftmax` runs per cluster:
-    step (train):   target remapping, bucketize, sort by cluster, one host read of the row counts, final scatter
+    step (train):   target remapping, bucketize, sort by cluster, one host read of row counts, final scatter
     head (train):   linear fwd + dinput + dweight (N, d, H), fused NLL fwd + bwd (N, H)
-    tail i (train): fixed bookkeeping (incl. the (N, d) zero-filled gradient of its gather), gather/scatter of
-                    its n_i rows, projection d -> d_i and output d_i -> k_i (fwd + dinput + dweight each),
-                    fused NLL fwd + bwd (n_i, k_i)
-On CPU the layer runs each tail on exactly its n_i rows ("exact" path); a tail with no targets still runs on zero
-rows, so only its fixed part is paid. On accelerators it runs each tail on a fixed capacity of rows ("static"
-path, no host sync), which the recipes follow when the profile's device is one.
+    tail i (train): fixed bookkeeping (incl. the (N, d) zero-filled gradient of its gather), gather/scatter
+                    of its n_i rows, projection d -> d_i (fwd + dinput + dweight), and the fused chunked
+                    output linear + NLL d_i -> k_i (fwd + bwd; its logits are never stored)
+On CPU the layer runs each tail on exactly its n_i rows ("exact" path); a tail with no targets still runs on
+zero rows, so only its fixed part is paid. On accelerators it runs each tail on a fixed capacity of rows
+("static" path, no host sync), which the recipes follow when the profile's device is one.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ KERNEL_AXES: dict[str, tuple[str, ...]] = {
     "linear_dweight": ("rows", "in", "out"),  # dW = dy.T @ x, db = dy.sum(0)
     "nll_fwd": ("rows", "width"),  # the layer's fused NLL: fp32 log_softmax + gather of the target column
     "nll_bwd": ("rows", "width"),  # its backward: exp(saved log-probs) * g, scatter-add of -g
+    "linear_nll_fwd": ("rows", "in", "out"),  # a tail's fused, chunked output linear + NLL (no logits kept)
+    "linear_nll_bwd": ("rows", "in", "out"),  # its backward: recompute each chunk, dx and dW from it
     "gather_fwd": ("rows", "width"),  # hidden[idx]: a cluster's rows out of (N, width)
     "gather_bwd": ("rows", "width"),  # its gradient: rows scattered back (index_add)
     "cluster_fixed_fwd": ("tokens", "hidden"),  # one more tail's bookkeeping over N targets, forward only
@@ -55,6 +57,10 @@ def work(name: str, coords: list[np.ndarray], element_bytes: int) -> tuple[np.nd
     """(FLOPs, bytes moved) of kernel `name` at `coords`: the roofline's inputs."""
     c = [np.asarray(x, dtype=float) for x in coords]
     e = float(element_bytes)
+    if name.startswith("linear_nll"):
+        r, i, o = c
+        passes = 1.0 if name.endswith("fwd") else 3.0  # backward recomputes the logits, then dx and dW
+        return 2.0 * passes * r * i * o, e * (r * i + i * o) * passes + 4.0 * r * o * passes
     if name.startswith("linear_"):
         r, i, o = c
         return 2.0 * r * i * o, e * (r * i + i * o + r * o)
@@ -105,22 +111,26 @@ def fit_roofline(
 def fill_unmeasured(
     name: str, axes: list[np.ndarray], median: np.ndarray, measured: np.ndarray, roof: dict, eb: int
 ) -> np.ndarray:
-    """Grid points too large to measure: the nearest measured point (in log space), scaled by the roofline."""
+    """Grid points too large to measure: scaled along the roofline from the biggest measured point below.
+
+    The biggest one (most roofline time) runs closest to the device's sustained rate, which is what large
+    kernels see; a small neighbour would carry its launch-bound inefficiency to sizes where it does not apply.
+    """
     out = median.copy()
     if measured.all():
         return out
     grids = [g.ravel() for g in np.meshgrid(*axes, indexing="ij")]
     logs = np.stack([np.log(g) for g in grids], axis=1)  # (P, D)
-    flat_measured = measured.ravel()
     flat = out.ravel()
-    m_idx = np.flatnonzero(flat_measured)
+    m_idx = np.flatnonzero(measured.ravel())
     roof_all = roofline_ms(roof, name, grids, eb)
-    for p in np.flatnonzero(~flat_measured):
-        below = np.all(
-            logs[m_idx] <= logs[p] + 1e-9, axis=1
-        )  # prefer points it dominates: scaling goes upward
-        pool = m_idx[below] if below.any() else m_idx
-        q = pool[np.argmin(((logs[pool] - logs[p]) ** 2).sum(axis=1))]
+    for p in np.flatnonzero(~measured.ravel()):
+        below = np.all(logs[m_idx] <= logs[p] + 1e-9, axis=1)
+        if below.any():
+            pool = m_idx[below]
+            q = pool[np.argmax(roof_all[pool])]
+        else:  # nothing below it (a grid that starts above the budget): the nearest point in log space
+            q = m_idx[np.argmin(((logs[m_idx] - logs[p]) ** 2).sum(axis=1))]
         flat[p] = flat[q] * roof_all[p] / roof_all[q]
     return flat.reshape(median.shape)
 
@@ -175,7 +185,7 @@ def tables(profile: Any) -> dict[str, KernelTable]:
     return cached
 
 
-# --- recipes: the kernels one cluster runs ---------------------------------------------------------------------
+# --- recipes: the kernels one cluster runs ------------------------------------------------------------------
 
 
 class _Acc:
@@ -199,7 +209,7 @@ def _recipe_mode(mode: str, decode: str) -> str:
 
 
 def static_rows(n: int, share: np.ndarray) -> np.ndarray:
-    """Rows a tail runs on in the layer's static path: 2x the expected count + 8 sigma + 16, a multiple of 16."""
+    """Rows a tail runs on in the static path: 2x the expected count + 8 sigma + 16, a multiple of 16."""
     mean = n * share
     return np.minimum(float(n), 16.0 * np.ceil((2.0 * mean + 8.0 * np.sqrt(mean) + 16.0) / 16.0))
 
@@ -257,18 +267,23 @@ def tail_ms(
     if rm != "infer_full":
         acc.add("gather_fwd", rows, d, weight=w)
     acc.add("linear_fwd", rows, d, proj, weight=w)
-    acc.add("linear_fwd", rows, proj, size, weight=w)
-    acc.add("nll_fwd", rows, size, weight=w)
-    if rm == "train":
+    if rm == "train":  # the fused output linear + NLL, then the projection's and the gather's gradients
+        acc.add("linear_nll_fwd", rows, proj, size, weight=w)
+        acc.add("linear_nll_bwd", rows, proj, size, weight=w)
+        acc.add("linear_dinput", rows, d, proj, weight=w)
+        acc.add("linear_dweight", rows, d, proj, weight=w)
         acc.add("gather_bwd", rows, d, weight=w)
-        for k in ("linear_dinput", "linear_dweight"):
-            acc.add(k, rows, d, proj, weight=w)
-            acc.add(k, rows, proj, size, weight=w)
-        acc.add("nll_bwd", rows, size, weight=w)
-    elif rm == "infer_full":
+        return _shaped(acc, share, size, proj)
+    acc.add("linear_fwd", rows, proj, size, weight=w)  # inference: logits, then log-softmax
+    acc.add("nll_fwd", rows, size, weight=w)
+    if rm == "infer_full":
         acc.add(
             "elementwise", rows * np.asarray(size, dtype=float), weight=w
         )  # + the cluster's head log-prob
+    return _shaped(acc, share, size, proj)
+
+
+def _shaped(acc: _Acc, share: Any, size: Any, proj: Any) -> tuple[np.ndarray, np.ndarray]:
     shape = np.broadcast(share, np.asarray(size), np.asarray(proj)).shape
     return np.broadcast_to(acc.ms, shape), np.broadcast_to(acc.extrap, shape)
 
@@ -286,23 +301,30 @@ def full_softmax_ms(profile: Any, n: int, d: int, vocab: int, mode: str = "train
     return float(acc.ms), bool(np.any(acc.extrap))
 
 
-# --- memory -----------------------------------------------------------------------------------------------------
+# --- memory -------------------------------------------------------------------------------------------------
 
 
-def cluster_bytes(rows: Any, d: int, proj: Any, width: Any, mode: str, eb: int, gathered: bool):
+TAIL_CHUNK = 2048  # classes per chunk of the layer's fused tail loss (AdaptiveHeadConfig.tail_chunk)
+
+
+def cluster_bytes(rows: Any, d: int, proj: Any, width: Any, mode: str, eb: int, tail: bool):
     """(saved, transient) activation bytes of one cluster run on `rows` rows of `width` outputs.
 
-    Saved until backward: the gathered rows (rows, d) and the projection (rows, d_i) the linears keep, and the
-    fused NLL's fp32 log-probs (rows, width). Transient: the (rows, width) fp32 gradient built in backward (train),
-    or the logits beside the log-probs (inference).
+    Head (and full softmax): the fused NLL keeps fp32 log-probs (rows, width) for backward; the backward
+    builds an fp32 gradient of the same shape (inference: the logits beside the log-probs). Train tails keep
+    only the gathered rows (rows, d), the projection (rows, d_i) and one logsumexp per row: their fused loss
+    recomputes logits chunk by chunk (rows, TAIL_CHUNK) in backward. Inference tails materialise (rows, width)
+    log-probs.
     """
     rows, proj, width = (np.asarray(x, dtype=float) for x in (rows, proj, width))
-    saved = 4.0 * rows * width + (eb * rows * (d * gathered + proj) if mode == "train" else 0.0)
-    transient = rows * width * (4.0 + (eb if eb != 4 else 0.0)) if mode == "train" else eb * rows * width
-    return saved, transient
+    if mode != "train":
+        return eb * rows * width + 4.0 * rows * width, np.zeros_like(rows * width)
+    if tail:
+        return eb * rows * (d + proj) + 4.0 * rows, 2 * 4.0 * rows * np.minimum(width, TAIL_CHUNK)
+    return 4.0 * rows * width, rows * width * (4.0 + (eb if eb != 4 else 0.0))
 
 
-# --- whole designs ----------------------------------------------------------------------------------------------
+# --- whole designs ------------------------------------------------------------------------------------------
 
 
 def _rows(profile: Any, n: int, share: float, mode: str, decode: str) -> float:
@@ -357,8 +379,8 @@ def predict(
     vocab = len(counts_by_rank)
     if any(c <= 0 or c >= vocab for c in cutoffs) or sorted(set(cutoffs)) != list(cutoffs):
         raise InputError(
-            f"cutoffs {cutoffs} do not fit a vocabulary of {vocab} ids: they must be strictly increasing and in "
-            f"(0, {vocab}); drop the ones >= {vocab}, or use stats counted with the model's tokenizer"
+            f"cutoffs {cutoffs} do not fit a vocabulary of {vocab} ids: they must be strictly increasing "
+            f"and in (0, {vocab}); drop the ones >= {vocab}, or use stats counted with the model's tokenizer"
         )
     if len(proj_dims) != len(cutoffs):
         raise InputError(f"{len(proj_dims)} proj_dims for {len(cutoffs)} tail clusters; pass one per cutoff")
@@ -366,7 +388,7 @@ def predict(
     n, d = int(batch_tokens), int(hidden)
     if not cutoffs:
         ms, ex = full_softmax_ms(profile, n, d, vocab, mode, decode)
-        saved, transient = cluster_bytes(n, d, 0, vocab, mode, eb, gathered=False)
+        saved, transient = cluster_bytes(n, d, 0, vocab, mode, eb, tail=False)
         mem = float(saved + transient)
         return Prediction(
             ms,
@@ -387,7 +409,7 @@ def predict(
     edges = [*cutoffs, vocab]
     width = cutoffs[0] + len(cutoffs)
     ms, ex = head_ms(profile, n, d, width, mode, decode, vocab)
-    saved, transient = cluster_bytes(n, d, 0, width, mode, eb, gathered=False)
+    saved, transient = cluster_bytes(n, d, 0, width, mode, eb, tail=False)
     mem, peak_transient = float(saved), float(transient)
     clusters = [
         {
@@ -403,15 +425,8 @@ def predict(
     for i, (proj, share) in enumerate(zip(proj_dims, shares[1:], strict=True)):
         size = edges[i + 1] - edges[i]
         t, e = tail_ms(profile, n, d, proj, size, share, mode, decode)
-        saved, transient = cluster_bytes(
-            _rows(profile, n, share, mode, decode),
-            d,
-            proj,
-            size,
-            mode,
-            eb,
-            gathered=not (mode == "infer" and decode == "full"),
-        )
+        rows = _rows(profile, n, share, mode, decode)
+        saved, transient = cluster_bytes(rows, d, proj, size, mode, eb, tail=True)
         b, peak_transient = float(saved), max(peak_transient, float(transient))
         clusters.append(
             {

@@ -1,14 +1,16 @@
 """Optimizer: the `optimize` stage — cutoffs and projection sizes that minimise the predicted step time.
 
-Inputs: CorpusStats (the target distribution, sorted by frequency), a DeviceProfile, the hidden size and the tokens
-per step. Output: a `Plan` whose `predicted` holds the cost of the design, of the full softmax, of the best design
-for each number of tail clusters, the Pareto frontier over (time, capacity) and the folklore designs.
+Inputs: CorpusStats (the target distribution, sorted by frequency), a DeviceProfile, the hidden size and the
+tokens per step. Output: a `Plan` whose `predicted` holds the cost of the design, of the full softmax, of the
+best design for each number of tail clusters, the Pareto frontier over (time, capacity) and the folklore
+designs.
 
-Method (Grave et al. 2017, §4): clusters are contiguous blocks of the frequency-sorted vocabulary, so for J tail
-clusters the cost head(k_0 + J) + sum_i tail_i(start_i, end_i) is minimised exactly by dynamic programming over
-cutoffs on a candidate grid (every rank for small vocabularies; log-spaced, rounded to the profile's alignment for
-large ones). The DP sums the same per-cluster costs that `cost.predict` does, so its optimum is the model's optimum.
-One DP pass also gives the best tails for every head size: that family is the frontier.
+Method (Grave et al. 2017, §4): clusters are contiguous blocks of the frequency-sorted vocabulary, so for J
+tail clusters the cost head(k_0 + J) + sum_i tail_i(start_i, end_i) is minimised exactly by dynamic
+programming over cutoffs on a candidate grid (every rank for small vocabularies; log-spaced, rounded to the
+profile's alignment for large ones). The DP sums the same per-cluster costs that `cost.predict` does, so its
+optimum is the model's optimum. One DP pass also gives the best tails for every head size: that family is the
+frontier.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def proj_rule(
     min_proj: int | None = None,
     proj_dims: list[int] | None = None,
 ) -> list[int]:
-    """Projection size of each tail cluster: explicit dims, else hidden // div_value**(i+1), at least min_proj."""
+    """Projection size per tail cluster: explicit dims, else hidden // div_value**(i+1), at least min_proj."""
     if proj_dims is not None:
         if len(proj_dims) < n_clusters:
             raise InputError(
@@ -74,7 +76,7 @@ def proj_rule(
 
 
 def candidate_grid(vocab: int, n: int, alignment: int, lo: int = 1, hi: int | None = None) -> np.ndarray:
-    """Cutoff positions in [lo, hi]: every rank if few enough, else ~n log-spaced ones rounded to `alignment`."""
+    """Cutoff positions in [lo, hi]: every rank if few enough, else ~n log-spaced ones (aligned)."""
     hi = vocab - 1 if hi is None else min(hi, vocab - 1)
     if vocab - 1 <= n:
         return np.arange(max(lo, 1), hi + 1)
@@ -140,7 +142,7 @@ class _Search:
         return self._tail[proj]
 
     def solve(self, projs: list[int], head_lo: int, head_hi: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Best cost for each head size pos[a] with len(projs) tails, and the back-pointers to rebuild them."""
+        """Best cost for each head size pos[a] with len(projs) tails, and back-pointers to rebuild them."""
         J, m = len(projs), len(self.pos)
         best = self.tail_matrix(projs[-1])[:, m].copy()  # (m,) the last tail ends at V
         back = []
@@ -219,7 +221,8 @@ def search(
             )
     if not per_j:
         raise InputError(
-            f"no design fits: vocabulary {vocab}, head size in [{head_lo}, {head_hi}], up to {max_clusters} clusters; "
+            f"no design fits: vocabulary {vocab}, head size in [{head_lo}, {head_hi}], "
+            f"up to {max_clusters} clusters; "
             "loosen --min-head/--max-head or lower --max-clusters"
         )
     return {"per_clusters": per_j, "frontier": pareto(family), "candidates": len(positions)}
@@ -329,7 +332,7 @@ def optimize(
         profile: a DeviceProfile (`profile_device` or `DeviceProfile.load`).
         batch_tokens: tokens per step N.
         mode: "train" (forward + backward, a tail runs only for its targets) or "infer".
-        decode: for infer, "full" (every cluster for every row) or "greedy" (a tail runs for its share of rows).
+        decode: for infer, "full" (every cluster for every row) or "greedy" (a tail for its share of rows).
         max_clusters: search 1..max_clusters tail clusters.
         div_value, min_proj, proj_dims: the capacity rule (hidden // div_value**(i+1), at least min_proj;
             or explicit sizes, which also cap the number of clusters).
@@ -433,7 +436,7 @@ def _thin(designs: list[Design], k: int) -> list[Design]:
 
 
 def plot_plan(plan: Plan, path: str) -> None:
-    """PNG: the frontier (time vs capacity) with the plan and folklore marked, and the plan's cost per cluster."""
+    """PNG: the frontier (time vs capacity), the plan and folklore marked, and the plan's cost per cluster."""
     import matplotlib
 
     matplotlib.use("Agg")

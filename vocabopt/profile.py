@@ -1,14 +1,15 @@
 """DeviceProfile: the artifact of the `profile` stage — measured timings of the kernels the output layer runs.
 
-Inputs: a torch device and dtype. Outputs: `device.json`, one table per kernel (see `cost.KERNEL_AXES`) of median,
-p20 and p80 milliseconds over a log-spaced grid of shapes, the roofline fitted to it, and how it was measured
-(device name, torch version, dtype, threads, matmul precision, samples, grid). `vocabopt.cost` interpolates it.
+Inputs: a torch device and dtype. Outputs: `device.json`, one table per kernel (see `cost.KERNEL_AXES`) of
+median, p20 and p80 milliseconds over a log-spaced grid of shapes, the roofline fitted to it, and how it was
+measured (device name, torch version, dtype, threads, matmul precision, samples, grid). `vocabopt.cost`
+interpolates it.
 
-Method: every point is warmed up and given enough repetitions per sample to stand above the timer's resolution;
-then samples are taken in rounds that visit all points in a shuffled order (interleaved, so slow drift of the
-machine spreads over all points instead of biasing a few), synchronising around each timed region and flushing
-the L2 cache between GPU samples. Points whose work exceeds the grid's budget are not measured; they are filled
-from the nearest measured point along the fitted roofline and marked `measured: false`.
+Method: every point is warmed up and given enough repetitions per sample to stand above the timer's
+resolution; then samples are taken in rounds that visit all points in a shuffled order (interleaved, so slow
+drift of the machine spreads over all points instead of biasing a few), synchronising around each timed region
+and flushing the L2 cache between GPU samples. Points whose work exceeds the grid's budget are not measured;
+they are filled from the nearest measured point along the fitted roofline and marked `measured: false`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ SCHEMA_VERSION = 1
 ARTIFACT = "vocabopt.DeviceProfile"
 DTYPES = ("float32", "bfloat16", "float16")
 
-# Grids: rows, in, out for linear kernels; rows x width for row-wise kernels. Log-spaced by 4 (full) or 8 (quick).
+# Grids: rows, in, out for linear kernels; rows x width for row-wise kernels; log-spaced.
 GRIDS: dict[str, dict[str, Any]] = {
     "full": {
         "rows": [8, 32, 128, 512, 2048, 8192],
@@ -165,7 +166,7 @@ def _check_table(name: str, axes: tuple[str, ...], table: Any) -> None:
 def mismatch_warnings(
     profile: DeviceProfile, device_type: str | None = None, dtype: str | None = None
 ) -> list[str]:
-    """Warnings (not errors: planning for another GPU is a feature) when a profile is not of the asked device/dtype."""
+    """Warnings (not errors: planning for another GPU is a feature) for a profile of another device/dtype."""
     out = []
     if dtype is not None and dtype != profile.dtype:
         out.append(
@@ -180,7 +181,7 @@ def mismatch_warnings(
     return out
 
 
-# --- synthetic profiles (tests, what-if analysis) -------------------------------------------------------------
+# --- synthetic profiles (tests, what-if analysis) ------------------------------------------------------
 
 
 def synthetic_profile(
@@ -233,7 +234,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
-# --- measurement ------------------------------------------------------------------------------------------------
+# --- measurement --------------------------------------------------------------------------------------------
 
 
 def resolve_device(device: str) -> str:
@@ -303,6 +304,7 @@ def profile_device(
             raise InputError(f"no point of {kname} fits the grid budget; raise max_flops/max_elements")
         kernels[kname] = _table(kname, axes, ax, med, p20, p80, measured, eb)
     alignment = bench.alignment()
+    settings["tail_chunk"] = bench.chunk
     return DeviceProfile(
         device=_device_name(torch, dev),
         device_type=dev,
@@ -385,6 +387,7 @@ class _Bench:
         from . import adaptive_head
 
         self.layer = adaptive_head
+        self.chunk = adaptive_head.AdaptiveHeadConfig.__dataclass_fields__["tail_chunk"].default
 
     def sync(self) -> None:
         if self.dev == "cuda":
@@ -414,6 +417,19 @@ class _Bench:
     def make(self, kname: str, c: tuple[int, ...]) -> Callable[[], Any] | None:  # noqa: C901
         torch, F = self.torch, self.torch.nn.functional
         dev = self.dev
+        if kname.startswith("linear_nll"):
+            r, i, o = c
+            if not self.fits(6.0 * r * i * o, r * i, i * o, r * min(o, self.chunk)):
+                return None
+            x, w, b = self.view((r, i)), self.view((o, i), second=True), self.view((o,))
+            t = torch.randint(0, o, (r,), device=dev)
+            LNLL = self.layer._LinearNLL  # the layer's own tail kernel
+            if kname == "linear_nll_fwd":
+                return lambda: LNLL.forward(_Ctx(), x, w, b, t, self.chunk)
+            ctx = _Ctx()
+            LNLL.forward(ctx, x, w, b, t, self.chunk)
+            g = torch.ones(r, device=dev, dtype=torch.float32)
+            return lambda: LNLL.backward(ctx, g)
         if kname.startswith("linear_"):
             r, i, o = c
             if not self.fits(2.0 * r * i * o, r * i, i * o, r * o):
@@ -465,10 +481,10 @@ class _Bench:
         raise KeyError(kname)
 
     def fixed(self, kname: str, n: int, d: int) -> Callable[[], Any]:
-        """The real layer at its smallest (shortlist 1, tails of 1-2 tokens, projection 1, one target row per tail).
+        """The real layer at its smallest (shortlist 1, tails of 1-2 tokens, projection 1, one row per tail).
 
-        step_fixed: one tail; cluster_fixed: two tails. The difference of the two is one tail's bookkeeping; it is
-        taken after measuring (`_split_fixed`). What remains of the one-tail layer is the per-step bookkeeping.
+        step_fixed: one tail; cluster_fixed: two tails. Their difference is one tail's bookkeeping, taken
+        after measuring (`_split_fixed`); what remains of the one-tail layer is the per-step bookkeeping.
         """
         torch = self.torch
         tails = 2 if kname.startswith("cluster") else 1
@@ -530,7 +546,7 @@ class _Bench:
         return out
 
     def alignment(self) -> int:
-        """64 if a head width just off a multiple of 64 runs measurably slower than the aligned one, else 8."""
+        """64 if a width just off a multiple of 64 runs measurably slower than the aligned one, else 8."""
         r, i = (512, 256) if self.dev == "cpu" else (4096, 1024)
         x, fns = self.view((r, i)), []
         for o in (4096, 4096 + 8, 4096 + 1):

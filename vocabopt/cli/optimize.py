@@ -99,7 +99,7 @@ def optimize_cmd(
     plot: str | None,
     as_json: bool,
 ) -> None:
-    """Choose the adaptive softmax's cutoffs and projection sizes by dynamic programming over measured costs."""
+    """Choose the adaptive softmax's cutoffs and projection sizes by dynamic programming on measured costs."""
     corpus = CorpusStats.load(stats)
     if profile_path:
         prof = DeviceProfile.load(profile_path)
@@ -166,7 +166,8 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
     click.echo("best design per number of tail clusters:")
     for j, d in p["best_per_clusters"].items():
         click.echo(
-            f"  J={j}  {str(d['cutoffs']):<36} {d['time_ms']:>9.2f} ms  {full['time_ms'] / d['time_ms']:>6.2f}x"
+            f"  J={j}  {str(d['cutoffs']):<36} {d['time_ms']:>9.2f} ms  "
+            f"{full['time_ms'] / d['time_ms']:>6.2f}x"
             f"  capacity {d['capacity']:.3f}"
         )
     click.echo("")
@@ -181,7 +182,8 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
     for f in p["folklore"]:
         click.echo(
             f"  {f['name']:<16} {str(f['cutoffs']):<24} {f['time_ms']:>9.2f} ms  {f['speedup']:>6.2f}x  "
-            f"memory {human_bytes(f['memory_bytes'])}  (plan is {f['time_ms'] / p['plan']['time_ms']:.2f}x faster)"
+            f"memory {human_bytes(f['memory_bytes'])}  "
+            f"(plan is {f['time_ms'] / p['plan']['time_ms']:.2f}x faster)"
         )
     shown = {f["name"] for f in p["folklore"]}
     for name, cut in FOLKLORE.items():

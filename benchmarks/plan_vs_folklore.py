@@ -1,0 +1,109 @@
+"""Plan vs folklore: measured forward+backward time of the recommended design vs the hand-typed ones.
+
+Two workloads: the shipped corpus (KJV, its 8K BPE tokenizer) and a word-level vocabulary of 267,735 types
+(synthetic Zipf-Mandelbrot counts with WikiText-103's vocabulary size and 103M tokens: no hub downloads here).
+For each, `vocabopt.optimize` recommends a design from a DeviceProfile; folklore designs (paper/Lua
+[2000, 10000], fairseq WT103 [20000, 60000], Transformer-XL [20000, 40000, 200000], clipped to V) get the same
+projection rule. All layers are timed in one run, in interleaved rounds (a fresh shuffled order each round).
+Target: the plan at least 1.3x faster than the best folklore design. Writes its section of docs/benchmarks.md.
+
+    flock /tmp/vocabopt-bench.lock python benchmarks/plan_vs_folklore.py --profile configs/devices/<cpu>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from _sections import command, machine, write_section
+from cost_model_fidelity import make_step, measure
+
+from vocabopt import CorpusStats, DeviceProfile, Plan, optimize
+
+HEADING = "Plan vs folklore (benchmarks/plan_vs_folklore.py)"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def kjv_counts() -> tuple[np.ndarray, str]:
+    from vocabopt import analyze
+
+    stats = analyze([str(ROOT / "corpora" / "kjv.txt")], tokenizer=str(ROOT / "corpora" / "kjv-bpe-8k"))
+    return stats.counts, f"KJV, BPE 8K (V={stats.vocab_size:,}, {stats.total:,} tokens)"
+
+
+def word_counts(v: int = 267735, tokens: float = 103e6) -> tuple[np.ndarray, str]:
+    """Zipf-Mandelbrot f(r) ~ (r + 2.7)^-1.07, scaled to `tokens`: a stand-in for a word-level vocabulary."""
+    f = (np.arange(1, v + 1) + 2.7) ** -1.07
+    counts = np.maximum(np.round(f / f.sum() * tokens), 1).astype(np.int64)
+    return counts, f"word-level Zipf-Mandelbrot (V={v:,}, {counts.sum() / 1e6:.0f}M tokens, WT103-sized)"
+
+
+def run(counts: np.ndarray, name: str, profile: DeviceProfile, args, rng) -> list[tuple]:
+    stats = CorpusStats.from_counts(counts)
+    plan = optimize(stats, hidden=args.hidden, profile=profile, batch_tokens=args.tokens)
+    designs = [("vocabopt plan", plan.cutoffs, plan.proj_dims, plan.predicted["plan"]["time_ms"])]
+    designs += [(f["name"], f["cutoffs"], f["proj_dims"], f["time_ms"]) for f in plan.predicted["folklore"]]
+    plans = [Plan.from_cutoffs(stats, hidden=args.hidden, cutoffs=c, proj_dims=p) for _, c, p, _ in designs]
+    measured = measure([make_step(p, args.tokens, rng) for p in plans], args.reps, rng)
+    rows = [(name, *d, m) for d, m in zip(designs, measured, strict=True)]
+    print(f"\n{name}")
+    for r in rows:
+        print(
+            f"  {r[1]:<16} {str(r[2]):<28} {str(r[3]):<16} "
+            f"predicted {r[4]:>8.1f} ms  measured {r[5]:>8.1f} ms"
+        )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="3 rounds (a smoke run)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.reps = 3
+    profile = DeviceProfile.load(args.profile)
+    rng = np.random.default_rng(args.seed)
+    lines, verdicts = [], []
+    for counts, name in (kjv_counts(), word_counts()):
+        rows = run(counts, name, profile, args, rng)
+        plan_ms = rows[0][5]
+        folk = rows[1:]
+        best = min(folk, key=lambda r: r[5]) if folk else None
+        lines.append(f"**{name}**\n")
+        lines.append("| design | cutoffs | proj dims | predicted ms | measured ms | plan speed-up |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in rows:
+            lines.append(f"| {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.1f} | {r[5] / plan_ms:.2f}x |")
+        lines.append("")
+        if best:
+            verdicts.append(
+                f"{name}: plan {best[5] / plan_ms:.2f}x faster than the best folklore ({best[1]})"
+            )
+            print(f"  -> plan is {best[5] / plan_ms:.2f}x faster than the best folklore design ({best[1]})")
+    if args.no_write:
+        return
+    write_section(
+        HEADING,
+        f"""
+Machine: {machine()}. Profile: `{args.profile}` ({profile.describe()}). Command: `{command()}`.
+N = {args.tokens}, d = {args.hidden}, fp32, forward+backward of `build_layer(plan)`, median of {args.reps}
+interleaved rounds; the plan is `vocabopt.optimize(stats, hidden, profile, batch_tokens)` with default
+options, folklore designs use the same d/4^i projections. Target: >= 1.3x over the best folklore design.
+
+{chr(10).join("- " + v for v in verdicts)}
+
+{chr(10).join(lines)}
+Shared 2-core machine; the lead re-runs it on a quiet one.
+""",
+    )
+
+
+if __name__ == "__main__":
+    main()
