@@ -51,16 +51,16 @@ GRIDS: dict[str, dict[str, Any]] = {
         "samples": 20,
         "min_sample_ms": 1.0,
     },
-    "quick": {
-        "rows": [8, 64, 512, 4096],
-        "in": [4, 32, 256, 2048],
-        "out": [16, 128, 1024, 8192, 65536],
-        "width": [16, 128, 1024, 8192, 65536],
+    "quick": {  # log-spaced by 8; a bigger budget so large kernels are measured, not extrapolated
+        "rows": [16, 128, 1024, 8192],
+        "in": [8, 64, 512, 4096],
+        "out": [64, 512, 4096, 32768, 262144],
+        "width": [64, 512, 4096, 32768, 262144],
         "tokens": [256, 4096],
         "hidden": [64, 1024],
         "elements": [2**10, 2**16, 2**22],
-        "max_flops": 4e8,
-        "max_elements": 2**23,
+        "max_flops": 4e9,
+        "max_elements": 2**25,
         "samples": 20,
         "min_sample_ms": 0.2,
     },
@@ -311,7 +311,13 @@ def profile_device(
         dtype=dtype,
         kernels=kernels,
         environment=_environment(torch, dev),
-        settings={**settings, "quick": quick, "seed": seed, "wall_s": round(bench.wall_s, 1)},
+        settings={
+            **settings,
+            "quick": quick,
+            "seed": seed,
+            "wall_s": round(bench.wall_s, 1),
+            "seconds_per_kernel": {k: round(v, 2) for k, v in bench.seconds.items()},
+        },
         alignment=alignment,
         created=_now(),
     )
@@ -532,10 +538,13 @@ class _Bench:
             t = self.time_once(fn, 1)
             reps.append(int(min(max(1, math.ceil(self.s["min_sample_ms"] / max(t, 1e-6))), 1000)))
         samples = np.zeros((len(points), self.s["samples"]))
+        self.seconds: dict[str, float] = {}  # wall time spent per kernel (warm-up excluded), for the record
         done = 0
         for r in range(self.s["samples"]):
             for p in self.rng.permutation(len(points)):  # interleaved: a fresh order every round
+                t0 = time.perf_counter()
                 samples[p, r] = self.time_once(points[p][2], reps[p])
+                self.seconds[points[p][0]] = self.seconds.get(points[p][0], 0.0) + time.perf_counter() - t0
                 done += 1
             if progress:
                 progress(done)
