@@ -53,6 +53,22 @@ def make_step(plan: Plan, n: int, rng: np.random.Generator):
     return step
 
 
+def make_full_step(vocab: int, hidden: int, n: int, rng: np.random.Generator):
+    """The baseline the cost model's full softmax stands for: nn.Linear over V plus the layer's fused NLL."""
+    from vocabopt.adaptive_head import _NLL
+
+    linear = torch.nn.Linear(hidden, vocab)
+    target = torch.from_numpy(rng.integers(0, vocab, n))
+    x = (torch.randn(n, hidden) * 0.1).requires_grad_()
+
+    def step() -> None:
+        _NLL.apply(linear(x), target).mean().backward()
+        x.grad = None
+        linear.zero_grad(set_to_none=True)
+
+    return step
+
+
 def measure(steps: list, reps: int, rng: np.random.Generator) -> list[float]:
     """Median ms per design over `reps` rounds, each visiting every design once in a fresh shuffled order."""
     for step in steps:
@@ -76,6 +92,9 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--full-softmax", type=int, nargs="*", default=[32768, 65536], help="also time full softmaxes of these V"
+    )
     ap.add_argument("--quick", action="store_true", help="8 designs, 3 reps (a smoke run, not the reported figure)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
@@ -87,7 +106,10 @@ def main() -> None:
     for _ in range(args.designs):
         counts, cutoffs, proj = random_design(rng, args.hidden)
         plans.append(Plan.from_cutoffs(counts, hidden=args.hidden, cutoffs=cutoffs, proj_dims=proj))
-    measured = measure([make_step(plan, args.tokens, rng) for plan in plans], args.reps, rng)
+    steps = [make_step(plan, args.tokens, rng) for plan in plans]
+    steps += [make_full_step(v, args.hidden, args.tokens, rng) for v in args.full_softmax]
+    measured = measure(steps, args.reps, rng)
+    measured, measured_full = measured[: len(plans)], measured[len(plans) :]
     summaries, tables = [], []
     for path, profile in zip(args.profile, profiles, strict=True):
         rows = []
@@ -109,6 +131,10 @@ def main() -> None:
             f"**median |relative error| {med:.1%}** (p90 {p90:.1%}), **Spearman rho {rho:.3f}**"
         )
         print(f"median |relative error| {med:.1%}, p90 {p90:.1%}, Spearman rho {rho:.3f} over {len(rows)} designs")
+        for v, meas in zip(args.full_softmax, measured_full, strict=True):
+            pred_ms, _ = cost.full_softmax_ms(profile, args.tokens, args.hidden, v)
+            line += f"; full softmax V={v}: predicted {pred_ms:.0f} ms, measured {meas:.0f} ms"
+            print(f"full softmax V={v}: predicted {pred_ms:.1f} ms, measured {meas:.1f} ms ({pred_ms / meas - 1:+.1%})")
         summaries.append(line)
         table = [
             f"Designs, predicted by `{path}`:",

@@ -111,10 +111,11 @@ def fit_roofline(
 def fill_unmeasured(
     name: str, axes: list[np.ndarray], median: np.ndarray, measured: np.ndarray, roof: dict, eb: int
 ) -> np.ndarray:
-    """Grid points too large to measure: scaled along the roofline from the biggest measured point below.
+    """Grid points too large to measure: scaled along the roofline from a measured point below them.
 
-    The biggest one (most roofline time) runs closest to the device's sustained rate, which is what large
-    kernels see; a small neighbour would carry its launch-bound inefficiency to sizes where it does not apply.
+    That point q has (within 4x) the most work of the kind that bounds p (FLOPs where the roofline says p is
+    compute-bound, bytes where memory-bound) and, among those, the shape closest to p's: near the device's
+    sustained rate in p's regime. A small or odd-shaped neighbour carries an inefficiency p does not have.
     """
     out = median.copy()
     if measured.all():
@@ -124,12 +125,17 @@ def fill_unmeasured(
     flat = out.ravel()
     m_idx = np.flatnonzero(measured.ravel())
     roof_all = roofline_ms(roof, name, grids, eb)
+    flops, nbytes = work(name, grids, eb)
+    compute = flops / (roof["peak_gflops"] * 1e6) if roof["peak_gflops"] > 0 else np.zeros_like(flops)
+    memory = nbytes / (roof["bandwidth_gbs"] * 1e6) if roof["bandwidth_gbs"] > 0 else np.zeros_like(nbytes)
     for p in np.flatnonzero(~measured.ravel()):
         below = np.all(logs[m_idx] <= logs[p] + 1e-9, axis=1)
         if below.any():
             pool = m_idx[below]
-            q = pool[np.argmax(roof_all[pool])]
-        else:  # nothing below it (a grid that starts above the budget): the nearest point in log space
+            bound = compute if compute[p] >= memory[p] else memory
+            big = pool[bound[pool] >= bound[pool].max() / 4]  # near the top of the work measured below p
+            q = big[np.argmin(((logs[big] - logs[p]) ** 2).sum(axis=1))]  # of those, the closest in shape
+        else:  # a grid that starts above the budget: the nearest point in log space
             q = m_idx[np.argmin(((logs[m_idx] - logs[p]) ** 2).sum(axis=1))]
         flat[p] = flat[q] * roof_all[p] / roof_all[q]
     return flat.reshape(median.shape)
