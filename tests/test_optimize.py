@@ -74,9 +74,7 @@ def test_dp_equals_brute_force(v, alpha, seed, n, max_j):
         design = found["per_clusters"][J]
         assert design.time_ms == pytest.approx(t_bf, rel=1e-9), (J, design.cutoffs, cut_bf)
         # the DP's number is the cost model's number for the design it returns
-        assert cost.predict(prof, counts, hidden, design.cutoffs, projs, n).time_ms == pytest.approx(
-            design.time_ms
-        )
+        assert cost.predict(prof, counts, hidden, design.cutoffs, projs, n).time_ms == pytest.approx(design.time_ms)
 
 
 def zipf_stats(v: int, alpha: float = 1.1, seed: int = 0) -> CorpusStats:
@@ -109,9 +107,7 @@ def test_plan_is_well_formed(affine_prof):
     best_j = min(pred["best_per_clusters"].values(), key=lambda d: d["time_ms"])
     assert pred["plan"]["time_ms"] <= best_j["time_ms"] * 1.02 + 1e-9  # within the recommendation tolerance
     assert {f["name"] for f in pred["folklore"]} == {"paper/Lua", "fairseq WT103", "Transformer-XL"}
-    assert all(
-        c < 30000 for f in pred["folklore"] for c in f["cutoffs"]
-    )  # clipped to V: [20000, 60000] -> [20000]
+    assert all(c < 30000 for f in pred["folklore"] for c in f["cutoffs"])  # clipped to V: [20000, 60000] -> [20000]
     assert plan.provenance["profile"]["device"] == "synthetic"
     assert plan.provenance["stats"]["sha256"] == stats.tokenizer.sha256
 
@@ -120,9 +116,7 @@ def test_plan_round_trips(tmp_path, affine_prof):
     plan = optimize(zipf_stats(5000), hidden=64, profile=affine_prof, batch_tokens=512, max_clusters=2)
     plan.save(tmp_path / "plan.json")
     back = Plan.load(tmp_path / "plan.json")
-    assert back.cutoffs == plan.cutoffs and back.predicted["speedup"] == pytest.approx(
-        plan.predicted["speedup"]
-    )
+    assert back.cutoffs == plan.cutoffs and back.predicted["speedup"] == pytest.approx(plan.predicted["speedup"])
 
 
 def test_flat_then_affine_puts_the_head_at_the_inflection():
@@ -247,3 +241,32 @@ def test_cli_optimize_bad_input(files):
     assert r.exit_code == 1 and "bad.json" in r.output
     r = CliRunner().invoke(main, [*args, "--dtype", "bfloat16"])
     assert r.exit_code == 0 and "float32" in r.output and "bfloat16" in r.output  # warned, both shown
+
+
+def test_given_cutoffs_are_evaluated(affine_prof):
+    stats = zipf_stats(20000)
+    plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, cutoffs=[2000, 10000])
+    assert plan.cutoffs == [2000, 10000] and plan.proj_dims == [64, 16]
+    expect = cost.predict(affine_prof, plan.counts, 256, [2000, 10000], [64, 16], 1024).time_ms
+    assert plan.predicted["plan"]["time_ms"] == pytest.approx(expect)
+    with pytest.raises(InputError, match="vocabulary of 20,000 ids"):
+        optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, cutoffs=[20000, 60000])
+
+
+def test_cli_given_cutoffs_beyond_the_vocabulary(files):
+    args = [
+        "optimize",
+        str(files / "stats.json"),
+        "--hidden",
+        "256",
+        "--profile",
+        str(files / "device.json"),
+        "--batch-tokens",
+        "1024",
+        "-o",
+        str(files / "p.json"),
+    ]
+    r = CliRunner().invoke(main, [*args, "--cutoffs", "2000,10000"])
+    assert r.exit_code == 0 and "given: cutoffs [2000, 10000]" in r.output
+    r = CliRunner().invoke(main, [*args, "--cutoffs", "2000,60000"])
+    assert r.exit_code == 1 and "60000" in r.output and "20,000" in r.output

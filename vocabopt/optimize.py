@@ -43,9 +43,7 @@ class Design:
     proj_dims: list[int]
     time_ms: float
     params: int
-    capacity: (
-        float  # frequency-weighted width: sum over clusters of share * dim / hidden (1.0 = full softmax)
-    )
+    capacity: float  # frequency-weighted width: sum over clusters of share * dim / hidden (1.0 = full softmax)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,9 +65,7 @@ def proj_rule(
     """Projection size per tail cluster: explicit dims, else hidden // div_value**(i+1), at least min_proj."""
     if proj_dims is not None:
         if len(proj_dims) < n_clusters:
-            raise InputError(
-                f"{len(proj_dims)} proj_dims {proj_dims} for {n_clusters} clusters; pass one per cluster"
-            )
+            raise InputError(f"{len(proj_dims)} proj_dims {proj_dims} for {n_clusters} clusters; pass one per cluster")
         return [int(p) for p in proj_dims[:n_clusters]]
     floor = max(1, min_proj or 1)
     return [min(hidden, max(floor, int(hidden // (div_value ** (i + 1))))) for i in range(n_clusters)]
@@ -152,9 +148,7 @@ class _Search:
             best = total[np.arange(m), arg]
             back.append(arg)
         back.reverse()  # back[i][a]: start of tail i+1 when tail i starts at pos[a]
-        head, _ = cost.head_ms(
-            self.profile, self.n, self.hidden, self.pos + J, self.mode, self.decode, self.vocab
-        )
+        head, _ = cost.head_ms(self.profile, self.n, self.hidden, self.pos + J, self.mode, self.decode, self.vocab)
         total = head + best
         total[(self.pos < head_lo) | (self.pos > head_hi)] = np.inf
         return total, back
@@ -323,6 +317,7 @@ def optimize(
     max_head: int | None = None,
     candidates: int = 256,
     tolerance: float = 0.02,
+    cutoffs: list[int] | None = None,
 ) -> Plan:
     """Recommend an adaptive-softmax design for a corpus, a device and a batch size.
 
@@ -339,6 +334,7 @@ def optimize(
         min_head, max_head: bounds on the head's shortlist size.
         candidates: size of the log-spaced cutoff grid (every rank when the vocabulary is smaller).
         tolerance: recommend the highest-capacity frontier design within this share of the fastest time.
+        cutoffs: evaluate this design instead of recommending one (the search still runs, for the comparison).
 
     Example:
         >>> plan = vocabopt.optimize(stats, hidden=512, profile=prof, batch_tokens=2048)
@@ -369,6 +365,8 @@ def optimize(
         candidates,
     )
     best = recommend(found["frontier"], tolerance)
+    if cutoffs is not None:
+        best = _given(counts, hidden, list(cutoffs), div_value, min_proj, proj_dims)
     pred = cost.predict(profile, counts, hidden, best.cutoffs, best.proj_dims, batch_tokens, mode, decode)
     full = cost.predict(profile, counts, hidden, [], [], batch_tokens, mode, decode)
     folk = folklore(profile, counts, hidden, batch_tokens, mode, decode, div_value, min_proj, proj_dims)
@@ -408,6 +406,7 @@ def optimize(
             "max_head": max_head,
             "candidates": candidates,
             "tolerance": tolerance,
+            "cutoffs": list(cutoffs) if cutoffs is not None else None,
             "decode": decode,
         },
     }
@@ -425,6 +424,25 @@ def optimize(
         batch_tokens=batch_tokens,
         predicted=predicted,
         provenance=provenance,
+    )
+
+
+def _given(counts, hidden, cutoffs, div_value, min_proj, proj_dims) -> Design:
+    vocab = len(counts)
+    if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] <= 0 or cutoffs[-1] >= vocab:
+        fit = [c for c in cutoffs if 0 < c < vocab]
+        raise InputError(
+            f"cutoffs {cutoffs} do not fit the stats' vocabulary of {vocab:,} ids: they must be strictly increasing "
+            f"and in (0, {vocab}); drop the ones >= {vocab} (e.g. {fit or [max(1, vocab // 10)]}) or use stats "
+            "counted with the model's tokenizer"
+        )
+    projs = proj_rule(hidden, len(cutoffs), div_value, min_proj, proj_dims)
+    return Design(
+        cutoffs,
+        projs,
+        0.0,
+        params_of(vocab, hidden, cutoffs, projs),
+        capacity_of(cost.shares_of(counts, cutoffs), hidden, projs),
     )
 
 

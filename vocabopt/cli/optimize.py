@@ -27,9 +27,7 @@ def _int_list(ctx: Any, param: Any, value: str | None) -> list[int] | None:
 
 @main.command("optimize")
 @click.argument("stats", type=click.Path(dir_okay=False))
-@click.option(
-    "--hidden", type=int, required=True, help="Width d of the hidden states fed to the output layer."
-)
+@click.option("--hidden", type=int, required=True, help="Width d of the hidden states fed to the output layer.")
 @click.option(
     "--profile",
     "profile_path",
@@ -42,9 +40,7 @@ def _int_list(ctx: Any, param: Any, value: str | None) -> list[int] | None:
     default=None,
     help="Without --profile: quick-profile this device first. With it: warn if it is another device.",
 )
-@click.option(
-    "--dtype", type=click.Choice(list(DTYPES)), default=None, help="Warn if the profile is another dtype."
-)
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default=None, help="Warn if the profile is another dtype.")
 @click.option("--batch-tokens", type=int, required=True, help="Tokens per step N (batch x sequence length).")
 @click.option("--mode", type=click.Choice(["train", "infer"]), default="train", show_default=True)
 @click.option(
@@ -55,15 +51,17 @@ def _int_list(ctx: Any, param: Any, value: str | None) -> list[int] | None:
     help="infer: full distribution (every cluster) or greedy/top-k (a tail for its share of rows).",
 )
 @click.option("--max-clusters", type=int, default=4, show_default=True)
-@click.option(
-    "--div-value", type=float, default=4.0, show_default=True, help="Projection rule: d // div^(i+1)."
-)
+@click.option("--div-value", type=float, default=4.0, show_default=True, help="Projection rule: d // div^(i+1).")
 @click.option("--min-proj", type=int, default=None, help="Lower bound on every projection size.")
-@click.option(
-    "--proj-dims", callback=_int_list, default=None, help="Explicit projection sizes, e.g. 256,64,16."
-)
+@click.option("--proj-dims", callback=_int_list, default=None, help="Explicit projection sizes, e.g. 256,64,16.")
 @click.option("--min-head", type=int, default=None, help="Smallest head shortlist to consider.")
 @click.option("--max-head", type=int, default=None, help="Largest head shortlist to consider.")
+@click.option(
+    "--cutoffs",
+    callback=_int_list,
+    default=None,
+    help="Evaluate these cutoffs (e.g. 2000,10000) against the search instead of recommending.",
+)
 @click.option("--candidates", type=int, default=256, show_default=True, help="Cutoff grid size for the DP.")
 @click.option(
     "--tolerance",
@@ -73,9 +71,7 @@ def _int_list(ctx: Any, param: Any, value: str | None) -> list[int] | None:
     help="Recommend the most capacity within this share of the fastest predicted time.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="plan.json", show_default=True)
-@click.option(
-    "--plot", type=click.Path(dir_okay=False), default=None, help="Write the frontier/breakdown PNG."
-)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the frontier/breakdown PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan's JSON instead of tables.")
 @handle_errors
 def optimize_cmd(
@@ -93,6 +89,7 @@ def optimize_cmd(
     proj_dims: list[int] | None,
     min_head: int | None,
     max_head: int | None,
+    cutoffs: list[int] | None,
     candidates: int,
     tolerance: float,
     output: str,
@@ -107,9 +104,7 @@ def optimize_cmd(
         for w in mismatch_warnings(prof, asked, dtype):
             click.echo(f"Warning: {w}", err=True)
     else:
-        click.echo(
-            f"no --profile: quick-profiling {device or 'auto'} ({dtype or 'float32'}) first...", err=True
-        )
+        click.echo(f"no --profile: quick-profiling {device or 'auto'} ({dtype or 'float32'}) first...", err=True)
         prof = profile_device(device or "auto", dtype or "float32", quick=True)
     if candidates < 2:
         raise InputError(f"--candidates {candidates}: need at least 2 grid points")
@@ -128,6 +123,7 @@ def optimize_cmd(
         max_head=max_head,
         candidates=candidates,
         tolerance=tolerance,
+        cutoffs=cutoffs,
     )
     plan.provenance["stats"]["path"] = str(stats)
     plan.provenance["profile"]["path"] = str(profile_path) if profile_path else None
@@ -150,7 +146,8 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
     )
     click.echo("")
     click.echo(
-        f"recommended: cutoffs {plan.cutoffs}, proj_dims {plan.proj_dims}  ->  "
+        ("given" if plan.provenance["options"].get("cutoffs") else "recommended")
+        + f": cutoffs {plan.cutoffs}, proj_dims {plan.proj_dims}  ->  "
         f"{p['plan']['time_ms']:.2f} ms vs full softmax {full['time_ms']:.2f} ms "
         f"({p['speedup']:.2f}x), memory {human_bytes(p['plan']['memory_bytes'])} vs "
         f"{human_bytes(full['memory_bytes'])}" + (" [extrapolated]" if p["plan"]["extrapolated"] else "")
