@@ -26,7 +26,7 @@ from .stats import CorpusStats, TokenizerInfo
 
 log = logging.getLogger(__name__)
 
-BATCH_BYTES = 4 << 20  # text per batch sent to a worker
+BATCH_BYTES = 1 << 20  # text per batch sent to a worker
 PARALLEL_MIN_BYTES = 24 << 20  # below this, spawning workers costs more than it saves
 Progress = Callable[[int, "int | None", int], None]  # (bytes done, bytes total or None, tokens so far)
 

@@ -55,7 +55,7 @@ class Block:
     source: int
 
 
-BLOCK_CHARS = 4 << 20  # characters read at once in line mode
+BLOCK_CHARS = 1 << 20  # characters read at once in line mode (~1 MB: bounds per-worker memory)
 
 
 @dataclass
