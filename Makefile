@@ -33,11 +33,15 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check vocabopt tests benchmarks
 
-# Regenerates docs/benchmarks.md (run on a quiet machine: timings are medians of one run each).
+# Regenerates docs/benchmarks.md. Run it on a quiet machine; on another machine than the shipped profile's, pass
+# your own: `make bench PROFILE=out/device.json` (from `vocabopt profile -o out/device.json`).
+PROFILE ?= configs/devices/cpu-xeon-2core-float32.json
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze_throughput.py
 	$(BIN)/python benchmarks/layer_speed.py --quick
-	$(BIN)/python benchmarks/cost_model_fidelity.py --quick
+	$(BIN)/python benchmarks/cost_model_fidelity.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/optimizer_speed.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/plan_vs_folklore.py --profile $(PROFILE)
 
 clean:
 	rm -rf $(VENV) out
