@@ -9,6 +9,7 @@ flight, not by corpus size.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -226,7 +227,7 @@ def _path_report(spec: counting.TokenizerSpec, used: Counter, force_path: str | 
     if spec.kind != "hf":
         return spec.kind, "exact by construction"
     main = max(used, key=lambda k: used[k]) if used else "chunks"
-    _, reason = counting.choose_path(__import__("json").loads(spec.json))
+    _, reason = counting.choose_path(json.loads(spec.json))
     if force_path:
         reason = f"forced ({reason})"
     name = main if len(used) <= 1 else "+".join(sorted(used))

@@ -24,7 +24,7 @@ import json
 import lzma
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -196,7 +196,7 @@ class Reader:
                 self.on_warning(f"{path}: no text (empty source)")
         if self.dataset is not None:
             i = len(self.paths)
-            _, texts = dataset_texts(self.dataset, self.options)
+            texts = dataset_texts(self.dataset, self.options)
             for value, _frac in texts:
                 if self._limit_reached():
                     return
@@ -477,20 +477,27 @@ def _field_error(path: str, lineno: int | None, field: str, record: Any, value: 
             "or --skip-bad-lines")
 
 
-def _arrow_column_texts(table_batches: Iterator[Any], field: str, path: str, total_rows: int) -> Iterator:
+def _field_texts(values: Iterable[Any], field: str, path: str) -> Iterator[str]:
+    """The texts in a column's values: `field`'s part after the first dot navigates nested structs; None is skipped."""
     top, _, rest = field.partition(".")
+    for value in values:
+        if rest:
+            value = _get_field(value, rest)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InputError(_field_error(path, None, field, {top: value}, value))
+        yield value
+
+
+def _arrow_column_texts(table_batches: Iterator[Any], field: str, path: str, total_rows: int) -> Iterator:
+    top = field.partition(".")[0]
     done = 0
     for batch in table_batches:
         if top not in batch.schema.names:
             raise InputError(f"{path}: no column {top!r} (columns: {', '.join(batch.schema.names)}); pass --field")
-        for value in batch.column(top).to_pylist():
-            done += 1
-            if rest:
-                value = _get_field(value, rest)
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise InputError(_field_error(path, None, field, {top: value}, value))
+        done += batch.num_rows
+        for value in _field_texts(batch.column(top).to_pylist(), field, path):
             yield value, done, done / max(total_rows, 1)
 
 
@@ -526,7 +533,7 @@ def _arrow_texts(path: str, field: str) -> Iterator[tuple[str, int, float]]:
     yield from _arrow_column_texts(batches, field, path, rows)
 
 
-def dataset_texts(path: str, options: SourceOptions) -> tuple[SourceInfo, Iterator[tuple[str, float]]]:
+def dataset_texts(path: str, options: SourceOptions) -> Iterator[tuple[str, float]]:
     """Texts of a local `datasets` dataset: a `save_to_disk` folder, or files `load_dataset` can read (streamed).
 
     Never contacts the Hugging Face Hub: the path must exist locally.
@@ -559,20 +566,12 @@ def dataset_texts(path: str, options: SourceOptions) -> tuple[SourceInfo, Iterat
     names = ds.column_names or []
     if names and top not in names:
         raise InputError(f"{path}: no field {top!r} (columns: {', '.join(names)}); pass --field")
-    info = SourceInfo(path=path, bytes=0)
 
     def texts() -> Iterator[tuple[str, float]]:
         done = 0
         for batch in ds.select_columns([top]).iter(batch_size=1000):
-            for value in batch[top]:
-                done += 1
-                rest = field.partition(".")[2]
-                if rest:
-                    value = _get_field(value, rest)
-                if value is None:
-                    continue
-                if not isinstance(value, str):
-                    raise InputError(_field_error(path, None, field, {top: value}, value))
+            done += len(batch[top])
+            for value in _field_texts(batch[top], field, path):
                 yield value, (done / total if total else 0.0)
 
-    return info, texts()
+    return texts()
