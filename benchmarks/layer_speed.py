@@ -28,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vocabopt.layer import build_layer, load_alswl  # noqa: E402
 from vocabopt.plan import Plan  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _sections import write_section  # noqa: E402
+
 SLOW = ("full softmax", "F.linear_cross_entropy")  # seconds per step on CPU: fewer repetitions
 SECTION = "## Layer speed (benchmarks/layer_speed.py)"
 # (N tokens, d, V, cutoffs)
@@ -153,18 +156,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) this benchmark's section of docs/benchmarks.md, leaving the other sections alone."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[nxt + 1 :] if nxt >= 0 else "")
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -180,7 +171,6 @@ def main() -> None:
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     cmd = "python benchmarks/layer_speed.py " + " ".join(sys.argv[1:])
     body = (
-        f"{SECTION}\n\n"
         f"Forward+backward of the output layer alone, Zipf targets (p(rank r) ~ 1/(r+1)), {args.dtype}; median of "
         f"{args.reps} steps (full softmax: fewer) after a warm-up, all in one run. `vocabopt` = `build_layer(plan)` "
         "(exact path, the CPU default); `vocabopt static` = the sync-free static-shape path (the accelerator / "
@@ -191,7 +181,7 @@ def main() -> None:
         f"- command: `{cmd}`\n\n{tab}\n"
     )
     if not args.no_write:
-        write_section(Path(args.out), body)
+        write_section(SECTION.removeprefix("## "), body, Path(args.out))
 
 
 if __name__ == "__main__":
