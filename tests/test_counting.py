@@ -53,6 +53,7 @@ def test_counts_equal_encode_batch(tokenizer_files, corpus_slice, kind, path):
     ref = reference_counts(tokenizer_files[kind], lines_of(corpus_slice))
     np.testing.assert_array_equal(stats.counts, ref)
     assert stats.n_sequences == len(lines_of(corpus_slice))
+    assert stats.n_words == sum(len(line.split()) for line in lines_of(corpus_slice))
 
 
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram"])
@@ -93,8 +94,9 @@ texts = st.lists(st.lists(st.sampled_from(ALPHABET), min_size=1, max_size=40).ma
 def test_chunk_path_is_exact_on_adversarial_text(tokenizer_files, kind, sequences):
     counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=True)
     assert counter.path == "chunks"
-    got = counter.count([(s, False) for s in sequences]).counts
-    np.testing.assert_array_equal(got, reference_counts(tokenizer_files[kind], sequences))
+    got = counter.count([(s, False) for s in sequences])
+    np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], sequences))
+    assert got.n_words == sum(len(s.split()) for s in sequences)
 
 
 def test_long_lines_are_cut_at_whitespace(tmp_path, tokenizer_files):
