@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import platform
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -13,16 +14,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 def machine() -> str:
     import torch
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
-    except OSError:
-        pass
-    return (
-        f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"{datetime.date.today().isoformat()}"
-    )
+    from vocabopt.profile import device_name
+
+    return f"{device_name(torch, 'cpu').removeprefix('cpu: ')}, torch {torch.__version__}, {datetime.date.today()}"
 
 
 def command() -> str:

@@ -180,43 +180,14 @@ def files(tmp_path, affine_prof):
 
 def test_cli_optimize(files):
     out = files / "plan.json"
-    r = CliRunner().invoke(
-        main,
-        [
-            "optimize",
-            str(files / "stats.json"),
-            "--hidden",
-            "256",
-            "--profile",
-            str(files / "device.json"),
-            "--batch-tokens",
-            "1024",
-            "-o",
-            str(out),
-            "--plot",
-            str(files / "frontier.png"),
-        ],
-    )
+    base = ["optimize", str(files / "stats.json"), "--hidden", "256", "--profile", str(files / "device.json"),
+            "--batch-tokens", "1024", "-o", str(out)]
+    r = CliRunner().invoke(main, [*base, "--plot", str(files / "frontier.png")])
     assert r.exit_code == 0, r.output
     assert "recommended" in r.output and "Transformer-XL" in r.output and "frontier" in r.output.lower()
     assert Plan.load(out).cutoffs
     assert (files / "frontier.png").stat().st_size > 0
-    r = CliRunner().invoke(
-        main,
-        [
-            "optimize",
-            str(files / "stats.json"),
-            "--hidden",
-            "256",
-            "--profile",
-            str(files / "device.json"),
-            "--batch-tokens",
-            "1024",
-            "-o",
-            str(out),
-            "--json",
-        ],
-    )
+    r = CliRunner().invoke(main, [*base, "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["cutoffs"] == Plan.load(out).cutoffs
 

@@ -306,7 +306,7 @@ def profile_device(
     alignment = bench.alignment()
     settings["tail_chunk"] = bench.chunk
     return DeviceProfile(
-        device=_device_name(torch, dev),
+        device=device_name(torch, dev),
         device_type=dev,
         dtype=dtype,
         kernels=kernels,
@@ -323,7 +323,8 @@ def profile_device(
     )
 
 
-def _device_name(torch: Any, dev: str) -> str:
+def device_name(torch: Any, dev: str) -> str:
+    """A person-readable name of the device, e.g. "cpu: Intel(R) Xeon(R) Processor (2 threads)"."""
     if dev == "cuda":
         return f"cuda: {torch.cuda.get_device_name()}"
     if dev == "mps":
