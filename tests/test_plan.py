@@ -80,7 +80,7 @@ def test_load_rejects_other_artifacts_and_tampering(tmp_path):
         Plan.load(tmp_path / "stats.json")
     plan = Plan.from_cutoffs(zipf_counts(), hidden=64, cutoffs=[20, 100])
     plan.save(tmp_path / "p.json")
-    np.save(tmp_path / "p.order.npy", np.arange(500))
+    np.save(tmp_path / json.loads((tmp_path / "p.json").read_text())["arrays"]["order"]["file"], np.arange(500))
     with pytest.raises(ArtifactError, match="hash differs"):
         Plan.load(tmp_path / "p.json")
     plan.save(tmp_path / "p.json")

@@ -4,6 +4,10 @@ Every artifact is a JSON file (sorted keys, so the same content gives the same b
 `artifact` (its kind) and `schema_version`; large arrays sit beside it as `.npy` files, read with
 `allow_pickle=False`. Writes go to a temporary file in the target directory, fsynced, then renamed, so an
 interrupted run never leaves a half-written artifact.
+
+Sidecars are named by their content (`stats.counts.<sha256[:16]>.npy`) and written before the file that names
+them, so a run killed between the two writes leaves the previous artifact whole: its JSON still names its own
+sidecar, which is only removed once the new JSON is in place.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import hashlib
 import io
 import json
 import os
+import re
+import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +28,39 @@ import numpy as np
 from .errors import ArtifactError
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise ArtifactError unless `path` can be written atomically: call it before work whose result goes there.
+
+    The target must be absent or a regular file (an atomic rename would replace a device such as /dev/full, or a
+    pipe, with a plain file), and its directory must accept a new file (checked by creating and removing one).
+    """
+    path = Path(path)
+    _check_regular(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot write here ({e.strerror}); choose a writable output path") from None
+    os.close(fd)
+    _unlink_quietly(tmp)
+
+
+def _check_regular(path: Path) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot write here ({e.strerror}); choose a writable output path") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
+        raise ArtifactError(f"{path}: is {kind}; artifacts are written as files, choose a file path")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically (temp file in the same directory, fsync, rename)."""
     path = Path(path)
+    _check_regular(path)
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -42,6 +79,55 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def sidecar_path(path: str | os.PathLike, name: str, data: bytes, suffix: str = ".npy") -> Path:
+    """`<stem>.<name>.<sha256[:16]><suffix>` beside `path` (stem = its name without `.json`/`.py`)."""
+    path = Path(path)
+    stem = path.name
+    for ext in (".json", ".py"):
+        if stem.endswith(ext) and len(stem) > len(ext):
+            stem = stem[: -len(ext)]
+            break
+    return path.with_name(f"{stem}.{name}.{sha256_bytes(data)[:16]}{suffix}")
+
+
+def write_with_sidecars(path: str | os.PathLike, sidecars: dict[Path, bytes], render: Callable[[], bytes]) -> None:
+    """Write content-named `sidecars`, then `render()` to `path`, each atomically; then drop the old sidecars.
+
+    A failure (or a kill) at any point leaves the previous artifact at `path` readable: its sidecars are removed
+    only after the new file replaced it, and only those the old file names that match the content-named pattern.
+    Sidecars this call created are removed again if writing `path` fails.
+    """
+    path = Path(path)
+    check_writable(path)
+    old = _read_quietly(path)
+    created = []
+    try:
+        for side, data in sidecars.items():
+            existing = _read_quietly(side)
+            if existing != data:
+                atomic_write_bytes(side, data)
+                if existing is None:
+                    created.append(side)
+        atomic_write_bytes(path, render())
+    except BaseException:
+        for side in created:
+            _unlink_quietly(str(side))
+        raise
+    if old:
+        stem = sidecar_path(path, "x", b"").name.rsplit(".x.", 1)[0]
+        pattern = re.compile(re.escape(stem) + r"\.[a-z_]+\.[0-9a-f]{16}\.(?:npy|pt)\b")
+        named = {m.group(0) for m in pattern.finditer(old.decode("utf-8", "replace"))}
+        for name in named - {side.name for side in sidecars}:
+            _unlink_quietly(str(path.with_name(name)))
+
+
+def _read_quietly(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes() if path.is_file() else None
+    except OSError:
+        return None
 
 
 def _umask() -> int:

@@ -2,7 +2,8 @@
 
 Inputs: a `vocabopt.Plan`. Outputs, by format:
     module : `<out>.py`, the torch-only `vocabopt/adaptive_head.py` copied verbatim with its plan block filled in,
-             plus `<out>.order.pt` (frequency order and counts; plain tensors, read with weights_only=True).
+             plus `<out>.order.<hash>.pt` (frequency order and counts; plain tensors, read with weights_only=True;
+             named by its sha256, so re-exporting never breaks the module it replaces).
     config : `<out>.json`, the layer config (AdaptiveHeadConfig fields) for `AdaptiveHeadConfig(**d)`.
     torch  : `<out>.py` building torch.nn.AdaptiveLogSoftmaxWithLoss plus the id -> rank remap, and the sidecar.
              ALSWL only supports projections hidden // div_value**(i+1): other plans are refused.
@@ -39,8 +40,8 @@ def export_layer(plan: Plan, out: str | Path, format: str = "module", **override
         >>> import numpy as np, tempfile, os
         >>> plan = Plan.from_cutoffs(np.arange(100)[::-1], hidden=16, cutoffs=[10, 40])
         >>> paths = export_layer(plan, os.path.join(tempfile.mkdtemp(), "head.py"))
-        >>> [p.name for p in paths]
-        ['head.order.pt', 'head.py']
+        >>> [p.name.split(".")[1] for p in paths]
+        ['order', 'py']
     """
     if format not in FORMATS:
         raise InputError(f"format {format!r} is not one of {FORMATS}")
@@ -56,14 +57,14 @@ def export_layer(plan: Plan, out: str | Path, format: str = "module", **override
         }
         artifacts.write_json(out, obj)
         return [out]
-    sidecar = out.with_name(_stem(out) + ".order.pt")
-    _write_sidecar(plan, sidecar)
+    data = _sidecar_bytes(plan)
+    sidecar = artifacts.sidecar_path(out, "order", data, suffix=".pt")
     source = (
         module_source(plan, sidecar.name, asdict(config))
         if format == "module"
         else alswl_source(plan, sidecar.name)
     )
-    artifacts.atomic_write_bytes(out, source.encode("utf-8"))
+    artifacts.write_with_sidecars(out, {sidecar: data}, lambda: source.encode("utf-8"))
     return [sidecar, out]
 
 
@@ -116,14 +117,14 @@ def _div_value(plan: Plan) -> float:
     )
 
 
-def _write_sidecar(plan: Plan, path: Path) -> None:
+def _sidecar_bytes(plan: Plan) -> bytes:
     import torch
 
     buf = io.BytesIO()
     torch.save(
         {"order": torch.from_numpy(plan.order.copy()), "counts": torch.from_numpy(plan.counts.copy())}, buf
     )
-    artifacts.atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def _describe(plan: Plan) -> str:
@@ -139,6 +140,3 @@ def _literal(obj: Any) -> str:
         return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in obj.items()) + "}"
     return repr(obj)
 
-
-def _stem(path: Path) -> str:
-    return path.name[: -len(path.suffix)] if path.suffix else path.name

@@ -2,8 +2,8 @@
 
 Inputs: CorpusStats (for the frequency order and the target distribution), a hidden size, cutoffs and
 projection sizes (by hand via `Plan.from_cutoffs`, or from `vocabopt.optimize`).
-Outputs: `plan.json` (everything a person needs to read the design) and `<stem>.order.npy` /
-`<stem>.counts.npy` beside it (int64 arrays of length V). `vocabopt.build_layer(plan)` and `vocabopt export`
+Outputs: `plan.json` (everything a person needs to read the design) and `<stem>.order.<hash>.npy` /
+`<stem>.counts.<hash>.npy` beside it (int64 arrays of length V, named by their sha256). `vocabopt.build_layer(plan)` and `vocabopt export`
 consume it.
 
 Vocabulary layout, in frequency-rank space (rank 0 = most frequent id):
@@ -219,15 +219,15 @@ class Plan:
     # --- persistence ------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write `path` (JSON) and `<stem>.order.npy` / `<stem>.counts.npy` beside it, each atomically."""
-        path = Path(path)
-        files = {}
+        """Write `path` (JSON) and `<stem>.order.<hash>.npy` / `<stem>.counts.<hash>.npy` beside it, atomically."""
+        files, sidecars = {}, {}
         for name in ("order", "counts"):
             data = artifacts.npy_bytes(getattr(self, name))
-            sidecar = _sidecar(path, name)
-            artifacts.atomic_write_bytes(sidecar, data)
+            sidecar = artifacts.sidecar_path(path, name, data)
+            sidecars[sidecar] = data
             files[name] = {"file": sidecar.name, "sha256": artifacts.sha256_bytes(data)}
-        artifacts.write_json(path, self.to_json(files))
+        obj = self.to_json(files)
+        artifacts.write_with_sidecars(path, sidecars, lambda: artifacts.dumps_json(obj).encode("ascii"))
 
     def to_json(self, files: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
@@ -279,11 +279,6 @@ class Plan:
             raise
         except (KeyError, TypeError, ValueError, InputError) as e:
             raise ArtifactError(f"{path}: malformed Plan ({type(e).__name__}: {e}); regenerate it") from None
-
-
-def _sidecar(path: Path, name: str) -> Path:
-    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
-    return path.with_name(f"{stem}.{name}.npy")
 
 
 def _as_int_list(values: Any, what: str) -> list[int]:

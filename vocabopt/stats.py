@@ -2,7 +2,8 @@
 
 Inputs: counts indexed by the tokenizer's own ids (from `vocabopt.analyze`, `merge`, or a user's array).
 Outputs: `stats.json` (metadata, summary statistics, Zipf fits and token strings, readable by a person) and
-`stats.counts.npy` beside it (int64 counts, length = vocabulary size, zero counts kept).
+`stats.counts.<hash>.npy` beside it (int64 counts, length = vocabulary size, zero counts kept; named by its
+sha256 so that a new save never touches the sidecar of the artifact it replaces).
 """
 
 from __future__ import annotations
@@ -113,12 +114,11 @@ class CorpusStats:
     # --- persistence ----------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write `path` (JSON) and `<stem>.counts.npy` beside it, each atomically."""
-        path = Path(path)
+        """Write `path` (JSON) and `<stem>.counts.<hash>.npy` beside it, each atomically (sidecar first)."""
         npy = artifacts.npy_bytes(self.counts)
-        sidecar = _sidecar(path)
-        artifacts.atomic_write_bytes(sidecar, npy)
-        artifacts.write_json(path, self.to_json(counts_file=sidecar.name, counts_sha256=artifacts.sha256_bytes(npy)))
+        sidecar = artifacts.sidecar_path(path, "counts", npy)
+        obj = self.to_json(counts_file=sidecar.name, counts_sha256=artifacts.sha256_bytes(npy))
+        artifacts.write_with_sidecars(path, {sidecar: npy}, lambda: artifacts.dumps_json(obj).encode("ascii"))
 
     def to_json(self, counts_file: str | None = None, counts_sha256: str | None = None) -> dict[str, Any]:
         return {
@@ -173,11 +173,6 @@ class CorpusStats:
                 f"{path}: tokenizer vocab_size {stats.tokenizer.vocab_size} != {stats.vocab_size} counts; regenerate it"
             )
         return stats
-
-
-def _sidecar(path: Path) -> Path:
-    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
-    return path.with_name(stem + ".counts.npy")
 
 
 def _all_integral(a: np.ndarray) -> bool:
