@@ -210,8 +210,9 @@ def test_cli_optimize_bad_input(files):
     (files / "bad.json").write_text("{not json")
     r = CliRunner().invoke(main, [*args[:4], "--profile", str(files / "bad.json"), *args[6:]])
     assert r.exit_code == 1 and "bad.json" in r.output
-    r = CliRunner().invoke(main, [*args, "--dtype", "bfloat16"])
-    assert r.exit_code == 0 and "float32" in r.output and "bfloat16" in r.output  # warned, both shown
+    r = CliRunner().invoke(main, [*args, "--dtype", "bfloat16"])  # contradicts the profile: refused, both named
+    assert r.exit_code == 1 and "float32" in r.output and "bfloat16" in r.output and "Drop --device/--dtype" in r.output
+    assert not (files / "p.json").exists()
 
 
 def test_given_cutoffs_are_evaluated(affine_prof):

@@ -82,6 +82,9 @@ def analyze(
     """
     if sequence not in (None, "line", "document"):
         raise InputError(f"--sequence {sequence!r}: use 'line' or 'document'")
+    for flag, limit in (("--limit-bytes", limit_bytes), ("--limit-tokens", limit_tokens)):
+        if limit is not None and limit < 1:
+            raise InputError(f"{flag} {limit}: must be at least 1 (or leave it out to count everything)")
     paths = sources.resolve([sources_] if isinstance(sources_, str) else list(sources_))
     if not paths and dataset is None:
         raise InputError("no sources given; pass files, directories, globs, '-' or --dataset PATH")

@@ -16,6 +16,7 @@ frontier.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -349,6 +350,10 @@ def optimize(
     if counts.sum() == 0:
         raise InputError("stats hold no tokens (all counts are zero); analyze a non-empty corpus")
     cost._recipe_mode(mode, decode)
+    if not (math.isfinite(div_value) and div_value > 0):
+        raise InputError(f"div_value={div_value}: must be a positive number (projections are hidden // div_value**(i+1))")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise InputError(f"tolerance={tolerance}: must be a share >= 0 of the fastest time, e.g. 0.02")
     found = search(
         profile,
         counts,
@@ -383,7 +388,8 @@ def optimize(
         "best_per_clusters": {str(j): d.to_json() for j, d in found["per_clusters"].items()},
         "frontier": [d.to_json() for d in _thin(found["frontier"], 12)],
         "folklore": folk,
-        "search": {"candidates": found["candidates"], "seconds": round(time.perf_counter() - t0, 3)},
+        # No wall time here: the same inputs must give a byte-identical plan (the CLI prints the time it took).
+        "search": {"candidates": found["candidates"]},
     }
     tok = getattr(stats, "tokenizer", None)
     provenance = {
@@ -454,7 +460,16 @@ def _thin(designs: list[Design], k: int) -> list[Design]:
 
 
 def plot_plan(plan: Plan, path: str) -> None:
+    """Write `plan_png(plan)` to `path` atomically."""
+    from .artifacts import atomic_write_bytes
+
+    atomic_write_bytes(path, plan_png(plan))
+
+
+def plan_png(plan: Plan) -> bytes:
     """PNG: the frontier (time vs capacity), the plan and folklore marked, and the plan's cost per cluster."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,5 +502,7 @@ def plot_plan(plan: Plan, path: str) -> None:
     ax2.bar(names, [c["time_ms"] for c in p["plan"]["clusters"]], color="C0")
     ax2.set(ylabel="predicted ms", title=f"plan cost per cluster (total {p['plan']['time_ms']:.1f} ms)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    return buf.getvalue()

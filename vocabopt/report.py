@@ -59,7 +59,14 @@ def compare_text(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_rank_frequency(stats: CorpusStats, path: str | Path) -> None:
-    """Rank-frequency on log-log axes with the Zipf-Mandelbrot fit, and the coverage curve (PNG, written atomically)."""
+    """Write `rank_frequency_png(stats)` to `path` atomically."""
+    from .artifacts import atomic_write_bytes
+
+    atomic_write_bytes(path, rank_frequency_png(stats))
+
+
+def rank_frequency_png(stats: CorpusStats) -> bytes:
+    """PNG: rank-frequency on log-log axes with the Zipf-Mandelbrot fit, and the coverage curve."""
     import io
 
     import matplotlib
@@ -68,7 +75,6 @@ def plot_rank_frequency(stats: CorpusStats, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     from . import zipf
-    from .artifacts import atomic_write_bytes
 
     counts = np.sort(stats.counts)[::-1]
     total = max(int(counts.sum()), 1)
@@ -103,4 +109,4 @@ def plot_rank_frequency(stats: CorpusStats, path: str | Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()

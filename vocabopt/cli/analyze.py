@@ -6,7 +6,9 @@ import click
 
 from .. import analyze as analyze_corpus
 from .. import compare as compare_stats
-from ..report import compare_text, plot_rank_frequency, summary_text
+from ..artifacts import atomic_write_bytes, check_writable
+from ..errors import InputError
+from ..report import compare_text, rank_frequency_png, summary_text
 from ..stats import CorpusStats, merge
 from . import main
 from ._common import ProgressBar, echo_json, handle_errors
@@ -66,13 +68,21 @@ def analyze(sources, tokenizer, output, plot, save_tokenizer, as_json, quiet, **
 
     Example: vocabopt analyze corpora/kjv.txt -t corpora/kjv-bpe-8k/tokenizer.json -o stats.json --plot rank.png
     """
+    if save_tokenizer and tokenizer != "word":
+        raise InputError("--save-tokenizer: only for --tokenizer word (other tokenizers already have a file)")
+    for path in (output, plot, save_tokenizer):
+        if path:
+            check_writable(path)  # before the run, so a bad output path fails fast and nothing is written
     stats = _run_analyze(sources, tokenizer, quiet, **kw)
+    # Everything is rendered before the first write, so a failure leaves no partial set of outputs behind.
+    png = rank_frequency_png(stats) if plot else None
+    tok_json = _word_tokenizer_json(stats) if save_tokenizer else None
     if output:
         stats.save(output)
     if plot:
-        plot_rank_frequency(stats, plot)
+        atomic_write_bytes(plot, png)
     if save_tokenizer:
-        _save_word_tokenizer(stats, save_tokenizer)
+        atomic_write_bytes(save_tokenizer, tok_json)
     if as_json:
         echo_json({"summary": stats.summary(), "fits": stats.fits, "tokenizer": stats.tokenizer.__dict__,
                    "options": stats.options, "output": output, "plot": plot})
@@ -83,14 +93,12 @@ def analyze(sources, tokenizer, output, plot, save_tokenizer, as_json, quiet, **
             click.echo(f"wrote {what}: {path}")
 
 
-def _save_word_tokenizer(stats: CorpusStats, path: str) -> None:
-    from ..artifacts import atomic_write_bytes
+def _word_tokenizer_json(stats: CorpusStats) -> bytes:
     from ..counting import word_tokenizer_json
-    from ..errors import InputError
 
     if stats.tokenizer.kind != "word":
         raise InputError("--save-tokenizer: only for --tokenizer word (other tokenizers already have a file)")
-    atomic_write_bytes(path, word_tokenizer_json(stats.tokens).encode("utf-8"))
+    return word_tokenizer_json(stats.tokens).encode("utf-8")
 
 
 @main.command("merge")
@@ -103,6 +111,7 @@ def merge_cmd(inputs, output, as_json):
 
     Example: vocabopt merge shard1.json shard2.json -o all.json
     """
+    check_writable(output)
     merged = merge([CorpusStats.load(p) for p in inputs])
     merged.save(output)
     if as_json:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..errors import InputError
-from ..optimize import FOLKLORE, optimize, plot_plan
+from ..artifacts import atomic_write_bytes, check_writable
+from ..errors import InputError, MismatchError
+from ..optimize import FOLKLORE, optimize, plan_png
 from ..plan import Plan
-from ..profile import DTYPES, DeviceProfile, mismatch_warnings, profile_device, resolve_device
+from ..profile import DTYPES, DeviceProfile, mismatch_warnings, profile_device
 from ..stats import CorpusStats
 from . import main
 from ._common import echo_json, handle_errors, human_bytes
@@ -97,17 +99,26 @@ def optimize_cmd(
     as_json: bool,
 ) -> None:
     """Choose the adaptive softmax's cutoffs and projection sizes by dynamic programming on measured costs."""
+    for path in (output, plot):
+        if path:
+            check_writable(path)  # before the work, so a bad -o/--plot fails fast and writes nothing
     corpus = CorpusStats.load(stats)
     if profile_path:
         prof = DeviceProfile.load(profile_path)
-        asked = resolve_device(device) if device else None
-        for w in mismatch_warnings(prof, asked, dtype):
-            click.echo(f"Warning: {w}", err=True)
+        # An explicit --device/--dtype that contradicts the profile is an error; without them, planning for the
+        # profiled device (another GPU, say) is the feature.
+        asked = device if device not in (None, "auto") else None
+        problems = mismatch_warnings(prof, asked, dtype)
+        if problems:
+            raise MismatchError(
+                f"{profile_path}: {problems[0]} Drop --device/--dtype to plan for the profiled device."
+            )
     else:
         click.echo(f"no --profile: quick-profiling {device or 'auto'} ({dtype or 'float32'}) first...", err=True)
         prof = profile_device(device or "auto", dtype or "float32", quick=True)
     if candidates < 2:
         raise InputError(f"--candidates {candidates}: need at least 2 grid points")
+    t0 = time.perf_counter()
     plan = optimize(
         corpus,
         hidden=hidden,
@@ -127,16 +138,18 @@ def optimize_cmd(
     )
     plan.provenance["stats"]["path"] = str(stats)
     plan.provenance["profile"]["path"] = str(profile_path) if profile_path else None
+    seconds = time.perf_counter() - t0
+    png = plan_png(plan) if plot else None  # rendered before anything is written
     plan.save(output)
     if plot:
-        plot_plan(plan, plot)
+        atomic_write_bytes(plot, png)
     if as_json:
         echo_json({**plan.to_json(), "output": output})
         return
-    _print_tables(plan, prof, output, plot)
+    _print_tables(plan, prof, output, plot, seconds)
 
 
-def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None) -> None:
+def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None, seconds: float) -> None:
     p = plan.predicted
     full = p["full_softmax"]
     click.echo(f"profile    {prof.describe()}")
@@ -187,6 +200,6 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
         if name not in shown:
             click.echo(f"  {name:<16} {str(cut):<24} n/a: no cutoff below V={plan.vocab_size:,}")
     click.echo("")
-    click.echo(f"wrote {output}" + (f" and {plot}" if plot else "") + f" (search {p['search']['seconds']} s)")
+    click.echo(f"wrote {output}" + (f" and {plot}" if plot else "") + f" (search {seconds:.3f} s)")
     if Path(output).suffix != ".json":
         click.echo("note: the plan is JSON; a .json name keeps its sidecars tidy", err=True)
