@@ -14,7 +14,9 @@ __version__ = "0.1.0"
 # Stages whose module shares the function's name are bound eagerly (they import no torch): a lazy binding would
 # be shadowed by the submodule as soon as anything imports it.
 from .analyze import analyze, compare  # noqa: E402,F401
+from .bench import bench  # noqa: E402,F401
 from .optimize import optimize  # noqa: E402,F401
+from .validate import validate  # noqa: E402,F401
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -36,9 +38,13 @@ _EXPORTS = {
     "synthetic_profile": "profile",
     "predict": "cost",
     "Prediction": "cost",
+    "BenchResult": "bench",
+    "BenchRow": "bench",
+    "ValidationResult": "validate",
+    "ValidationRun": "validate",
 }
 
-__all__ = sorted([*_EXPORTS, "analyze", "compare", "optimize", "__version__"])
+__all__ = sorted([*_EXPORTS, "analyze", "bench", "compare", "optimize", "validate", "__version__"])
 
 
 def __getattr__(name: str) -> Any:

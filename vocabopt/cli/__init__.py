@@ -22,6 +22,8 @@ def main() -> None:
 
 # Verbs register themselves on `main` when imported; one module per verb (or family of verbs).
 from . import analyze as _analyze  # noqa: E402,F401
+from . import bench as _bench  # noqa: E402,F401
 from . import export as _export  # noqa: E402,F401
 from . import optimize as _optimize  # noqa: E402,F401
 from . import profile as _profile  # noqa: E402,F401
+from . import validate as _validate  # noqa: E402,F401

@@ -1,0 +1,98 @@
+"""vocabopt.bench and `vocabopt bench`: rows for the plan's own layer and its peers, predictions, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import vocabopt
+from vocabopt.bench import alswl_div_value, sample_ranks
+from vocabopt.cli import main
+from vocabopt.errors import InputError
+from vocabopt.plan import Plan
+from vocabopt.profile import synthetic_profile
+
+V, D, N = 3000, 32, 256
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    counts = np.round(1e7 / np.arange(1, V + 1) ** 1.1).astype(np.int64)[np.random.default_rng(0).permutation(V)]
+    return Plan.from_cutoffs(counts, hidden=D, cutoffs=[100, 800], provenance={"name": "zipf-test"})
+
+
+@pytest.fixture(scope="module")
+def result(plan):
+    prof = synthetic_profile(lambda k, *c: 0.01 + 1e-9 * np.prod(c, axis=0))
+    return vocabopt.bench(plan, device="cpu", batch_tokens=N, profile=prof, reps=2)
+
+
+def test_rows_and_the_measured_layer_is_the_plans(result, plan):
+    methods = [r.method for r in result.rows]
+    assert methods[0] == "vocabopt" and {"ALSWL", "full softmax"} <= set(methods)
+    ours = result.rows[0]
+    assert (ours.cutoffs, ours.proj_dims) == (plan.cutoffs, plan.proj_dims)
+    assert (result.vocab_size, result.hidden, result.batch_tokens) == (V, D, N)
+    assert result.row("full softmax").cutoffs == []
+    for r in result.rows:
+        assert r.measured_ms > 0 and r.samples == 2 and r.p20_ms <= r.p80_ms
+    # The adaptive layer keeps far less for backward than the (N, V) fp32 log-probs of the full softmax.
+    assert ours.saved_bytes < result.row("full softmax").saved_bytes / 3
+    assert result.row("full softmax").saved_bytes >= 4 * N * V
+
+
+def test_predictions_come_from_the_cost_model(result, plan):
+    prof = synthetic_profile(lambda k, *c: 0.01 + 1e-9 * np.prod(c, axis=0))
+    want = vocabopt.predict(prof, plan.counts, D, plan.cutoffs, plan.proj_dims, N)
+    assert result.rows[0].predicted_ms == pytest.approx(want.time_ms)
+    ours = result.rows[0]
+    assert ours.error == pytest.approx((want.time_ms - ours.measured_ms) / ours.measured_ms)
+    assert result.row("ALSWL").predicted_ms is None  # other kernels than the cost model describes
+    js = result.to_json()
+    assert js["rows"][0]["speedup_vs_full"] == pytest.approx(result.row("full softmax").measured_ms / ours.measured_ms)
+    json.dumps(js)
+
+
+def test_targets_follow_the_plans_distribution(plan):
+    ranks = sample_ranks(plan.counts, 200_000, seed=1)
+    head_share = np.mean(ranks < plan.cutoffs[0])
+    assert head_share == pytest.approx(plan.cluster_shares[0], abs=0.01)
+
+
+def test_alswl_only_when_projections_follow_div_value(plan):
+    assert alswl_div_value(plan) == 4.0
+    odd = Plan(vocab_size=V, hidden=D, order=plan.order, cutoffs=plan.cutoffs, proj_dims=[16, 16], counts=plan.counts)
+    assert alswl_div_value(odd) is None
+    res = vocabopt.bench(odd, device="cpu", batch_tokens=64, reps=1, full_softmax=False)
+    assert [r.method for r in res.rows] == ["vocabopt"] and res.rows[0].predicted_ms is None
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"device": "tpu"}, "tpu"), ({"dtype": "int8"}, "int8"), ({"batch_tokens": -5}, "-5"), ({"reps": 0}, "reps"),
+])
+def test_bad_input_is_a_vocabopt_error(plan, kw, match):
+    with pytest.raises(InputError, match=match):
+        vocabopt.bench(plan, **kw)
+
+
+def test_not_a_plan():
+    with pytest.raises(InputError, match="Plan.load"):
+        vocabopt.bench({"cutoffs": [1]})
+
+
+def test_cli_json_and_errors(plan, tmp_path):
+    plan.save(tmp_path / "plan.json")
+    run = CliRunner().invoke(main, ["bench", str(tmp_path / "plan.json"), "--device", "cpu", "--batch-tokens", "64",
+                                    "--reps", "1", "--json", "-o", str(tmp_path / "bench.json")])
+    assert run.exit_code == 0, run.output
+    out = json.loads(run.output)
+    assert out["rows"][0]["method"] == "vocabopt" and out["rows"][0]["cutoffs"] == plan.cutoffs
+    assert json.loads((tmp_path / "bench.json").read_text())["batch_tokens"] == 64
+    text = CliRunner().invoke(main, ["bench", str(tmp_path / "plan.json"), "--device", "cpu", "--batch-tokens", "64",
+                                     "--reps", "1"])
+    assert text.exit_code == 0 and "full softmax" in text.output
+    bad = CliRunner().invoke(main, ["bench", str(tmp_path / "missing.json")])
+    assert bad.exit_code == 1 and bad.output.startswith("Error:") and len(bad.output.strip().splitlines()) == 1

@@ -1,0 +1,108 @@
+"""vocabopt.validate and `vocabopt validate`: identical training runs, a held-out split never trained on."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import vocabopt
+from vocabopt.cli import main
+from vocabopt.errors import InputError, MismatchError
+from vocabopt.plan import Plan
+from vocabopt.validate import _batch_offsets, load_tokens
+
+BPE = Path(__file__).resolve().parents[1] / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
+
+SMALL = dict(steps=30, seq_len=16, batch_size=8, eval_tokens=2048, max_tokens=30_000, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, corpus_slice):
+    path = tmp_path_factory.mktemp("validate") / "tiny.txt"
+    text = corpus_slice.read_text(encoding="utf-8")[:150_000]
+    path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    stats = vocabopt.analyze([str(path)], tokenizer=str(BPE))
+    return path, Plan.from_cutoffs(stats, hidden=32, cutoffs=[200, 1000], provenance={"name": "tiny"})
+
+
+@pytest.fixture(scope="module")
+def result(tiny, tmp_path_factory):
+    path, plan = tiny
+    png = tmp_path_factory.mktemp("plot") / "curves.png"
+    res = vocabopt.validate(plan, [str(path)], str(BPE), folklore=[500], plot=png, **SMALL)
+    return res, png
+
+
+def test_runs_train_and_compare_to_full_softmax(result):
+    res, png = result
+    assert [r.name for r in res.runs] == ["vocabopt", "full softmax", "folklore"]
+    for r in res.runs:
+        losses = [loss for _, loss in r.train_curve]
+        assert len(losses) == SMALL["steps"]
+        assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2  # it learns
+        assert math.isfinite(r.heldout_ppl) and r.heldout_ppl == pytest.approx(math.exp(r.heldout_loss))
+        assert r.heldout_ppl < 8000  # better than uniform over the vocabulary
+        assert r.step_ms > 0 and r.tokens_per_s > 0 and r.saved_bytes > 0
+    assert res.runs[0].cutoffs == [200, 1000] and res.run("folklore").cutoffs == [500]
+    assert res.run("full softmax").layer_params == 8000 * 33
+    summ = res.summary()["vocabopt"]
+    assert summ["ppl_gap"] == pytest.approx(res.runs[0].heldout_ppl / res.run("full softmax").heldout_ppl - 1)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    json.dumps(res.to_json())
+
+
+def test_heldout_split_is_never_trained_on(tiny):
+    path, plan = tiny
+    data = load_tokens(plan, [str(path)], str(BPE), heldout=0.1, seq_len=16, max_tokens=30_000)
+    assert data.split == int(data.ids.size * 0.9) and data.ids.size == 30_000
+    offsets = _batch_offsets(data.split, 16, 8, 500, seed=3)
+    assert offsets.min() >= 0 and offsets.max() + 16 + 1 <= data.split  # the last target is ids[o + 16]
+
+
+def test_identical_seeds_give_identical_results(tiny):
+    path, plan = tiny
+    kw = {**SMALL, "steps": 8, "full_softmax": False}
+    a = vocabopt.validate(plan, [str(path)], str(BPE), seed=7, **kw)
+    b = vocabopt.validate(plan, [str(path)], str(BPE), seed=7, **kw)
+    c = vocabopt.validate(plan, [str(path)], str(BPE), seed=8, **kw)
+    assert a.runs[0].train_curve == b.runs[0].train_curve and a.runs[0].heldout_loss == b.runs[0].heldout_loss
+    assert a.runs[0].train_curve != c.runs[0].train_curve
+
+
+def test_transformer_body(tiny):
+    path, plan = tiny
+    res = vocabopt.validate(plan, [str(path)], str(BPE), model="transformer", **{**SMALL, "steps": 10})
+    assert all(math.isfinite(r.heldout_loss) for r in res.runs)
+
+
+def test_tokenizer_must_be_the_plans(tiny):
+    path, plan = tiny
+    with pytest.raises(MismatchError, match="8000 ids"):
+        vocabopt.validate(Plan.from_cutoffs(plan.counts[:500], hidden=32, cutoffs=[50]), [str(path)], str(BPE))
+    other = Plan.from_cutoffs(np.ones(8000, dtype=np.int64), hidden=32, cutoffs=[50],
+                              provenance={"tokenizer": {"name": "other", "sha256": "ab" * 32}})
+    with pytest.raises(MismatchError, match="other"):
+        vocabopt.validate(other, [str(path)], str(BPE))
+    with pytest.raises(InputError, match="model"):
+        vocabopt.validate(plan, [str(path)], str(BPE), model="gru")
+    with pytest.raises(InputError, match="too few"):
+        vocabopt.validate(plan, [str(path)], str(BPE), max_tokens=20, seq_len=16)
+
+
+def test_cli(tiny, tmp_path):
+    path, plan = tiny
+    plan.save(tmp_path / "plan.json")
+    args = ["validate", str(tmp_path / "plan.json"), "--corpus", str(path), "-t", str(BPE), "--steps", "5",
+            "--seq-len", "16", "--batch-size", "4", "--max-tokens", "20000"]
+    run = CliRunner().invoke(main, [*args, "--json", "-o", str(tmp_path / "v.json")])
+    assert run.exit_code == 0, run.output
+    assert [r["name"] for r in json.loads(run.output)["runs"]] == ["vocabopt", "full softmax"]
+    text = CliRunner().invoke(main, [*args, "--plot", str(tmp_path / "c.png")])
+    assert text.exit_code == 0 and "held-out ppl" in text.output and (tmp_path / "c.png").exists()
+    bad = CliRunner().invoke(main, [*args[:4], "-t", "bytes"])
+    assert bad.exit_code == 1 and "not the plan" in bad.output and len(bad.output.strip().splitlines()) == 1

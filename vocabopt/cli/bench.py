@@ -1,0 +1,53 @@
+"""`vocabopt bench`: measure the plan's layer on this device next to the cost model, full softmax and ALSWL."""
+
+from __future__ import annotations
+
+import click
+
+from . import main
+from ._common import echo_json, handle_errors, human_bytes
+
+
+@main.command("bench")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@click.option("--batch-tokens", type=int, default=None, help="Tokens per step N. Default: the plan's.")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="A DeviceProfile for the predicted column (default: none, predictions omitted).")
+@click.option("--reps", type=int, default=7, show_default=True, help="Timed steps per method.")
+@click.option("--no-full", is_flag=True, help="Skip the full softmax rows (seconds per step on a CPU at V=50K).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write the result JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print predicted and measured figures per row as JSON.")
+@handle_errors
+def bench_cmd(plan_path: str, device: str, dtype: str, batch_tokens: int | None, profile_path: str | None,
+              reps: int, no_full: bool, output: str | None, as_json: bool) -> None:
+    """Time forward+backward of the layer designed by PLAN, with targets drawn from its frequency distribution."""
+    from ..bench import bench
+    from ..plan import Plan
+    from ..profile import DeviceProfile, mismatch_warnings
+
+    plan = Plan.load(plan_path)
+    prof = DeviceProfile.load(profile_path) if profile_path else None
+    if prof is not None:
+        for w in mismatch_warnings(prof, None if device == "auto" else device, dtype):
+            click.echo(f"Warning: {w}", err=True)
+    result = bench(plan, device=device, dtype=dtype, batch_tokens=batch_tokens, profile=prof, reps=reps,
+                   full_softmax=not no_full)
+    if output:
+        result.save(output)
+    if as_json:
+        echo_json(result.to_json())
+        return
+    click.echo(f"{result.device}, {result.dtype}, N={result.batch_tokens}, d={result.hidden}, V={result.vocab_size}")
+    click.echo(f"{'method':<24}{'measured ms':>12}{'predicted':>11}{'error':>8}{'vs full':>9}{'saved':>10}")
+    full = result.row("full softmax")
+    for r in result.rows:
+        pred = f"{r.predicted_ms:.1f}" if r.predicted_ms is not None else "-"
+        err = f"{r.error:+.0%}" if r.error is not None else "-"
+        vs = f"{full.measured_ms / r.measured_ms:.2f}x" if full else "-"
+        click.echo(f"{r.method:<24}{r.measured_ms:>12.1f}{pred:>11}{err:>8}{vs:>9}{human_bytes(r.saved_bytes):>10}")
+    if result.row("ALSWL") is None:
+        click.echo("ALSWL: not comparable (its projections follow d // div_value^(i+1); this plan's do not)")
+    if output:
+        click.echo(f"wrote {output}")

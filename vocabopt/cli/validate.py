@@ -1,0 +1,79 @@
+"""`vocabopt validate`: train the same small LM with the plan's layer and the full softmax; compare them."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import main
+from ._common import echo_json, handle_errors, human_bytes
+
+
+def _int_list(ctx: object, param: object, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 2000,10000, got {value!r}") from None
+
+
+@main.command("validate")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--corpus", "corpus", multiple=True, required=True, help="Corpus source (repeatable).")
+@click.option("-t", "--tokenizer", required=True, help="The tokenizer.json the plan's stats were counted with.")
+@click.option("--steps", type=int, default=300, show_default=True)
+@click.option("--model", type=click.Choice(["lstm", "transformer"]), default="lstm", show_default=True)
+@click.option("--seq-len", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--heldout", type=float, default=0.05, show_default=True, help="Fraction held out (the end).")
+@click.option("--eval-every", type=int, default=0, help="Also score the held-out part every N steps.")
+@click.option("--folklore", callback=_int_list, default=None, help="Also train these cutoffs, e.g. 2000,10000.")
+@click.option("--max-tokens", type=int, default=None, help="Use only the first N tokens of the corpus.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the learning curves (PNG).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the result JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def validate_cmd(plan_path: str, corpus: tuple[str, ...], tokenizer: str, steps: int, model: str, seq_len: int,
+                 batch_size: int, lr: float, heldout: float, eval_every: int, folklore: list[int] | None,
+                 max_tokens: int | None, device: str, dtype: str, seed: int, plot: str | None, output: str | None,
+                 quiet: bool, as_json: bool) -> None:
+    """Train one small LM per output layer (PLAN's, full softmax, --folklore) with identical settings."""
+    from ..plan import Plan
+    from ..validate import validate
+
+    show = not quiet and sys.stderr.isatty()
+
+    def progress(name: str, step: int, total: int, loss: float) -> None:
+        if show and (step % 5 == 0 or step == total):
+            end = "\n" if step == total else ""
+            click.echo(f"\r{name:<14} step {step:>5}/{total}  loss {loss:6.3f}\x1b[K{end}", err=True, nl=False)
+
+    result = validate(Plan.load(plan_path), list(corpus), tokenizer, steps=steps, model=model, seq_len=seq_len,
+                      batch_size=batch_size, lr=lr, heldout=heldout, eval_every=eval_every, folklore=folklore,
+                      max_tokens=max_tokens, device=device, dtype=dtype, seed=seed, plot=plot, progress=progress)
+    if output:
+        result.save(output)
+    if as_json:
+        echo_json(result.to_json())
+        return
+    s = result.settings
+    click.echo(f"{s['model']} d={s['hidden']} V={s['vocab_size']}, {s['steps']} steps of {s['tokens_per_step']} "
+               f"tokens, {s['device']} {s['dtype']}; held-out {s['eval_tokens']:,} tokens never trained on")
+    click.echo(f"{'layer':<14}{'cutoffs':<24}{'held-out ppl':>13}{'vs full':>9}{'step ms':>9}{'tok/s':>9}"
+               f"{'speed-up':>9}{'saved':>10}")
+    summ = result.summary()
+    for r in result.runs:
+        gap = f"{summ[r.name]['ppl_gap']:+.1%}" if r.name in summ else "-"
+        sp = f"{summ[r.name]['speedup']:.2f}x" if r.name in summ else "-"
+        click.echo(f"{r.name:<14}{str(r.cutoffs or '-'):<24}{r.heldout_ppl:>13.2f}{gap:>9}{r.step_ms:>9.1f}"
+                   f"{r.tokens_per_s:>9.0f}{sp:>9}{human_bytes(r.saved_bytes):>10}")
+    for path in (plot, output):
+        if path:
+            click.echo(f"wrote {path}")
