@@ -16,8 +16,6 @@ import datetime
 import platform
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vocabopt.bench import saved_bytes, timed  # noqa: E402  (shared with `vocabopt bench`)
 from vocabopt.layer import build_layer, load_alswl  # noqa: E402
 from vocabopt.plan import Plan  # noqa: E402
 
@@ -46,31 +45,6 @@ def zipf_plan(V: int, d: int, cutoffs: list[int]) -> Plan:
 def zipf_targets(N: int, V: int, seed: int = 0) -> torch.Tensor:
     p = 1.0 / np.arange(1, V + 1)
     return torch.from_numpy(np.random.default_rng(seed).choice(V, size=N, p=p / p.sum()))
-
-
-def timed(step: Callable[[], None], device: torch.device) -> float:
-    """Milliseconds of one call of `step`, synchronising the device around it."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    step()
-    sync()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def saved_bytes(step: Callable[[], torch.Tensor]) -> int:
-    """Bytes of tensors autograd keeps for backward (the activation memory of the layer) on one forward."""
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = step()
-    del loss
-    return total
 
 
 def methods(N, d, V, cutoffs, device, dtype, full: bool):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..artifacts import check_writable
 from . import main
 from ._common import echo_json, handle_errors, human_bytes
 
@@ -27,6 +28,9 @@ def bench_cmd(plan_path: str, device: str, dtype: str, batch_tokens: int | None,
     from ..plan import Plan
     from ..profile import DeviceProfile, mismatch_warnings
 
+    for path in (output,):
+        if path:
+            check_writable(path)  # before minutes of work, so a bad path fails fast
     plan = Plan.load(plan_path)
     prof = DeviceProfile.load(profile_path) if profile_path else None
     if prof is not None:

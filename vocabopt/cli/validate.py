@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..artifacts import check_writable
 from . import main
 from ._common import echo_json, handle_errors, human_bytes
 
@@ -48,6 +49,9 @@ def validate_cmd(plan_path: str, corpus: tuple[str, ...], tokenizer: str, steps:
     from ..plan import Plan
     from ..validate import validate
 
+    for path in (output, plot):
+        if path:
+            check_writable(path)  # before minutes of work, so a bad path fails fast
     show = not quiet and sys.stderr.isatty()
 
     def progress(name: str, step: int, total: int, loss: float) -> None:
