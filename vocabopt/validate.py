@@ -3,7 +3,8 @@
 Inputs: a `Plan`, corpus sources, the tokenizer the plan was made for. Outputs: `ValidationResult`, one
 `ValidationRun` per output layer — (a) the plan's, (b) the full softmax, optionally (c) a folklore design — each
 training the same small language model (LSTM or causal transformer) with the same seed, initial body weights,
-batches in the same order, steps and optimizer. Reported: held-out perplexity, median step time, tokens/s,
+batches in the same order, steps and optimizer, trained in lockstep so that every run sees the machine
+alike. Reported: held-out perplexity, median step time, tokens/s,
 memory, and the learning curves (optionally drawn to a PNG, written atomically).
 
 Data: the corpus is tokenized into one id stream; its last `heldout` fraction is the held-out split and no
@@ -48,7 +49,7 @@ class ValidationRun:
     step_ms: float  # median wall time of one optimizer step (fwd + bwd + update), after 2 warm-up steps
     tokens_per_s: float
     saved_bytes: int  # activation bytes autograd keeps for backward in one training step (whole model)
-    peak_bytes: int | None  # CUDA: peak allocated during training; None elsewhere
+    peak_bytes: int | None  # CUDA: weights + grads + AdamW state + one step's peak above them; None elsewhere
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
     eval_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
 
@@ -149,10 +150,8 @@ def validate(
         "eval_tokens": int(min(eval_tokens, data.ids.size - data.split)), "tokenizer": str(tokenizer),
         "sources": [str(s) for s in ([sources] if isinstance(sources, str) else sources)],
     }
-    runs = []
-    for name, design in layers.items():
-        runs.append(_train(name, design, plan, data, offsets, model, seq_len, lr, eval_tokens, eval_every,
-                           dev, getattr(torch, dtype), seed, progress))
+    runs = _train_all(layers, plan, data, offsets, model, seq_len, lr, eval_tokens, eval_every, dev,
+                      getattr(torch, dtype), seed, progress)
     result = ValidationResult(runs=runs, settings=settings)
     if plot is not None:
         plot_curves(result, plot)
@@ -301,58 +300,98 @@ def _head(design: Plan | None, plan: Plan) -> Any:
     return _full_softmax(plan.vocab_size, plan.hidden) if design is None else build_layer(design)
 
 
-def _train(name, design, plan, data, offsets, model, seq_len, lr, eval_tokens, eval_every, dev, tdtype, seed,
-           progress) -> ValidationRun:
+@dataclass
+class _Trainer:
+    """One run's model, optimizer and measurements while the runs train in lockstep."""
+
+    name: str
+    design: Plan | None
+    body: Any
+    head: Any
+    params: list[Any]
+    opt: Any
+    step_ms: list[float] = field(default_factory=list)
+    train_curve: list[tuple[int, float]] = field(default_factory=list)
+    eval_curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _train_all(layers, plan, data, offsets, model, seq_len, lr, eval_tokens, eval_every, dev, tdtype, seed,
+               progress) -> list[ValidationRun]:
+    """Train every run in lockstep (step k of each run, then step k + 1): a shared machine's drift in speed then
+    spreads over all runs alike instead of favouring whichever ran while it was quiet. Runs share nothing but the
+    data, so the results are those of running them one after another."""
     import torch
 
-    torch.manual_seed(seed)  # the body starts from the same weights in every run
-    body = _body(model, plan.vocab_size, plan.hidden, seq_len).to(dev)
-    head = _head(design, plan).to(dev)
-    params = [*body.parameters(), *head.parameters()]
-    opt = torch.optim.AdamW(params, lr=lr)
+    trainers = []
+    for name, design in layers.items():
+        torch.manual_seed(seed)  # the body starts from the same weights in every run
+        body = _body(model, plan.vocab_size, plan.hidden, seq_len).to(dev)
+        head = _head(design, plan).to(dev)
+        params = [*body.parameters(), *head.parameters()]
+        trainers.append(_Trainer(name, design, body, head, params, torch.optim.AdamW(params, lr=lr)))
     ids = torch.from_numpy(data.ids).to(dev)
     win = torch.arange(seq_len + 1, device=dev)
     ac = torch.autocast(dev.type, dtype=tdtype, enabled=tdtype != torch.float32)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
-    def loss_of(batch_starts: np.ndarray) -> Any:
+    def loss_of(tr: _Trainer, batch_starts: np.ndarray) -> Any:
         xy = ids[torch.as_tensor(batch_starts, device=dev)[:, None] + win]  # (B, T + 1)
         with ac:
-            return head(body(xy[:, :-1]), xy[:, 1:])
+            return tr.head(tr.body(xy[:, :-1]), xy[:, 1:])
 
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    train_curve, eval_curve, step_ms = [], [], []
-    steps = len(offsets)
-    for step, starts in enumerate(offsets, 1):
-        sync()
-        t0 = time.perf_counter()
-        loss = loss_of(starts)
-        opt.zero_grad(set_to_none=True)
+    def step(tr: _Trainer, starts: np.ndarray) -> float:
+        loss = loss_of(tr, starts)
+        tr.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sync()
-        step_ms.append((time.perf_counter() - t0) * 1e3)
-        loss = float(loss.detach())
-        train_curve.append((step, loss))
-        if eval_every and step % eval_every == 0 and step < steps:
-            eval_curve.append((step, heldout_loss(body, head, data, seq_len, eval_tokens, dev, ac)))
-        if progress:
-            progress(name, step, steps, loss)
-    final = heldout_loss(body, head, data, seq_len, eval_tokens, dev, ac)
-    eval_curve.append((steps, final))
-    saved = _saved_bytes(lambda: loss_of(offsets[0]))
-    timed = step_ms[2:] if len(step_ms) > 4 else step_ms  # the first steps warm up allocator and caches
-    med = statistics.median(timed)
-    return ValidationRun(
-        name=name, cutoffs=[] if design is None else list(design.cutoffs),
-        proj_dims=[] if design is None else list(design.proj_dims),
-        layer_params=sum(p.numel() for p in head.parameters()), heldout_loss=final,
-        heldout_ppl=math.exp(min(final, 700.0)), step_ms=med, tokens_per_s=offsets.shape[1] * seq_len / med * 1e3,
-        saved_bytes=saved, peak_bytes=int(torch.cuda.max_memory_allocated()) if dev.type == "cuda" else None,
-        train_curve=train_curve, eval_curve=eval_curve,
-    )
+        torch.nn.utils.clip_grad_norm_(tr.params, 1.0)
+        tr.opt.step()
+        return float(loss.detach())
+
+    steps = len(offsets)
+    for k, starts in enumerate(offsets, 1):
+        for tr in trainers:
+            sync()
+            t0 = time.perf_counter()
+            loss = step(tr, starts)
+            sync()
+            tr.step_ms.append((time.perf_counter() - t0) * 1e3)
+            tr.train_curve.append((k, loss))
+            if eval_every and k % eval_every == 0 and k < steps:
+                tr.eval_curve.append((k, heldout_loss(tr.body, tr.head, data, seq_len, eval_tokens, dev, ac)))
+            if progress:
+                progress(tr.name, k, steps, loss)
+    runs = []
+    for tr in trainers:
+        final = heldout_loss(tr.body, tr.head, data, seq_len, eval_tokens, dev, ac)
+        tr.eval_curve.append((steps, final))
+        peak = _cuda_step_peak(tr, lambda tr=tr: step(tr, offsets[-1])) if dev.type == "cuda" else None
+        timed = tr.step_ms[2:] if len(tr.step_ms) > 4 else tr.step_ms  # the first steps warm up allocator, caches
+        med = statistics.median(timed)
+        runs.append(ValidationRun(
+            name=tr.name, cutoffs=[] if tr.design is None else list(tr.design.cutoffs),
+            proj_dims=[] if tr.design is None else list(tr.design.proj_dims),
+            layer_params=sum(p.numel() for p in tr.head.parameters()), heldout_loss=final,
+            heldout_ppl=math.exp(min(final, 700.0)), step_ms=med,
+            tokens_per_s=offsets.shape[1] * seq_len / med * 1e3,
+            saved_bytes=_saved_bytes(lambda tr=tr: loss_of(tr, offsets[0])), peak_bytes=peak,
+            train_curve=tr.train_curve, eval_curve=tr.eval_curve,
+        ))
+    return runs
+
+
+def _cuda_step_peak(tr: _Trainer, one_step: Callable[[], float]) -> int:
+    """CUDA bytes of one run: its weights, gradients and AdamW moments, plus the peak of one more step above them
+    (the other runs' tensors, resident at the same time, are left out). After training, so it changes nothing
+    that is reported."""
+    import torch
+
+    state = sum(p.numel() * p.element_size() for p in tr.params) * 4  # weight, grad, exp_avg, exp_avg_sq
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    one_step()
+    torch.cuda.synchronize()
+    return int(state + torch.cuda.max_memory_allocated() - base)
 
 
 def heldout_loss(body, head, data: _Data, seq_len: int, eval_tokens: int, dev, ac) -> float:

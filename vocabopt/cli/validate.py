@@ -54,10 +54,14 @@ def validate_cmd(plan_path: str, corpus: tuple[str, ...], tokenizer: str, steps:
             check_writable(path)  # before minutes of work, so a bad path fails fast
     show = not quiet and sys.stderr.isatty()
 
-    def progress(name: str, step: int, total: int, loss: float) -> None:
-        if show and (step % 5 == 0 or step == total):
+    latest: dict[str, float] = {}
+
+    def progress(name: str, step: int, total: int, loss: float) -> None:  # one line: every run's latest loss
+        latest[name] = loss
+        if show and (step % 5 == 0 or step == total) and name == next(reversed(latest)):
+            losses = "  ".join(f"{n} {v:.3f}" for n, v in latest.items())
             end = "\n" if step == total else ""
-            click.echo(f"\r{name:<14} step {step:>5}/{total}  loss {loss:6.3f}\x1b[K{end}", err=True, nl=False)
+            click.echo(f"\rstep {step:>5}/{total}  loss: {losses}\x1b[K{end}", err=True, nl=False)
 
     result = validate(Plan.load(plan_path), list(corpus), tokenizer, steps=steps, model=model, seq_len=seq_len,
                       batch_size=batch_size, lr=lr, heldout=heldout, eval_every=eval_every, folklore=folklore,
