@@ -51,7 +51,7 @@ def bench_cmd(plan_path: str, device: str, dtype: str, batch_tokens: int | None,
         err = f"{r.error:+.0%}" if r.error is not None else "-"
         vs = f"{full.measured_ms / r.measured_ms:.2f}x" if full else "-"
         click.echo(f"{r.method:<24}{r.measured_ms:>12.1f}{pred:>11}{err:>8}{vs:>9}{human_bytes(r.saved_bytes):>10}")
-    if result.row("ALSWL") is None:
-        click.echo("ALSWL: not comparable (its projections follow d // div_value^(i+1); this plan's do not)")
+    for note in result.notes:
+        click.echo(note)
     if output:
         click.echo(f"wrote {output}")
