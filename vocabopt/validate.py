@@ -281,8 +281,13 @@ def _body(model: str, vocab: int, d: int, seq_len: int) -> Any:
     return LSTMBody() if model == "lstm" else TransformerBody()
 
 
-def _full_softmax(vocab: int, d: int) -> Any:
-    """nn.Linear + F.cross_entropy with the adaptive layer's call signature: head(hidden, targets) -> loss."""
+def _full_softmax(plan: Plan) -> Any:
+    """nn.Linear + F.cross_entropy with the adaptive layer's call signature: head(hidden, targets) -> loss.
+
+    Its bias starts at the log unigram frequencies (add-one smoothed), as the adaptive layer's do
+    (`unigram_init`), so that the comparison measures the layers' structure, not their initialisation.
+    """
+    import torch
     import torch.nn.functional as F
     from torch import nn
 
@@ -291,13 +296,18 @@ def _full_softmax(vocab: int, d: int) -> Any:
             logits = super().forward(hidden).float()  # (..., V) fp32 for the loss
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)
 
-    return FullSoftmax(d, vocab)
+    head = FullSoftmax(plan.hidden, plan.vocab_size)
+    p = np.empty(plan.vocab_size, dtype=np.float64)
+    p[plan.order] = plan.counts + 1.0  # by token id
+    with torch.no_grad():
+        head.bias.copy_(torch.from_numpy(np.log(p / p.sum())))
+    return head
 
 
 def _head(design: Plan | None, plan: Plan) -> Any:
     from .layer import build_layer
 
-    return _full_softmax(plan.vocab_size, plan.hidden) if design is None else build_layer(design)
+    return _full_softmax(plan) if design is None else build_layer(design)
 
 
 @dataclass
