@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cost_model_fidelity.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/optimizer_speed.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/plan_vs_folklore.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/validate_kjv.py --profile $(PROFILE)
 
 clean:
 	rm -rf $(VENV) out
