@@ -205,5 +205,6 @@ def read_npy(path: Path, expected_sha256: str | None, what: str) -> np.ndarray:
         raise ArtifactError(f"{path}: does not match its JSON ({what} hash differs); regenerate both files")
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise ArtifactError(f"{path}: not a valid .npy file ({e}); regenerate it") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt header raises SyntaxError, ValueError, ... from numpy
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise ArtifactError(f"{path}: not a valid .npy file ({reason}); regenerate it") from None

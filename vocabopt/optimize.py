@@ -351,7 +351,9 @@ def optimize(
         raise InputError("stats hold no tokens (all counts are zero); analyze a non-empty corpus")
     cost._recipe_mode(mode, decode)
     if not (math.isfinite(div_value) and div_value > 0):
-        raise InputError(f"div_value={div_value}: must be a positive number (projections are hidden // div_value**(i+1))")
+        raise InputError(
+            f"div_value={div_value}: must be a positive number (projections are hidden // div_value**(i+1))"
+        )
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise InputError(f"tolerance={tolerance}: must be a share >= 0 of the fastest time, e.g. 0.02")
     found = search(

@@ -3,8 +3,8 @@
 Inputs: CorpusStats (for the frequency order and the target distribution), a hidden size, cutoffs and
 projection sizes (by hand via `Plan.from_cutoffs`, or from `vocabopt.optimize`).
 Outputs: `plan.json` (everything a person needs to read the design) and `<stem>.order.<hash>.npy` /
-`<stem>.counts.<hash>.npy` beside it (int64 arrays of length V, named by their sha256). `vocabopt.build_layer(plan)` and `vocabopt export`
-consume it.
+`<stem>.counts.<hash>.npy` beside it (int64 arrays of length V, named by their sha256).
+`vocabopt.build_layer(plan)` and `vocabopt export` consume it.
 
 Vocabulary layout, in frequency-rank space (rank 0 = most frequent id):
     head   = ranks [0, cutoffs[0])                  -> scored by the head, plus one logit per tail cluster

@@ -129,7 +129,8 @@ class DeviceProfile:
                 schema_version=obj["schema_version"],
             )
         except ArtifactError as e:
-            raise ArtifactError(f"{path}: {e}") from None
+            fix = "" if "re-run" in str(e) else "; re-run `vocabopt profile`"
+            raise ArtifactError(f"{path}: {e}{fix}") from None
         except (KeyError, TypeError, ValueError, InputError) as e:
             raise ArtifactError(
                 f"{path}: malformed DeviceProfile ({type(e).__name__}: {e}); re-run `vocabopt profile`"

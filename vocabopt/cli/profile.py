@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..artifacts import check_writable
 from ..profile import DTYPES, profile_device
 from . import main
 from ._common import echo_json, handle_errors
@@ -28,6 +29,7 @@ def profile_cmd(device: str, dtype: str, quick: bool, output: str, as_json: bool
     Run it on the machine you will train on, with nothing else busy; the optimizer reads the result with
     --profile. Profiles of other devices (configs/devices/*.json) let you plan for a GPU you are not on.
     """
+    check_writable(output)  # before minutes of measuring
     show = sys.stderr.isatty() and not as_json
 
     def progress(done: int, total: int) -> None:
