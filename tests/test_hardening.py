@@ -62,7 +62,7 @@ def good(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     stats = CorpusStats.load(d / "stats.json")
     plan = optimize(stats, hidden=64, profile=DeviceProfile.load(d / "prof.json"), batch_tokens=512)
     plan.save(d / "plan.json")
-    Plan.from_cutoffs(stats.counts[:4000], hidden=64, cutoffs=[100, 1000]).save(d / "plan4k.json")
+    Plan.from_cutoffs(CorpusStats.load(d / "word.json"), hidden=16, cutoffs=[50, 500]).save(d / "wordplan.json")
     (d / "afile").write_text("a file, not a directory")
     (d / "bad.jsonl").write_text('{"text": "a b"}\n{oops\n')
     (d / "nofield.jsonl").write_text('{"body": "a b"}\n')
@@ -233,6 +233,26 @@ CASES = [
     Case("export-output-dev-full", ["export", "{d}/plan.json", "-o", "/dev/full"], "/dev/full", "choose a file path"),
     Case("export-output-under-a-file", ["export", "{d}/plan.json", "-o", "{d}/afile/h.py"], "afile/h.py",
          "choose a writable output path"),
+    # bench and validate
+    Case("bench-truncated-plan", ["bench", "{d}/plan_trunc.json", "--device", "cpu", "--no-full", "-o", "{o}"],
+         "plan_trunc.json", "regenerate"),
+    Case("bench-future-plan", ["bench", "{d}/plan_future.json", "--device", "cpu", "--no-full", "-o", "{o}"],
+         "schema_version 99", "upgrade vocabopt"),
+    Case("bench-stats-not-plan", ["bench", "{d}/stats.json", "--device", "cpu", "--no-full", "-o", "{o}"],
+         "not a vocabopt.Plan", "pass a file written by vocabopt"),
+    Case("bench-stats-as-profile", ["bench", "{d}/plan.json", "--device", "cpu", "--profile", "{d}/stats.json",
+                                    "--no-full", "-o", "{o}"], "not a vocabopt.DeviceProfile", "pass a file"),
+    Case("bench-output-dev-full", ["bench", "{d}/plan.json", "--device", "cpu", "--no-full", "-o", "/dev/full"],
+         "/dev/full", "choose a file path"),
+    Case("validate-tokenizer-mismatch", ["validate", "{d}/wordplan.json", "--corpus", "{d}/corpus.txt", "-t", str(BPE),
+                                         "--steps", "1", "-q", "-o", "{o}"], "is not the plan's",
+         "pass the tokenizer the plan's stats were counted with"),
+    Case("validate-truncated-plan", ["validate", "{d}/plan_trunc.json", "--corpus", "{d}/corpus.txt", "-t",
+                                     str(BPE), "--steps", "1", "-q", "-o", "{o}"], "plan_trunc.json", "regenerate"),
+    Case("validate-missing-corpus", ["validate", "{d}/plan.json", "--corpus", "{d}/nope.txt", "-t", str(BPE),
+                                     "--steps", "1", "-q", "-o", "{o}"], "nope.txt", "check the path"),
+    Case("validate-output-dev-full", ["validate", "{d}/plan.json", "--corpus", "{d}/corpus.txt", "-t", str(BPE),
+                                      "--steps", "1", "-q", "-o", "/dev/full"], "/dev/full", "choose a file path"),
     # profile
     Case("profile-absent-device", ["profile", "--device", "cuda", "-o", "{o}"], "'cuda'", "use --device cpu"),
     Case("profile-output-dev-full", ["profile", "--device", "cpu", "--quick", "-o", "/dev/full"], "/dev/full",
@@ -258,7 +278,7 @@ def assert_clean_failure(result, case: Case) -> None:
 def test_the_table_has_enough_cases():
     assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
     verbs = {c.args[0] for c in CASES}
-    assert {"analyze", "merge", "optimize", "export", "profile"} <= verbs
+    assert {"analyze", "merge", "optimize", "export", "profile", "bench", "validate"} <= verbs
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
