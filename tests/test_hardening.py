@@ -409,7 +409,11 @@ def test_sigint_during_analyze_exits_130_and_writes_nothing(tmp_path):
          str(out / "p.png")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=ROOT,
     )
-    time.sleep(3.0)  # past start-up, inside the count (with worker processes)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline and not children.read_text().strip():
+        time.sleep(0.05)  # wait until the count runs in worker processes (past start-up, on a busy machine too)
+    time.sleep(0.5)
     assert proc.poll() is None, proc.communicate()
     os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C: the whole process group
     stdout, stderr = proc.communicate(timeout=60)
