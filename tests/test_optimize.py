@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from vocabopt import cost
 from vocabopt.cli import main
 from vocabopt.errors import InputError
-from vocabopt.optimize import optimize, proj_rule, search
+from vocabopt.optimize import capacity_of, optimize, proj_rule, search
 from vocabopt.plan import Plan
 from vocabopt.profile import synthetic_profile
 from vocabopt.stats import CorpusStats
@@ -104,8 +104,15 @@ def test_plan_is_well_formed(affine_prof):
     times = [f["time_ms"] for f in pred["frontier"]]
     caps = [f["capacity"] for f in pred["frontier"]]
     assert times == sorted(times) and caps == sorted(caps)  # a Pareto frontier: slower only for more capacity
+    # The recommendation: at least the default min_capacity (0.9), within the tolerance of the fastest such design.
+    eligible = [f for f in pred["frontier"] if f["capacity"] >= 0.9]
+    assert capacity_of(plan.cluster_shares, 256, plan.proj_dims) >= 0.9 - 1e-9
+    assert pred["plan"]["time_ms"] <= eligible[0]["time_ms"] * 1.02 + 1e-9
+    # Without the floor, the fastest design (within the tolerance) is recommended.
+    fast = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, min_capacity=0.0)
     best_j = min(pred["best_per_clusters"].values(), key=lambda d: d["time_ms"])
-    assert pred["plan"]["time_ms"] <= best_j["time_ms"] * 1.02 + 1e-9  # within the recommendation tolerance
+    assert fast.predicted["plan"]["time_ms"] <= best_j["time_ms"] * 1.02 + 1e-9
+    assert fast.predicted["plan"]["time_ms"] <= pred["plan"]["time_ms"]
     assert {f["name"] for f in pred["folklore"]} == {"paper/Lua", "fairseq WT103", "Transformer-XL"}
     assert all(c < 30000 for f in pred["folklore"] for c in f["cutoffs"])  # clipped to V: [20000, 60000] -> [20000]
     assert plan.provenance["profile"]["device"] == "synthetic"
@@ -132,7 +139,7 @@ def test_flat_then_affine_puts_the_head_at_the_inflection():
 
     prof = synthetic_profile(fn)
     stats = zipf_stats(60000, alpha=1.0)
-    plan = optimize(stats, hidden=d, profile=prof, batch_tokens=n, max_clusters=1, tolerance=0.0)
+    plan = optimize(stats, hidden=d, profile=prof, batch_tokens=n, max_clusters=1, tolerance=0.0, min_capacity=0.0)
     assert k_star / 1.5 <= plan.cutoffs[0] + 1 <= k_star * 1.5, plan.cutoffs
 
 

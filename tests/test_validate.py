@@ -92,6 +92,8 @@ def test_tokenizer_must_be_the_plans(tiny):
         vocabopt.validate(plan, [str(path)], str(BPE), model="gru")
     with pytest.raises(InputError, match="too few"):
         vocabopt.validate(plan, [str(path)], str(BPE), max_tokens=20, seq_len=16)
+    with pytest.raises(InputError, match="strictly increasing"):  # not silently clipped to [100]
+        vocabopt.validate(plan, [str(path)], str(BPE), folklore=[9000, 100])
 
 
 def test_cli(tiny, tmp_path):

@@ -232,10 +232,12 @@ def pareto(designs: list[Design]) -> list[Design]:
     return out
 
 
-def recommend(frontier: list[Design], tolerance: float) -> Design:
-    """The highest-capacity design within `tolerance` (relative) of the fastest one."""
-    fastest = frontier[0].time_ms
-    return max((d for d in frontier if d.time_ms <= fastest * (1 + tolerance)), key=lambda d: d.capacity)
+def recommend(frontier: list[Design], tolerance: float, min_capacity: float = 0.0) -> Design:
+    """The highest-capacity design within `tolerance` (relative) of the fastest one with at least `min_capacity`
+    (the most capacious design if none reaches it)."""
+    eligible = [d for d in frontier if d.capacity >= min_capacity] or [max(frontier, key=lambda d: d.capacity)]
+    fastest = min(d.time_ms for d in eligible)
+    return max((d for d in eligible if d.time_ms <= fastest * (1 + tolerance)), key=lambda d: d.capacity)
 
 
 def _check(vocab, hidden, batch_tokens, max_clusters, min_head, max_head, min_proj, proj_dims) -> None:
@@ -318,6 +320,7 @@ def optimize(
     max_head: int | None = None,
     candidates: int = 256,
     tolerance: float = 0.02,
+    min_capacity: float = 0.9,
     cutoffs: list[int] | None = None,
 ) -> Plan:
     """Recommend an adaptive-softmax design for a corpus, a device and a batch size.
@@ -335,6 +338,9 @@ def optimize(
         min_head, max_head: bounds on the head's shortlist size.
         candidates: size of the log-spaced cutoff grid (every rank when the vocabulary is smaller).
         tolerance: recommend the highest-capacity frontier design within this share of the fastest time.
+        min_capacity: only designs with at least this capacity are recommended (0.9 by default: on the shipped
+            corpus the fastest designs, near 0.65, trained to 7-8% worse held-out perplexity than the full softmax
+            in 300 steps, while 0.9 matched it; see docs/benchmarks.md, "validate").
         cutoffs: evaluate this design instead of recommending one (the search still runs, for the comparison).
 
     Example:
@@ -354,6 +360,8 @@ def optimize(
         raise InputError(
             f"div_value={div_value}: must be a positive number (projections are hidden // div_value**(i+1))"
         )
+    if not (math.isfinite(min_capacity) and 0 <= min_capacity <= 1):
+        raise InputError(f"min_capacity={min_capacity}: must be a share in [0, 1], e.g. 0.9")
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise InputError(f"tolerance={tolerance}: must be a share >= 0 of the fastest time, e.g. 0.02")
     found = search(
@@ -371,7 +379,7 @@ def optimize(
         max_head,
         candidates,
     )
-    best = recommend(found["frontier"], tolerance)
+    best = recommend(found["frontier"], tolerance, min_capacity)
     if cutoffs is not None:
         best = _given(counts, hidden, list(cutoffs), div_value, min_proj, proj_dims)
     pred = cost.predict(profile, counts, hidden, best.cutoffs, best.proj_dims, batch_tokens, mode, decode)
@@ -414,6 +422,7 @@ def optimize(
             "max_head": max_head,
             "candidates": candidates,
             "tolerance": tolerance,
+            "min_capacity": min_capacity,
             "cutoffs": list(cutoffs) if cutoffs is not None else None,
             "decode": decode,
         },

@@ -236,6 +236,8 @@ def _designs(plan: Plan, folklore: list[int] | None, full: bool) -> dict[str, Pl
     if full:
         out["full softmax"] = None
     if folklore:
+        if any(b <= a for a, b in zip(folklore, folklore[1:])):
+            raise InputError(f"folklore cutoffs {folklore} must be strictly increasing, e.g. 2000,10000")
         cuts = [c for c in folklore if 0 < c < plan.vocab_size]
         if not cuts:
             raise InputError(f"folklore cutoffs {folklore} all lie outside (0, {plan.vocab_size}); pass smaller ones")

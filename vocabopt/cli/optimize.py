@@ -72,6 +72,13 @@ def _int_list(ctx: Any, param: Any, value: str | None) -> list[int] | None:
     show_default=True,
     help="Recommend the most capacity within this share of the fastest predicted time.",
 )
+@click.option(
+    "--min-capacity",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="Recommend only designs with at least this capacity (share-weighted width / d; 1 = full softmax).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="plan.json", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the frontier/breakdown PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan's JSON instead of tables.")
@@ -94,6 +101,7 @@ def optimize_cmd(
     cutoffs: list[int] | None,
     candidates: int,
     tolerance: float,
+    min_capacity: float,
     output: str,
     plot: str | None,
     as_json: bool,
@@ -134,6 +142,7 @@ def optimize_cmd(
         max_head=max_head,
         candidates=candidates,
         tolerance=tolerance,
+        min_capacity=min_capacity,
         cutoffs=cutoffs,
     )
     plan.provenance["stats"]["path"] = str(stats)
