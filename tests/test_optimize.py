@@ -199,19 +199,14 @@ def test_cli_optimize(files):
     assert json.loads(r.output)["cutoffs"] == Plan.load(out).cutoffs
 
 
+def optimize_args(files) -> list[str]:
+    """`vocabopt optimize` on the fixture's stats and profile, writing p.json."""
+    return ["optimize", str(files / "stats.json"), "--hidden", "256", "--profile", str(files / "device.json"),
+            "--batch-tokens", "1024", "-o", str(files / "p.json")]
+
+
 def test_cli_optimize_bad_input(files):
-    args = [
-        "optimize",
-        str(files / "stats.json"),
-        "--hidden",
-        "256",
-        "--profile",
-        str(files / "device.json"),
-        "--batch-tokens",
-        "1024",
-        "-o",
-        str(files / "p.json"),
-    ]
+    args = optimize_args(files)
     r = CliRunner().invoke(main, [*args, "--min-head", "99999"])
     assert r.exit_code == 1 and "min_head=99999" in r.output and "Traceback" not in r.output
     (files / "bad.json").write_text("{not json")
@@ -233,18 +228,7 @@ def test_given_cutoffs_are_evaluated(affine_prof):
 
 
 def test_cli_given_cutoffs_beyond_the_vocabulary(files):
-    args = [
-        "optimize",
-        str(files / "stats.json"),
-        "--hidden",
-        "256",
-        "--profile",
-        str(files / "device.json"),
-        "--batch-tokens",
-        "1024",
-        "-o",
-        str(files / "p.json"),
-    ]
+    args = optimize_args(files)
     r = CliRunner().invoke(main, [*args, "--cutoffs", "2000,10000"])
     assert r.exit_code == 0 and "given: cutoffs [2000, 10000]" in r.output
     r = CliRunner().invoke(main, [*args, "--cutoffs", "2000,60000"])

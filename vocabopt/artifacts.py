@@ -36,13 +36,18 @@ def check_writable(path: str | os.PathLike) -> None:
     """
     path = Path(path)
     _check_regular(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise ArtifactError(f"{path}: cannot write here ({e.strerror}); choose a writable output path") from None
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     _unlink_quietly(tmp)
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in `path`'s directory (so the final rename stays on one file system)."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot write here ({e.strerror}); choose a writable output path") from None
 
 
 def _check_regular(path: Path) -> None:
@@ -61,11 +66,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically (temp file in the same directory, fsync, rename)."""
     path = Path(path)
     _check_regular(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise ArtifactError(f"{path}: cannot write here ({e.strerror}); choose a writable output path") from None
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
