@@ -31,6 +31,16 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def int_list(ctx: Any, param: Any, value: str | None) -> list[int] | None:
+    """click callback: "2000,10000" -> [2000, 10000] (None stays None)."""
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 2000,10000, got {value!r}") from None
+
+
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -15,16 +14,7 @@ from ..plan import Plan
 from ..profile import DTYPES, DeviceProfile, mismatch_warnings, profile_device
 from ..stats import CorpusStats
 from . import main
-from ._common import echo_json, handle_errors, human_bytes
-
-
-def _int_list(ctx: Any, param: Any, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers like 128,32, got {value!r}") from None
+from ._common import echo_json, handle_errors, human_bytes, int_list
 
 
 @main.command("optimize")
@@ -55,12 +45,12 @@ def _int_list(ctx: Any, param: Any, value: str | None) -> list[int] | None:
 @click.option("--max-clusters", type=int, default=4, show_default=True)
 @click.option("--div-value", type=float, default=4.0, show_default=True, help="Projection rule: d // div^(i+1).")
 @click.option("--min-proj", type=int, default=None, help="Lower bound on every projection size.")
-@click.option("--proj-dims", callback=_int_list, default=None, help="Explicit projection sizes, e.g. 256,64,16.")
+@click.option("--proj-dims", callback=int_list, default=None, help="Explicit projection sizes, e.g. 256,64,16.")
 @click.option("--min-head", type=int, default=None, help="Smallest head shortlist to consider.")
 @click.option("--max-head", type=int, default=None, help="Largest head shortlist to consider.")
 @click.option(
     "--cutoffs",
-    callback=_int_list,
+    callback=int_list,
     default=None,
     help="Evaluate these cutoffs (e.g. 2000,10000) against the search instead of recommending.",
 )

@@ -8,16 +8,7 @@ import click
 
 from ..artifacts import check_writable
 from . import main
-from ._common import echo_json, handle_errors, human_bytes
-
-
-def _int_list(ctx: object, param: object, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers like 2000,10000, got {value!r}") from None
+from ._common import echo_json, handle_errors, human_bytes, int_list
 
 
 @main.command("validate")
@@ -31,7 +22,7 @@ def _int_list(ctx: object, param: object, value: str | None) -> list[int] | None
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--heldout", type=float, default=0.05, show_default=True, help="Fraction held out (the end).")
 @click.option("--eval-every", type=int, default=0, help="Also score the held-out part every N steps.")
-@click.option("--folklore", callback=_int_list, default=None, help="Also train these cutoffs, e.g. 2000,10000.")
+@click.option("--folklore", callback=int_list, default=None, help="Also train these cutoffs, e.g. 2000,10000.")
 @click.option("--max-tokens", type=int, default=None, help="Use only the first N tokens of the corpus.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
