@@ -29,6 +29,7 @@ _EXPORTS = {
     "TokenizerError": "errors",
     "ArtifactError": "errors",
     "MismatchError": "errors",
+    "ClusterError": "errors",
     "Plan": "plan",
     "build_layer": "layer",
     "AdaptiveSoftmax": "adaptive_head",

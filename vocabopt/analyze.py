@@ -2,28 +2,29 @@
 
 Inputs: sources (see vocabopt.sources) and a tokenizer spec (see vocabopt.counting).
 Outputs: `CorpusStats` with exact counts indexed by the tokenizer's ids, totals, summary statistics and Zipf fits.
-The main process reads and batches text; worker processes (spawned: tokenizer threads do not survive fork) count
-batches; counts are summed. Memory is bounded by the vocabulary, the distinct chunks per worker and the batches in
-flight, not by corpus size.
+Two engines fill one `Tally` (counts and totals that add up across parts of a corpus). Local: the main process reads
+and batches text; worker processes (spawned: tokenizer threads do not survive fork) count batches. Dask
+(vocabopt.distributed): tasks on a cluster each read and count one part of the corpus; their tallies are summed in a
+tree. Memory is bounded by the vocabulary, the distinct chunks per worker and the batches in flight, not by corpus
+size.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import counting, sources
 from .errors import InputError
-from .stats import CorpusStats, TokenizerInfo
+from .stats import CorpusStats, SourceInfo, TokenizerInfo
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,61 @@ class _Batch:
     source: int  # every batch holds text of one source
     payload: counting.Payload  # a block of lines, or (text, continuation) sequences
     chars: int = 0
+
+
+@dataclass
+class Tally:
+    """Counts and totals of some of a corpus. Tallies of disjoint parts add up (`add`) to the whole's tally, so the
+    engines may count parts anywhere and in any order."""
+
+    counts: np.ndarray | None = None  # (V,) int64 (hf, bytes); None before the first batch
+    words: Counter = field(default_factory=Counter)  # word tokenizer: string-keyed counts
+    paths: Counter = field(default_factory=Counter)  # sequences per counting path
+    sources: dict[int, list[int]] = field(default_factory=dict)  # source -> [bytes, sequences, replaced, skipped]
+    n_sequences: int = 0
+    n_words: int = 0
+    n_bytes: int = 0
+    n_tokens: int = 0
+
+    def add_batch(self, source: int, result: counting.BatchCounts) -> None:
+        if result.counts is not None:
+            if self.counts is None:
+                self.counts = result.counts.copy()
+            else:
+                self.counts += result.counts
+            self.n_tokens += int(result.counts.sum())
+        else:
+            self.words.update(result.words)
+            self.n_tokens += sum(result.words.values())
+        self.paths.update(result.paths)
+        self.n_sequences += result.n_sequences
+        self.n_words += result.n_words
+        self.n_bytes += result.n_bytes
+        acc = self.source(source)
+        acc[0] += result.n_bytes
+        acc[1] += result.n_sequences
+
+    def source(self, i: int) -> list[int]:
+        return self.sources.setdefault(i, [0, 0, 0, 0])
+
+    def add(self, other: Tally) -> Tally:
+        """Add `other` into this tally (in place) and return it."""
+        if other.counts is not None:
+            if self.counts is None:
+                self.counts = other.counts.copy()
+            else:
+                self.counts += other.counts
+        self.words.update(other.words)
+        self.paths.update(other.paths)
+        for i, acc in other.sources.items():
+            mine = self.source(i)
+            for k, v in enumerate(acc):
+                mine[k] += v
+        self.n_sequences += other.n_sequences
+        self.n_words += other.n_words
+        self.n_bytes += other.n_bytes
+        self.n_tokens += other.n_tokens
+        return self
 
 
 def analyze(
@@ -54,6 +110,9 @@ def analyze(
     limit_bytes: int | None = None,
     limit_tokens: int | None = None,
     workers: int | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
+    partition_bytes: int | None = None,
     progress: Progress | None = None,
     on_warning: Callable[[str], None] | None = None,
     force_path: str | None = None,
@@ -71,7 +130,12 @@ def analyze(
         min_count, max_vocab: prune the word vocabulary (`tokenizer="word"`); pruned words count as <unk>.
         skip_bad_lines: skip malformed JSON lines (counted in the stats) instead of failing.
         limit_bytes, limit_tokens: stop after about this much text / these many tokens (at a batch boundary).
-        workers: processes to count with (default: all cores; small corpora are counted in-process).
+        workers: processes to count with (default: all cores; small corpora are counted in-process); with
+            `engine="dask"` and no scheduler, the workers of the local Dask cluster (default: all cores).
+        engine: "local" (this machine) or "dask" (a Dask cluster; see docs/distributed.md). Both give the same stats.
+        scheduler: the Dask scheduler's address (tcp://HOST:8786); None starts a local cluster.
+        partition_bytes: Dask engine: plain-text files larger than this are split into byte ranges of about this
+            size (default: about 4 ranges per worker thread, 1-64 MiB each).
         progress: called as progress(bytes_done, bytes_total_or_None, tokens_so_far).
         on_warning: called with one-line warnings (empty sources, replaced bytes).
         force_path: "chunks" | "pretokens" | "encode", to compare the counting paths (tests).
@@ -85,72 +149,107 @@ def analyze(
     for flag, limit in (("--limit-bytes", limit_bytes), ("--limit-tokens", limit_tokens)):
         if limit is not None and limit < 1:
             raise InputError(f"{flag} {limit}: must be at least 1 (or leave it out to count everything)")
+    _check_engine(engine, scheduler, workers, limit_bytes, limit_tokens, partition_bytes)
     paths = sources.resolve([sources_] if isinstance(sources_, str) else list(sources_))
     if not paths and dataset is None:
         raise InputError("no sources given; pass files, directories, globs, '-' or --dataset PATH")
+    if engine == "dask" and "-" in paths:
+        raise InputError("'-' (stdin) with --engine dask: cluster workers cannot read this process's stdin; "
+                         "save the text to a file the workers can read, or use --engine local")
     spec = counting.load_spec(tokenizer, min_count=min_count, max_vocab=max_vocab)
     options = sources.SourceOptions(field=field, sequence=sequence, skip_bad_lines=skip_bad_lines,
                                     dataset_split=split, limit_chars=limit_bytes)
     warn = on_warning or (lambda msg: log.warning(msg))
-    reader = sources.Reader(paths, options, on_warning=warn, dataset=dataset)
-    total_disk = sources.total_size(paths) if dataset is None else None
-    n_workers = _n_workers(workers, total_disk, limit_bytes)
+    if engine == "dask":
+        from . import distributed
 
-    counts: np.ndarray | None = None
-    words: Counter = Counter()
-    paths_used: Counter = Counter()
-    per_source: dict[int, list[int]] = {}
-    n_sequences = n_words = n_bytes = n_tokens = 0
-    for batch, result in _count_batches(_batches(reader), spec, add_special_tokens, force_path, n_workers):
-        if result.counts is not None:
-            counts = result.counts if counts is None else counts + result.counts
-            n_tokens += int(result.counts.sum())
-        else:
-            words.update(result.words)
-            n_tokens += sum(result.words.values())
-        paths_used.update(result.paths)
-        n_sequences += result.n_sequences
-        n_words += result.n_words
-        n_bytes += result.n_bytes
-        acc = per_source.setdefault(batch.source, [0, 0])
-        acc[0] += result.n_bytes
-        acc[1] += result.n_sequences
-        if progress:
-            progress(reader.progress_bytes if total_disk else n_bytes, total_disk, n_tokens)
-        if limit_tokens is not None and n_tokens >= limit_tokens:
-            break
+        tally = distributed.count(paths, dataset, spec, options, add_special_tokens=add_special_tokens,
+                                  force_path=force_path, scheduler=scheduler, workers=workers,
+                                  partition_bytes=partition_bytes, progress=progress)
+        for i, path in enumerate(paths):  # what the local reader warns while reading, in the same order
+            if tally.source(i)[1] == 0:
+                warn(f"{path}: no text (empty source)")
+    else:
+        tally = _count_local(paths, dataset, spec, options, add_special_tokens, force_path, workers, limit_bytes,
+                             limit_tokens, progress, warn)
 
-    if n_tokens == 0:
+    if tally.n_tokens == 0:
         names = ", ".join(paths + ([dataset] if dataset else []))
         raise InputError(f"{names}: no text found (empty corpus); check the sources"
                          + (" and --field" if field or dataset else ""))
-    infos = reader.infos
+    infos = [SourceInfo(path=p, bytes=0) for p in paths + ([dataset] if dataset is not None else [])]
     for i, info in enumerate(infos):
-        info.bytes, info.sequences = per_source.get(i, [0, 0])
+        info.bytes, info.sequences, info.replaced_bytes, info.skipped_lines = tally.source(i)
         if info.replaced_bytes:
             warn(f"{info.path}: {info.replaced_bytes} bytes of invalid UTF-8 decoded as U+FFFD")
 
     if spec.kind == "word":
-        counts, tokens = counting.build_word_vocab(words, min_count, max_vocab)
+        counts, tokens = counting.build_word_vocab(tally.words, min_count, max_vocab)
     elif spec.kind == "bytes":
-        tokens = counting.byte_token_strings()
+        counts, tokens = tally.counts, counting.byte_token_strings()
     else:
-        tokens = counting.hf_token_strings(spec)
+        counts, tokens = tally.counts, counting.hf_token_strings(spec)
     assert counts is not None
-    path_name, reason = _path_report(spec, paths_used, force_path)
+    path_name, reason = _path_report(spec, tally.paths, force_path)
+    opts = _options(spec, sequence, field, dataset, split, add_special_tokens, limit_bytes, limit_tokens,
+                    skip_bad_lines, path_name, reason, tally.paths)
+    if engine == "dask":
+        opts["engine"] = "dask"
     stats = CorpusStats(
         counts=counts,
         tokens=tokens,
         tokenizer=TokenizerInfo(kind=spec.kind, name=spec.name, sha256=spec.sha256, vocab_size=int(counts.size)),
         sources=infos,
-        options=_options(spec, sequence, field, dataset, split, add_special_tokens, limit_bytes, limit_tokens,
-                         skip_bad_lines, path_name, reason, paths_used),
-        n_sequences=n_sequences,
-        n_bytes=n_bytes,
-        n_words=n_words,
+        options=opts,
+        n_sequences=tally.n_sequences,
+        n_bytes=tally.n_bytes,
+        n_words=tally.n_words,
     )
     stats.refit()
     return stats
+
+
+def _check_engine(engine: str, scheduler: str | None, workers: int | None, limit_bytes: int | None,
+                  limit_tokens: int | None, partition_bytes: int | None) -> None:
+    if engine not in ("local", "dask"):
+        raise InputError(f"--engine {engine!r}: use 'local' or 'dask'")
+    if engine == "local":
+        if scheduler is not None:
+            raise InputError("--scheduler is for --engine dask; add --engine dask or leave out --scheduler")
+        return
+    for flag, limit in (("--limit-bytes", limit_bytes), ("--limit-tokens", limit_tokens)):
+        if limit is not None:
+            raise InputError(f"{flag} with --engine dask: a limit stops at a point of a sequential read, which "
+                             "parts counted in parallel do not have, so the result would not be exact; "
+                             "use --engine local with a limit")
+    if scheduler is not None and workers is not None:
+        raise InputError("--workers with --scheduler: the cluster's size is set where its workers start "
+                         "(`dask worker ... --nworkers N`); leave out --workers")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: must be at least 1")
+    if partition_bytes is not None and partition_bytes < 1:
+        raise InputError(f"partition_bytes {partition_bytes}: must be at least 1")
+
+
+def _count_local(paths: list[str], dataset: str | None, spec: counting.TokenizerSpec,
+                 options: sources.SourceOptions, add_special_tokens: bool, force_path: str | None,
+                 workers: int | None, limit_bytes: int | None, limit_tokens: int | None,
+                 progress: Progress | None, warn: Callable[[str], None]) -> Tally:
+    """The local engine: this process reads, `workers` processes count (in input order)."""
+    reader = sources.Reader(paths, options, on_warning=warn, dataset=dataset)
+    total_disk = sources.total_size(paths) if dataset is None else None
+    n_workers = _n_workers(workers, total_disk, limit_bytes)
+    tally = Tally()
+    for batch, result in _count_batches(batches(reader), spec, add_special_tokens, force_path, n_workers):
+        tally.add_batch(batch.source, result)
+        if progress:
+            progress(reader.progress_bytes if total_disk else tally.n_bytes, total_disk, tally.n_tokens)
+        if limit_tokens is not None and tally.n_tokens >= limit_tokens:
+            break
+    for i, info in enumerate(reader.infos):
+        acc = tally.source(i)
+        acc[2], acc[3] = info.replaced_bytes, info.skipped_lines
+    return tally
 
 
 def _n_workers(workers: int | None, total_disk: int | None, limit_bytes: int | None) -> int:
@@ -164,7 +263,7 @@ def _n_workers(workers: int | None, total_disk: int | None, limit_bytes: int | N
     return (os.cpu_count() or 1) if size >= PARALLEL_MIN_BYTES else 1
 
 
-def _batches(reader: sources.Reader) -> Iterator[_Batch]:
+def batches(reader: sources.Reader) -> Iterator[_Batch]:
     """Blocks pass through as they are; sequences are grouped into batches of about BATCH_BYTES of one source."""
     batch: _Batch | None = None
     for item in reader:
@@ -230,7 +329,7 @@ def _path_report(spec: counting.TokenizerSpec, used: Counter, force_path: str | 
     if spec.kind != "hf":
         return spec.kind, "exact by construction"
     main = max(used, key=lambda k: used[k]) if used else "chunks"
-    _, reason = counting.choose_path(json.loads(spec.json))
+    _, reason = counting.choose_path(counting.config_of(spec.json))
     if force_path:
         reason = f"forced ({reason})"
     name = main if len(used) <= 1 else "+".join(sorted(used))

@@ -22,3 +22,7 @@ class ArtifactError(VocabOptError):
 
 class MismatchError(VocabOptError):
     """Artifacts that must agree do not (different tokenizers, vocabulary sizes, ...)."""
+
+
+class ClusterError(VocabOptError):
+    """The Dask cluster cannot be reached, or its workers cannot run the job (missing vocabopt, unreadable sources)."""

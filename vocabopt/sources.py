@@ -4,7 +4,9 @@ Inputs: files, directories, globs, `-` (stdin); plain text and .gz/.bz2/.xz; JSO
 parquet and arrow files; a `datasets` dataset saved with `save_to_disk`, or local files read by
 `datasets.load_dataset(..., streaming=True)`.
 Outputs: `Sequence` items (text, source index, whether it continues the previous piece of one long sequence) and
-per-source bookkeeping (`SourceInfo`: bytes, sequences, replaced bytes, skipped lines).
+per-source bookkeeping (`SourceInfo`: bytes, sequences, replaced bytes, skipped lines). A reader may also read one
+byte range of a plain-text file (`byte_range`, for the Dask engine): the lines that start inside it, or with
+`sequence="document"` the documents, so that the ranges of a file together read exactly what the whole file reads.
 
 What one sequence is: with `sequence="line"`, each non-empty line; with `"document"`, a blank-line-separated block of
 a text file, or one record of a JSON-lines/parquet/arrow/dataset source (the default for records).
@@ -24,6 +26,7 @@ import json
 import lzma
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,16 +141,21 @@ def total_size(paths: list[str]) -> int | None:
 
 
 class _ReplacementCounter:
-    """A codec error handler that decodes invalid UTF-8 as U+FFFD and counts the bytes it replaced."""
+    """A codec error handler that decodes invalid UTF-8 as U+FFFD and counts the bytes it replaced (per thread: a
+    Dask worker may run several readers at once)."""
 
     name = "vocabopt-count-replace"
 
     def __init__(self) -> None:
-        self.replaced = 0
+        self._local = threading.local()
         codecs.register_error(self.name, self)
 
+    @property
+    def replaced(self) -> int:
+        return getattr(self._local, "n", 0)
+
     def __call__(self, err: UnicodeDecodeError) -> tuple[str, int]:
-        self.replaced += err.end - err.start
+        self._local.n = self.replaced + err.end - err.start
         return "\ufffd", err.end
 
 
@@ -159,11 +167,14 @@ class Reader:
     source, with the replaced bytes, skipped lines and sequences seen (bytes are counted by the analyzer).
 
     `progress_bytes` is how many bytes of the inputs (on disk, compressed where compressed) have been consumed.
+    `byte_range` (start, end): read only that range of the one plain-text file in `paths` (see `range_bounds`).
     """
 
     def __init__(self, paths: list[str], options: SourceOptions, on_warning: Callable[[str], None] | None = None,
-                 dataset: str | None = None):
-        self.paths, self.options, self.dataset = paths, options, dataset
+                 dataset: str | None = None, byte_range: tuple[int, int] | None = None):
+        if byte_range is not None and (len(paths) != 1 or dataset is not None or _kind(paths[0]) != ("text", None)):
+            raise ValueError("byte_range reads one uncompressed text file")
+        self.paths, self.options, self.dataset, self.byte_range = paths, options, dataset, byte_range
         self.infos = [SourceInfo(path=p, bytes=0) for p in paths]
         if dataset is not None:
             self.infos.append(SourceInfo(path=dataset, bytes=0))
@@ -189,7 +200,9 @@ class Reader:
                 yield from self._records(i, path, _arrow_texts(path, self._field(path)))
             else:
                 yield from self._text(i, path, compression)
-            if path != "-":
+            if self.byte_range is not None:
+                self._done_bytes += self.byte_range[1] - self.byte_range[0]
+            elif path != "-":
                 self._done_bytes += os.path.getsize(path)
             self._current = lambda: 0
             if self.infos[i].sequences == 0:
@@ -207,7 +220,10 @@ class Reader:
 
     # text files: one sequence per line, or per blank-line-separated block
     def _text(self, i: int, path: str, compression: str | None) -> Iterator[Sequence | Block]:
-        raw, base = _open_binary(path, compression)
+        if self.byte_range is None:
+            raw, base = _open_binary(path, compression)
+        else:
+            raw, base = _open_range(path, *self.byte_range, document=self.options.sequence == "document")
         self._current = base.tell
         try:
             text = io.TextIOWrapper(raw, encoding="utf-8", errors=_REPLACED.name, newline=None)
@@ -346,16 +362,20 @@ class _Stdin:
         pass
 
 
-def _open_binary(path: str, compression: str | None) -> tuple[BinaryIO, Any]:
-    """The decompressed byte stream of a source, and the file under it (its tell() is the progress on disk)."""
-    if path == "-":
-        return sys.stdin.buffer, _Stdin()
+def _open_file(path: str) -> BinaryIO:
     try:
-        f = open(path, "rb")
+        return open(path, "rb")
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory; pass the files in it or the directory itself") from None
     except OSError as e:
         raise InputError(f"{path}: cannot open ({e.strerror}); check the path and permissions") from None
+
+
+def _open_binary(path: str, compression: str | None) -> tuple[BinaryIO, Any]:
+    """The decompressed byte stream of a source, and the file under it (its tell() is the progress on disk)."""
+    if path == "-":
+        return sys.stdin.buffer, _Stdin()
+    f = _open_file(path)
     head = f.read(BINARY_SNIFF)
     f.seek(0)
     if compression:
@@ -373,6 +393,80 @@ def _open_binary(path: str, compression: str | None) -> tuple[BinaryIO, Any]:
         f.close()
         raise InputError(f"{path}: looks binary (contains NUL bytes); pass text, JSON lines, parquet or arrow")
     return stream, f
+
+
+# --- byte ranges of plain-text files (the Dask engine's parts) ----------------------------------------------------
+
+_SCAN = 1 << 20  # bytes read at once while looking for a range's boundary
+
+
+def range_bounds(f: BinaryIO, start: int, end: int, document: bool = False) -> tuple[int, int]:
+    """The bytes [p0, p1) that the range [start, end) of a file owns: the lines that start inside it (a line starts
+    at byte 0 and after each "\\n"); with `document`, only the starts that follow an empty line count, so no
+    blank-line-separated document is cut. Adjacent ranges own adjacent bytes, and together the whole file."""
+    return _boundary(f, start, document), _boundary(f, end, document)
+
+
+def _boundary(f: BinaryIO, pos: int, document: bool) -> int:
+    """The first line start at or after `pos` (following an empty line if `document`); the file size if none."""
+    size = os.fstat(f.fileno()).st_size
+    if pos <= 0 or pos >= size:
+        return min(max(pos, 0), size)
+    marks = (b"\n\n", b"\n\r\n") if document else (b"\n",)
+    width = max(map(len, marks))
+    base = max(pos - width, 0)  # file offset of buf[0]; a mark ending at or after pos starts at or after this
+    f.seek(base)
+    buf = f.read(_SCAN)
+    if base == 0:  # byte 0 is a line start: as if a "\n" came before the file
+        buf, base = b"\n" + buf, -1
+    while True:
+        ends = [base + i + len(m) for m in marks if (i := buf.find(m, max(pos - base - len(m), 0))) >= 0]
+        if ends:
+            return min(ends)
+        more = f.read(_SCAN)
+        if not more:
+            return size
+        keep = min(width - 1, len(buf))  # a mark may straddle two reads
+        base += len(buf) - keep
+        buf = buf[len(buf) - keep:] + more
+
+
+class _Slice(io.RawIOBase):
+    """Bytes [start, end) of an open file as a stream; tell() is the bytes consumed."""
+
+    def __init__(self, f: BinaryIO, start: int, end: int) -> None:
+        self.f, self.start, self.left = f, start, end - start
+        f.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self.left)
+        if n <= 0:
+            return 0
+        got = self.f.readinto(memoryview(b)[:n]) or 0
+        self.left -= got
+        return got
+
+    def tell(self) -> int:
+        return self.f.tell() - self.start
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+def _open_range(path: str, start: int, end: int, document: bool) -> tuple[BinaryIO, Any]:
+    """The bytes a range owns (see `range_bounds`) as a stream, and the stream under it. The file's head is checked
+    for NUL bytes as when the whole file is read, so every range of a binary file fails alike."""
+    f = _open_file(path)
+    if b"\0" in f.read(BINARY_SNIFF):
+        f.close()
+        raise InputError(f"{path}: looks binary (contains NUL bytes); pass text, JSON lines, parquet or arrow")
+    p0, p1 = range_bounds(f, start, end, document)
+    part = _Slice(f, p0, p1)
+    return io.BufferedReader(part), part
 
 
 def _lines(text: io.TextIOWrapper, max_chars: int, path: str) -> Iterator[str]:

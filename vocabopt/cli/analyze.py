@@ -29,7 +29,13 @@ def _corpus_options(fn):
         click.option("--skip-bad-lines", is_flag=True, help="Skip (and count) malformed JSON lines."),
         click.option("--limit-bytes", type=int, metavar="N", help="Stop after about N bytes of text."),
         click.option("--limit-tokens", type=int, metavar="N", help="Stop after about N tokens (batch boundary)."),
-        click.option("--workers", type=int, help="Processes [default: all cores for corpora over 24 MB]."),
+        click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                     help="Count on this machine, or on a Dask cluster (pip install 'vocabopt[dask]'); same result."),
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="--engine dask: the scheduler (tcp://HOST:8786) [default: a local cluster]."),
+        click.option("--workers", type=int,
+                     help="Processes, or the local Dask cluster's workers [default: all cores; local engine: over "
+                          "24 MB]."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or warnings."),
     ]
     for option in reversed(options):

@@ -1,0 +1,298 @@
+"""The Dask engine of the `analyze` stage: count a corpus on a Dask cluster, exactly as the local engine does.
+
+Inputs: resolved sources (paths every worker reads at the same place), a tokenizer spec, the source options.
+Outputs: one `analyze.Tally` (counts and totals), which `analyze.analyze` turns into CorpusStats.
+
+The client plans parts: whole files; byte ranges of large plain-text files (a range owns the lines that start inside
+it, or with --sequence document the documents, see `sources.range_bounds`); the arrow shards of a `save_to_disk`
+dataset. Each task reads its part where it lives and returns a Tally; tallies are summed pairwise on the workers as
+they finish (a tree), and only the final one reaches the client. Text never travels; the tokenizer is scattered to
+the workers once. Sums of integers do not depend on the order, so the result is the local engine's exactly; the word
+vocabulary is pruned only after the merge, on the global counts. Dask is imported only here, and only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import counting, sources
+from .analyze import Progress, Tally, batches
+from .errors import ClusterError, VocabOptError
+
+log = logging.getLogger(__name__)
+
+MAX_PART_BYTES = 64 << 20  # largest byte range of a plain-text file
+MIN_PART_BYTES = 1 << 20  # smallest one (a task's fixed cost is ~ms; its reads are ~1 MB)
+PARTS_PER_THREAD = 4  # ranges per worker thread, so a slow worker does not hold up the end
+TASK_DELAY_S = 0.0  # test hook: each part's task sleeps this long (read on the client, passed to the tasks)
+INSTALL_HINT = "pip install 'vocabopt[dask]'"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One task's share of the corpus."""
+
+    source: int  # index into the sources (the dataset is the last)
+    path: str  # the file it reads (an arrow shard, for a dataset), or the dataset folder
+    size: int  # bytes on disk it covers (0 if unknown): the progress bar's unit
+    byte_range: tuple[int, int] | None = None  # [start, end) of a plain-text file
+    dataset: bool = False  # read `path` as a whole `datasets` dataset
+
+
+def count(paths: list[str], dataset: str | None, spec: counting.TokenizerSpec, options: sources.SourceOptions, *,
+          add_special_tokens: bool = True, force_path: str | None = None, scheduler: str | None = None,
+          workers: int | None = None, partition_bytes: int | None = None,
+          progress: Progress | None = None) -> Tally:
+    """Count the sources on a Dask cluster (the one at `scheduler`, or a local one with `workers` processes).
+
+    Example:
+        >>> spec = counting.load_spec("bytes")
+        >>> tally = count(["corpora/kjv.txt"], None, spec, sources.SourceOptions(), workers=2)
+    """
+    with _client(scheduler, workers) as client:
+        threads = sum(client.nthreads().values())
+        parts = plan(paths, dataset, options, partition_bytes or _part_bytes(paths, threads))
+        _check_workers(client, parts)
+        log.info("counting %d parts on %d worker threads", len(parts), threads)
+        spec_future = client.scatter(spec, broadcast=True, hash=False)  # once per worker, not once per task
+        futures = [client.submit(_count_part, part, spec_future, options, add_special_tokens, force_path,
+                                 TASK_DELAY_S, pure=False, key=f"vocabopt-part-{k}-{os.urandom(4).hex()}")
+                   for k, part in enumerate(parts)]
+        return _tree_sum(client, futures, [p.size for p in parts], progress)
+
+
+# --- the cluster ----------------------------------------------------------------------------------------------------
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as e:
+        raise ClusterError(f"--engine dask needs Dask, which is not installed here ({e}); install it with "
+                           f"{INSTALL_HINT}") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """A client of the cluster at `scheduler`, or of a local cluster of `workers` processes (1 thread each)."""
+    distributed = _import_distributed()
+    if scheduler is None:
+        n = workers or os.cpu_count() or 1
+        # One single-threaded process per core, like the local engine; RAYON_NUM_THREADS=1: no nested thread pools.
+        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                      silence_logs=logging.ERROR, env={"RAYON_NUM_THREADS": "1"}) as cluster, \
+                distributed.Client(cluster, set_as_default=False) as client:
+            yield client
+        return
+    try:
+        client = distributed.Client(scheduler, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        timeout = _connect_timeout()
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {scheduler} within {timeout} ({type(e).__name__}: {e}); start one "
+            "with `dask scheduler` and pass the address it prints (tcp://HOST:8786), check the host, port and "
+            "firewall, or leave out --scheduler to count on a local cluster") from None
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=_seconds(_connect_timeout()))
+        except (TimeoutError, OSError):
+            raise ClusterError(f"the Dask scheduler at {scheduler} has no workers; start some with "
+                               f"`dask worker {scheduler}`") from None
+        yield client
+
+
+def _connect_timeout() -> str:
+    import dask
+
+    return str(dask.config.get("distributed.comm.timeouts.connect"))
+
+
+def _seconds(value: str) -> float:
+    from dask.utils import parse_timedelta
+
+    return float(parse_timedelta(value))
+
+
+def _check_workers(client: Any, parts: list[Part]) -> None:
+    """Fail early, with the fix, when a worker cannot import vocabopt or cannot read a source."""
+    from . import __version__
+
+    paths = sorted({p.path for p in parts})
+    answers = client.run(_worker_probe(paths))
+    for worker, (version, unreadable) in sorted(answers.items()):
+        if version is None:
+            raise ClusterError(f"worker {worker} cannot import vocabopt; install vocabopt (pip install "
+                               "'vocabopt[dask]') in the Python environment every worker runs")
+        if version != __version__:
+            raise ClusterError(f"worker {worker} has vocabopt {version}, this machine {__version__}; install the "
+                               "same version everywhere (counts must be made by the same code)")
+        if unreadable:
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            raise ClusterError(f"worker {worker} cannot read {unreadable[0]}{more}; workers read the sources where "
+                               "they live: put them on a filesystem that every worker mounts at the same path "
+                               "(a shared filesystem), and pass that path")
+
+
+def _worker_probe(paths: list[str]) -> Callable[[], tuple[str | None, list[str]]]:
+    """A function for `client.run` that needs nothing but the standard library on the worker (a closure is pickled
+    by value), so it can report a worker that lacks vocabopt instead of failing to unpickle there."""
+
+    def probe() -> tuple[str | None, list[str]]:
+        import importlib
+        import os
+
+        try:
+            version = importlib.import_module("vocabopt").__version__
+        except ImportError:
+            version = None
+        return version, [p for p in paths if not os.access(p, os.R_OK)]
+
+    return probe
+
+
+# --- planning -------------------------------------------------------------------------------------------------------
+
+
+def _part_bytes(paths: list[str], threads: int) -> int:
+    total = sum(os.path.getsize(p) for p in paths)
+    return int(min(MAX_PART_BYTES, max(MIN_PART_BYTES, total // max(PARTS_PER_THREAD * threads, 1))))
+
+
+def plan(paths: list[str], dataset: str | None, options: sources.SourceOptions, part_bytes: int) -> list[Part]:
+    """The parts of a corpus: byte ranges of uncompressed text files larger than `part_bytes`, whole other files,
+    a dataset's arrow shards (or the whole dataset as one part when it is not a plain `save_to_disk` folder)."""
+    parts = []
+    for i, path in enumerate(paths):
+        size = os.path.getsize(path)
+        if sources._kind(path) == ("text", None) and size > part_bytes:
+            n = -(-size // part_bytes)
+            cuts = [size * k // n for k in range(n + 1)]
+            parts += [Part(i, path, b - a, byte_range=(a, b)) for a, b in zip(cuts, cuts[1:])]
+        else:
+            parts.append(Part(i, path, size))
+    if dataset is not None:
+        shards = _dataset_shards(dataset, options)
+        if shards is None:
+            parts.append(Part(len(paths), dataset, 0, dataset=True))
+        else:
+            parts += [Part(len(paths), shard, os.path.getsize(shard)) for shard in shards]
+    return parts
+
+
+def _dataset_shards(path: str, options: sources.SourceOptions) -> list[str] | None:
+    """The arrow files of a `save_to_disk` dataset's split, when reading them gives what `datasets` gives: a
+    top-level text field (nested fields go through `datasets`' own formatting). None: read it whole."""
+    import json
+
+    if options.field and "." in options.field:
+        return None
+    folder = Path(path)
+    if (folder / "dataset_dict.json").exists():
+        folder = folder / options.dataset_split
+    try:
+        files = json.loads((folder / "state.json").read_text())["_data_files"]
+        shards = [str(folder / f["filename"]) for f in files]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return shards if shards and all(Path(s).is_file() for s in shards) else None
+
+
+# --- tasks (run on the workers) -------------------------------------------------------------------------------------
+
+_LOCAL = threading.local()  # per worker thread: counters built, keyed by what they count with
+
+
+def _counter(spec: counting.TokenizerSpec, add_special_tokens: bool, force_path: str | None) -> Any:
+    """A counter for this thread, built once per tokenizer (its cache of distinct chunks is not thread-safe)."""
+    cache = _LOCAL.__dict__.setdefault("counters", {})
+    key = (spec.sha256, add_special_tokens, force_path)
+    if key not in cache:
+        cache.clear()  # one tokenizer at a time is enough; do not let a long-lived worker pile them up
+        cache[key] = counting.make_counter(spec, add_special_tokens, force_path)
+    return cache[key]
+
+
+def _count_part(part: Part, spec: counting.TokenizerSpec, options: sources.SourceOptions, add_special_tokens: bool,
+                force_path: str | None, delay: float = 0.0) -> Tally:
+    """Read one part where it lives and count it (a task)."""
+    counter = _counter(spec, add_special_tokens, force_path)
+    if part.dataset:
+        reader = sources.Reader([], options, dataset=part.path)
+    else:
+        reader = sources.Reader([part.path], options, byte_range=part.byte_range)
+    tally = Tally()
+    for batch in batches(reader):
+        tally.add_batch(part.source, counter.count(batch.payload))
+    acc, info = tally.source(part.source), reader.infos[0]
+    acc[2] += info.replaced_bytes
+    acc[3] += info.skipped_lines
+    if delay:
+        time.sleep(delay)
+    return tally
+
+
+def _add(a: Tally, b: Tally) -> Tally:
+    """The sum of two tallies, as a new one (a task: its inputs stay as they were, in case Dask recomputes)."""
+    return Tally().add(a).add(b)
+
+
+def _n_tokens(t: Tally) -> int:
+    return t.n_tokens
+
+
+# --- the tree sum -----------------------------------------------------------------------------------------------
+
+
+def _tree_sum(client: Any, futures: list[Any], sizes: list[int], progress: Progress | None) -> Tally:
+    """Sum the parts' tallies pairwise, as they finish, on the workers; fetch only the total.
+
+    Progress comes from small tasks that return each part's token count (a few bytes each): a part counts as done
+    when its count arrives. A worker lost mid-run loses its tallies; Dask recomputes them from the parts."""
+    distributed = _import_distributed()
+    total = sum(sizes) or None
+    tokens = {client.submit(_n_tokens, f, pure=False): size for f, size in zip(futures, sizes)}
+    pending = distributed.as_completed([*futures, *tokens], loop=client.loop)
+    done_bytes = n_tokens = 0
+    carry = None
+    try:
+        for fut in pending:
+            if fut.status == "error":
+                _raise(fut)
+            if fut in tokens:
+                done_bytes += tokens.pop(fut)
+                n_tokens += fut.result()
+                if progress:
+                    progress(done_bytes, total, n_tokens)
+                continue
+            if carry is None:
+                carry = fut
+            else:
+                pending.add(client.submit(_add, carry, fut, pure=False))
+                carry = None
+        assert carry is not None
+        result = carry.result()
+    except BaseException:
+        client.cancel(futures + list(tokens))
+        raise
+    return result
+
+
+def _raise(fut: Any) -> None:
+    """Re-raise a failed task's error: vocabopt's own errors as they are (a bad line, a missing column), a worker
+    that kept dying as a ClusterError."""
+    exc = fut.exception()
+    if isinstance(exc, VocabOptError):
+        raise exc
+    if type(exc).__name__ == "KilledWorker":
+        raise ClusterError(f"a task killed the Dask workers that ran it ({exc}); they may have run out of memory: "
+                           "give workers more memory (`dask worker --memory-limit`) or use smaller parts") from None
+    fut.result()  # anything else is a bug: show its traceback
