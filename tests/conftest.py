@@ -58,6 +58,7 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     ws.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     ws.train([str(corpus_slice), str(code)], trainers.BpeTrainer(
         vocab_size=1200, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    ws.post_processor = processors.ByteLevel(trim_offsets=True)  # GPT-2's: trims spaces off token offsets
     files["bpe_spaces"] = out / "bpe_spaces.json"
     ws.save(str(files["bpe_spaces"]))
 

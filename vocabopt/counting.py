@@ -18,11 +18,13 @@ Special tokens a post-processor adds ([CLS], <s>, ...) are counted once per sequ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from .errors import TokenizerError
 
 WORD_UNK = "<unk>"
 CACHE_LIMIT = 2_000_000  # distinct chunks/pre-tokens remembered per worker; bounds memory on huge corpora
+JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
 
 # Normalizers that act on each character independently (never across a space), so cutting the raw text at a space
 # gives the same normalized pieces. BertNormalizer may delete control characters, so it is safe only with
@@ -76,7 +79,8 @@ def load_spec(spec: str, min_count: int = 1, max_vocab: int | None = None) -> To
         raise TokenizerError(f"{path}: cannot read ({e}); pass a readable tokenizer.json") from None
     tok = _from_str(raw, str(path))
     canonical = tok.to_str()
-    model = json.loads(canonical).get("model", {}).get("type", "model")
+    _share(canonical, tok)
+    model = config_of(canonical).get("model", {}).get("type", "model")
     name = f"{path.parent.name or path.stem}/{path.name} ({model}, {tok.get_vocab_size(with_added_tokens=True)} ids)"
     return TokenizerSpec("hf", name, hashlib.sha256(canonical.encode("utf-8")).hexdigest(), json=canonical)
 
@@ -90,6 +94,31 @@ def _from_str(raw: str, where: str):
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TokenizerError(f"{where}: not a valid Hugging Face tokenizer.json ({msg}); "
                              "regenerate it with tokenizers' Tokenizer.save") from None
+
+
+# A tokenizer.json is parsed once per process (~16 ms, and ~8 ms for json.loads, on the shipped one).
+_SHARED: dict[str, Any] = {}  # canonical JSON -> Tokenizer (the last few), never truncating or padding
+
+
+def _share(canonical: str, tok) -> None:
+    if len(_SHARED) >= 4:
+        _SHARED.clear()
+    tok.no_truncation()
+    tok.no_padding()
+    _SHARED[canonical] = tok
+
+
+def _shared_tokenizer(spec: TokenizerSpec):
+    """The tokenizer of `spec`, parsed once per process and shared: callers only encode and read it."""
+    if spec.json not in _SHARED:
+        _share(spec.json, _from_str(spec.json, spec.name))
+    return _SHARED[spec.json]
+
+
+@functools.lru_cache(maxsize=4)
+def config_of(canonical: str) -> dict[str, Any]:
+    """A tokenizer's JSON config, parsed once per process (shared: read it, never change it)."""
+    return json.loads(canonical)
 
 
 def _sha(obj: dict) -> str:
@@ -193,11 +222,9 @@ class HFCounter:
 
     def __init__(self, spec: TokenizerSpec, add_special_tokens: bool, force_path: str | None = None,
                  max_chars: int = 1 << 20) -> None:
-        tok = _from_str(spec.json, spec.name)
-        tok.no_truncation()
-        tok.no_padding()
+        tok = _shared_tokenizer(spec)
         self.tok, self.max_chars = tok, max_chars
-        config = json.loads(spec.json)
+        config = config_of(spec.json)
         self.path, self.reason = choose_path(config)
         if force_path is not None:  # tests compare the paths against each other
             self.path = force_path
@@ -207,7 +234,8 @@ class HFCounter:
                           key=len, reverse=True)
         self.added = re.compile("|".join(map(re.escape, contents))) if contents else None
         self.normalizer = tok.normalizer
-        self.cache: dict[str, list[int]] = {}
+        self.cache: dict[str, list[int]] = {}  # distinct piece -> ids (chunks: in their raw split form)
+        self.cache_exact: dict[str, list[int]] = {}  # chunk -> ids, for chunks cut one text at a time
 
     def _special_ids(self) -> np.ndarray:
         """Ids the post-processor adds to one sequence (their multiset does not depend on the text)."""
@@ -240,12 +268,12 @@ class HFCounter:
         if fast:
             out.paths[self.path] += len(fast)
             if self.path == "chunks":
-                distinct = _chunk_counts(fast)
-                # Chunks are cut at whitespace, so no word spans two: count words per distinct chunk.
-                out.n_words += sum(n * len(chunk.split()) for chunk, n in distinct.items())
+                raw, exact, n_words = _chunk_counts(fast)
+                out.n_words += n_words
+                self._add_distinct(raw, out.counts, self.cache, decode=_raw_to_chunk)
+                self._add_distinct(exact, out.counts, self.cache_exact)
             else:
-                distinct = self._pretoken_counts(fast)
-            self._add_distinct(distinct, out.counts)
+                self._add_distinct(self._pretoken_counts(fast), out.counts, self.cache)
         return out
 
     def _any_added(self, texts: list[str]) -> bool:
@@ -266,23 +294,62 @@ class HFCounter:
             counts.update([p for p, _ in pre.pre_tokenize_str(text)] if pre is not None else [text])
         return counts
 
-    def _add_distinct(self, distinct: Counter, counts: np.ndarray) -> None:
-        """counts[id] += n for the ids of each distinct piece (tokenized once, cached across batches)."""
-        missing = [p for p in distinct if p not in self.cache]
-        if len(self.cache) + len(missing) > CACHE_LIMIT:
-            self.cache.clear()
+    def _encode_chunks(self, chunks: list[str]) -> dict[str, list[int]]:
+        """The ids of each chunk, from encoding a few long texts of chunks laid end to end.
+
+        One Encoding per chunk costs more in Python objects than the tokenizer spends on the chunk, so chunks are
+        joined wherever a line could have been cut (before a space that follows a non-space: the chunk path's own
+        invariant), and each token goes back to the chunk holding its start offset (in characters). Chunks that do
+        not start with a space lead a text; chunks ending in whitespace stay alone, so every joined chunk ends in a
+        token holding a non-space, whose start a post-processor's offset trimming cannot push past the chunk.
+        """
+        glue, leaders, alone = [], [], []
+        for c in chunks:
+            if c[-1].isspace():
+                alone.append(c)
+            else:
+                (glue if c[0] == " " else leaders).append(c)
+        n_texts = max(len(leaders), JOINED_TEXTS)
+        groups = [[lead] for lead in leaders] + [[] for _ in range(n_texts - len(leaders))]
+        for i, group in enumerate(groups):
+            group.extend(glue[i::n_texts])
+        groups = [g for g in groups if g] + [[c] for c in alone]
+        texts = ["".join(g) for g in groups]
+        encs = self.tok.encode_batch(texts, add_special_tokens=False)
+        # Positions in all texts laid end to end: a token's start plus its text's start; the same for chunks.
+        n_tokens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        text_starts = np.cumsum([0] + [len(t) for t in texts[:-1]])
+        starts = itertools.chain.from_iterable(e.offsets for e in encs)  # (start, end) pairs
+        token_starts = np.fromiter((o[0] for o in starts), dtype=np.int64, count=int(n_tokens.sum()))
+        token_starts += np.repeat(text_starts, n_tokens)
+        order = list(itertools.chain.from_iterable(groups))
+        chunk_starts = np.cumsum([0] + [len(c) for c in order[:-1]])
+        bounds = np.searchsorted(token_starts, chunk_starts, side="left").tolist() + [len(token_starts)]
+        ids = list(itertools.chain.from_iterable(e.ids for e in encs))
+        return {c: ids[a:b] for c, a, b in zip(order, bounds, bounds[1:])}
+
+    def _add_distinct(self, distinct: Counter, counts: np.ndarray, cache: dict[str, list[int]],
+                      decode: Callable[[str], str] | None = None) -> None:
+        """counts[id] += n for the ids of each distinct piece (tokenized once, cached across batches).
+
+        `decode` turns a key into the text to tokenize (chunks are keyed in their raw split form).
+        """
+        missing = [p for p in distinct if p not in cache]
+        if len(cache) + len(missing) > CACHE_LIMIT:
+            cache.clear()
             missing = list(distinct)
         if missing:
             if self.path == "chunks":
-                encs = self.tok.encode_batch_fast(missing, add_special_tokens=False)  # ids only, no offsets
-                self.cache.update(zip(missing, (e.ids for e in encs)))
+                texts = list(map(decode, missing)) if decode else missing
+                by_text = self._encode_chunks(texts)
+                cache.update(zip(missing, map(by_text.__getitem__, texts)))
             else:
                 model = self.tok.model
                 for piece in missing:
-                    self.cache[piece] = [t.id for t in model.tokenize(piece)]
-        ids = [self.cache[p] for p in distinct]  # lists of ints: no per-piece array objects
+                    cache[piece] = [t.id for t in model.tokenize(piece)]
+        ids = [cache[p] for p in distinct]  # lists of ints: no per-piece array objects
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        if not lengths.sum():
+        if not lengths.sum():  # also an empty `distinct`
             return
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         weights = np.repeat(np.fromiter(distinct.values(), dtype=np.int64, count=len(ids)), lengths)
@@ -299,15 +366,17 @@ _ASCII_WS = np.zeros(128, dtype=bool)
 _ASCII_WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 
 
-def _adjacent_space_positions(joined: str) -> np.ndarray:
-    """Start positions (sorted) of each space that has whitespace right after it, and of each whitespace character
-    right before a space."""
-    if joined.isascii():  # vectorised over the bytes: ~10x faster than scanning with the regex
-        codes = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
-        ws = _ASCII_WS[codes]
-        space = codes == 32
-        return np.flatnonzero((space[:-1] & ws[1:]) | (ws[:-1] & space[1:]))
-    return np.fromiter((m.start() for m in _ADJ_SPACE.finditer(joined)), dtype=np.int64)
+def _ascii_scan(joined: str) -> tuple[np.ndarray, int] | None:
+    """For ASCII text (else None): start positions of each space next to other whitespace, and the number of
+    whitespace-separated words; vectorised over the bytes, ~10x faster than the regex and str.split."""
+    if not joined.isascii():
+        return None
+    codes = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    ws = _ASCII_WS[codes]
+    space = codes == 32
+    positions = np.flatnonzero((space[:-1] & ws[1:]) | (ws[:-1] & space[1:]))
+    n_words = int(np.count_nonzero(~ws[1:] & ws[:-1])) + int(codes.size > 0 and not ws[0])
+    return positions, n_words
 
 
 def _flagged_texts(texts: list[str], positions: np.ndarray) -> list[int]:
@@ -317,42 +386,45 @@ def _flagged_texts(texts: list[str], positions: np.ndarray) -> list[int]:
     return np.unique(np.searchsorted(ends, chars, side="right")).tolist()
 
 
-def _chunk_counts(texts: list[str]) -> Counter:
-    """Distinct chunks and their counts: each text cut before every run of spaces that follows a non-space.
+def _chunk_counts(texts: list[str]) -> tuple[Counter, Counter, int]:
+    """Distinct chunks and their counts, and the number of whitespace-separated words of `texts`.
 
-    Texts whose spaces all sit between non-whitespace characters are cut by `_split_counts` (C speed); the few
-    others are cut by a regex. Since `_split_counts` is additive over texts, the few are counted with everything
-    else and then swapped for their exact cut, which keeps the per-text work off the common path.
+    A chunk is a piece of a text cut before every run of spaces that follows a non-space. Returns (raw, exact,
+    n_words): `raw` counts the chunks of texts whose spaces all sit between non-whitespace characters, cut by one
+    `str.split` (C speed) and keyed in their raw split form (see `_raw_to_chunk`: converting only the keys not seen
+    before is cheaper than re-keying every batch); `exact` counts the chunks of the few other texts, cut by a regex.
     """
-    out = _split_counts(texts)
-    positions = _adjacent_space_positions("\n".join(texts))
+    joined = "\n".join(texts)
+    scan = _ascii_scan(joined)
+    if scan is None:
+        positions = np.fromiter((m.start() for m in _ADJ_SPACE.finditer(joined)), dtype=np.int64)
+    else:
+        positions, n_words = scan
+    raw = _split_counts(texts)
+    exact: Counter = Counter()
     if positions.size:
         flagged = [texts[k] for k in _flagged_texts(texts, positions)]
-        out.subtract(_split_counts(flagged))
+        raw.subtract(_split_counts(flagged))  # additive over texts: swap the flagged texts for their exact cut
+        raw = +raw  # drop the zeroed entries
         for t in flagged:
-            out.update(_CUT.split(t))  # later parts keep their leading space
-        out = +out  # drop the zeroed entries
-    out.pop("", None)
-    return out
+            exact.update(_CUT.split(t))  # later parts keep their leading space
+        exact.pop("", None)
+    raw.pop("\n", None)  # an empty first chunk (a text that starts with a space, or an empty text)
+    if scan is None:  # chunks are cut at whitespace, so no word spans two: count words per distinct chunk
+        n_words = sum(n * len(k.split()) for counter in (raw, exact) for k, n in counter.items())
+    return raw, exact, n_words
 
 
 def _split_counts(texts: list[str]) -> Counter:
-    """Chunk counts assuming every space follows a non-space: one join and one `str.split` for all texts.
+    """Chunk counts of texts whose every space follows a non-space, in raw form: one join and one `str.split`."""
+    return Counter(("\n" + " \n".join(texts)).split(" ")) if texts else Counter()
 
-    Joined with " \n", each text's first chunk comes out prefixed by "\n" (the first text's by nothing) and every
-    later chunk without its leading space.
-    """
-    out: Counter = Counter()
-    if not texts:
-        return out
-    parts = " \n".join(texts).split(" ")
-    raw = Counter(parts)
-    raw[parts[0]] -= 1  # the first text's first chunk has no "\n" marker
-    out[parts[0]] += 1
-    for key, n in raw.items():
-        if n:
-            out[key[1:] if key.startswith("\n") else " " + key] += n
-    return out
+
+def _raw_to_chunk(key: str) -> str:
+    """A chunk from its raw split form: a text's first chunk comes out of `_split_counts` prefixed by "\n", every
+    later chunk without its leading space. (Unambiguous: such a later chunk starts with a non-whitespace
+    character, since texts with a space next to other whitespace are cut by the regex instead.)"""
+    return key[1:] if key.startswith("\n") else " " + key
 
 
 class BytesCounter:
@@ -442,9 +514,8 @@ def hf_vocab_size(tok) -> int:
 
 
 def hf_token_strings(spec: TokenizerSpec) -> list[str]:
-    tok = _from_str(spec.json, spec.name)
-    n = hf_vocab_size(tok)
-    vocab = tok.get_vocab(with_added_tokens=True)
+    vocab = _shared_tokenizer(spec).get_vocab(with_added_tokens=True)
+    n = max(vocab.values(), default=-1) + 1  # as hf_vocab_size
     tokens = [""] * n
     for s, i in vocab.items():
         if 0 <= i < n:
