@@ -11,9 +11,11 @@ size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -299,6 +301,23 @@ def _count_in_worker(payload: counting.Payload) -> counting.BatchCounts:
     return _COUNTER.count(payload)
 
 
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread; processes started meanwhile inherit the mask (through fork and exec).
+
+    Ctrl-C reaches the whole process group: a worker still importing numpy would die printing a traceback. With
+    SIGINT blocked, workers never see it; the main process gets it (a Ctrl-C that came while blocked is delivered
+    on unblocking) and stops the pool."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to worry about
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _count_batches(batches: Iterator[_Batch], spec: counting.TokenizerSpec, add_special_tokens: bool,
                    force_path: str | None, n_workers: int) -> Iterator[tuple[_Batch, counting.BatchCounts]]:
     """(batch, counts) in input order; with several workers, at most 2 batches per worker in flight."""
@@ -313,7 +332,9 @@ def _count_batches(batches: Iterator[_Batch], spec: counting.TokenizerSpec, add_
         pending: list[tuple[_Batch, Future]] = []
         try:
             for batch in batches:
-                pending.append((batch, pool.submit(_count_in_worker, batch.payload)))
+                with _sigint_blocked():  # workers start during submit
+                    fut = pool.submit(_count_in_worker, batch.payload)
+                pending.append((batch, fut))
                 if len(pending) >= 2 * n_workers:
                     done, fut = pending.pop(0)
                     yield done, fut.result()
