@@ -40,7 +40,7 @@ def word_counts(v: int = 267735, tokens: float = 103e6) -> tuple[np.ndarray, str
     return counts, f"word-level Zipf-Mandelbrot (V={v:,}, {counts.sum() / 1e6:.0f}M tokens, WT103-sized)"
 
 
-def run(counts: np.ndarray, name: str, profile: DeviceProfile, args, rng) -> list[tuple]:
+def run(counts: np.ndarray, name: str, profile: DeviceProfile, args, rng, floors: list[str]) -> list[tuple]:
     stats = CorpusStats.from_counts(counts)
     plan = optimize(stats, hidden=args.hidden, profile=profile, batch_tokens=args.tokens)
     designs = [("vocabopt plan", plan.cutoffs, plan.proj_dims, plan.predicted["plan"]["time_ms"])]
@@ -65,7 +65,8 @@ def run(counts: np.ndarray, name: str, profile: DeviceProfile, args, rng) -> lis
     ]
     caps = [capacity_of(sh, args.hidden, p) for sh, (_, _, p, _) in zip(shares, designs, strict=True)]
     rows = [(name, *d, m, c) for d, m, c in zip(designs, measured, caps, strict=True)]
-    print(f"\n{name}")
+    floors.append(f"{name}: {plan.provenance['options']['min_capacity_rule']}")
+    print(f"\n{name}\n  capacity floor {plan.provenance['options']['min_capacity_rule']}")
     for r in rows:
         print(
             f"  {r[1]:<16} {str(r[2]):<28} {str(r[3]):<16} "
@@ -88,9 +89,9 @@ def main() -> None:
         args.reps = 3
     profile = DeviceProfile.load(args.profile)
     rng = np.random.default_rng(args.seed)
-    lines, verdicts = [], []
+    lines, verdicts, floors = [], [], []
     for counts, name in (kjv_counts(), word_counts()):
-        rows = run(counts, name, profile, args, rng)
+        rows = run(counts, name, profile, args, rng, floors)
         plan_ms = rows[0][5]
         folk = [r for r in rows[1:] if not r[1].startswith("vocabopt")]
         best = min(folk, key=lambda r: r[5]) if folk else None
@@ -124,7 +125,8 @@ def main() -> None:
 Machine: {machine()}. Profile: `{args.profile}` ({profile.describe()}). Command: `{command()}`.
 N = {args.tokens}, d = {args.hidden}, fp32, forward+backward of `build_layer(plan)`, median of {args.reps}
 interleaved rounds; the plan is `vocabopt.optimize(stats, hidden, profile, batch_tokens)` with default
-options (at least 0.9 capacity), folklore designs use the same d/4^i projections; "vocabopt @ capacity of X" rows
+options, folklore designs use the same d/4^i projections. The default capacity floor is min(0.9, the capacity of
+paper/Lua's [2000, 10000] on the corpus) — {"; ".join(floors)}. "vocabopt @ capacity of X" rows
 are what `optimize --min-capacity` recommends at folklore design X's capacity (the fair comparison: as much capacity,
 less time); "vocabopt, J=j" rows are the DP's best design with as many tail clusters as a folklore design.
 Capacity = sum over clusters of target share x width / d (1.0 = full softmax). Target: >= 1.3x over the best

@@ -232,6 +232,29 @@ def pareto(designs: list[Design]) -> list[Design]:
     return out
 
 
+# The default capacity floor. CAPACITY_CEILING: on the shipped corpus (docs/benchmarks.md, "validate") a 0.9 design
+# trained as well as the full softmax while the fastest designs (~0.65, with 2-16-dimensional tails) trained 7-8%
+# worse, so more than 0.9 is never required. Below that, the floor is the capacity the paper's own design
+# (REFERENCE_DESIGN, clipped to the vocabulary, same projection rule) has on the user's distribution: a design that
+# trained to near-full-softmax perplexity on large vocabularies (Grave et al. 2017), so the plan is never less
+# expressive than the design a user would otherwise type in, only faster.
+CAPACITY_CEILING = 0.9
+REFERENCE_DESIGN = "paper/Lua"
+
+
+def default_min_capacity(counts: np.ndarray, hidden: int, div_value: float, min_proj: int | None,
+                         proj_dims: list[int] | None) -> tuple[float, str]:
+    """(floor, why): min(CAPACITY_CEILING, the capacity of REFERENCE_DESIGN on `counts` (by rank))."""
+    cut = [c for c in FOLKLORE[REFERENCE_DESIGN] if c < len(counts)]
+    if not cut or (proj_dims is not None and len(proj_dims) < len(cut)):
+        return CAPACITY_CEILING, f"{CAPACITY_CEILING} (no {REFERENCE_DESIGN} design fits this vocabulary)"
+    projs = proj_rule(hidden, len(cut), div_value, min_proj, proj_dims)
+    ref = capacity_of(cost.shares_of(counts, cut), hidden, projs)
+    if ref >= CAPACITY_CEILING:
+        return CAPACITY_CEILING, f"{CAPACITY_CEILING} ({REFERENCE_DESIGN} {cut} has {ref:.3f}: more is not needed)"
+    return ref, f"{ref:.3f}, the capacity of {REFERENCE_DESIGN} {cut} here (below {CAPACITY_CEILING})"
+
+
 def recommend(frontier: list[Design], tolerance: float, min_capacity: float = 0.0) -> Design:
     """The highest-capacity design within `tolerance` (relative) of the fastest one with at least `min_capacity`
     (the most capacious design if none reaches it)."""
@@ -320,7 +343,7 @@ def optimize(
     max_head: int | None = None,
     candidates: int = 256,
     tolerance: float = 0.02,
-    min_capacity: float = 0.9,
+    min_capacity: float | None = None,
     cutoffs: list[int] | None = None,
 ) -> Plan:
     """Recommend an adaptive-softmax design for a corpus, a device and a batch size.
@@ -338,9 +361,10 @@ def optimize(
         min_head, max_head: bounds on the head's shortlist size.
         candidates: size of the log-spaced cutoff grid (every rank when the vocabulary is smaller).
         tolerance: recommend the highest-capacity frontier design within this share of the fastest time.
-        min_capacity: only designs with at least this capacity are recommended (0.9 by default: on the shipped
+        min_capacity: only designs with at least this capacity are recommended. Default: the capacity of the
+            paper's [2000, 10000] design on this corpus, capped at 0.9 (see `default_min_capacity`; on the shipped
             corpus the fastest designs, near 0.65, trained to 7-8% worse held-out perplexity than the full softmax
-            in 300 steps, while 0.9 matched it; see docs/benchmarks.md, "validate").
+            in 300 steps, while 0.9 matched it: docs/benchmarks.md, "validate"). 0 gives the fastest design.
         cutoffs: evaluate this design instead of recommending one (the search still runs, for the comparison).
 
     Example:
@@ -360,8 +384,12 @@ def optimize(
         raise InputError(
             f"div_value={div_value}: must be a positive number (projections are hidden // div_value**(i+1))"
         )
-    if not (math.isfinite(min_capacity) and 0 <= min_capacity <= 1):
+    if min_capacity is None:
+        min_capacity, floor_reason = default_min_capacity(counts, hidden, div_value, min_proj, proj_dims)
+    elif not (math.isfinite(min_capacity) and 0 <= min_capacity <= 1):
         raise InputError(f"min_capacity={min_capacity}: must be a share in [0, 1], e.g. 0.9")
+    else:
+        floor_reason = f"{min_capacity} (given)"
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise InputError(f"tolerance={tolerance}: must be a share >= 0 of the fastest time, e.g. 0.02")
     found = search(
@@ -422,7 +450,8 @@ def optimize(
             "max_head": max_head,
             "candidates": candidates,
             "tolerance": tolerance,
-            "min_capacity": min_capacity,
+            "min_capacity": round(min_capacity, 6),
+            "min_capacity_rule": floor_reason,
             "cutoffs": list(cutoffs) if cutoffs is not None else None,
             "decode": decode,
         },

@@ -9,7 +9,7 @@ import click
 
 from ..artifacts import atomic_write_bytes, check_writable
 from ..errors import InputError, MismatchError
-from ..optimize import FOLKLORE, optimize, plan_png
+from ..optimize import FOLKLORE, capacity_of, optimize, plan_png
 from ..plan import Plan
 from ..profile import DTYPES, DeviceProfile, mismatch_warnings, profile_device
 from ..stats import CorpusStats
@@ -65,9 +65,9 @@ from ._common import echo_json, handle_errors, human_bytes, int_list
 @click.option(
     "--min-capacity",
     type=float,
-    default=0.9,
-    show_default=True,
-    help="Recommend only designs with at least this capacity (share-weighted width / d; 1 = full softmax).",
+    default=None,
+    help="Recommend only designs with at least this capacity (share-weighted width / d; 1 = full softmax). "
+    "[default: the capacity of the paper's [2000, 10000] on this corpus, at most 0.9]",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="plan.json", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the frontier/breakdown PNG.")
@@ -91,7 +91,7 @@ def optimize_cmd(
     cutoffs: list[int] | None,
     candidates: int,
     tolerance: float,
-    min_capacity: float,
+    min_capacity: float | None,
     output: str,
     plot: str | None,
     as_json: bool,
@@ -164,6 +164,9 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
         f"({p['speedup']:.2f}x), memory {human_bytes(p['plan']['memory_bytes'])} vs "
         f"{human_bytes(full['memory_bytes'])}" + (" [extrapolated]" if p["plan"]["extrapolated"] else "")
     )
+    if not plan.provenance["options"].get("cutoffs"):
+        cap = capacity_of(plan.cluster_shares, plan.hidden, plan.proj_dims)
+        click.echo(f"  capacity {cap:.3f}; floor (--min-capacity): {plan.provenance['options']['min_capacity_rule']}")
     click.echo(f"  {'cluster':<8} {'ranks':>19} {'share':>8} {'dim':>5} {'ms':>9}")
     edges = [0, *plan.cutoffs, plan.vocab_size]
     for i, c in enumerate(p["plan"]["clusters"]):
