@@ -85,6 +85,21 @@ def test_documents_are_never_cut_by_a_range(scheduler, tmp_path, corpus_slice, t
     assert local.n_sequences == len(docs)
 
 
+@pytest.mark.parametrize("tokenizer", ["bpe", "word"])
+def test_lines_longer_than_max_chars_equal_local(scheduler, tmp_path, corpus_slice, tokenizer_files, tokenizer):
+    """Lines over 1 Mi characters are cut at spaces; for tokenizers whose counts do not depend on where (the chunk
+    path, bytes, words), ranges that start inside such a line or cut the 1 Mi-character blocks elsewhere still give
+    the local engine's counts."""
+    words = corpus_slice.read_text().split()
+    long_line = " ".join(words * 3)  # ~0.9 M characters per copy of the words
+    path = tmp_path / "long.txt"
+    path.write_text("short line\n" * 50 + long_line * 2 + "\n" + "another\n" * 50 + long_line * 3 + "\nend\n")
+    tok = "word" if tokenizer == "word" else str(tokenizer_files[tokenizer])
+    local, dask, _, _ = both([str(path)], tok, scheduler, partition_bytes=700_000)
+    assert_same(local, dask)
+    assert local.n_sequences == 50 + 1 + 50 + 1 + 1
+
+
 def test_word_vocabulary_is_pruned_after_the_merge(scheduler, tmp_path, corpus_slice):
     """A word under --min-count in every part but over it in the whole corpus is kept (pruned on global counts)."""
     parts = [tmp_path / f"p{i}.txt" for i in range(3)]

@@ -62,11 +62,15 @@ def count(paths: list[str], dataset: str | None, spec: counting.TokenizerSpec, o
         parts = plan(paths, dataset, options, partition_bytes or _part_bytes(paths, threads))
         _check_workers(client, parts)
         log.info("counting %d parts on %d worker threads", len(parts), threads)
+        job = f"vocabopt-{os.urandom(6).hex()}"
         spec_future = client.scatter(spec, broadcast=True, hash=False)  # once per worker, not once per task
-        futures = [client.submit(_count_part, part, spec_future, options, add_special_tokens, force_path,
-                                 TASK_DELAY_S, pure=False, key=f"vocabopt-part-{k}-{os.urandom(4).hex()}")
-                   for k, part in enumerate(parts)]
-        return _tree_sum(client, futures, [p.size for p in parts], progress)
+        futures = [client.submit(_count_part, job, part, spec_future, options, add_special_tokens, force_path,
+                                 TASK_DELAY_S, key=f"{job}-part-{k}") for k, part in enumerate(parts)]
+        try:
+            return _tree_sum(client, futures, [p.size for p in parts], progress)
+        finally:
+            with contextlib.suppress(Exception):  # a worker that died has nothing left to drop
+                client.run(_release, job)
 
 
 # --- the cluster ----------------------------------------------------------------------------------------------------
@@ -208,23 +212,28 @@ def _dataset_shards(path: str, options: sources.SourceOptions) -> list[str] | No
 
 # --- tasks (run on the workers) -------------------------------------------------------------------------------------
 
-_LOCAL = threading.local()  # per worker thread: counters built, keyed by what they count with
+_COUNTERS: dict[tuple[str, int], Any] = {}  # (job, thread) -> counter, on each worker; `_release` drops a job's
 
 
-def _counter(spec: counting.TokenizerSpec, add_special_tokens: bool, force_path: str | None) -> Any:
-    """A counter for this thread, built once per tokenizer (its cache of distinct chunks is not thread-safe)."""
-    cache = _LOCAL.__dict__.setdefault("counters", {})
-    key = (spec.sha256, add_special_tokens, force_path)
-    if key not in cache:
-        cache.clear()  # one tokenizer at a time is enough; do not let a long-lived worker pile them up
-        cache[key] = counting.make_counter(spec, add_special_tokens, force_path)
-    return cache[key]
+def _counter(job: str, spec: counting.TokenizerSpec, add_special_tokens: bool, force_path: str | None) -> Any:
+    """This job's counter for this thread, built once (a counter's cache of distinct chunks is not thread-safe, and
+    it may hold hundreds of MB: it lives only as long as the job)."""
+    key = (job, threading.get_ident())
+    if key not in _COUNTERS:
+        _COUNTERS[key] = counting.make_counter(spec, add_special_tokens, force_path)
+    return _COUNTERS[key]
 
 
-def _count_part(part: Part, spec: counting.TokenizerSpec, options: sources.SourceOptions, add_special_tokens: bool,
-                force_path: str | None, delay: float = 0.0) -> Tally:
+def _release(job: str) -> None:
+    """Drop a finished job's counters (run on every worker by the client)."""
+    for key in [k for k in _COUNTERS if k[0] == job]:
+        _COUNTERS.pop(key, None)
+
+
+def _count_part(job: str, part: Part, spec: counting.TokenizerSpec, options: sources.SourceOptions,
+                add_special_tokens: bool, force_path: str | None, delay: float = 0.0) -> Tally:
     """Read one part where it lives and count it (a task)."""
-    counter = _counter(spec, add_special_tokens, force_path)
+    counter = _counter(job, spec, add_special_tokens, force_path)
     if part.dataset:
         reader = sources.Reader([], options, dataset=part.path)
     else:
