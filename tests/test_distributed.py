@@ -150,6 +150,22 @@ def test_dataset_shards_equal_local(scheduler, tmp_path, corpus_slice, tokenizer
     assert_same(local, dask)
 
 
+def test_fsspec_urls_equal_local(scheduler, tmp_path, corpus_slice, tokenizer_files):
+    """Sources given as fsspec URLs (file:// here; s3://, gs://, ... alike) are listed, split and read through
+    fsspec, by both engines."""
+    text = corpus_slice.read_text()
+    cut = text.rfind("\n", 0, 150_000) + 1  # at a line end: the two files hold the slice's lines
+    (tmp_path / "a.txt").write_text(text[:cut])
+    with gzip.open(tmp_path / "b.txt.gz", "wt") as f:
+        f.write(text[cut:])
+    urls = [f"file://{tmp_path}/*.txt", f"file://{tmp_path}/b.txt.gz"]
+    assert sources.resolve(urls) == [f"file://{tmp_path}/a.txt", f"file://{tmp_path}/b.txt.gz"]
+    local, dask, _, _ = both(urls, str(tokenizer_files["bpe"]), scheduler, partition_bytes=40_000)
+    assert_same(local, dask)
+    plain = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
+    assert np.array_equal(plain.counts, dask.counts) and plain.n_sequences == dask.n_sequences
+
+
 def test_a_worker_killed_mid_run_still_gives_the_exact_result(scheduler, corpus_slice, tokenizer_files,
                                                              monkeypatch):
     """SIGKILL one of the two workers as soon as the first part is counted, while most parts are still pending
@@ -210,7 +226,7 @@ def test_ranges_of_a_file_read_what_the_whole_file_reads(tmp_path_factory, fragm
             got += _items(reader)
             replaced += reader.infos[0].replaced_bytes
             with open(path, "rb") as f:
-                p0, p1 = sources.range_bounds(f, a, b, document)
+                p0, p1 = sources.range_bounds(f, len(data), a, b, document)
             assert (p0, p1) == (_brute_boundary(data, a, document), _brute_boundary(data, b, document))
     finally:
         sources._SCAN = old
@@ -236,7 +252,9 @@ def test_byte_range_is_for_plain_text_only(tmp_path):
 
 
 def test_cli_dask_engine_local_cluster_and_scheduler(tmp_path, corpus_slice, tokenizer_files, scheduler):
+    """Also: the run's own LocalCluster leaves this process's environment as it was (no OMP_NUM_THREADS=1)."""
     runner = CliRunner()
+    environ = dict(os.environ)
     local = tmp_path / "local.json"
     assert runner.invoke(main, ["analyze", str(corpus_slice), "-t", "word", "-o", str(local), "-q"]).exit_code == 0
     for extra in (["--workers", "2"], ["--scheduler", scheduler]):
@@ -246,6 +264,7 @@ def test_cli_dask_engine_local_cluster_and_scheduler(tmp_path, corpus_slice, tok
         assert r.exit_code == 0, r.output
         assert "tokens" in r.output
         assert_same(CorpusStats.load(local), CorpusStats.load(out))
+        assert dict(os.environ) == environ
 
 
 def _one_line_error(r) -> str:
@@ -265,6 +284,16 @@ def test_cli_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path, corp
     line = _one_line_error(r)
     assert "tcp://127.0.0.1:9" in line and "dask scheduler" in line
     assert not out.exists()
+
+
+def test_a_scheduler_without_workers_is_named(corpus_slice):
+    import dask
+
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0",
+                                  silence_logs=logging.ERROR) as empty, \
+            dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(ClusterError, match="has no workers; start some with `dask worker "):
+            analyze([str(corpus_slice)], "bytes", engine="dask", scheduler=empty.scheduler_address)
 
 
 @pytest.mark.parametrize("args, needle", [

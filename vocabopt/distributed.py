@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -92,10 +93,12 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     if scheduler is None:
         n = workers or os.cpu_count() or 1
         # One single-threaded process per core, like the local engine; RAYON_NUM_THREADS=1: no nested thread pools.
-        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                      silence_logs=logging.ERROR, env={"RAYON_NUM_THREADS": "1"}) as cluster, \
-                distributed.Client(cluster, set_as_default=False) as client:
-            yield client
+        with _environ_kept(), contextlib.ExitStack() as stack:
+            with _sigint_ignored():
+                cluster = stack.enter_context(distributed.LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                    silence_logs=logging.ERROR, env={"RAYON_NUM_THREADS": "1"}))
+            yield stack.enter_context(distributed.Client(cluster, set_as_default=False))
         return
     try:
         client = distributed.Client(scheduler, set_as_default=False)
@@ -114,6 +117,37 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         yield client
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while a LocalCluster starts its processes: they inherit "ignored" (through fork and exec, and
+    Python then leaves it so), so a Ctrl-C, which reaches the whole process group, stops only this process, which
+    closes the cluster, instead of printing a traceback from every worker. (Blocking it is not enough: Dask starts
+    the processes from its own threads.) A Ctrl-C during the start-up itself (under a second) is lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def _environ_kept() -> Iterator[None]:
+    """Give this process its environment back after a LocalCluster: its nannies set OMP_NUM_THREADS=1 and the like
+    here for their workers, and a notebook that trains next would run torch on one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
 def _connect_timeout() -> str:
     import dask
 
@@ -130,7 +164,7 @@ def _check_workers(client: Any, parts: list[Part]) -> None:
     """Fail early, with the fix, when a worker cannot import vocabopt or cannot read a source."""
     from . import __version__
 
-    paths = sorted({p.path for p in parts})
+    paths = sorted({p.path for p in parts if not sources.is_url(p.path)})  # URLs: a task's error names them
     answers = client.run(_worker_probe(paths))
     for worker, (version, unreadable) in sorted(answers.items()):
         if version is None:
@@ -167,7 +201,7 @@ def _worker_probe(paths: list[str]) -> Callable[[], tuple[str | None, list[str]]
 
 
 def _part_bytes(paths: list[str], threads: int) -> int:
-    total = sum(os.path.getsize(p) for p in paths)
+    total = sum(sources.size_of(p) for p in paths)
     return int(min(MAX_PART_BYTES, max(MIN_PART_BYTES, total // max(PARTS_PER_THREAD * threads, 1))))
 
 
@@ -176,7 +210,7 @@ def plan(paths: list[str], dataset: str | None, options: sources.SourceOptions, 
     a dataset's arrow shards (or the whole dataset as one part when it is not a plain `save_to_disk` folder)."""
     parts = []
     for i, path in enumerate(paths):
-        size = os.path.getsize(path)
+        size = sources.size_of(path)
         if sources._kind(path) == ("text", None) and size > part_bytes:
             n = -(-size // part_bytes)
             cuts = [size * k // n for k in range(n + 1)]

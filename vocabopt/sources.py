@@ -1,6 +1,7 @@
 """Corpus sources for the analyzer: turn paths into a stream of text sequences, never the whole corpus in memory.
 
-Inputs: files, directories, globs, `-` (stdin); plain text and .gz/.bz2/.xz; JSON lines (`field`, dotted paths);
+Inputs: files, directories, globs, `-` (stdin), fsspec URLs (s3://, gs://, hdfs://, file://, ... with the
+filesystem's package installed); plain text and .gz/.bz2/.xz; JSON lines (`field`, dotted paths);
 parquet and arrow files; a `datasets` dataset saved with `save_to_disk`, or local files read by
 `datasets.load_dataset(..., streaming=True)`.
 Outputs: `Sequence` items (text, source index, whether it continues the previous piece of one long sequence) and
@@ -74,12 +75,64 @@ class SourceOptions:
 # --- resolving the user's source arguments ------------------------------------------------------------------------
 
 
+def is_url(path: str) -> bool:
+    """An fsspec URL (protocol://...), read through fsspec rather than the local filesystem."""
+    return "://" in path
+
+
+def _url_fs(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) of a URL."""
+    try:
+        import fsspec
+    except ImportError:
+        raise InputError(f"{url}: URLs are read with fsspec; pip install fsspec (and the filesystem's package, "
+                         "e.g. s3fs, gcsfs)") from None
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise InputError(f"{url}: cannot open this URL ({e}); install the package fsspec names for its protocol "
+                         "or pass a local path") from None
+
+
+def _resolve_url(url: str) -> list[str]:
+    fs, root = _url_fs(url)
+    try:
+        if any(ch in root for ch in "*?["):
+            files = [f for f in fs.glob(root) if fs.isfile(f)]
+            if not files:
+                raise InputError(f"{url}: glob matches no files; check the pattern")
+        elif fs.isdir(root):
+            files = [f for f in fs.find(root) if _is_corpus_file(Path(f))]
+            if not files:
+                raise InputError(f"{url}: directory holds no text, JSON-lines, parquet or arrow files; "
+                                 "pass the files themselves")
+        elif fs.exists(root):
+            files = [root]
+        else:
+            raise InputError(f"{url}: no such file or directory; check the URL")
+    except OSError as e:
+        raise InputError(f"{url}: cannot list ({e}); check the URL and your credentials") from None
+    return sorted(fs.unstrip_protocol(f) for f in files)
+
+
+def size_of(path: str) -> int:
+    """Bytes on disk of a source file (local path or URL)."""
+    if is_url(path):
+        fs, root = _url_fs(path)
+        return int(fs.size(root))
+    return os.path.getsize(path)
+
+
 def resolve(sources: list[str]) -> list[str]:
-    """Expand directories and globs into a sorted list of files; keep `-` for stdin. Raise InputError if empty."""
+    """Expand directories and globs (local or fsspec URLs) into a sorted list of files; keep `-` for stdin. Raise
+    InputError if empty."""
     out: list[str] = []
     for s in sources:
         if s == "-":
             out.append(s)
+            continue
+        if is_url(s):
+            out.extend(_resolve_url(s))
             continue
         p = Path(s)
         if p.is_dir():
@@ -134,7 +187,7 @@ def total_size(paths: list[str]) -> int | None:
     """Bytes on disk of all sources (None if any is stdin): the denominator of the progress bar."""
     if "-" in paths:
         return None
-    return sum(os.path.getsize(p) for p in paths)
+    return sum(size_of(p) for p in paths)
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -203,7 +256,7 @@ class Reader:
             if self.byte_range is not None:
                 self._done_bytes += self.byte_range[1] - self.byte_range[0]
             elif path != "-":
-                self._done_bytes += os.path.getsize(path)
+                self._done_bytes += size_of(path)
             self._current = lambda: 0
             if self.infos[i].sequences == 0:
                 self.on_warning(f"{path}: no text (empty source)")
@@ -335,7 +388,7 @@ class Reader:
             base.close()
 
     def _records(self, i: int, path: str, texts: Iterator[tuple[str, int, float]]) -> Iterator[Sequence]:
-        size = os.path.getsize(path)
+        size = size_of(path)
         for value, _row, frac in texts:
             if self._limit_reached():
                 return
@@ -364,11 +417,14 @@ class _Stdin:
 
 def _open_file(path: str) -> BinaryIO:
     try:
+        if is_url(path):
+            fs, root = _url_fs(path)
+            return fs.open(root, "rb")
         return open(path, "rb")
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory; pass the files in it or the directory itself") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot open ({e.strerror}); check the path and permissions") from None
+        raise InputError(f"{path}: cannot open ({e.strerror or e}); check the path and permissions") from None
 
 
 def _open_binary(path: str, compression: str | None) -> tuple[BinaryIO, Any]:
@@ -400,16 +456,16 @@ def _open_binary(path: str, compression: str | None) -> tuple[BinaryIO, Any]:
 _SCAN = 1 << 20  # bytes read at once while looking for a range's boundary
 
 
-def range_bounds(f: BinaryIO, start: int, end: int, document: bool = False) -> tuple[int, int]:
+def range_bounds(f: BinaryIO, size: int, start: int, end: int, document: bool = False) -> tuple[int, int]:
     """The bytes [p0, p1) that the range [start, end) of a file owns: the lines that start inside it (a line starts
     at byte 0 and after each "\\n"); with `document`, only the starts that follow an empty line count, so no
-    blank-line-separated document is cut. Adjacent ranges own adjacent bytes, and together the whole file."""
-    return _boundary(f, start, document), _boundary(f, end, document)
+    blank-line-separated document is cut. Adjacent ranges own adjacent bytes, and together the whole file.
+    `f` is the open file (seekable), `size` its size in bytes."""
+    return _boundary(f, size, start, document), _boundary(f, size, end, document)
 
 
-def _boundary(f: BinaryIO, pos: int, document: bool) -> int:
+def _boundary(f: BinaryIO, size: int, pos: int, document: bool) -> int:
     """The first line start at or after `pos` (following an empty line if `document`); the file size if none."""
-    size = os.fstat(f.fileno()).st_size
     if pos <= 0 or pos >= size:
         return min(max(pos, 0), size)
     marks = (b"\n\n", b"\n\r\n") if document else (b"\n",)
@@ -464,7 +520,7 @@ def _open_range(path: str, start: int, end: int, document: bool) -> tuple[Binary
     if b"\0" in f.read(BINARY_SNIFF):
         f.close()
         raise InputError(f"{path}: looks binary (contains NUL bytes); pass text, JSON lines, parquet or arrow")
-    p0, p1 = range_bounds(f, start, end, document)
+    p0, p1 = range_bounds(f, size_of(path), start, end, document)
     part = _Slice(f, p0, p1)
     return io.BufferedReader(part), part
 
@@ -599,7 +655,9 @@ def _parquet_texts(path: str, field: str) -> Iterator[tuple[str, int, float]]:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(_open_file(path) if is_url(path) else path)
+    except InputError:
+        raise
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise InputError(f"{path}: not a valid parquet file ({e})") from None
     top = field.partition(".")[0]
@@ -612,14 +670,14 @@ def _parquet_texts(path: str, field: str) -> Iterator[tuple[str, int, float]]:
 def _arrow_texts(path: str, field: str) -> Iterator[tuple[str, int, float]]:
     import pyarrow as pa
 
-    source = pa.memory_map(path)
+    source = _open_file(path) if is_url(path) else pa.memory_map(path)
     try:
         reader = pa.ipc.open_file(source)
         batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
     except pa.ArrowInvalid:
         try:  # `datasets` writes the streaming format
-            source = pa.memory_map(path)
+            source = _open_file(path) if is_url(path) else pa.memory_map(path)
             reader = pa.ipc.open_stream(source)
             batches, rows = iter(reader), 0
         except pa.ArrowInvalid as e:
