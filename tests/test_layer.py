@@ -1,5 +1,7 @@
 """The adaptive-softmax layer against references: torch's ALSWL, F.cross_entropy, gradcheck, full log_prob."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -31,9 +33,10 @@ def paired(plan, path="exact", **kw):
     return load_alswl(build_layer(plan, path=path, **kw), alswl), alswl
 
 
+@pytest.mark.parametrize("chunk_above", [1 << 22, 0])  # tails keep their log-probs / run chunked
 @pytest.mark.parametrize("path", ["exact", "static"])
-def test_parity_with_alswl(plan, path):
-    layer, alswl = paired(plan, path)
+def test_parity_with_alswl(plan, path, chunk_above):
+    layer, alswl = paired(plan, path, chunk_above=chunk_above, tail_chunk=16)
     x = torch.randn(257, D)
     ranks, ids = zipf_ids(layer, 257)
     ref = alswl(x, ranks)
@@ -81,8 +84,8 @@ def test_gradcheck_float64(plan):
     small = Plan.from_cutoffs(
         np.array([9, 7, 5, 4, 3, 2, 2, 1, 1, 1]), hidden=4, cutoffs=[3, 6], proj_dims=[3, 2]
     )
-    for path in ("exact", "static"):
-        layer = build_layer(small, path=path, tail_chunk=2).double()
+    for path, chunk_above in (("exact", 0), ("static", 0), ("exact", 1 << 22), ("static", 1 << 22)):
+        layer = build_layer(small, path=path, tail_chunk=2, chunk_above=chunk_above).double()
         x = torch.randn(12, 4, dtype=torch.float64, requires_grad=True)
         ids = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, -100, 9])
         params = [
@@ -92,10 +95,48 @@ def test_gradcheck_float64(plan):
             layer.out[1].weight,
             layer.out[1].bias,
         ]
+
         def loss(x, *ps, layer=layer, ids=ids):  # bound now: the loop rebinds layer and ids
             return layer(x, ids, reduction="none")
 
         assert torch.autograd.gradcheck(loss, (x, *params))
+
+
+def test_scratch_reused_across_steps_and_safe_when_graphs_overlap(plan):
+    """The CPU loss scratch is handed out again only when no graph still holds it."""
+    layer = build_layer(plan, path="exact")
+    layer._scratch.min_bytes = 0  # the toy layer's buffers are small: pool them anyway
+    ref = build_layer(plan, path="exact", reuse_buffers=False)
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(3, 64, D)
+    _, ids = zipf_ids(layer, 192)
+    ids = ids.reshape(3, 64)
+
+    def grads(mod, steps):
+        mod.zero_grad(set_to_none=True)
+        losses = [mod(x[i], ids[i]) for i in steps]  # every forward before any backward: graphs overlap
+        sum(losses).backward()
+        return [p.grad.clone() for p in mod.parameters()]
+
+    for steps in ([0], [0, 1, 2], [2]):
+        for a, b in zip(grads(layer, steps), grads(ref, steps), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    ptrs = set()
+    for _ in range(3):
+        layer(x[0], ids[0]).backward()
+        ptrs |= {b.data_ptr() for b, _ in layer._scratch.bases}
+    assert len(ptrs) <= layer._scratch.slots  # later steps reuse the pooled buffers
+    layer.zero_grad(set_to_none=True)
+    loss = layer(x[1], ids[1])
+    loss.backward(retain_graph=True)
+    first = layer.head.weight.grad.clone()
+    layer(x[2], ids[2]).backward()  # may not take the retained graph's buffers
+    layer.head.weight.grad = None
+    loss.backward()
+    torch.testing.assert_close(layer.head.weight.grad, first)
+    copy.deepcopy(layer)(x[0], ids[0])  # copies start with an empty pool
+    layer.release_scratch()
+    assert not layer._scratch.bases
 
 
 def test_every_parameter_gets_a_gradient_even_with_empty_clusters(plan):

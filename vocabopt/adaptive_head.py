@@ -28,6 +28,7 @@ gradient every step: DDP works without find_unused_parameters.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,9 @@ class AdaptiveHeadConfig:
     unigram_init: bool = True  # initialise biases to log unigram frequencies (needs counts)
     tie_input: bool = False  # also build an adaptive input embedding sharing these weights (`embed`)
     path: str = "auto"  # training forward: "auto" | "exact" | "static" (see the module docstring)
-    tail_chunk: int = 2048  # classes per chunk of the fused tail loss (memory and cache locality)
+    tail_chunk: int = 2048  # classes per chunk of a chunked tail loss (memory and cache locality)
+    chunk_above: int = 1 << 22  # a tail whose (rows x classes) logits exceed this runs chunked (see _LinearNLL)
+    reuse_buffers: bool = True  # CPU: keep the (N, head) loss scratch between steps (see _Scratch)
     capacity_factor: float = 2.0  # static path: rows per tail = factor * expected + 8 sigma + 16
     ignore_index: int = -100
     reduction: str = "mean"  # default reduction: "mean" | "sum" | "none"
@@ -77,15 +80,81 @@ class AdaptiveHeadConfig:
                 raise InvalidInput(f"{name}={value!r} is not one of {allowed}")
         if not 0.0 <= self.dropout < 1.0 or self.capacity_factor < 1.0 or self.tail_chunk < 1:
             raise InvalidInput(
-                f"need 0 <= dropout < 1 and capacity_factor >= 1, got {self.dropout}, {self.capacity_factor}"
+                f"need 0 <= dropout < 1, capacity_factor >= 1 and tail_chunk >= 1, got {self.dropout}, "
+                f"{self.capacity_factor}, {self.tail_chunk}"
             )
+        if self.chunk_above < 0:
+            raise InvalidInput(f"chunk_above must be >= 0 (logit elements), got {self.chunk_above}")
+
+
+_use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; without it nothing is reused
+
+
+class _Scratch:
+    """Reusable CPU scratch for the (n, C) log-probs and softmax of the kept-logits loss (`_LinearNLL`, chunk=0).
+
+    On CPU a fresh tensor over 32 MiB comes straight from the OS and costs a page fault per 4 KiB: ~40 ms for
+    each (2048, 20000) fp32 tensor, two per step. A pooled buffer is handed out again only when no tensor uses
+    its memory any more (its storage's use count is back to what it was when only the pool held it), so
+    retain_graph, several forwards before one backward, and gradcheck stay exact; they just get fresh memory.
+    """
+
+    def __init__(self, slots: int = 4, min_bytes: int = 1 << 20):
+        self.slots, self.min_bytes = slots, min_bytes
+        self.bases: list[tuple[torch.Tensor, int]] = []  # (1-D buffer, its storage use count when unused)
+        self.lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        n = math.prod(shape)
+        if device.type != "cpu" or _use_count is None or n * dtype.itemsize < self.min_bytes:
+            return torch.empty(shape, dtype=dtype, device=device)
+        with self.lock:  # the check and the view that marks a buffer used must not interleave across threads
+            free = [
+                i
+                for i, (b, unused) in enumerate(self.bases)
+                if b.dtype == dtype and _use_count(b.untyped_storage()._cdata) == unused
+            ]
+            fits = [i for i in free if self.bases[i][0].numel() >= n]
+            if fits:
+                base = min((self.bases[i][0] for i in fits), key=torch.Tensor.numel)
+            else:
+                base = torch.empty(n + n // 8, dtype=dtype)  # headroom: a tail's row count varies step to step
+                if free:  # replace the smallest free buffer (too small for this request)
+                    del self.bases[min(free, key=lambda i: self.bases[i][0].numel())]
+                if len(self.bases) < self.slots:
+                    self.bases.append((base, _use_count(base.untyped_storage()._cdata)))
+            return base[:n].view(shape)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.bases = []
+
+    def __reduce__(self):  # copies and pickles of the layer start with an empty pool (a lock cannot be copied)
+        return (_Scratch, (self.slots, self.min_bytes))
+
+
+def _log_softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the last dim, written over `logits` on CPU (a fresh (n, C) buffer costs a page fault per
+    4 KiB there: ~35 ms for a 2048 x 20000 head). Elsewhere, and under torch.compile, out of place."""
+    if logits.device.type == "cpu" and not _is_compiling():
+        return torch.log_softmax(logits, -1, out=logits)  # CPU kernel: row max and sum first, then x - lse
+    return torch.log_softmax(logits, -1)
+
+
+def _softmax_minus_onehot(
+    logp: torch.Tensor, target: torch.Tensor, scratch: _Scratch | None = None
+) -> torch.Tensor:
+    """(n, C) softmax - onehot(target) from saved log-probs: the gradient of the NLL for an upstream grad of 1."""
+    s = logp.exp() if scratch is None else torch.exp(logp, out=scratch.empty(logp.shape, logp.dtype, logp.device))
+    return s.scatter_add_(1, target[:, None], s.new_full((s.shape[0], 1), -1.0))
 
 
 class _NLL(torch.autograd.Function):
     """Per-row -log_softmax(logits)[target], accumulated in fp32, with a fused backward (softmax - onehot).
 
     Cheaper than log_softmax + gather (or F.cross_entropy): no zero-filled (N, V) gradient, no log_softmax
-    backward kernel; the saved log-softmax is turned into the gradient with one exp.
+    backward kernel; the saved log-softmax is turned into the gradient with one exp. The layer runs the same
+    steps inside `_LinearNLL` (chunk=0); vocabopt's device profile times this function.
     """
 
     @staticmethod
@@ -99,27 +168,46 @@ class _NLL(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         logp, target = ctx.saved_tensors
-        g = grad[:, None].to(logp.dtype)  # (n, 1)
-        out = logp.exp().mul_(g)  # softmax * g, (n, C)
-        out.scatter_add_(1, target[:, None], -g)
+        out = _softmax_minus_onehot(logp, target).mul_(grad[:, None].to(logp.dtype))  # (n, C)
         return out.to(ctx.in_dtype), None
 
 
 class _LinearNLL(torch.autograd.Function):
-    """Per-row NLL of `x @ weight.T + bias` computed over column chunks: the (n, C) logits are never stored.
+    """Per-row NLL of `x @ weight.T + bias`: the head's and each tail's loss, with its own backward.
 
-    Forward keeps a running logsumexp per row; backward recomputes each chunk's logits and turns them into
-    softmax - onehot in place, so everything a chunk touches stays in cache. A tail of a few hundred rows and tens
-    of thousands of classes is memory-bound; this is ~2x faster there on CPU and saves (n, C) activations.
-    Matmuls run in the autocast dtype when autocast is on; logsumexp and gradients accumulate in >= fp32.
+    chunk = 0 (the head, and tails whose logits fit in cache): one matmul, bias and log_softmax in place, the
+    (n, C) log-probs kept for backward. Backward turns them into softmax - onehot with one exp and applies the
+    upstream grad g on the narrow side: dx = (S @ W) * g, dW = S.T @ (x * g), db = S.T @ g, so no pass over the
+    (n, C) tensor scales it.
+    chunk > 0 (large, memory-bound tails): the logits are never stored. Forward runs over column chunks with a
+    running logsumexp; backward recomputes each chunk and turns it into softmax - onehot in place, so everything a
+    chunk touches stays in cache (one extra matmul, cheap when the projection is narrow; ~2x faster for a tail of
+    hundreds of rows and tens of thousands of classes on CPU, and no (n, C) activations).
+    Matmuls run in the autocast dtype when autocast is on; log-softmax, logsumexp and gradients accumulate in
+    >= fp32.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, target, chunk):
+    def forward(ctx, x, weight, bias, target, chunk, scratch=None):
         dt = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        acc = torch.promote_types(dt, torch.float32)
+        ctx.chunk, ctx.dt, ctx.scratch = chunk, dt, scratch
         with torch.autocast(x.device.type, enabled=False):
             xc, wc = x.to(dt), weight.to(dt)
-            acc = torch.promote_types(dt, torch.float32)
+            if chunk == 0:
+                shape = (x.shape[0], weight.shape[0])
+                lg = torch.empty(shape, dtype=acc, device=x.device) if scratch is None else scratch.empty(
+                    shape, acc, x.device
+                )  # (n, C) logits, then log-probs, in place
+                if dt == acc:
+                    torch.mm(xc, wc.t(), out=lg)
+                else:
+                    lg.copy_(xc @ wc.t())
+                if bias is not None:
+                    lg += bias  # in place: addmm would first copy the broadcast bias over the whole output
+                logp = _log_softmax_(lg)
+                ctx.save_for_backward(x, weight, bias, target, logp)
+                return -logp.gather(1, target[:, None]).squeeze(1)
             n, C = x.shape[0], weight.shape[0]
             lse = x.new_full((n,), -math.inf, dtype=acc)
             picked = x.new_zeros(n, dtype=acc)
@@ -134,11 +222,12 @@ class _LinearNLL(torch.autograd.Function):
                     inside, lg.gather(1, (target - c0).clamp(0, c1 - c0 - 1)[:, None]).squeeze(1), 0.0
                 )
         ctx.save_for_backward(x, weight, bias, target, lse)
-        ctx.chunk, ctx.dt = chunk, dt
         return lse - picked
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.chunk == 0:
+            return _LinearNLL._backward_kept(ctx, g)
         x, weight, bias, target, lse = ctx.saved_tensors
         chunk, dt = ctx.chunk, ctx.dt
         xc, wc = x.to(dt), weight.to(dt)
@@ -162,11 +251,20 @@ class _LinearNLL(torch.autograd.Function):
             gx += (sd @ wc[c0:c1]).to(lse.dtype)
             if gb is not None:
                 gb[c0:c1] = s.sum(0)
-        return gx.to(x.dtype), gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype), None, None
+        return gx.to(x.dtype), gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype), None, None, None
 
-
-def _nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return _NLL.apply(logits, target)
+    @staticmethod
+    def _backward_kept(ctx, g):
+        x, weight, bias, target, logp = ctx.saved_tensors
+        dt = ctx.dt
+        with torch.autocast(x.device.type, enabled=False):
+            g = g.to(logp.dtype)
+            s = _softmax_minus_onehot(logp, target, ctx.scratch)  # (n, C), without g
+            sd = s.to(dt)
+            gx = (sd @ weight.to(dt)).to(logp.dtype).mul_(g[:, None])  # (n, d)
+            gw = sd.t() @ (x.to(logp.dtype) * g[:, None]).to(dt)  # (C, d)
+            gb = None if bias is None else s.t() @ g  # (C,)
+        return gx.to(x.dtype), gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype), None, None, None
 
 
 class AdaptiveSoftmax(nn.Module):
@@ -205,6 +303,7 @@ class AdaptiveSoftmax(nn.Module):
             for p, lo, hi in zip(cfg.proj_dims, self.edges[1:-1], self.edges[2:], strict=True)
         )
         self.drop = nn.Dropout(cfg.dropout)
+        self._scratch = _Scratch()  # CPU loss scratch reused across steps (config.reuse_buffers)
         self._targets_checked = False
         self.last_tail_evals = {"evaluated": 0, "skipped": 0}  # of the last topk / predict / sample call
         if cfg.unigram_init and counts is not None:
@@ -297,7 +396,7 @@ class AdaptiveSoftmax(nn.Module):
         rank = self.rank_of[torch.where(valid, t, 0).clamp(0, self.config.vocab_size - 1)]  # (N,)
         cluster = torch.bucketize(rank, self.boundaries, right=True)  # (N,) 0 = head, i = tail i
         head_target = torch.where(cluster == 0, rank, self.shortlist - 1 + cluster)  # (N,)
-        nll = _nll(self.head(x), head_target)  # (N,) fp32
+        nll = _LinearNLL.apply(x, self.head.weight, self.head.bias, head_target, 0, self._scratch_or_none())  # (N,)
         cluster = torch.where(valid, cluster, 0)  # ignored tokens never reach a tail
         if self._use_static(x):
             tail, kept = self._tails_static(x, rank, cluster)
@@ -316,7 +415,17 @@ class AdaptiveSoftmax(nn.Module):
     def _tail_nll(self, i: int, x: torch.Tensor, rel_target: torch.Tensor) -> torch.Tensor:
         z = self.drop(self.proj[i](x))  # (n, p_i)
         out = self.out[i]
-        return _LinearNLL.apply(z, out.weight, out.bias, rel_target, self.config.tail_chunk)  # (n,)
+        # Logits that fit in cache are kept (faster); larger ones are chunked and recomputed in backward.
+        big = x.shape[0] * out.weight.shape[0] > self.config.chunk_above
+        chunk = self.config.tail_chunk if big else 0
+        return _LinearNLL.apply(z, out.weight, out.bias, rel_target, chunk, self._scratch_or_none())  # (n,)
+
+    def _scratch_or_none(self) -> _Scratch | None:
+        return self._scratch if self.config.reuse_buffers and not _is_compiling() else None
+
+    def release_scratch(self) -> None:
+        """Free the CPU loss scratch kept between steps (it is rebuilt on the next training forward)."""
+        self._scratch.clear()
 
     def _tail_logits(self, i: int, z: torch.Tensor) -> torch.Tensor:
         """(n, p_i) -> (n, size_i). The bias is added in place: on CPU, addmm would first copy the broadcast
