@@ -32,9 +32,11 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def scheduler():
-    """One 2-worker cluster (processes, 1 thread each) for the whole module: starting one costs ~1 s."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  silence_logs=logging.ERROR, env={"RAYON_NUM_THREADS": "1"}) as cluster:
+    """One 2-worker cluster (processes, 1 thread each) for the whole module: starting one costs ~1 s. (Its nannies
+    set OMP_NUM_THREADS=1 and the like in this process; later tests get the environment back.)"""
+    with vd._environ_kept(), distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR,
+            env={"RAYON_NUM_THREADS": "1"}) as cluster:
         yield cluster.scheduler_address
 
 

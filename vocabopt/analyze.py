@@ -122,7 +122,7 @@ def analyze(
     """Count the tokens of a corpus exactly, with the tokenizer's own ids.
 
     Args:
-        sources_: files, directories, globs or "-" (stdin).
+        sources_: files, directories, globs, fsspec URLs (s3://..., file://...) or "-" (stdin).
         tokenizer: a tokenizer.json path (or directory holding one), "word", or "bytes".
         dataset: a local `datasets` folder (save_to_disk, or data files load_dataset can stream).
         split: the dataset split to read.

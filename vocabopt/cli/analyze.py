@@ -70,7 +70,8 @@ def _run_analyze(sources, tokenizer, quiet, **kw) -> CorpusStats:
 def analyze(sources, tokenizer, output, plot, save_tokenizer, as_json, quiet, **kw):
     """Count a corpus's tokens exactly and fit Zipf's law.
 
-    SOURCES: files, directories, globs, or - for stdin (.gz/.bz2/.xz, .jsonl, .parquet, .arrow understood).
+    SOURCES: files, directories, globs, fsspec URLs (s3://...), or - for stdin (.gz/.bz2/.xz, .jsonl, .parquet,
+    .arrow understood).
 
     Example: vocabopt analyze corpora/kjv.txt -t corpora/kjv-bpe-8k/tokenizer.json -o stats.json --plot rank.png
     """
