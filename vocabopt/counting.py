@@ -24,7 +24,6 @@ import itertools
 import json
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,7 +269,7 @@ class HFCounter:
             if self.path == "chunks":
                 raw, exact, n_words = _chunk_counts(fast)
                 out.n_words += n_words
-                self._add_distinct(raw, out.counts, self.cache, decode=_raw_to_chunk)
+                self._add_distinct(raw, out.counts, self.cache, raw_chunks=True)
                 self._add_distinct(exact, out.counts, self.cache_exact)
             else:
                 self._add_distinct(self._pretoken_counts(fast), out.counts, self.cache)
@@ -294,27 +293,28 @@ class HFCounter:
             counts.update([p for p, _ in pre.pre_tokenize_str(text)] if pre is not None else [text])
         return counts
 
-    def _encode_chunks(self, chunks: list[str]) -> dict[str, list[int]]:
-        """The ids of each chunk, from encoding a few long texts of chunks laid end to end.
+    def _encode_chunks(self, chunks: list[str]) -> list[list[int]]:
+        """The ids of each chunk (in the order given), from encoding a few long texts of chunks laid end to end.
 
         One Encoding per chunk costs more in Python objects than the tokenizer spends on the chunk, so chunks are
         joined wherever a line could have been cut (before a space that follows a non-space: the chunk path's own
         invariant), and each token goes back to the chunk holding its start offset (in characters). Chunks that do
-        not start with a space lead a text; chunks ending in whitespace stay alone, so every joined chunk ends in a
-        token holding a non-space, whose start a post-processor's offset trimming cannot push past the chunk.
+        not start with a space lead a text; chunks ending in whitespace stay alone, so every chunk after a text's
+        first follows one that ends in a token holding a non-space, whose start a post-processor's offset trimming
+        cannot push past its chunk.
         """
-        glue, leaders, alone = [], [], []
-        for c in chunks:
+        glue, leaders, alone = [], [], []  # indices into chunks
+        for i, c in enumerate(chunks):
             if c[-1].isspace():
-                alone.append(c)
+                alone.append(i)
             else:
-                (glue if c[0] == " " else leaders).append(c)
+                (glue if c[0] == " " else leaders).append(i)
         n_texts = max(len(leaders), JOINED_TEXTS)
         groups = [[lead] for lead in leaders] + [[] for _ in range(n_texts - len(leaders))]
-        for i, group in enumerate(groups):
-            group.extend(glue[i::n_texts])
-        groups = [g for g in groups if g] + [[c] for c in alone]
-        texts = ["".join(g) for g in groups]
+        for k, group in enumerate(groups):
+            group.extend(glue[k::n_texts])
+        groups = [g for g in groups if g] + [[i] for i in alone]
+        texts = ["".join([chunks[i] for i in g]) for g in groups]
         encs = self.tok.encode_batch(texts, add_special_tokens=False)
         # Positions in all texts laid end to end: a token's start plus its text's start; the same for chunks.
         n_tokens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
@@ -323,31 +323,39 @@ class HFCounter:
         token_starts = np.fromiter((o[0] for o in starts), dtype=np.int64, count=int(n_tokens.sum()))
         token_starts += np.repeat(text_starts, n_tokens)
         order = list(itertools.chain.from_iterable(groups))
-        chunk_starts = np.cumsum([0] + [len(c) for c in order[:-1]])
-        bounds = np.searchsorted(token_starts, chunk_starts, side="left").tolist() + [len(token_starts)]
+        chunk_starts = np.cumsum([0] + [len(chunks[i]) for i in order[:-1]])
+        bounds = np.searchsorted(token_starts, chunk_starts, side="left")
+        # A text's first chunk starts at the text's first token: exact, whatever trimming did to a lone whitespace
+        # chunk's offsets at the end of the text before.
+        bounds[np.cumsum([0] + [len(g) for g in groups[:-1]])] = np.cumsum(np.concatenate([[0], n_tokens[:-1]]))
+        bounds = bounds.tolist() + [len(token_starts)]
         ids = list(itertools.chain.from_iterable(e.ids for e in encs))
-        return {c: ids[a:b] for c, a, b in zip(order, bounds, bounds[1:])}
+        out: list[list[int]] = [[]] * len(chunks)
+        for i, a, b in zip(order, bounds, bounds[1:]):
+            out[i] = ids[a:b]
+        return out
 
     def _add_distinct(self, distinct: Counter, counts: np.ndarray, cache: dict[str, list[int]],
-                      decode: Callable[[str], str] | None = None) -> None:
+                      raw_chunks: bool = False) -> None:
         """counts[id] += n for the ids of each distinct piece (tokenized once, cached across batches).
 
-        `decode` turns a key into the text to tokenize (chunks are keyed in their raw split form).
+        raw_chunks: the keys are chunks in their raw split form (see `_raw_to_chunks`).
         """
-        missing = [p for p in distinct if p not in cache]
-        if len(cache) + len(missing) > CACHE_LIMIT:
+        ids = [cache.get(p) for p in distinct]  # lists of ints (no per-piece array objects); None: not seen yet
+        todo = [k for k, i in enumerate(ids) if i is None]
+        if len(cache) + len(todo) > CACHE_LIMIT:
             cache.clear()
-            missing = list(distinct)
-        if missing:
+        if todo:
+            keys = list(distinct)
+            missing = [keys[k] for k in todo]
             if self.path == "chunks":
-                texts = list(map(decode, missing)) if decode else missing
-                by_text = self._encode_chunks(texts)
-                cache.update(zip(missing, map(by_text.__getitem__, texts)))
+                new = self._encode_chunks(_raw_to_chunks(missing) if raw_chunks else missing)
             else:
                 model = self.tok.model
-                for piece in missing:
-                    cache[piece] = [t.id for t in model.tokenize(piece)]
-        ids = [cache[p] for p in distinct]  # lists of ints: no per-piece array objects
+                new = [[t.id for t in model.tokenize(piece)] for piece in missing]
+            cache.update(zip(missing, new))
+            for k, i in zip(todo, new):
+                ids[k] = i
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         if not lengths.sum():  # also an empty `distinct`
             return
@@ -392,7 +400,7 @@ def _chunk_counts(texts: list[str]) -> tuple[Counter, Counter, int]:
 
     A chunk is a piece of a text cut before every run of spaces that follows a non-space. Returns (raw, exact,
     n_words): `raw` counts the chunks of texts whose spaces all sit between non-whitespace characters, cut by one
-    `str.split` (C speed) and keyed in their raw split form (see `_raw_to_chunk`: converting only the keys not seen
+    `str.split` (C speed) and keyed in their raw split form (see `_raw_to_chunks`: converting only the keys not seen
     before is cheaper than re-keying every batch); `exact` counts the chunks of the few other texts, cut by a regex.
     """
     joined = "\n".join(texts)
@@ -405,8 +413,11 @@ def _chunk_counts(texts: list[str]) -> tuple[Counter, Counter, int]:
     exact: Counter = Counter()
     if positions.size:
         flagged = [texts[k] for k in _flagged_texts(texts, positions)]
-        raw.subtract(_split_counts(flagged))  # additive over texts: swap the flagged texts for their exact cut
-        raw = +raw  # drop the zeroed entries
+        for key, n in _split_counts(flagged).items():  # additive over texts: swap the flagged ones for their exact cut
+            if raw[key] == n:
+                del raw[key]
+            else:
+                raw[key] -= n
         for t in flagged:
             exact.update(_CUT.split(t))  # later parts keep their leading space
         exact.pop("", None)
@@ -421,11 +432,11 @@ def _split_counts(texts: list[str]) -> Counter:
     return Counter(("\n" + " \n".join(texts)).split(" ")) if texts else Counter()
 
 
-def _raw_to_chunk(key: str) -> str:
-    """A chunk from its raw split form: a text's first chunk comes out of `_split_counts` prefixed by "\n", every
+def _raw_to_chunks(keys: list[str]) -> list[str]:
+    """Chunks from their raw split form: a text's first chunk comes out of `_split_counts` prefixed by "\n", every
     later chunk without its leading space. (Unambiguous: such a later chunk starts with a non-whitespace
     character, since texts with a space next to other whitespace are cut by the regex instead.)"""
-    return key[1:] if key.startswith("\n") else " " + key
+    return [k[1:] if k[:1] == "\n" else " " + k for k in keys]
 
 
 class BytesCounter:
