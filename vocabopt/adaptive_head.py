@@ -23,6 +23,12 @@ Training forward, two exact paths with identical results:
                "static" on accelerators or under torch.compile.
 Every parameter takes part in every forward (a tail with no rows is run on zero rows), so every parameter gets a
 gradient every step: DDP works without find_unused_parameters.
+
+Loss kernel (`_LinearNLL`): the head, and every tail whose (rows x classes) logits fit in `chunk_above`, keeps its
+fp32 log-probs for backward; a larger tail runs in chunks of `tail_chunk` classes and recomputes them in backward.
+On CPU those (rows, classes) buffers are reused from step to step (`reuse_buffers`; `release_scratch()` frees
+them): between steps the layer holds up to two per cluster, e.g. 2 x 2048 x 1154 x 4 B = 19 MB for the head of
+the KJV plan at 2048 tokens.
 """
 
 from __future__ import annotations
@@ -93,10 +99,11 @@ _use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; without i
 class _Scratch:
     """Reusable CPU scratch for the (n, C) log-probs and softmax of the kept-logits loss (`_LinearNLL`, chunk=0).
 
-    On CPU a fresh tensor over 32 MiB comes straight from the OS and costs a page fault per 4 KiB: ~40 ms for
-    each (2048, 20000) fp32 tensor, two per step. A pooled buffer is handed out again only when no tensor uses
-    its memory any more (its storage's use count is back to what it was when only the pool held it), so
-    retain_graph, several forwards before one backward, and gradcheck stay exact; they just get fresh memory.
+    With glibc's malloc a fresh tensor above its mmap threshold (at most 32 MiB) comes straight from the OS and
+    costs a page fault per 4 KiB: ~40 ms for each (2048, 20000) fp32 tensor, two per step. A pooled buffer is
+    handed out again only when no tensor uses its memory any more (its storage's use count is back to what it was
+    when only the pool held it), so retain_graph, several forwards before one backward, and gradcheck stay exact;
+    they just get fresh memory.
     """
 
     def __init__(self, slots: int = 4, min_bytes: int = 1 << 20):
@@ -114,13 +121,15 @@ class _Scratch:
                 for i, (b, unused) in enumerate(self.bases)
                 if b.dtype == dtype and _use_count(b.untyped_storage()._cdata) == unused
             ]
-            fits = [i for i in free if self.bases[i][0].numel() >= n]
+            size = [self.bases[i][0].numel() for i in free]
+            fits = [i for i, m in zip(free, size, strict=True) if n <= m <= 4 * n]  # leave far larger ones be
             if fits:
                 base = min((self.bases[i][0] for i in fits), key=torch.Tensor.numel)
             else:
-                base = torch.empty(n + n // 8, dtype=dtype)  # headroom: a tail's row count varies step to step
-                if free:  # replace the smallest free buffer (too small for this request)
-                    del self.bases[min(free, key=lambda i: self.bases[i][0].numel())]
+                small = [i for i, m in zip(free, size, strict=True) if m < n]
+                if small:  # replace the smallest free buffer that is too small (a tail's rows vary by step)
+                    del self.bases[min(small, key=lambda i: self.bases[i][0].numel())]
+                base = torch.empty(n + (n // 8 if small else 0), dtype=dtype)  # headroom once sizes vary
                 if len(self.bases) < self.slots:
                     self.bases.append((base, _use_count(base.untyped_storage()._cdata)))
             return base[:n].view(shape)
@@ -175,14 +184,16 @@ class _NLL(torch.autograd.Function):
 class _LinearNLL(torch.autograd.Function):
     """Per-row NLL of `x @ weight.T + bias`: the head's and each tail's loss, with its own backward.
 
-    chunk = 0 (the head, and tails whose logits fit in cache): one matmul, bias and log_softmax in place, the
+    chunk = 0 (the head, and tails up to `chunk_above` logits): one matmul, bias and log_softmax in place, the
     (n, C) log-probs kept for backward. Backward turns them into softmax - onehot with one exp and applies the
     upstream grad g on the narrow side: dx = (S @ W) * g, dW = S.T @ (x * g), db = S.T @ g, so no pass over the
     (n, C) tensor scales it.
-    chunk > 0 (large, memory-bound tails): the logits are never stored. Forward runs over column chunks with a
-    running logsumexp; backward recomputes each chunk and turns it into softmax - onehot in place, so everything a
-    chunk touches stays in cache (one extra matmul, cheap when the projection is narrow; ~2x faster for a tail of
-    hundreds of rows and tens of thousands of classes on CPU, and no (n, C) activations).
+    chunk > 0 (larger tails): the logits are never stored. Forward runs over column chunks with a running
+    logsumexp; backward recomputes each chunk and turns it into softmax - onehot in place, so everything a chunk
+    touches stays in cache: one extra matmul (cheap for a narrow projection) and no (n, C) activations. On a 2-core
+    CPU with the reused scratch, keeping the log-probs is faster up to ~10M logits (0.7-0.9x the time at 3-6M)
+    and chunking wins beyond (0.77x the time at 254 x 212,144 with an 8-wide projection); chunk_above = 4M logits
+    (16 MB fp32) also bounds the activation memory a tail keeps.
     Matmuls run in the autocast dtype when autocast is on; log-softmax, logsumexp and gradients accumulate in
     >= fp32.
     """
@@ -303,7 +314,7 @@ class AdaptiveSoftmax(nn.Module):
             for p, lo, hi in zip(cfg.proj_dims, self.edges[1:-1], self.edges[2:], strict=True)
         )
         self.drop = nn.Dropout(cfg.dropout)
-        self._scratch = _Scratch()  # CPU loss scratch reused across steps (config.reuse_buffers)
+        self._scratch = _Scratch(slots=2 * (self.n_tails + 2))  # log-probs + softmax per cluster + spares (CPU)
         self._targets_checked = False
         self.last_tail_evals = {"evaluated": 0, "skipped": 0}  # of the last topk / predict / sample call
         if cfg.unigram_init and counts is not None:
@@ -435,19 +446,18 @@ class AdaptiveSoftmax(nn.Module):
         return logits if out.bias is None else logits.add_(out.bias)
 
     def _tails_exact(self, x: torch.Tensor, rank: torch.Tensor, cluster: torch.Tensor) -> torch.Tensor:
-        """Each tail on exactly its rows: one stable sort by cluster, one host read of the J+1 row counts."""
+        """Each tail on exactly its rows: one stable sort by cluster, one host read of the J+1 row counts.
+
+        The rows of all tails are gathered at once and split: backward then scatters one (N, d) gradient for
+        every tail together instead of one zero-filled (N, d) per tail."""
         perm = torch.argsort(cluster, stable=True)  # (N,) rows grouped by cluster, head rows first
         sizes = torch.bincount(cluster, minlength=self.n_tails + 1).tolist()  # the one host read
-        parts = [
-            x.new_zeros(sizes[0], dtype=torch.promote_types(x.dtype, torch.float32))
-        ]  # head rows: no tail
-        start = sizes[0]
+        rows = perm[sizes[0] :]  # (n_tail,) rows of every tail, tail by tail
+        xs = x.index_select(0, rows).split(sizes[1:])  # (n_i, d) per tail
+        ranks = rank.index_select(0, rows).split(sizes[1:])  # (n_i,) per tail
+        parts = [x.new_zeros(sizes[0], dtype=torch.promote_types(x.dtype, torch.float32))]  # head rows: no tail
         for i in range(self.n_tails):
-            rows = perm[start : start + sizes[i + 1]]  # (n_i,)
-            start += sizes[i + 1]
-            parts.append(
-                self._tail_nll(i, x.index_select(0, rows), rank.index_select(0, rows) - self.edges[i + 1])
-            )
+            parts.append(self._tail_nll(i, xs[i], ranks[i] - self.edges[i + 1]))
         sorted_nll = torch.cat(parts)  # (N,) in sorted order
         return torch.empty_like(sorted_nll).scatter_(0, perm, sorted_nll)  # (N,) back in token order
 
