@@ -53,7 +53,29 @@ def zipf_targets(N: int, V: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).choice(V, size=N, p=p / p.sum()))
 
 
-def methods(N, d, V, cutoffs, device, dtype, full: bool):
+def layer_at_revision(rev: str, like):
+    """The layer as `vocabopt/adaptive_head.py` was at git revision `rev`, with `like`'s config and weights."""
+    import dataclasses
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    src = subprocess.run(["git", "show", f"{rev}:vocabopt/adaptive_head.py"], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    path = Path(tempfile.mkdtemp()) / f"adaptive_head_{rev}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    fields = mod.AdaptiveHeadConfig.__dataclass_fields__
+    cfg = mod.AdaptiveHeadConfig(**{k: v for k, v in dataclasses.asdict(like.config).items() if k in fields})
+    layer = mod.AdaptiveSoftmax(cfg, order=like.order.cpu())
+    layer.load_state_dict(like.state_dict())
+    return layer
+
+
+def methods(N, d, V, cutoffs, device, dtype, full: bool, baseline_rev: str | None = None):
     plan = zipf_plan(V, d, cutoffs)
     ranks = zipf_targets(N, V).to(device)
     h = torch.randn(N, d, device=device, requires_grad=True)
@@ -77,6 +99,9 @@ def methods(N, d, V, cutoffs, device, dtype, full: bool):
         "vocabopt static": fwd(lambda: static(h, ids)),
         "ALSWL": fwd(lambda: alswl(h, ranks).loss),
     }
+    if baseline_rev:
+        old = layer_at_revision(baseline_rev, ours).to(device)
+        out[f"vocabopt @ {baseline_rev}"] = fwd(lambda: old(h, ids))
     if full:
         lin = torch.nn.Linear(d, V, device=device)
         out["full softmax"] = fwd(lambda: F.cross_entropy(lin(h).float(), ranks))
@@ -92,9 +117,10 @@ def run(args) -> list[dict]:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     torch.manual_seed(0)
     rows = []
-    for ci, (N, d, V, cutoffs) in enumerate(CONFIGS_QUICK if args.quick else CONFIGS_FULL):
+    configs = list(enumerate(CONFIGS_QUICK if args.quick else CONFIGS_FULL))
+    for ci, (N, d, V, cutoffs) in [configs[i] for i in args.design] if args.design else configs:
         full = ci == 0 or not args.quick  # full softmax is slow on CPU: only for the headline config in --quick
-        fns = methods(N, d, V, cutoffs, device, dtype, full)
+        fns = methods(N, d, V, cutoffs, device, dtype, full, args.baseline_rev)
         # Interleave the methods round by round so a shared machine's load drifts over all of them alike.
         times: dict[str, dict[int, float]] = {name: {} for name in fns}  # method -> round -> ms
         for rep in range(args.reps + 1):
@@ -143,6 +169,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--quick", action="store_true", help="four designs, full softmax only on the first (~3 min CPU)")
+    ap.add_argument("--design", type=int, action="append", help="run only design #i of the list (repeatable); "
+                    "a fresh process sees the allocator as a short training script does")
+    ap.add_argument("--baseline-rev", help="also time the layer as it was at this git revision (never written)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"))
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
@@ -166,7 +195,7 @@ def main() -> None:
         f"- torch {torch.__version__}, python {platform.python_version()}, {datetime.date.today().isoformat()}\n"
         f"- command: `{cmd}`\n\n{tab}\n"
     )
-    if not args.no_write:
+    if not args.no_write and not args.design and not args.baseline_rev:  # only complete, current runs are written
         write_section(SECTION.removeprefix("## "), body, Path(args.out))
 
 

@@ -100,7 +100,7 @@ class _Scratch:
     """Reusable CPU scratch for the (n, C) log-probs and softmax of the kept-logits loss (`_LinearNLL`, chunk=0).
 
     With glibc's malloc a fresh tensor above its mmap threshold (at most 32 MiB) comes straight from the OS and
-    costs a page fault per 4 KiB: ~40 ms for each (2048, 20000) fp32 tensor, two per step. A pooled buffer is
+    costs a page fault per 4 KiB: 30-45 ms for each (2048, 20000) fp32 tensor, two per step. A pooled buffer is
     handed out again only when no tensor uses its memory any more (its storage's use count is back to what it was
     when only the pool held it), so retain_graph, several forwards before one backward, and gradcheck stay exact;
     they just get fresh memory.
@@ -144,7 +144,7 @@ class _Scratch:
 
 def _log_softmax_(logits: torch.Tensor) -> torch.Tensor:
     """log_softmax over the last dim, written over `logits` on CPU (a fresh (n, C) buffer costs a page fault per
-    4 KiB there: ~35 ms for a 2048 x 20000 head). Elsewhere, and under torch.compile, out of place."""
+    4 KiB there: 30-45 ms for a 2048 x 20000 head). Elsewhere, and under torch.compile, out of place."""
     if logits.device.type == "cpu" and not _is_compiling():
         return torch.log_softmax(logits, -1, out=logits)  # CPU kernel: row max and sum first, then x - lse
     return torch.log_softmax(logits, -1)
