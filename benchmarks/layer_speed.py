@@ -112,6 +112,31 @@ def methods(N, d, V, cutoffs, device, dtype, full: bool, baseline_rev: str | Non
     return out
 
 
+def matmul_floor(N: int, d: int, V: int, cutoffs: list[int], reps: int = 5) -> dict:
+    """The design's matmuls alone (forward, dx, dW), outputs preallocated: what no implementation can go below.
+
+    Head at N rows; each tail's projection and output layer at its expected Zipf share of rows.
+    """
+
+    def ms(a, b, out):
+        torch.mm(a, b, out=out)  # warm-up, and the output's pages are touched
+        return statistics.median(timed(lambda: torch.mm(a, b, out=out), torch.device("cpu")) for _ in range(reps))
+
+    p = 1.0 / np.arange(1, V + 1)
+    p /= p.sum()
+    edges, H = [0, *cutoffs, V], cutoffs[0] + len(cutoffs)
+    x, w, s = torch.randn(N, d), torch.randn(H, d), torch.randn(N, H)
+    head = ms(x, w.t(), torch.empty(N, H)) + ms(s, w, torch.empty(N, d)) + ms(s.t(), x, torch.empty(H, d))
+    flops, tails = 6.0 * N * d * H, 0.0
+    for i in range(len(cutoffs)):
+        n, k, C = round(N * p[edges[i + 1] : edges[i + 2]].sum()), d // 4 ** (i + 1), edges[i + 2] - edges[i + 1]
+        for a, b in (((n, d), (d, k)), ((n, k), (k, C))):  # projection, then output layer: fwd, dx, dW
+            u, v, g = torch.randn(*a), torch.randn(*b), torch.randn(a[0], b[1])
+            tails += ms(u, v, torch.empty(a[0], b[1])) + ms(g, v.t(), torch.empty(*a)) + ms(u.t(), g, torch.empty(*b))
+            flops += 6.0 * a[0] * a[1] * b[1]
+    return dict(gflop=flops / 1e9, head_ms=head, tails_ms=tails, head_gflops=6.0 * N * d * H / head / 1e6)
+
+
 def run(args) -> list[dict]:
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -171,10 +196,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="four designs, full softmax only on the first (~3 min CPU)")
     ap.add_argument("--design", type=int, action="append", help="run only design #i of the list (repeatable); "
                     "a fresh process sees the allocator as a short training script does")
+    ap.add_argument("--floor", action="store_true", help="time each design's matmuls alone (CPU) and exit")
     ap.add_argument("--baseline-rev", help="also time the layer as it was at this git revision (never written)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"))
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
+    if args.floor:
+        for N, d, V, cutoffs in CONFIGS_QUICK if args.quick else CONFIGS_FULL:
+            f = matmul_floor(N, d, V, cutoffs)
+            print(f"N={N} d={d} V={V} {cutoffs}: {f['gflop']:.1f} GFLOP of matmuls; head's alone {f['head_ms']:.1f} ms "
+                  f"({f['head_gflops']:.0f} GFLOP/s), tails' {f['tails_ms']:.1f} ms")
+        return
     rows = run(args)
     tab = table(rows)
     print(tab)
