@@ -206,6 +206,9 @@ class _Acc:
         self.extrap = self.extrap | (ex & (np.asarray(weight) > 0))
 
 
+CHUNK_ABOVE = 1 << 22  # = AdaptiveHeadConfig.chunk_above (tests check): larger tails' logits are recomputed
+
+
 def _recipe_mode(mode: str, decode: str) -> str:
     if mode not in MODES:
         raise InputError(f"mode {mode!r} is not one of {MODES}; use 'train' or 'infer'")
@@ -273,9 +276,16 @@ def tail_ms(
     if rm != "infer_full":
         acc.add("gather_fwd", rows, d, weight=w)
     acc.add("linear_fwd", rows, d, proj, weight=w)
-    if rm == "train":  # the fused output linear + NLL, then the projection's and the gather's gradients
-        acc.add("linear_nll_fwd", rows, proj, size, weight=w)
-        acc.add("linear_nll_bwd", rows, proj, size, weight=w)
+    if rm == "train":  # the output linear + NLL, then the projection's and the gather's gradients
+        # As the layer chooses (AdaptiveHeadConfig.chunk_above): logits kept like the head's up to CHUNK_ABOVE
+        # (rows x size) elements, else the fused chunked kernel that recomputes them in backward.
+        big = (rows * np.asarray(size, dtype=float) > CHUNK_ABOVE).astype(float)
+        for name in ("linear_fwd", "linear_dinput", "linear_dweight"):
+            acc.add(name, rows, proj, size, weight=w * (1 - big))
+        acc.add("nll_fwd", rows, size, weight=w * (1 - big))
+        acc.add("nll_bwd", rows, size, weight=w * (1 - big))
+        acc.add("linear_nll_fwd", rows, proj, size, weight=w * big)
+        acc.add("linear_nll_bwd", rows, proj, size, weight=w * big)
         acc.add("linear_dinput", rows, d, proj, weight=w)
         acc.add("linear_dweight", rows, d, proj, weight=w)
         acc.add("gather_bwd", rows, d, weight=w)
