@@ -9,6 +9,8 @@ import lzma
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from vocabopt import analyze
 from vocabopt.errors import InputError, TokenizerError
@@ -122,3 +124,32 @@ def test_bad_tokenizer(tmp_path, plain, spec, message):
         spec = str(tmp_path / "bad.json")
     with pytest.raises(TokenizerError, match=message):
         analyze([str(plain)], spec)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(st.lists(st.sampled_from(list("ab. \t") + ["  ", "word"]), min_size=1, max_size=60).map("".join),
+                   min_size=1, max_size=8),
+    block=st.integers(8, 90),
+)
+@example(lines=[" a.\t  wordword. .\tb\tb.bworda\tword.\t  word\tb.a  aword  . \ta. .\t  b\t  word\t.", "word\taa"],
+         block=30)
+@example(lines=["a" * 30, " " * 70, "b " * 40], block=10)  # a line of only spaces is skipped, as in a block
+def test_long_lines_are_cut_the_same_wherever_the_read_blocks_fall(tmp_path, monkeypatch, lines, block):
+    """Line mode: a line over max_chars comes out as cut_long(line), whether it sits inside a read block (cut by the
+    counter) or straddles a block's end (read in pieces); so both engines cut it alike."""
+    from vocabopt import sources
+    from vocabopt.counting import unpack
+
+    max_chars = 20
+    monkeypatch.setattr(sources, "BLOCK_CHARS", block)
+    path = tmp_path / f"long{block}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    got = []
+    for item in sources.Reader([str(path)], sources.SourceOptions(max_chars=max_chars)):
+        if isinstance(item, sources.Block):
+            got += unpack(item.text, max_chars)[0]
+        else:
+            got.append(item.text)
+    want = [piece for line in lines if line.strip() for piece in sources.cut_long(line, max_chars)]
+    assert got == want

@@ -556,24 +556,41 @@ def _lines(text: io.TextIOWrapper, max_chars: int, path: str) -> Iterator[str]:
 
 
 def _long_line(start: str, text: io.TextIOWrapper, max_chars: int, path: str) -> Iterator[str]:
-    """Pieces of one line longer than max_chars, starting with `start`; the last piece ends the line."""
-    pending = start
+    """Pieces of one line longer than max_chars that starts with `start`, read at most max_chars at a time.
+
+    The pieces are exactly `cut_long(line)` (the line without its newline): cut_long only cuts while more than
+    max_chars remain and looks at the first max_chars + 1 of them, so a cut can be made as soon as that much is
+    read. Where the line began in a read block therefore does not change the pieces (both engines agree). A line of
+    nothing but whitespace yields nothing, like a blank line in a block (up to _MAX_HELD pieces are held to know).
+    """
+    pending, held, blank = start, [], True  # held: the pieces so far while all of them are whitespace
     while True:
-        cut = _last_cut(pending)
-        if cut > 0 and len(pending) >= max_chars:
-            yield pending[:cut]
-            pending = pending[cut:]
-        elif len(pending) > 4 * max_chars:  # no whitespace for a long stretch: hard cut
-            yield pending
-            pending = ""
+        ended = pending.endswith("\n")
+        if ended:
+            pending = pending[:-1]
+        while len(pending) > max_chars:
+            cut = _last_cut(pending[: max_chars + 1]) or max_chars
+            piece, pending = pending[:cut], pending[cut:]
+            if blank and piece.isspace() and len(held) < _MAX_HELD:
+                held.append(piece)
+                continue
+            blank = False
+            yield from held
+            held = []
+            yield piece
+        if ended:
+            break
         chunk = text.readline(max_chars)
         if not chunk:
             break
         pending += chunk
-        if chunk.endswith("\n"):
-            break
-    if pending.strip():
-        yield from cut_long(pending, max_chars)
+    if not blank or (pending and not pending.isspace()):
+        yield from held
+        if pending:
+            yield pending
+
+
+_MAX_HELD = 64  # pieces of max_chars held while a long line is all whitespace (bounds memory)
 
 
 def _last_cut(text: str) -> int:
