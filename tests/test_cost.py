@@ -111,7 +111,7 @@ def test_empty_tail_pays_only_its_fixed_cost(prof):
     assert float(ms_empty) == pytest.approx(float(fixed))
 
 
-def test_tail_recipe_follows_the_layers_kernel_choice(prof):
+def test_recipes_follow_the_layers_kernel_choice(prof):
     from vocabopt.adaptive_head import AdaptiveHeadConfig
 
     assert cost.CHUNK_ABOVE == AdaptiveHeadConfig.chunk_above  # the model and the layer switch at one size
@@ -121,10 +121,13 @@ def test_tail_recipe_follows_the_layers_kernel_choice(prof):
     common = sum(float(t[k](n, d, proj)[0]) for k in ("linear_fwd", "linear_dinput", "linear_dweight"))
     common += float(t["gather_fwd"](n, d)[0]) + float(t["gather_bwd"](n, d)[0])
     common += float(t["cluster_fixed_train"](n, d)[0])
-    small = cost.CHUNK_ABOVE // n  # logits kept: linear + NLL kernels, like the head
-    kept = sum(float(t[k](n, proj, small)[0]) for k in ("linear_fwd", "linear_dinput", "linear_dweight"))
-    kept += float(t["nll_fwd"](n, small)[0]) + float(t["nll_bwd"](n, small)[0])
+    small = cost.CHUNK_ABOVE // n  # logits kept: the head's kernel
+    kept = float(t["linear_nll_keep_fwd"](n, proj, small)[0]) + float(t["linear_nll_keep_bwd"](n, proj, small)[0])
     assert float(cost.tail_ms(prof, n, d, proj, small, share)[0]) == pytest.approx(common + kept, rel=1e-9)
     big = 2 * small  # chunked: the fused kernel that recomputes the logits
     chunked = float(t["linear_nll_fwd"](n, proj, big)[0]) + float(t["linear_nll_bwd"](n, proj, big)[0])
     assert float(cost.tail_ms(prof, n, d, proj, big, share)[0]) == pytest.approx(common + chunked, rel=1e-9)
+    # The head (train): step bookkeeping plus the kept-logits kernel over all N rows, one logit per tail included.
+    head = float(t["step_fixed_train"](n, d)[0]) + sum(
+        float(t[k](n, d, 1002)[0]) for k in ("linear_nll_keep_fwd", "linear_nll_keep_bwd"))
+    assert float(cost.head_ms(prof, n, d, 1002)[0]) == pytest.approx(head, rel=1e-9)

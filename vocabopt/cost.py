@@ -43,6 +43,10 @@ KERNEL_AXES: dict[str, tuple[str, ...]] = {
     "nll_bwd": ("rows", "width"),  # its backward: exp(saved log-probs) * g, scatter-add of -g
     "linear_nll_fwd": ("rows", "in", "out"),  # a tail's fused, chunked output linear + NLL (no logits kept)
     "linear_nll_bwd": ("rows", "in", "out"),  # its backward: recompute each chunk, dx and dW from it
+    # The head's (and small tails') loss: one matmul, bias and log_softmax in place, log-probs kept (CPU: in a
+    # scratch reused across steps); backward: exp into softmax - onehot, dx, dW, db
+    "linear_nll_keep_fwd": ("rows", "in", "out"),
+    "linear_nll_keep_bwd": ("rows", "in", "out"),
     "gather_fwd": ("rows", "width"),  # hidden[idx]: a cluster's rows out of (N, width)
     "gather_bwd": ("rows", "width"),  # its gradient: rows scattered back (index_add)
     "cluster_fixed_fwd": ("tokens", "hidden"),  # one more tail's bookkeeping over N targets, forward only
@@ -57,6 +61,10 @@ def work(name: str, coords: list[np.ndarray], element_bytes: int) -> tuple[np.nd
     """(FLOPs, bytes moved) of kernel `name` at `coords`: the roofline's inputs."""
     c = [np.asarray(x, dtype=float) for x in coords]
     e = float(element_bytes)
+    if name.startswith("linear_nll_keep"):
+        r, i, o = c
+        passes = 1.0 if name.endswith("fwd") else 2.0  # forward: x @ W.T; backward: dx and dW
+        return 2.0 * passes * r * i * o + 4.0 * r * o, e * (r * i + i * o) * passes + 8.0 * r * o
     if name.startswith("linear_nll"):
         r, i, o = c
         passes = 1.0 if name.endswith("fwd") else 3.0  # backward recomputes the logits, then dx and dW
@@ -240,13 +248,13 @@ def head_ms(
     rm = _recipe_mode(mode, decode)
     acc = _Acc(profile)
     acc.add("step_fixed_train" if rm == "train" else "step_fixed_fwd", n, d)
+    if rm == "train":  # the layer's kept-logits loss kernel
+        acc.add("linear_nll_keep_fwd", n, d, width)
+        acc.add("linear_nll_keep_bwd", n, d, width)
+        return acc.ms, acc.extrap
     acc.add("linear_fwd", n, d, width)
     acc.add("nll_fwd", n, width)
-    if rm == "train":
-        acc.add("linear_dinput", n, d, width)
-        acc.add("linear_dweight", n, d, width)
-        acc.add("nll_bwd", n, width)
-    elif rm == "infer_full" and vocab is not None:
+    if rm == "infer_full" and vocab is not None:
         acc.add("elementwise", float(n) * vocab, weight=2.0)  # concatenate, then permute columns to id order
     return acc.ms, acc.extrap
 
@@ -280,10 +288,8 @@ def tail_ms(
         # As the layer chooses (AdaptiveHeadConfig.chunk_above): logits kept like the head's up to CHUNK_ABOVE
         # (rows x size) elements, else the fused chunked kernel that recomputes them in backward.
         big = (rows * np.asarray(size, dtype=float) > CHUNK_ABOVE).astype(float)
-        for name in ("linear_fwd", "linear_dinput", "linear_dweight"):
-            acc.add(name, rows, proj, size, weight=w * (1 - big))
-        acc.add("nll_fwd", rows, size, weight=w * (1 - big))
-        acc.add("nll_bwd", rows, size, weight=w * (1 - big))
+        acc.add("linear_nll_keep_fwd", rows, proj, size, weight=w * (1 - big))
+        acc.add("linear_nll_keep_bwd", rows, proj, size, weight=w * (1 - big))
         acc.add("linear_nll_fwd", rows, proj, size, weight=w * big)
         acc.add("linear_nll_bwd", rows, proj, size, weight=w * big)
         acc.add("linear_dinput", rows, d, proj, weight=w)

@@ -425,6 +425,19 @@ class _Bench:
     def make(self, kname: str, c: tuple[int, ...]) -> Callable[[], Any] | None:  # noqa: C901
         torch, F = self.torch, self.torch.nn.functional
         dev = self.dev
+        if kname.startswith("linear_nll_keep"):
+            r, i, o = c
+            if not self.fits(4.0 * r * i * o, r * i, i * o, r * o):
+                return None
+            x, w, b = self.view((r, i)), self.view((o, i), second=True), self.view((o,))
+            t = torch.randint(0, o, (r,), device=dev)
+            LNLL, scratch = self.layer._LinearNLL, self.layer._Scratch()  # as the layer runs its head on CPU
+            if kname == "linear_nll_keep_fwd":
+                return lambda: LNLL.forward(_Ctx(), x, w, b, t, 0, scratch)
+            ctx = _Ctx()
+            LNLL.forward(ctx, x, w, b, t, 0, scratch)
+            g = torch.ones(r, device=dev, dtype=torch.float32)
+            return lambda: LNLL.backward(ctx, g)
         if kname.startswith("linear_nll"):
             r, i, o = c
             if not self.fits(6.0 * r * i * o, r * i, i * o, r * min(o, self.chunk)):
