@@ -38,6 +38,7 @@ lint: $(STAMP)
 PROFILE ?= configs/devices/cpu-xeon-2core-float32.json
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze_throughput.py
+	$(BIN)/python benchmarks/analyze_dask.py
 	$(BIN)/python benchmarks/layer_speed.py --quick
 	$(BIN)/python benchmarks/cost_model_fidelity.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/optimizer_speed.py --profile $(PROFILE)
