@@ -73,6 +73,19 @@ def test_unmeasured_points_are_filled_along_the_roofline():
     np.testing.assert_allclose(filled, truth, rtol=1e-9)
 
 
+def test_unmeasured_points_lie_between_their_bounds():
+    """Measured at half the peak rate: a filled point is the geometric mean of q's rate (upper bound on time) and
+    the peak rate (lower bound)."""
+    axes = [np.array([8.0, 64.0, 512.0]), np.array([8.0, 64.0, 512.0]), np.array([16.0, 256.0, 4096.0])]
+    roof = {"overhead_ms": 0.0, "peak_gflops": 100.0, "bandwidth_gbs": 1e9}  # compute-bound everywhere
+    mesh = np.meshgrid(*axes, indexing="ij")
+    peak = cost.roofline_ms(roof, "linear_fwd", mesh, 4)
+    measured = 2.0 * mesh[0] * mesh[1] * mesh[2] <= 2e6
+    filled = cost.fill_unmeasured("linear_fwd", axes, np.where(measured, 2.0 * peak, np.nan), measured, roof, 4)
+    np.testing.assert_allclose(filled[~measured], np.sqrt(2.0) * peak[~measured], rtol=1e-9)
+    np.testing.assert_allclose(filled[measured], 2.0 * peak[measured], rtol=1e-12)
+
+
 def test_predict_is_the_sum_of_its_parts(prof):
     counts = zipf_counts(20000)
     p = cost.predict(prof, counts, 256, [1000, 5000], [64, 16], 1024)
