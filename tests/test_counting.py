@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from vocabopt import analyze
+from vocabopt import analyze, counting
 from vocabopt.counting import HFCounter, choose_path, load_spec
 
 
@@ -85,6 +86,8 @@ def test_added_token_text_takes_the_encode_path(tmp_path, tokenizer_files):
 # compatibility characters NFKC rewrites, CJK, digits, punctuation, leading/trailing spaces.
 ALPHABET = list("ab Zé \t\n\u00a0\u3000\u2003\u0301\u00b4\u00a8\ufb01\u4e2d\u6587'.,!?-0123456789") + ["  ", "’s"]
 ASCII = list("abZ \t\n\r\x0b\x1c'.,!?-09") + ["  ", "'s", "Lord"]  # all-ASCII batches take the numpy scan
+# Non-ASCII text without Unicode spaces also takes the byte scan; long words make pieces of 8-15 and 16+ bytes.
+UTF8 = list("aé中’\u0301 \t\n.") + ["  ", "Jerusalem", "righteousness", "évangélisation", "中文中文"]
 
 
 def _texts(alphabet):
@@ -92,7 +95,7 @@ def _texts(alphabet):
                     min_size=1, max_size=12)
 
 
-texts = st.one_of(_texts(ALPHABET), _texts(ASCII))
+texts = st.one_of(_texts(ALPHABET), _texts(ASCII), _texts(UTF8))
 
 
 @pytest.mark.parametrize("kind", ["bpe", "bpe_spaces", "wordpiece", "unigram"])
@@ -107,6 +110,31 @@ def test_chunk_path_is_exact_on_adversarial_text(tokenizer_files, kind, sequence
         got = counter.count([(s, False) for s in sequences])
         np.testing.assert_array_equal(got.counts, ref)
         assert got.n_words == sum(len(s.split()) for s in sequences)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sequences=st.lists(st.lists(st.sampled_from(list("ab é中\x00\n\t") + ["Lord", "righteousness"]), max_size=30)
+                          .map("".join), max_size=8))
+def test_piece_keys_count_what_str_split_counts(sequences):
+    pieces = counting._piece_counts(sequences)
+    got = Counter(dict(zip(counting._key_strings(pieces.keys), pieces.key_counts.tolist())))
+    got.update(dict(zip(counting._pair_strings(pieces.pairs), pieces.pair_counts.tolist())))
+    got.update(pieces.strings)
+    assert got == Counter(("\n" + " \n".join(sequences)).split(" "))
+    assert len(pieces.pairs) == len(set(pieces.pairs)) and len(pieces.keys) == len(set(pieces.keys.tolist()))
+
+
+def test_unicode_spaces_are_all_non_ascii_whitespace():
+    assert counting._UNICODE_SPACES == "".join(chr(c) for c in range(0x80, 0x110000) if chr(c).isspace())
+
+
+def test_store_forgetting_pieces_stays_exact(tokenizer_files, corpus_slice):
+    lines = lines_of(corpus_slice)
+    for path in ("chunks", "pretokens"):
+        counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=True, force_path=path)
+        counter.store.limit = 300  # cleared again and again
+        total = sum(counter.count([(s, False) for s in lines[i: i + 40]]).counts for i in range(0, len(lines), 40))
+        np.testing.assert_array_equal(total, reference_counts(tokenizer_files["bpe"], lines))
 
 
 def test_long_lines_are_cut_at_whitespace(tmp_path, tokenizer_files):

@@ -11,14 +11,16 @@ size.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,7 +296,17 @@ _COUNTER: Any = None
 def _init_worker(spec: counting.TokenizerSpec, add_special_tokens: bool, force_path: str | None) -> None:
     global _COUNTER
     os.environ["RAYON_NUM_THREADS"] = "1"  # one process per core already; no nested thread pools
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     _COUNTER = counting.make_counter(spec, add_special_tokens, force_path)
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    """Exit when the parent does. A Ctrl-C that lands while the pool starts a worker could leave that worker
+    waiting for work forever (seen on a loaded machine), holding the terminal's pipes; so could a killed parent."""
+    parent.join()
+    os._exit(1)
 
 
 def _count_in_worker(payload: counting.Payload) -> counting.BatchCounts:
@@ -323,27 +335,45 @@ def _count_batches(batches: Iterator[_Batch], spec: counting.TokenizerSpec, add_
     """(batch, counts) in input order; with several workers, at most 2 batches per worker in flight."""
     if n_workers == 1:
         counter = counting.make_counter(spec, add_special_tokens, force_path)
-        for batch in batches:
-            yield batch, counter.count(batch.payload)
+        if not isinstance(counter, counting.HFCounter):
+            for batch in batches:
+                yield batch, counter.count(batch.payload)
+            return
+        # This thread reads and cuts batch k + 1 while a second one tokenizes batch k (the tokenizer releases the GIL).
+        with ThreadPoolExecutor(1, thread_name_prefix="vocabopt-count") as pool:
+            queued: collections.deque[tuple[_Batch, Future]] = collections.deque()
+            for batch in batches:
+                queued.append((batch, pool.submit(counter.finish, counter.prepare(batch.payload))))
+                if len(queued) > 1:
+                    done, fut = queued.popleft()
+                    yield done, fut.result()
+            while queued:
+                done, fut = queued.popleft()
+                yield done, fut.result()
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(spec, add_special_tokens, force_path)) as pool:
-        pending: list[tuple[_Batch, Future]] = []
-        try:
-            for batch in batches:
-                with _sigint_blocked():  # workers start during submit
-                    fut = pool.submit(_count_in_worker, batch.payload)
-                pending.append((batch, fut))
-                if len(pending) >= 2 * n_workers:
-                    done, fut = pending.pop(0)
-                    yield done, fut.result()
-            while pending:
-                done, fut = pending.pop(0)
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(spec, add_special_tokens, force_path))
+    pending: collections.deque[tuple[_Batch, Future]] = collections.deque()
+    try:
+        for batch in batches:
+            with _sigint_blocked():  # workers start during submit
+                pending.append((batch, pool.submit(_count_in_worker, batch.payload)))
+            if len(pending) >= 2 * n_workers:
+                done, fut = pending.popleft()
                 yield done, fut.result()
-        finally:
-            for _, fut in pending:
-                fut.cancel()
+        while pending:
+            done, fut = pending.popleft()
+            yield done, fut.result()
+    except BaseException:  # Ctrl-C, an error, or the caller stopped early (--limit-tokens): nothing more is needed
+        pool.shutdown(wait=False, cancel_futures=True)
+        # A worker started just before the pool shut down can miss its stop signal and wait for work forever
+        # (seen after Ctrl-C on a loaded machine); the pool would then wait for it forever. Stop this pool's workers.
+        for proc in set(multiprocessing.active_children()) - before:
+            proc.terminate()
+        raise
+    pool.shutdown(wait=True)
 
 
 def _path_report(spec: counting.TokenizerSpec, used: Counter, force_path: str | None) -> tuple[str, str]:
