@@ -415,13 +415,14 @@ class _IdStore:
         self.tables: dict[str, dict] = {}
         self.keys = np.zeros(0, np.uint64)  # sorted "key" keys ...
         self.key_rows = np.zeros(0, np.int64)  # ... and their rows
-        self.starts = np.zeros(0, np.int64)
-        self.lengths = np.zeros(0, np.int64)
-        self.ids = np.zeros(0, np.int32)
-        self.n_ids = 0
+        self.n_rows, self.n_ids = 0, 0
+        # Buffers with room to grow: appending a batch's new pieces costs O(new), not O(stored).
+        self.starts = np.zeros(1 << 12, np.int64)
+        self.lengths = np.zeros(1 << 12, np.int64)
+        self.ids = np.zeros(1 << 14, np.int32)
 
     def full(self, n_new: int) -> bool:
-        return self.lengths.size + n_new > self.limit
+        return self.n_rows + n_new > self.limit
 
     def rows_of(self, kind: str, keys) -> np.ndarray:
         """(len(keys),) int64: each key's row, -1 for keys not stored."""
@@ -435,21 +436,18 @@ class _IdStore:
 
     def add(self, kind: str, keys, ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Store keys[j] with ids[starts[j]:starts[j] + lengths[j]]; returns their rows."""
-        rows = np.arange(self.lengths.size, self.lengths.size + len(keys))
-        if kind == "key":
-            all_keys, all_rows = np.concatenate([self.keys, keys]), np.concatenate([self.key_rows, rows])
-            order = np.argsort(all_keys)
-            self.keys, self.key_rows = all_keys[order], all_rows[order]
+        rows = np.arange(self.n_rows, self.n_rows + len(keys))
+        if kind == "key":  # merged into the sorted keys: O(stored) memory traffic, no sort of the stored keys
+            order = np.argsort(keys)
+            at = np.searchsorted(self.keys, keys[order])
+            self.keys, self.key_rows = np.insert(self.keys, at, keys[order]), np.insert(self.key_rows, at, rows[order])
         else:
             self.tables.setdefault(kind, {}).update(zip(keys, rows.tolist()))
         mine = ids[_spans(starts, lengths)]
-        self.starts = np.concatenate([self.starts, self.n_ids + np.cumsum(lengths) - lengths])
-        self.lengths = np.concatenate([self.lengths, lengths])
-        if self.n_ids + mine.size > self.ids.size:  # grow geometrically: amortised O(1) per id
-            grown = np.empty(max(2 * self.ids.size, self.n_ids + mine.size), np.int32)
-            grown[: self.n_ids] = self.ids[: self.n_ids]
-            self.ids = grown
-        self.ids[self.n_ids: self.n_ids + mine.size] = mine
+        self.starts = _append(self.starts, self.n_rows, self.n_ids + np.cumsum(lengths) - lengths)
+        self.lengths = _append(self.lengths, self.n_rows, lengths)
+        self.ids = _append(self.ids, self.n_ids, mine)
+        self.n_rows += len(keys)
         self.n_ids += mine.size
         return rows
 
@@ -461,6 +459,16 @@ class _IdStore:
         ids = self.ids[_spans(self.starts[rows], lengths)]
         # float64 weights are exact below 2**53 tokens per batch
         return np.rint(np.bincount(ids, weights=np.repeat(weights, lengths), minlength=size)).astype(np.int64)
+
+
+def _append(buf: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    """buf[:n] followed by values: in buf when it has room, else in a new buffer twice as large (amortised O(1))."""
+    if n + values.size > buf.size:
+        grown = np.empty(max(2 * buf.size, n + values.size), buf.dtype)
+        grown[:n] = buf[:n]
+        buf = grown
+    buf[n: n + values.size] = values
+    return buf
 
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
