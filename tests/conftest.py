@@ -62,6 +62,16 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     files["bpe_spaces"] = out / "bpe_spaces.json"
     ws.save(str(files["bpe_spaces"]))
 
+    # Byte-level BPE missing the bytes of non-ASCII characters: they are dropped (no unk token) or become <unk>, so
+    # tokens no longer add up to the text's bytes and the counter must fall back to token offsets.
+    for name, unk in (("bpe_gaps", None), ("bpe_unk", "<unk>")):
+        gaps = Tokenizer(models.BPE(unk_token=unk))
+        gaps.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        gaps.train([str(corpus_slice)], trainers.BpeTrainer(vocab_size=600, show_progress=False,
+                                                            special_tokens=[unk] if unk else []))
+        files[name] = out / f"{name}.json"
+        gaps.save(str(files[name]))
+
     gpt4 = Tokenizer(models.BPE())
     gpt4.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"

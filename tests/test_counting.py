@@ -98,7 +98,7 @@ def _texts(alphabet):
 texts = st.one_of(_texts(ALPHABET), _texts(ASCII), _texts(UTF8))
 
 
-@pytest.mark.parametrize("kind", ["bpe", "bpe_spaces", "wordpiece", "unigram"])
+@pytest.mark.parametrize("kind", ["bpe", "bpe_spaces", "wordpiece", "unigram", "bpe_gaps", "bpe_unk"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequences=texts)
 @example(sequences=["a  ", "a ", "a  "])  # lone whitespace chunks whose offsets a trimming post-processor moves
@@ -122,6 +122,18 @@ def test_piece_keys_count_what_str_split_counts(sequences):
     got.update(pieces.strings)
     assert got == Counter(("\n" + " \n".join(sequences)).split(" "))
     assert len(pieces.pairs) == len(set(pieces.pairs)) and len(pieces.keys) == len(set(pieces.keys.tolist()))
+
+
+@pytest.mark.parametrize("kind", ["bpe_gaps", "bpe_unk"])
+def test_tokens_that_do_not_add_up_to_the_bytes_fall_back_to_offsets(tokenizer_files, kind):
+    counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
+    assert counter.token_bytes is not None  # byte-level: chunks are located by token sizes ...
+    firsts = np.array([0])
+    assert counter._locate_by_bytes(["In the"], ["In", " the"], firsts) is not None
+    assert counter._locate_by_bytes(["Ésaïe 中"], ["Ésaïe", " 中"], firsts) is None  # ... unless bytes went missing
+    sequences = ["Ésaïe and the 中文 text", "plain words", "naïve café"]
+    got = counter.count([(s, False) for s in sequences])
+    np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], sequences, False))
 
 
 def test_unicode_spaces_are_all_non_ascii_whitespace():
