@@ -8,7 +8,8 @@ runs its model on each pre-token independently, so counts only depend on how oft
 count those, tokenize each distinct one once, multiply. Three paths, chosen per tokenizer and reported:
 - "chunks": for tokenizers whose normalizer is character-local and whose pre-tokenizer always splits before a run of
   spaces that follows a non-space character (GPT-2 byte-level, Metaspace, BERT, Whitespace), we cut sequences at
-  those points with `str.split` (C speed), count distinct chunks, and encode each distinct chunk once.
+  those points, count distinct chunks by sorting integer keys of their UTF-8 bytes (numpy; no Python object per
+  chunk), and encode each distinct chunk once, many chunks per tokenizer call.
 - "pretokens": any other deterministic model: each sequence goes through the tokenizer's own normalizer and
   pre-tokenizer (Rust), distinct pre-tokens are counted, and the model runs once per distinct pre-token.
 - "encode": plain `encode_batch`, when the model is not deterministic (BPE dropout) or a sequence contains the text of
