@@ -6,6 +6,7 @@ import bz2
 import gzip
 import json
 import lzma
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from vocabopt import analyze
 from vocabopt.errors import InputError, TokenizerError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LINES = ["In the beginning God created the heaven and the earth.", "And the earth was without form, and void;",
          "and darkness was upon the face of the deep."]
@@ -86,6 +89,19 @@ def test_invalid_utf8_is_replaced_and_reported(tmp_path):
     stats = analyze([str(path)], "bytes", on_warning=lambda w: None)
     assert stats.sources[0].replaced_bytes == 3
     assert stats.counts[0xEF] == 3  # U+FFFD is EF BF BD in UTF-8
+
+
+def test_lone_surrogates_in_json_are_replaced_and_reported(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "abc \\ud800 def \\udfff"}\n{"text": "pair \\ud83d\\ude00 ok"}\n')
+    from tokenizers import Tokenizer
+
+    bpe = ROOT / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
+    stats = analyze([str(path)], str(bpe), field="text", on_warning=lambda w: None)
+    assert stats.sources[0].replaced_bytes == 2  # the valid pair is one character, kept
+    encs = Tokenizer.from_file(str(bpe)).encode_batch(["abc \ufffd def \ufffd", "pair \U0001F600 ok"])
+    ref = np.bincount([i for e in encs for i in e.ids], minlength=stats.counts.size)
+    np.testing.assert_array_equal(stats.counts, ref)
 
 
 def test_limits(tmp_path, plain):

@@ -26,6 +26,7 @@ import io
 import json
 import lzma
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -379,6 +380,9 @@ class Reader:
                         info.skipped_lines += 1
                         continue
                     raise InputError(_field_error(path, lineno, field, record, value))
+                if _SURROGATE.search(value):  # "\ud800" escapes: no tokenizer can take a lone surrogate
+                    value, n = _SURROGATE.subn("\ufffd", value)
+                    info.replaced_bytes += n
                 yield from self._record_sequences(i, value)
             info.replaced_bytes += _REPLACED.replaced - before
         finally:
@@ -633,6 +637,9 @@ def _get_field(record: Any, field: str) -> Any:
 
 class _Missing:
     pass
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate (a valid pair is decoded to one character)
 
 
 def _field_error(path: str, lineno: int | None, field: str, record: Any, value: Any) -> str:
