@@ -169,3 +169,30 @@ def test_long_lines_are_cut_the_same_wherever_the_read_blocks_fall(tmp_path, mon
             got.append(item.text)
     want = [piece for line in lines if line.strip() for piece in sources.cut_long(line, max_chars)]
     assert got == want
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.lists(st.sampled_from(list("ab. \t") + ["word", ""]), max_size=50).map("".join),
+                      min_size=1, max_size=10))
+@example(lines=["word " * 30, "a"])  # a line read in pieces, inside a document
+def test_document_mode_keeps_long_lines_whole(tmp_path, lines):
+    """Document mode: the sequences of a document, their pieces joined back, are the document, even where a line
+    longer than max_chars was read in pieces (those pieces once came back joined by newlines)."""
+    from vocabopt import sources
+
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    docs: list[str] = []
+    for item in sources.Reader([str(path)], sources.SourceOptions(sequence="document", max_chars=20)):
+        if item.continuation:
+            docs[-1] += item.text
+        else:
+            docs.append(item.text)
+    want, current = [], []
+    for line in lines:
+        if line.strip():
+            current.append(line)
+        elif current:
+            want.append("\n".join(current))
+            current = []
+    assert docs == want + (["\n".join(current)] if current else [])

@@ -23,6 +23,7 @@ import codecs
 import glob as globlib
 import gzip
 import io
+import itertools
 import json
 import lzma
 import os
@@ -324,12 +325,17 @@ class Reader:
 
     def _documents(self, i: int, path: str, text: io.TextIOWrapper) -> Iterator[Sequence]:
         lines: list[str] = []
-        for line in _lines(text, self.options.max_chars, path):
+        pieces: list[str] = []  # of a line longer than max_chars, which _lines reads in pieces
+        for piece in itertools.chain(_lines(text, self.options.max_chars, path), ["\n"]):
             if self._limit_reached():
                 return
-            stripped = line.rstrip("\n")
-            if stripped.strip():
-                lines.append(stripped)
+            pieces.append(piece)
+            if not piece.endswith("\n"):
+                continue
+            line = "".join(pieces)[:-1]  # a whole line again: its pieces join with nothing between
+            pieces = []
+            if line.strip():
+                lines.append(line)
             elif lines:
                 yield from self._cut(i, "\n".join(lines))
                 lines = []
