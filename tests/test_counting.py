@@ -131,6 +131,8 @@ def test_tokens_that_do_not_add_up_to_the_bytes_fall_back_to_offsets(tokenizer_f
     firsts = np.array([0])
     assert counter._locate_by_bytes(["In the"], ["In", " the"], firsts) is not None
     assert counter._locate_by_bytes(["Ésaïe 中"], ["Ésaïe", " 中"], firsts) is None  # ... unless bytes went missing
+    assert counter.token_bytes is None  # and then no longer tried
+    counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
     sequences = ["Ésaïe and the 中文 text", "plain words", "naïve café"]
     got = counter.count([(s, False) for s in sequences])
     np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], sequences, False))

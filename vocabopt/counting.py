@@ -414,6 +414,7 @@ class HFCounter:
         text_ends = np.append(chunk_ends[firsts[1:] - 1], chunk_ends[-1:])  # bytes up to each text's end
         text_token_ends = np.concatenate([[0], token_ends])[np.cumsum(n_tokens)]
         if not np.array_equal(text_ends, text_token_ends):
+            self.token_bytes = None  # such characters will come again: stop paying for two encodes
             return None
         return ids, n_tokens, token_ends - sizes, chunk_ends - lengths
 
@@ -430,10 +431,11 @@ def _ids_of(encs: list) -> tuple[np.ndarray, np.ndarray]:
 
 def _byte_level_sizes(tok, config: dict) -> np.ndarray | None:
     """(V,) characters of each token's string, when one character is one byte of the text: a BPE model behind the
-    ByteLevel pre-tokenizer alone, with no normalizer and no prefix space added; else None."""
+    ByteLevel pre-tokenizer alone, with no normalizer, no prefix space added and no affixes on tokens; else None."""
     pre, model = config.get("pre_tokenizer") or {}, config.get("model") or {}
     if (pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or config.get("normalizer") is not None
-            or model.get("type") != "BPE"):
+            or model.get("type") != "BPE" or model.get("continuing_subword_prefix")
+            or model.get("end_of_word_suffix") or model.get("byte_fallback")):
         return None
     vocab = tok.get_vocab(with_added_tokens=True)
     sizes = np.zeros(max(vocab.values(), default=-1) + 1, np.int64)
