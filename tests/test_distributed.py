@@ -134,8 +134,9 @@ def test_jsonl_field_and_skipped_lines_equal_local(scheduler, tmp_path, corpus_s
     with open(tmp_path / "r.jsonl", "w") as f:
         for i, line in enumerate(lines):
             f.write("{not json\n" if i % 97 == 5 else json.dumps({"meta": {"body": line}, "id": i}) + "\n")
+    assert len(vd.plan([str(tmp_path / "r.jsonl")], None, sources.SourceOptions(), 20_000)) > 5  # split in ranges
     local, dask, _, _ = both([str(tmp_path / "r.jsonl")], str(tokenizer_files["unigram"]), scheduler,
-                             field="meta.body", skip_bad_lines=True)
+                             field="meta.body", skip_bad_lines=True, partition_bytes=20_000)
     assert_same(local, dask)
     assert dask.sources[0].skipped_lines == 21
 
@@ -244,10 +245,10 @@ def _brute_boundary(data: bytes, pos: int, document: bool) -> int:
     return len(data)
 
 
-def test_byte_range_is_for_plain_text_only(tmp_path):
-    (tmp_path / "a.jsonl").write_text("{}\n")
-    with pytest.raises(ValueError):
-        sources.Reader([str(tmp_path / "a.jsonl")], sources.SourceOptions(), byte_range=(0, 1))
+def test_byte_range_is_for_uncompressed_text_and_json_lines_only(tmp_path):
+    for name in ("a.jsonl.gz", "a.parquet", "a.txt.bz2"):
+        with pytest.raises(ValueError):
+            sources.Reader([str(tmp_path / name)], sources.SourceOptions(), byte_range=(0, 1))
 
 
 # --- errors and the CLI ---------------------------------------------------------------------------------------------
@@ -363,6 +364,14 @@ def test_bad_input_on_a_worker_is_the_same_error(scheduler, tmp_path):
     (tmp_path / "r.jsonl").write_text('{"text": "fine"}\n{broken\n')
     with pytest.raises(InputError, match=r"r.jsonl:2: invalid JSON"):
         analyze([str(tmp_path / "r.jsonl")], "bytes", engine="dask", scheduler=scheduler)
+    # Deep in a file read in byte ranges, the line is still numbered from the file's start.
+    lines = [json.dumps({"text": f"line {i}"}) for i in range(3000)]
+    lines[2345] = '{"text": 7}'
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    for engine in ("local", "dask"):
+        with pytest.raises(InputError, match=r"big.jsonl:2346: field 'text' holds int"):
+            analyze([str(tmp_path / "big.jsonl")], "bytes", engine=engine, partition_bytes=4_000,
+                    **({"scheduler": scheduler} if engine == "dask" else {}))
 
 
 def test_spec_and_parts_pickle():

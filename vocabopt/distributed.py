@@ -3,8 +3,9 @@
 Inputs: resolved sources (paths every worker reads at the same place), a tokenizer spec, the source options.
 Outputs: one `analyze.Tally` (counts and totals), which `analyze.analyze` turns into CorpusStats.
 
-The client plans parts: whole files; byte ranges of large plain-text files (a range owns the lines that start inside
-it, or with --sequence document the documents, see `sources.range_bounds`); the arrow shards of a `save_to_disk`
+The client plans parts: whole files; byte ranges of large plain-text and JSON-lines files (a range owns the lines
+that start inside it, or with --sequence document the documents of a text file, see `sources.range_bounds`); the
+arrow shards of a `save_to_disk`
 dataset. Each task reads its part where it lives and returns a Tally; tallies are summed pairwise on the workers as
 they finish (a tree), and only the final one reaches the client. Text never travels; the tokenizer is scattered to
 the workers once. Sums of integers do not depend on the order, so the result is the local engine's exactly; the word
@@ -206,12 +207,13 @@ def _part_bytes(paths: list[str], threads: int) -> int:
 
 
 def plan(paths: list[str], dataset: str | None, options: sources.SourceOptions, part_bytes: int) -> list[Part]:
-    """The parts of a corpus: byte ranges of uncompressed text files larger than `part_bytes`, whole other files,
+    """The parts of a corpus: byte ranges of uncompressed text and JSON-lines files larger than `part_bytes`, whole
+    other files,
     a dataset's arrow shards (or the whole dataset as one part when it is not a plain `save_to_disk` folder)."""
     parts = []
     for i, path in enumerate(paths):
         size = sources.size_of(path)
-        if sources._kind(path) == ("text", None) and size > part_bytes:
+        if sources._kind(path) in sources.RANGED and size > part_bytes:
             n = -(-size // part_bytes)
             cuts = [size * k // n for k in range(n + 1)]
             parts += [Part(i, path, b - a, byte_range=(a, b)) for a, b in zip(cuts, cuts[1:])]

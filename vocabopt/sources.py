@@ -222,13 +222,14 @@ class Reader:
     source, with the replaced bytes, skipped lines and sequences seen (bytes are counted by the analyzer).
 
     `progress_bytes` is how many bytes of the inputs (on disk, compressed where compressed) have been consumed.
-    `byte_range` (start, end): read only that range of the one plain-text file in `paths` (see `range_bounds`).
+    `byte_range` (start, end): read only that range of the one plain-text or JSON-lines file in `paths` (see
+    `range_bounds`; a JSON-lines range owns the records that start in it).
     """
 
     def __init__(self, paths: list[str], options: SourceOptions, on_warning: Callable[[str], None] | None = None,
                  dataset: str | None = None, byte_range: tuple[int, int] | None = None):
-        if byte_range is not None and (len(paths) != 1 or dataset is not None or _kind(paths[0]) != ("text", None)):
-            raise ValueError("byte_range reads one uncompressed text file")
+        if byte_range is not None and (len(paths) != 1 or dataset is not None or _kind(paths[0]) not in RANGED):
+            raise ValueError("byte_range reads one uncompressed text or JSON-lines file")
         self.paths, self.options, self.dataset, self.byte_range = paths, options, dataset, byte_range
         self.infos = [SourceInfo(path=p, bytes=0) for p in paths]
         if dataset is not None:
@@ -360,7 +361,10 @@ class Reader:
             yield Sequence(piece, i, continuation=k > 0)
 
     def _jsonl(self, i: int, path: str, compression: str | None) -> Iterator[Sequence]:
-        raw, base = _open_binary(path, compression)
+        if self.byte_range is None:
+            raw, base = _open_binary(path, compression)
+        else:
+            raw, base = _open_range(path, *self.byte_range, document=False)
         self._current = base.tell
         try:
             field = self._field(path)
@@ -378,14 +382,14 @@ class Reader:
                     if self.options.skip_bad_lines:
                         info.skipped_lines += 1
                         continue
-                    raise InputError(f"{path}:{lineno}: invalid JSON ({e.msg}); fix the line or pass "
-                                     "--skip-bad-lines") from None
+                    raise InputError(f"{path}:{self._line_number(path, base, lineno)}: invalid JSON ({e.msg}); "
+                                     "fix the line or pass --skip-bad-lines") from None
                 value = _get_field(record, field)
                 if not isinstance(value, str):
                     if self.options.skip_bad_lines:
                         info.skipped_lines += 1
                         continue
-                    raise InputError(_field_error(path, lineno, field, record, value))
+                    raise InputError(_field_error(path, self._line_number(path, base, lineno), field, record, value))
                 if _SURROGATE.search(value):  # "\ud800" escapes: no tokenizer can take a lone surrogate
                     value, n = _SURROGATE.subn("\ufffd", value)
                     info.replaced_bytes += n
@@ -396,6 +400,14 @@ class Reader:
             if raw is not sys.stdin.buffer:
                 raw.close()
             base.close()
+
+    def _line_number(self, path: str, base: Any, lineno: int) -> int:
+        """The line number in the file of line `lineno` of what this reader reads (a byte range starts mid-file:
+        its lines before are counted only here, when an error names a line)."""
+        if self.byte_range is None:
+            return lineno
+        with _open_file(path) as f:
+            return lineno + _count_newlines(f, base.start)
 
     def _records(self, i: int, path: str, texts: Iterator[tuple[str, int, float]]) -> Iterator[Sequence]:
         size = size_of(path)
@@ -463,6 +475,8 @@ def _open_binary(path: str, compression: str | None) -> tuple[BinaryIO, Any]:
 
 # --- byte ranges of plain-text files (the Dask engine's parts) ----------------------------------------------------
 
+RANGED = (("text", None), ("jsonl", None))  # (kind, compression) of the files read in byte ranges
+
 _SCAN = 1 << 20  # bytes read at once while looking for a range's boundary
 
 
@@ -495,6 +509,18 @@ def _boundary(f: BinaryIO, size: int, pos: int, document: bool) -> int:
         keep = min(width - 1, len(buf))  # a mark may straddle two reads
         base += len(buf) - keep
         buf = buf[len(buf) - keep:] + more
+
+
+def _count_newlines(f: BinaryIO, end: int) -> int:
+    """Newlines in the first `end` bytes of a file."""
+    n, left = 0, end
+    while left > 0:
+        block = f.read(min(left, _SCAN))
+        if not block:
+            break
+        n += block.count(b"\n")
+        left -= len(block)
+    return n
 
 
 class _Slice(io.RawIOBase):
