@@ -62,10 +62,10 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     files["bpe_spaces"] = out / "bpe_spaces.json"
     ws.save(str(files["bpe_spaces"]))
 
-    # Byte-level BPE missing the bytes of non-ASCII characters: they are dropped (no unk token) or become <unk>, so
-    # tokens no longer add up to the text's bytes and the counter must fall back to token offsets.
-    for name, unk in (("bpe_gaps", None), ("bpe_unk", "<unk>")):
-        gaps = Tokenizer(models.BPE(unk_token=unk))
+    # Byte-level BPE missing the bytes of non-ASCII characters: they are dropped (no unk token: tokens no longer add
+    # up to the text's bytes, and the counter must fall back to token offsets), become <unk>, or fused <unk>s.
+    for name, unk, fuse in (("bpe_gaps", None, False), ("bpe_unk", "<unk>", False), ("bpe_fuse_unk", "<unk>", True)):
+        gaps = Tokenizer(models.BPE(unk_token=unk, fuse_unk=fuse))
         gaps.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         gaps.train([str(corpus_slice)], trainers.BpeTrainer(vocab_size=600, show_progress=False,
                                                             special_tokens=[unk] if unk else []))

@@ -367,9 +367,10 @@ def test_bad_input_on_a_worker_is_the_same_error(scheduler, tmp_path):
     # Deep in a file read in byte ranges, the line is still numbered from the file's start.
     lines = [json.dumps({"text": f"line {i}"}) for i in range(3000)]
     lines[2345] = '{"text": 7}'
-    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    lines[100] += '\r{"text": "after a lone CR, which also ends a line"}'
+    (tmp_path / "big.jsonl").write_bytes(("\n".join(lines) + "\n").encode())
     for engine in ("local", "dask"):
-        with pytest.raises(InputError, match=r"big.jsonl:2346: field 'text' holds int"):
+        with pytest.raises(InputError, match=r"big.jsonl:2347: field 'text' holds int"):
             analyze([str(tmp_path / "big.jsonl")], "bytes", engine=engine, partition_bytes=4_000,
                     **({"scheduler": scheduler} if engine == "dask" else {}))
 

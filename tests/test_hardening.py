@@ -769,3 +769,49 @@ def test_fuzz_sidecars(small, data):
         dst = src.with_name(f"fz-{kind}.json")
         dst.write_text(json.dumps(obj))
         _load_only_our_errors(kind, dst)
+
+
+EARLY_STOP = textwrap.dedent("""
+    import sys
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from vocabopt import analyze as _  # noqa: F401
+    import importlib
+    analyze = importlib.import_module("vocabopt.analyze")
+    from vocabopt.counting import load_spec
+    vocab = {f"w{i}": i for i in range(300_000)}  # a 2.4 MB tally per batch: long to send back
+    vocab["[UNK]"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(sys.argv[1])
+    spec = load_spec(sys.argv[1])
+    batches = (analyze._Batch(0, f"w{k} w{k + 1} hello") for k in range(400))
+    if __name__ == "__main__":
+        for n, _ in enumerate(analyze._count_batches(batches, spec, True, None, 2), start=1):
+            if n == 3:
+                break  # as --limit-tokens does, with batches still in flight
+        print("stopped", flush=True)
+""")
+
+
+def test_stopping_early_with_batches_in_flight_exits_and_leaves_no_worker(tmp_path):
+    """Workers killed while sending a result left the pool's reader waiting for the rest: the exit hung (7 of 12
+    runs, before workers got a grace period to finish their batch)."""
+    script = tmp_path / "early_stop.py"
+    script.write_text(EARLY_STOP)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "tok.json")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, cwd=ROOT)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("stopping early hung at exit") from None
+    assert proc.returncode == 0 and b"stopped" in stdout, stderr.decode()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the process group goes away: no worker left behind
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("worker processes outlived the early stop")

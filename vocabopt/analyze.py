@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 BATCH_BYTES = 1 << 20  # text per batch sent to a worker
 PARALLEL_MIN_BYTES = 24 << 20  # below this, spawning workers costs more than it saves
+STOP_GRACE_S = 5.0  # after Ctrl-C or an early stop, workers get this long to finish their batch before terminate
 Progress = Callable[[int, "int | None", int], None]  # (bytes done, bytes total or None, tokens so far)
 
 
@@ -244,7 +246,9 @@ def _count_local(paths: list[str], dataset: str | None, spec: counting.Tokenizer
     total_disk = sources.total_size(paths) if dataset is None else None
     n_workers = _n_workers(workers, total_disk, limit_bytes)
     tally = Tally()
-    for batch, result in _count_batches(batches(reader), spec, add_special_tokens, force_path, n_workers):
+    counted = _count_batches(batches(reader), spec, add_special_tokens, force_path, n_workers,
+                             read_ahead=limit_tokens is None)
+    for batch, result in counted:
         tally.add_batch(batch.source, result)
         if progress:
             progress(reader.progress_bytes if total_disk else tally.n_bytes, total_disk, tally.n_tokens)
@@ -331,11 +335,14 @@ def _sigint_blocked() -> Iterator[None]:
 
 
 def _count_batches(batches: Iterator[_Batch], spec: counting.TokenizerSpec, add_special_tokens: bool,
-                   force_path: str | None, n_workers: int) -> Iterator[tuple[_Batch, counting.BatchCounts]]:
-    """(batch, counts) in input order; with several workers, at most 2 batches per worker in flight."""
+                   force_path: str | None, n_workers: int,
+                   read_ahead: bool = True) -> Iterator[tuple[_Batch, counting.BatchCounts]]:
+    """(batch, counts) in input order; with several workers, at most 2 batches per worker in flight. In-process,
+    the next batch is read and cut while this one is tokenized, unless `read_ahead` is off (a token limit: what is
+    read is then what is counted)."""
     if n_workers == 1:
         counter = counting.make_counter(spec, add_special_tokens, force_path)
-        if not isinstance(counter, counting.HFCounter):
+        if not isinstance(counter, counting.HFCounter) or not read_ahead:
             for batch in batches:
                 yield batch, counter.count(batch.payload)
             return
@@ -368,12 +375,22 @@ def _count_batches(batches: Iterator[_Batch], spec: counting.TokenizerSpec, add_
             yield done, fut.result()
     except BaseException:  # Ctrl-C, an error, or the caller stopped early (--limit-tokens): nothing more is needed
         pool.shutdown(wait=False, cancel_futures=True)
-        # A worker started just before the pool shut down can miss its stop signal and wait for work forever
-        # (seen after Ctrl-C on a loaded machine); the pool would then wait for it forever. Stop this pool's workers.
-        for proc in set(multiprocessing.active_children()) - before:
-            proc.terminate()
+        _stop_workers(set(multiprocessing.active_children()) - before)
         raise
     pool.shutdown(wait=True)
+
+
+def _stop_workers(procs: set[multiprocessing.process.BaseProcess], grace: float = STOP_GRACE_S) -> None:
+    """Let a shut-down pool's workers finish the batch in hand and exit; terminate those still there after `grace`.
+
+    A worker started just before the pool shut down can miss its stop signal and wait for work forever (seen after
+    Ctrl-C on a loaded machine), and the pool would wait for it forever. Terminating at once is no better: a worker
+    killed while sending its result leaves the pool's reader thread waiting for the rest, and the exit hangs."""
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(max(deadline - time.monotonic(), 0.0))
+        if proc.is_alive():
+            proc.terminate()
 
 
 def _path_report(spec: counting.TokenizerSpec, used: Counter, force_path: str | None) -> tuple[str, str]:

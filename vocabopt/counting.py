@@ -403,8 +403,8 @@ class HFCounter:
     def _locate_by_bytes(self, texts: list[str], ordered: list[str], firsts: np.ndarray) -> _Located | None:
         """As `_locate_by_offsets`, in bytes, for byte-level BPE: a token's string has one character per byte of
         text, so the tokens' sizes lay them out without the offsets (which cost the tokenizer ~40% more time).
-        None if some text's tokens do not add up to its bytes (an unknown character became an unk token, or
-        was dropped): then the offsets decide."""
+        None if some text's tokens do not add up to its bytes (an unknown character was dropped): then the offsets
+        decide."""
         ids, n_tokens = _ids_of(self.tok.encode_batch_fast(texts, add_special_tokens=False))
         sizes = self.token_bytes[ids]  # (total,) bytes of each token
         ascii_only = all(map(str.isascii, texts))
@@ -431,11 +431,14 @@ def _ids_of(encs: list) -> tuple[np.ndarray, np.ndarray]:
 
 def _byte_level_sizes(tok, config: dict) -> np.ndarray | None:
     """(V,) characters of each token's string, when one character is one byte of the text: a BPE model behind the
-    ByteLevel pre-tokenizer alone, with no normalizer, no prefix space added and no affixes on tokens; else None."""
+    ByteLevel pre-tokenizer alone, with no normalizer, no prefix space added, no affixes on tokens and no unk token;
+    else None. (An unk token stands for characters of any size, fused ones for several: their errors in bytes could
+    cancel out in a text's sum. Without one, an unknown character is dropped, and the sum always shows it.)"""
     pre, model = config.get("pre_tokenizer") or {}, config.get("model") or {}
     if (pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or config.get("normalizer") is not None
             or model.get("type") != "BPE" or model.get("continuing_subword_prefix")
-            or model.get("end_of_word_suffix") or model.get("byte_fallback")):
+            or model.get("end_of_word_suffix") or model.get("byte_fallback") or model.get("unk_token") is not None
+            or not hasattr(tok, "encode_batch_fast")):  # tokenizers < 0.20
         return None
     vocab = tok.get_vocab(with_added_tokens=True)
     sizes = np.zeros(max(vocab.values(), default=-1) + 1, np.int64)

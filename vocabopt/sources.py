@@ -406,8 +406,10 @@ class Reader:
         its lines before are counted only here, when an error names a line)."""
         if self.byte_range is None:
             return lineno
-        with _open_file(path) as f:
-            return lineno + _count_newlines(f, base.start)
+        with _open_file(path) as f:  # lines as this reader splits them (a lone \r ends one too)
+            before = io.TextIOWrapper(io.BufferedReader(_Slice(f, 0, base.start)), encoding="utf-8",
+                                      errors="replace", newline=None)
+            return lineno + sum(1 for _ in before)
 
     def _records(self, i: int, path: str, texts: Iterator[tuple[str, int, float]]) -> Iterator[Sequence]:
         size = size_of(path)
@@ -509,18 +511,6 @@ def _boundary(f: BinaryIO, size: int, pos: int, document: bool) -> int:
         keep = min(width - 1, len(buf))  # a mark may straddle two reads
         base += len(buf) - keep
         buf = buf[len(buf) - keep:] + more
-
-
-def _count_newlines(f: BinaryIO, end: int) -> int:
-    """Newlines in the first `end` bytes of a file."""
-    n, left = 0, end
-    while left > 0:
-        block = f.read(min(left, _SCAN))
-        if not block:
-            break
-        n += block.count(b"\n")
-        left -= len(block)
-    return n
 
 
 class _Slice(io.RawIOBase):

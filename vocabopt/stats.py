@@ -36,7 +36,7 @@ class SourceInfo:
     path: str
     bytes: int  # UTF-8 bytes of text read (after decompression)
     sequences: int = 0
-    replaced_bytes: int = 0  # invalid UTF-8 bytes (and lone surrogates JSON escapes) decoded as U+FFFD
+    replaced_bytes: int = 0  # invalid UTF-8 bytes decoded as U+FFFD (and lone surrogates of JSON escapes, 1 each)
     skipped_lines: int = 0  # malformed records skipped under --skip-bad-lines
 
 
