@@ -420,15 +420,19 @@ def test_sigint_during_analyze_exits_130_and_writes_nothing(tmp_path):
     assert proc.returncode == 130, stderr.decode()
     assert b"Traceback" not in stderr and b"Interrupted; no output written." in stderr
     assert _snapshot(out) == before
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # no worker left behind (they may take a moment to exit)
+    assert _group_gone(proc.pid), "worker processes outlived the interrupted analyze"
+
+
+def _group_gone(pgid: int, timeout: float = 10.0) -> bool:
+    """Whether every process of the group has exited within `timeout` s (workers may take a moment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            os.killpg(proc.pid, 0)
+            os.killpg(pgid, 0)
         except ProcessLookupError:
-            break
+            return True
         time.sleep(0.1)
-    else:
-        raise AssertionError("worker processes outlived the interrupted analyze")
+    return False
 
 
 SAVER = textwrap.dedent("""
@@ -806,12 +810,4 @@ def test_stopping_early_with_batches_in_flight_exits_and_leaves_no_worker(tmp_pa
         os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError("stopping early hung at exit") from None
     assert proc.returncode == 0 and b"stopped" in stdout, stderr.decode()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the process group goes away: no worker left behind
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("worker processes outlived the early stop")
+    assert _group_gone(proc.pid), "worker processes outlived the early stop"
