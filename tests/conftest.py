@@ -22,8 +22,8 @@ def corpus_slice(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
-    """Tokenizers of the kinds the analyzer must count exactly: byte-level BPE, WordPiece, Unigram/Metaspace, and a
-    GPT-4-style Split regex (which the fast chunk path must refuse)."""
+    """Tokenizers of the kinds the analyzer must count exactly: byte-level BPE, WordPiece, Unigram/Metaspace, and
+    Split regexes (GPT-4/Llama 3, Qwen2, and one of our own that the fast chunk path must refuse)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     out = tmp_path_factory.mktemp("tokenizers")
@@ -72,14 +72,18 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
         files[name] = out / f"{name}.json"
         gaps.save(str(files[name]))
 
-    gpt4 = Tokenizer(models.BPE())
-    gpt4.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    gpt4.train([str(corpus_slice)], trainers.BpeTrainer(vocab_size=1000, show_progress=False,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    files["split_regex"] = out / "split_regex.json"
-    gpt4.save(str(files["split_regex"]))
+    # A Split regex then ByteLevel: GPT-4's cl100k as Llama 3 ships it, Qwen2's (digits one by one), and a regex of
+    # our own, which the fast chunk path must refuse (it takes the pretokens path).
+    for name, digits in (("split_regex", r"\p{N}{1,3}"), ("split_qwen", r"\p{N}"), ("split_custom", None)):
+        pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|" + digits +
+                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+") if digits else r"\w+ ?|\s+|[^\w\s]+"
+        split = Tokenizer(models.BPE())
+        split.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        split.train([str(corpus_slice)], trainers.BpeTrainer(vocab_size=1000, show_progress=False,
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        files[name] = out / f"{name}.json"
+        split.save(str(files[name]))
     return files

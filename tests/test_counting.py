@@ -41,13 +41,13 @@ def documents_of(path) -> list[str]:
 
 @pytest.mark.parametrize("kind, expected", [
     ("bpe", "chunks"), ("bpe_spaces", "chunks"), ("wordpiece", "chunks"), ("unigram", "chunks"),
-    ("split_regex", "pretokens")])
+    ("split_regex", "chunks"), ("split_qwen", "chunks"), ("split_custom", "pretokens")])
 def test_path_choice(tokenizer_files, kind, expected):
     config = json.loads(tokenizer_files[kind].read_text())
     assert choose_path(config)[0] == expected
 
 
-@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram", "split_regex"])
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram", "split_regex", "split_custom"])
 @pytest.mark.parametrize("path", [None, "pretokens", "encode"])
 def test_counts_equal_encode_batch(tokenizer_files, corpus_slice, kind, path):
     stats = analyze([str(corpus_slice)], str(tokenizer_files[kind]), force_path=path)
@@ -69,7 +69,7 @@ def test_document_sequences_and_specials(tokenizer_files, corpus_slice, kind):
 def test_fast_path_reported(tokenizer_files, corpus_slice):
     stats = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
     assert stats.options["count_path"] == "chunks"
-    stats = analyze([str(corpus_slice)], str(tokenizer_files["split_regex"]))
+    stats = analyze([str(corpus_slice)], str(tokenizer_files["split_custom"]))
     assert stats.options["count_path"] == "pretokens"
 
 
@@ -85,7 +85,7 @@ def test_added_token_text_takes_the_encode_path(tmp_path, tokenizer_files):
 # Text that stresses the chunk cut: runs of spaces, tabs, NBSP and other Unicode spaces, combining marks,
 # compatibility characters NFKC rewrites, CJK, digits, punctuation, leading/trailing spaces.
 ALPHABET = list("ab Zé \t\n\u00a0\u3000\u2003\u0301\u00b4\u00a8\ufb01\u4e2d\u6587'.,!?-0123456789") + ["  ", "’s"]
-ASCII = list("abZ \t\n\r\x0b\x1c'.,!?-09") + ["  ", "'s", "Lord"]  # all-ASCII batches take the numpy scan
+ASCII = list("abZ \t\n\r\x0b\x1c'.,!?-09") + ["  ", "'s", "'LL", "12345", "Lord"]  # all-ASCII: the numpy scan
 # Non-ASCII text without Unicode spaces also takes the byte scan; long words make pieces of 8-15 and 16+ bytes.
 UTF8 = list("aé中’\u0301 \t\n.") + ["  ", "Jerusalem", "righteousness", "évangélisation", "中文中文"]
 
@@ -98,7 +98,8 @@ def _texts(alphabet):
 texts = st.one_of(_texts(ALPHABET), _texts(ASCII), _texts(UTF8))
 
 
-@pytest.mark.parametrize("kind", ["bpe", "bpe_spaces", "wordpiece", "unigram", "bpe_gaps", "bpe_unk", "bpe_fuse_unk"])
+@pytest.mark.parametrize("kind", ["bpe", "bpe_spaces", "wordpiece", "unigram", "bpe_gaps", "bpe_unk", "bpe_fuse_unk",
+                                  "split_regex", "split_qwen"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequences=texts)
 @example(sequences=["a  ", "a ", "a  "])  # lone whitespace chunks whose offsets a trimming post-processor moves

@@ -44,6 +44,16 @@ JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (
 _LOCAL_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Nmt"}
 _WS_DROPPING = {"Whitespace", "WhitespaceSplit", "BertPreTokenizer"}
 _PIECE_LOCAL = {"Punctuation", "Digits", "Whitespace", "WhitespaceSplit", "BertPreTokenizer"}
+# Split regexes that cut before every space following a non-space and match a piece alone as they do in context: no
+# alternative matches a non-space followed by a space (so each such point ends a match), and no lookahead reaches past
+# a piece's last character, a non-space. GPT-4's cl100k as Llama 3 ships it (digits in threes), and Qwen2's (single
+# digits). Other regexes take the "pretokens" path.
+_SAFE_SPLITS = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+",
+}
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,9 @@ def _splitter_kind(pre: dict) -> str | None:
     if kind == "ByteLevel" and pre.get("use_regex", True):
         return "prefix"
     if kind == "Metaspace" and pre.get("split", True):
+        return "prefix"
+    if (kind == "Split" and (pre.get("pattern") or {}).get("Regex") in _SAFE_SPLITS
+            and pre.get("behavior") == "Isolated" and not pre.get("invert")):
         return "prefix"
     if kind == "Sequence":
         members = pre.get("pretokenizers") or []
@@ -431,11 +444,11 @@ def _ids_of(encs: list) -> tuple[np.ndarray, np.ndarray]:
 
 def _byte_level_sizes(tok, config: dict) -> np.ndarray | None:
     """(V,) characters of each token's string, when one character is one byte of the text: a BPE model behind the
-    ByteLevel pre-tokenizer alone, with no normalizer, no prefix space added, no affixes on tokens and no unk token;
+    ByteLevel pre-tokenizer (see `_bytes_one_to_one`), with no normalizer, affixes on tokens or unk token;
     else None. (An unk token stands for characters of any size, fused ones for several: their errors in bytes could
     cancel out in a text's sum. Without one, an unknown character is dropped, and the sum always shows it.)"""
     pre, model = config.get("pre_tokenizer") or {}, config.get("model") or {}
-    if (pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or config.get("normalizer") is not None
+    if (not _bytes_one_to_one(pre) or config.get("normalizer") is not None
             or model.get("type") != "BPE" or model.get("continuing_subword_prefix")
             or model.get("end_of_word_suffix") or model.get("byte_fallback") or model.get("unk_token") is not None
             or not hasattr(tok, "encode_batch_fast")):  # tokenizers < 0.20
@@ -444,6 +457,15 @@ def _byte_level_sizes(tok, config: dict) -> np.ndarray | None:
     sizes = np.zeros(max(vocab.values(), default=-1) + 1, np.int64)
     sizes[np.fromiter(vocab.values(), np.int64, len(vocab))] = np.fromiter(map(len, vocab), np.int64, len(vocab))
     return sizes
+
+
+def _bytes_one_to_one(pre: dict) -> bool:
+    """Whether a pre-tokenizer maps each byte of the text to one character: ByteLevel without a prefix space, alone or
+    after pre-tokenizers that only split (Llama 3: a Split regex, then ByteLevel)."""
+    members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
+    byte_level = [m for m in members if m.get("type") == "ByteLevel"]
+    return (bool(byte_level) and not any(m.get("add_prefix_space") for m in byte_level)
+            and all(m.get("type") in ("ByteLevel", "Split", "Digits", "Punctuation") for m in members))
 
 
 def _values(counter: Counter) -> np.ndarray:
