@@ -226,7 +226,7 @@ def unpack(payload: Payload, max_chars: int) -> tuple[list[str], int]:
 def _totals(out: BatchCounts, texts: list[str], n_starts: int, words: bool = True) -> None:
     """Sequences, bytes and (unless the caller counts them another way) whitespace-separated words of a batch."""
     out.n_sequences = n_starts
-    out.n_bytes = len("".join(texts).encode("utf-8", "surrogatepass"))
+    out.n_bytes = len(_utf8("".join(texts)))
     if words:
         out.n_words = len(" ".join(texts).split())
 
@@ -576,7 +576,7 @@ _SPACE_TABLE = bytes(int(b == 32) for b in range(256))
 
 
 def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")  # lone surrogates (from JSON escapes) pass through and back
+    return text.encode("utf-8", "surrogatepass")  # a library caller's lone surrogates pass through and back
 
 
 def _scan(texts: list[str]) -> tuple[list[int], int]:
@@ -719,7 +719,7 @@ class BytesCounter:
         texts, n_starts = unpack(payload, self.max_chars)
         out = BatchCounts()
         _totals(out, texts, n_starts)
-        data = "".join(texts).encode("utf-8", "surrogatepass")
+        data = _utf8("".join(texts))
         out.counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256).astype(np.int64)
         out.paths["bytes"] += len(texts)
         return out
