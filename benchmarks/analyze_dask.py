@@ -42,11 +42,14 @@ def run(folder: Path, engine: str, workers: int, scheduler: str | None = None) -
     return time.perf_counter() - start, stats.counts
 
 
-CONFIGS = [("local", "local engine", 1), ("local", "local engine", 2),
-           ("dask", "Dask, own LocalCluster (started in the run)", 1),
-           ("dask", "Dask, own LocalCluster (started in the run)", 2),
-           ("standing", "Dask, standing LocalCluster (--scheduler)", 1),
-           ("standing", "Dask, standing LocalCluster (--scheduler)", 2)]
+CONFIGS = [
+    ("local", "local engine", 1),
+    ("local", "local engine", 2),
+    ("dask", "Dask, own LocalCluster (started in the run)", 1),
+    ("dask", "Dask, own LocalCluster (started in the run)", 2),
+    ("standing", "Dask, standing LocalCluster (--scheduler)", 1),
+    ("standing", "Dask, standing LocalCluster (--scheduler)", 2),
+]
 
 
 def measure(copies: int, rounds: int, clusters: dict) -> tuple[int, dict[tuple[str, int], float]]:
@@ -92,8 +95,10 @@ def measure_jsonl(copies: int, rounds: int, scheduler: str) -> tuple[int, float,
                 times.append(time.perf_counter() - start)
                 reference = stats.counts if reference is None else reference
                 assert np.array_equal(stats.counts, reference), "byte ranges changed the counts"
-            print(f"{size / 1e6:.0f} MB jsonl, round {r + 1}: whole {whole[-1]:.2f} s, ranges {ranged[-1]:.2f} s",
-                  flush=True)
+            print(
+                f"{size / 1e6:.0f} MB jsonl, round {r + 1}: whole {whole[-1]:.2f} s, ranges {ranged[-1]:.2f} s",
+                flush=True,
+            )
     return size, statistics.median(whole), statistics.median(ranged)
 
 
@@ -107,36 +112,52 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
     header = machine()  # before any LocalCluster: they set OMP_NUM_THREADS=1 in this process for their workers
-    clusters = {w: distributed.LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                                            dashboard_address=":0", silence_logs=logging.ERROR,
-                                            env={"RAYON_NUM_THREADS": "1"}) for w in (1, 2)}
+    clusters = {
+        w: distributed.LocalCluster(
+            n_workers=w,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+            env={"RAYON_NUM_THREADS": "1"},
+        )
+        for w in (1, 2)
+    }
     try:
         results = [(copies, *measure(copies, args.rounds, clusters)) for copies in args.copies]
         jsonl = measure_jsonl(args.copies[0], args.rounds, clusters[2].scheduler_address)
     finally:
         for c in clusters.values():
             c.close()
-    table = ["| corpus | engine | workers | median wall (s) | MB/s | vs local engine, same workers | "
-             "speed-up, 1 -> 2 workers |", "|---|---|---:|---:|---:|---:|---:|"]
+    table = [
+        "| corpus | engine | workers | median wall (s) | MB/s | vs local engine, same workers | "
+        "speed-up, 1 -> 2 workers |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     notes = []
     for copies, size, med in results:
         for kind, label, w in CONFIGS:
             t = med[(kind, w)]
             vs = f"{t / med[('local', w)] - 1:+.0%}" if kind != "local" else "-"
             up = f"{med[(kind, 1)] / t:.2f}x" if w == 2 else ""
-            table.append(f"| {size / 1e6:.0f} MB ({copies} files) | {label} | {w} | {t:.2f} | {size / 1e6 / t:.1f} "
-                         f"| {vs} | {up} |")
+            table.append(
+                f"| {size / 1e6:.0f} MB ({copies} files) | {label} | {w} | {t:.2f} | {size / 1e6 / t:.1f} "
+                f"| {vs} | {up} |"
+            )
         own, standing = med[("dask", 2)] / med[("local", 2)] - 1, med[("standing", 2)] / med[("local", 2)] - 1
         start_stop = med[("dask", 2)] - med[("standing", 2)]
-        notes.append(f"{size / 1e6:.0f} MB: {own:+.0%} with its own LocalCluster ({start_stop:.2f} s more than on "
-                     f"the standing one), {standing:+.0%} on a standing cluster")
+        notes.append(
+            f"{size / 1e6:.0f} MB: {own:+.0%} with its own LocalCluster ({start_stop:.2f} s more than on "
+            f"the standing one), {standing:+.0%} on a standing cluster"
+        )
     body = (
         f"Machine: {header}. Corpus: corpora/kjv.txt copied into one folder, one file per copy; tokenizer "
         f"kjv-bpe-8k; `analyze()` called in one process, medians of {args.rounds} interleaved rounds; every run's "
         f"counts equal the local engine's. Command: `flock /tmp/vocabopt-bench.lock {command()}`\n\n"
         + "\n".join(table)
         + "\n\nThe Dask engine against the local engine at 2 workers (target: at most +10%): "
-        + "; ".join(notes) + ". The local engine at 1 worker counts in its own process, cutting text in one "
+        + "; ".join(notes)
+        + ". The local engine at 1 worker counts in its own process, cutting text in one "
         "thread while a second tokenizes (so it uses both cores, and a 1-worker Dask cluster, one thread, is "
         "slower); at 2 it spawns a pool, "
         "reads and batches all text in its main process and ships it to the workers. Dask workers read their own "

@@ -55,8 +55,10 @@ def main() -> None:
             size = generate(corpus, int(args.gb * frac * 1e9))
             rss, wall, summary = run(corpus, Path(tmp) / "stats.json")
             rows.append((size, wall, rss, summary["total_tokens"]))
-            print(f"{size / 1e9:.3f} GB: {wall:.1f} s, peak RSS {rss:.0f} MB, {summary['total_tokens']:,} tokens",
-                  flush=True)
+            print(
+                f"{size / 1e9:.3f} GB: {wall:.1f} s, peak RSS {rss:.0f} MB, {summary['total_tokens']:,} tokens",
+                flush=True,
+            )
             corpus.unlink()
     table = ["| corpus (GB) | tokens | wall (s) | MB/s | peak RSS, process tree (MB) |", "|---:|---:|---:|---:|---:|"]
     for size, wall, rss, tokens in rows:

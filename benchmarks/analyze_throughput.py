@@ -36,12 +36,22 @@ def llama3_style_tokenizer(out: Path) -> Path:
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.train([str(CORPUS)], trainers.BpeTrainer(vocab_size=8000, show_progress=False,
-                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(
+                    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+                ),
+                behavior="isolated",
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.train(
+        [str(CORPUS)],
+        trainers.BpeTrainer(vocab_size=8000, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
     tok.save(str(out))
     return out
 
@@ -165,14 +175,29 @@ def main() -> None:
         t_raw10, ref10 = timed(lambda: raw_encode_batch(big), 1, warmup=False)
         t_vo10, got10 = timed(lambda: vocabopt_analyze(big), 1, warmup=False)
         assert np.array_equal(got10, ref10), "vocabopt counts differ from encode_batch on the 10x corpus"
-        rows += [("(a) encode_batch + bincount, 10x corpus", t_raw10, 10),
-                 ("(c) vocabopt.analyze, 10x corpus", t_vo10, 10)]
+        rows += [
+            ("(a) encode_batch + bincount, 10x corpus", t_raw10, 10),
+            ("(c) vocabopt.analyze, 10x corpus", t_vo10, 10),
+        ]
         rss = {}
         for workers in (1, 2):
             for name, path in (("1x", CORPUS), ("10x", big)):
-                rss[workers, name] = peak_rss_mb([sys.executable, "-m", "vocabopt", "analyze", str(path), "-t",
-                                                  str(TOKENIZER), "-q", "--workers", str(workers),
-                                                  "-o", str(Path(tmp) / "s.json")])
+                rss[workers, name] = peak_rss_mb(
+                    [
+                        sys.executable,
+                        "-m",
+                        "vocabopt",
+                        "analyze",
+                        str(path),
+                        "-t",
+                        str(TOKENIZER),
+                        "-q",
+                        "--workers",
+                        str(workers),
+                        "-o",
+                        str(Path(tmp) / "s.json"),
+                    ]
+                )
 
     lines = [
         f"Machine: {machine()}, {os.cpu_count()} cores. Corpus: corpora/kjv.txt ({mb:.2f} MB, {tokens:,} tokens "
@@ -189,8 +214,10 @@ def main() -> None:
     ]
     for name, t, scale in rows:
         base = t_raw if scale == 1 else t_raw10
-        lines.append(f"| {name} | {t:.3f} | {scale * text_bytes / t / 1e6:.1f} | {scale * tokens / t / 1e6:.2f} "
-                     f"| {base / t:.2f}x |")
+        lines.append(
+            f"| {name} | {t:.3f} | {scale * text_bytes / t / 1e6:.1f} | {scale * tokens / t / 1e6:.2f} "
+            f"| {base / t:.2f}x |"
+        )
     lines += [
         "",
         f"With a Llama-3-style tokenizer trained on the same corpus (GPT-4's cl100k Split regex, then ByteLevel; BPE, "
@@ -205,8 +232,11 @@ def main() -> None:
     for workers in (1, 2):
         (r1, w1), (r10, w10) = rss[workers, "1x"], rss[workers, "10x"]
         lines.append(f"| {workers} | {w1:.2f} / {r1:.0f} | {w10:.2f} / {r10:.0f} | {r10 - r1:+.0f} MB |")
-    lines += ["", "By default (no --workers) corpora under 24 MB are counted in-process and larger ones with one "
-              "worker per core, so the default run of the 10x corpus matches the 2-worker row."]
+    lines += [
+        "",
+        "By default (no --workers) corpora under 24 MB are counted in-process and larger ones with one "
+        "worker per core, so the default run of the 10x corpus matches the 2-worker row.",
+    ]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

@@ -60,8 +60,13 @@ def layer_at_revision(rev: str, like):
     import subprocess
     import tempfile
 
-    src = subprocess.run(["git", "show", f"{rev}:vocabopt/adaptive_head.py"], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    src = subprocess.run(
+        ["git", "show", f"{rev}:vocabopt/adaptive_head.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
     path = Path(tempfile.mkdtemp()) / f"adaptive_head_{rev}.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -165,8 +170,20 @@ def run(args) -> list[dict]:
                 torch.cuda.reset_peak_memory_stats()
                 fwd().backward()
                 peak = torch.cuda.max_memory_allocated()
-            rows.append(dict(N=N, d=d, V=V, cutoffs=cutoffs, method=name, ms=med, ratio=ratio, n=len(times[name]),
-                             saved=saved_bytes(fwd), peak=peak))
+            rows.append(
+                dict(
+                    N=N,
+                    d=d,
+                    V=V,
+                    cutoffs=cutoffs,
+                    method=name,
+                    ms=med,
+                    ratio=ratio,
+                    n=len(times[name]),
+                    saved=saved_bytes(fwd),
+                    peak=peak,
+                )
+            )
             print(f"  {N:>5} {d:>5} {V:>7} {str(cutoffs):<22} {name:<24} {med:9.1f} ms {ratio:6.2f}x", file=sys.stderr)
     return rows
 
@@ -194,8 +211,13 @@ def main() -> None:
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--quick", action="store_true", help="four designs, full softmax only on the first (~3 min CPU)")
-    ap.add_argument("--design", type=int, action="append", help="run only design #i of the list (repeatable); "
-                    "a fresh process sees the allocator as a short training script does")
+    ap.add_argument(
+        "--design",
+        type=int,
+        action="append",
+        help="run only design #i of the list (repeatable); "
+        "a fresh process sees the allocator as a short training script does",
+    )
     ap.add_argument("--floor", action="store_true", help="time each design's matmuls alone (CPU) and exit")
     ap.add_argument("--baseline-rev", help="also time the layer as it was at this git revision (never written)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"))
@@ -204,8 +226,10 @@ def main() -> None:
     if args.floor:
         for N, d, V, cutoffs in CONFIGS_QUICK if args.quick else CONFIGS_FULL:
             f = matmul_floor(N, d, V, cutoffs)
-            print(f"N={N} d={d} V={V} {cutoffs}: {f['gflop']:.1f} GFLOP of matmuls; head's alone {f['head_ms']:.1f} ms "
-                  f"({f['head_gflops']:.0f} GFLOP/s), tails' {f['tails_ms']:.1f} ms")
+            print(
+                f"N={N} d={d} V={V} {cutoffs}: {f['gflop']:.1f} GFLOP of matmuls; head's alone {f['head_ms']:.1f} ms "
+                f"({f['head_gflops']:.0f} GFLOP/s), tails' {f['tails_ms']:.1f} ms"
+            )
         return
     rows = run(args)
     tab = table(rows)

@@ -50,8 +50,9 @@ def run(counts: np.ndarray, name: str, profile: DeviceProfile, args, rng, floors
         folk = Plan.from_cutoffs(stats, hidden=args.hidden, cutoffs=f["cutoffs"], proj_dims=f["proj_dims"])
         cap = capacity_of(folk.cluster_shares, args.hidden, f["proj_dims"])
         same = optimize(stats, hidden=args.hidden, profile=profile, batch_tokens=args.tokens, min_capacity=cap)
-        designs.append((f"vocabopt @ capacity of {f['name']}", same.cutoffs, same.proj_dims,
-                        same.predicted["plan"]["time_ms"]))
+        designs.append(
+            (f"vocabopt @ capacity of {f['name']}", same.cutoffs, same.proj_dims, same.predicted["plan"]["time_ms"])
+        )
     # the DP's best design with as many clusters as each folklore design: a like-for-like comparison
     per_j = plan.predicted["best_per_clusters"]
     for j in sorted({len(f["cutoffs"]) for f in plan.predicted["folklore"]}):

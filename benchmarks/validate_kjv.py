@@ -41,24 +41,40 @@ def run_one(stats, profile, d: int, args) -> vocabopt.ValidationResult:
         if step % 50 == 0 or step == total:
             print(f"  d={d} {name:<13} {step:>5}/{total} loss {loss:.3f}", file=sys.stderr)
 
-    return vocabopt.validate(plan, [str(CORPUS)], str(TOKENIZER), steps=args.steps, model=args.model,
-                             seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr,
-                             folklore=FOLKLORE["paper/Lua"], eval_every=max(1, args.steps // 5),
-                             device=args.device, dtype=args.dtype, plot=png,
-                             progress=progress)
+    return vocabopt.validate(
+        plan,
+        [str(CORPUS)],
+        str(TOKENIZER),
+        steps=args.steps,
+        model=args.model,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        folklore=FOLKLORE["paper/Lua"],
+        eval_every=max(1, args.steps // 5),
+        device=args.device,
+        dtype=args.dtype,
+        plot=png,
+        progress=progress,
+    )
 
 
 def table(results: dict[int, vocabopt.ValidationResult]) -> str:
-    lines = ["| d | layer | cutoffs | proj dims | layer params | held-out ppl | vs full | step ms | tokens/s | "
-             "step speed-up | saved for backward (MB) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| d | layer | cutoffs | proj dims | layer params | held-out ppl | vs full | step ms | tokens/s | "
+        "step speed-up | saved for backward (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for d, res in results.items():
         summ = res.summary()
         for r in res.runs:
             gap = f"{summ[r.name]['ppl_gap']:+.1%}" if r.name in summ else "—"
             sp = f"{summ[r.name]['speedup']:.2f}x" if r.name in summ else "1.00x"
-            lines.append(f"| {d} | {r.name} | {r.cutoffs or '—'} | {r.proj_dims or '—'} | {r.layer_params:,} | "
-                         f"{r.heldout_ppl:.2f} | {gap} | {r.step_ms:.1f} | {r.tokens_per_s:,.0f} | {sp} | "
-                         f"{r.saved_bytes / 1e6:.0f} |")
+            lines.append(
+                f"| {d} | {r.name} | {r.cutoffs or '—'} | {r.proj_dims or '—'} | {r.layer_params:,} | "
+                f"{r.heldout_ppl:.2f} | {gap} | {r.step_ms:.1f} | {r.tokens_per_s:,.0f} | {sp} | "
+                f"{r.saved_bytes / 1e6:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -89,9 +105,11 @@ def main() -> None:
     lines = []
     for d, res in results.items():
         v = res.summary()["vocabopt"]
-        lines.append(f"- d = {d}: the plan's layer reaches held-out perplexity {v['ppl_gap']:+.1%} vs the full "
-                     f"softmax at equal steps, {v['speedup']:.2f}x faster per training step (target: within 3%, "
-                     f">= 3x); curves: `docs/validate_kjv_d{d}.png`")
+        lines.append(
+            f"- d = {d}: the plan's layer reaches held-out perplexity {v['ppl_gap']:+.1%} vs the full "
+            f"softmax at equal steps, {v['speedup']:.2f}x faster per training step (target: within 3%, "
+            f">= 3x); curves: `docs/validate_kjv_d{d}.png`"
+        )
     body = (
         f"Machine: {machine()}; device {s['device']}, {s['dtype']}. Command: `{command()}`.\n"
         f"Profile: `{_rel(args.profile)}`. Model: {BODIES[s['model']]} of width d (embedding d), "
@@ -101,7 +119,8 @@ def main() -> None:
         "body weights and batch order for every layer. Step time = median wall time of a whole optimizer step "
         "(body + output layer + update), so the speed-up is bounded by the body's share. The plan comes from "
         "`vocabopt.optimize(stats, hidden=d, profile, batch_tokens)` with default options.\n\n"
-        + "\n".join(lines) + f"\n\n{tab}\n"
+        + "\n".join(lines)
+        + f"\n\n{tab}\n"
     )
     if not args.no_write:
         write_section(SECTION, body)

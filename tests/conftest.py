@@ -32,11 +32,13 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     wp.normalizer = normalizers.BertNormalizer(lowercase=True)
     wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wp.train([str(corpus_slice)], trainers.WordPieceTrainer(vocab_size=2000, show_progress=False,
-                                                             special_tokens=["[UNK]", "[CLS]", "[SEP]"]))
+    wp.train(
+        [str(corpus_slice)],
+        trainers.WordPieceTrainer(vocab_size=2000, show_progress=False, special_tokens=["[UNK]", "[CLS]", "[SEP]"]),
+    )
     wp.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        special_tokens=[("[CLS]", wp.token_to_id("[CLS]")), ("[SEP]", wp.token_to_id("[SEP]"))])
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", wp.token_to_id("[CLS]")), ("[SEP]", wp.token_to_id("[SEP]"))]
+    )
     files["wordpiece"] = out / "wordpiece.json"
     wp.save(str(files["wordpiece"]))
 
@@ -44,8 +46,12 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     uni.normalizer = normalizers.NFKC()
     uni.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
     uni.decoder = decoders.Metaspace(prepend_scheme="first")
-    uni.train([str(corpus_slice)], trainers.UnigramTrainer(vocab_size=1500, show_progress=False,
-                                                           special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>"))
+    uni.train(
+        [str(corpus_slice)],
+        trainers.UnigramTrainer(
+            vocab_size=1500, show_progress=False, special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>"
+        ),
+    )
     uni.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     files["unigram"] = out / "unigram.json"
     uni.save(str(files["unigram"]))
@@ -56,8 +62,10 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     code.write_text("".join(f"{' ' * (4 * (i % 4))}line{i}  =  x\t\t{i}   \n" for i in range(3000)))
     ws = Tokenizer(models.BPE())
     ws.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    ws.train([str(corpus_slice), str(code)], trainers.BpeTrainer(
-        vocab_size=1200, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    ws.train(
+        [str(corpus_slice), str(code)],
+        trainers.BpeTrainer(vocab_size=1200, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
     ws.post_processor = processors.ByteLevel(trim_offsets=True)  # GPT-2's: trims spaces off token offsets
     files["bpe_spaces"] = out / "bpe_spaces.json"
     ws.save(str(files["bpe_spaces"]))
@@ -67,23 +75,38 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     for name, unk, fuse in (("bpe_gaps", None, False), ("bpe_unk", "<unk>", False), ("bpe_fuse_unk", "<unk>", True)):
         gaps = Tokenizer(models.BPE(unk_token=unk, fuse_unk=fuse))
         gaps.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        gaps.train([str(corpus_slice)], trainers.BpeTrainer(vocab_size=600, show_progress=False,
-                                                            special_tokens=[unk] if unk else []))
+        gaps.train(
+            [str(corpus_slice)],
+            trainers.BpeTrainer(vocab_size=600, show_progress=False, special_tokens=[unk] if unk else []),
+        )
         files[name] = out / f"{name}.json"
         gaps.save(str(files[name]))
 
     # A Split regex then ByteLevel: GPT-4's cl100k as Llama 3 ships it, Qwen2's (digits one by one), and a regex of
     # our own, which the fast chunk path must refuse (it takes the pretokens path).
     for name, digits in (("split_regex", r"\p{N}{1,3}"), ("split_qwen", r"\p{N}"), ("split_custom", None)):
-        pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|" + digits +
-                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+") if digits else r"\w+ ?|\s+|[^\w\s]+"
+        pattern = (
+            (
+                r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+                + digits
+                + r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+            )
+            if digits
+            else r"\w+ ?|\s+|[^\w\s]+"
+        )
         split = Tokenizer(models.BPE())
-        split.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-        split.train([str(corpus_slice)], trainers.BpeTrainer(vocab_size=1000, show_progress=False,
-                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        split.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        split.train(
+            [str(corpus_slice)],
+            trainers.BpeTrainer(
+                vocab_size=1000, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            ),
+        )
         files[name] = out / f"{name}.json"
         split.save(str(files[name]))
     return files

@@ -78,9 +78,15 @@ def test_bfloat16_autocast_runs_and_says_what_it_left_out(plan):
         assert any("ALSWL" in n for n in res.notes)
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"device": "tpu"}, "tpu"), ({"dtype": "int8"}, "int8"), ({"batch_tokens": -5}, "-5"), ({"reps": 0}, "reps"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"device": "tpu"}, "tpu"),
+        ({"dtype": "int8"}, "int8"),
+        ({"batch_tokens": -5}, "-5"),
+        ({"reps": 0}, "reps"),
+    ],
+)
 def test_bad_input_is_a_vocabopt_error(plan, kw, match):
     with pytest.raises(InputError, match=match):
         vocabopt.bench(plan, **kw)
@@ -93,14 +99,29 @@ def test_not_a_plan():
 
 def test_cli_json_and_errors(plan, tmp_path):
     plan.save(tmp_path / "plan.json")
-    run = CliRunner().invoke(main, ["bench", str(tmp_path / "plan.json"), "--device", "cpu", "--batch-tokens", "64",
-                                    "--reps", "1", "--json", "-o", str(tmp_path / "bench.json")])
+    run = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(tmp_path / "plan.json"),
+            "--device",
+            "cpu",
+            "--batch-tokens",
+            "64",
+            "--reps",
+            "1",
+            "--json",
+            "-o",
+            str(tmp_path / "bench.json"),
+        ],
+    )
     assert run.exit_code == 0, run.output
     out = json.loads(run.output)
     assert out["rows"][0]["method"] == "vocabopt" and out["rows"][0]["cutoffs"] == plan.cutoffs
     assert json.loads((tmp_path / "bench.json").read_text())["batch_tokens"] == 64
-    text = CliRunner().invoke(main, ["bench", str(tmp_path / "plan.json"), "--device", "cpu", "--batch-tokens", "64",
-                                     "--reps", "1"])
+    text = CliRunner().invoke(
+        main, ["bench", str(tmp_path / "plan.json"), "--device", "cpu", "--batch-tokens", "64", "--reps", "1"]
+    )
     assert text.exit_code == 0 and "full softmax" in text.output
     bad = CliRunner().invoke(main, ["bench", str(tmp_path / "missing.json")])
     assert bad.exit_code == 1 and bad.output.startswith("Error:") and len(bad.output.strip().splitlines()) == 1

@@ -14,8 +14,9 @@ from vocabopt.cli import main
 
 def test_analyze_writes_stats_and_plot(tmp_path, corpus_slice, tokenizer_files):
     out, plot = tmp_path / "s.json", tmp_path / "rank.png"
-    r = CliRunner().invoke(main, ["analyze", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "-o", str(out),
-                                  "--plot", str(plot)])
+    r = CliRunner().invoke(
+        main, ["analyze", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "-o", str(out), "--plot", str(plot)]
+    )
     assert r.exit_code == 0, r.output
     assert "tokens" in r.output and "power law" in r.output
     stats = CorpusStats.load(out)
@@ -41,8 +42,9 @@ def test_merge_and_compare(tmp_path, corpus_slice, tokenizer_files):
     assert r.exit_code == 0, r.output
     a, m = CorpusStats.load(tmp_path / "a.json"), CorpusStats.load(tmp_path / "m.json")
     assert (m.counts == 2 * a.counts).all()
-    r = runner.invoke(main, ["compare", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "-t", "bytes", "--json",
-                             "-q"])
+    r = runner.invoke(
+        main, ["compare", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "-t", "bytes", "--json", "-q"]
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
     assert [row["vocab_size"] for row in rows] == [8000, 256]

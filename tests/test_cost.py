@@ -44,9 +44,7 @@ def test_interpolates_power_laws_exactly_between_points(prof):
     ms, ex = cost.tables(prof)["linear_fwd"](
         np.array([100.0, 3000.0]), np.array([50.0, 700.0]), np.array([999.0, 12345.0])
     )
-    expect = power_law(
-        "linear_fwd", np.array([100.0, 3000.0]), np.array([50.0, 700.0]), np.array([999.0, 12345.0])
-    )
+    expect = power_law("linear_fwd", np.array([100.0, 3000.0]), np.array([50.0, 700.0]), np.array([999.0, 12345.0]))
     np.testing.assert_allclose(ms, expect, rtol=1e-5)  # tables keep 6 significant digits
     assert not ex.any()
 
@@ -142,5 +140,6 @@ def test_recipes_follow_the_layers_kernel_choice(prof):
     assert float(cost.tail_ms(prof, n, d, proj, big, share)[0]) == pytest.approx(common + chunked, rel=1e-9)
     # The head (train): step bookkeeping plus the kept-logits kernel over all N rows, one logit per tail included.
     head = float(t["step_fixed_train"](n, d)[0]) + sum(
-        float(t[k](n, d, 1002)[0]) for k in ("linear_nll_keep_fwd", "linear_nll_keep_bwd"))
+        float(t[k](n, d, 1002)[0]) for k in ("linear_nll_keep_fwd", "linear_nll_keep_bwd")
+    )
     assert float(cost.head_ms(prof, n, d, 1002)[0]) == pytest.approx(head, rel=1e-9)

@@ -39,9 +39,18 @@ def documents_of(path) -> list[str]:
     return docs + (["\n".join(block)] if block else [])
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("bpe", "chunks"), ("bpe_spaces", "chunks"), ("wordpiece", "chunks"), ("unigram", "chunks"),
-    ("split_regex", "chunks"), ("split_qwen", "chunks"), ("split_custom", "pretokens")])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("bpe", "chunks"),
+        ("bpe_spaces", "chunks"),
+        ("wordpiece", "chunks"),
+        ("unigram", "chunks"),
+        ("split_regex", "chunks"),
+        ("split_qwen", "chunks"),
+        ("split_custom", "pretokens"),
+    ],
+)
 def test_path_choice(tokenizer_files, kind, expected):
     config = json.loads(tokenizer_files[kind].read_text())
     assert choose_path(config)[0] == expected
@@ -60,8 +69,9 @@ def test_counts_equal_encode_batch(tokenizer_files, corpus_slice, kind, path):
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram"])
 def test_document_sequences_and_specials(tokenizer_files, corpus_slice, kind):
     for special in (True, False):
-        stats = analyze([str(corpus_slice)], str(tokenizer_files[kind]), sequence="document",
-                        add_special_tokens=special)
+        stats = analyze(
+            [str(corpus_slice)], str(tokenizer_files[kind]), sequence="document", add_special_tokens=special
+        )
         ref = reference_counts(tokenizer_files[kind], documents_of(corpus_slice), add_special_tokens=special)
         np.testing.assert_array_equal(stats.counts, ref)
 
@@ -91,15 +101,20 @@ UTF8 = list("aé中’\u0301 \t\n.") + ["  ", "Jerusalem", "righteousness", "év
 
 
 def _texts(alphabet):
-    return st.lists(st.lists(st.sampled_from(alphabet), min_size=1, max_size=40).map("".join).filter(str.strip),
-                    min_size=1, max_size=12)
+    return st.lists(
+        st.lists(st.sampled_from(alphabet), min_size=1, max_size=40).map("".join).filter(str.strip),
+        min_size=1,
+        max_size=12,
+    )
 
 
 texts = st.one_of(_texts(ALPHABET), _texts(ASCII), _texts(UTF8))
 
 
-@pytest.mark.parametrize("kind", ["bpe", "bpe_spaces", "wordpiece", "unigram", "bpe_gaps", "bpe_unk", "bpe_fuse_unk",
-                                  "split_regex", "split_qwen"])
+@pytest.mark.parametrize(
+    "kind",
+    ["bpe", "bpe_spaces", "wordpiece", "unigram", "bpe_gaps", "bpe_unk", "bpe_fuse_unk", "split_regex", "split_qwen"],
+)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequences=texts)
 @example(sequences=["a  ", "a ", "a  "])  # lone whitespace chunks whose offsets a trimming post-processor moves
@@ -115,8 +130,12 @@ def test_chunk_path_is_exact_on_adversarial_text(tokenizer_files, kind, sequence
 
 
 @settings(max_examples=200, deadline=None)
-@given(sequences=st.lists(st.lists(st.sampled_from(list("ab é中\x00\n\t") + ["Lord", "righteousness"]), max_size=30)
-                          .map("".join), max_size=8))
+@given(
+    sequences=st.lists(
+        st.lists(st.sampled_from(list("ab é中\x00\n\t") + ["Lord", "righteousness"]), max_size=30).map("".join),
+        max_size=8,
+    )
+)
 def test_piece_keys_count_what_str_split_counts(sequences):
     pieces = counting._piece_counts(sequences)
     got = Counter(dict(zip(counting._key_strings(pieces.keys), pieces.key_counts.tolist())))
@@ -150,7 +169,7 @@ def test_store_forgetting_pieces_stays_exact(tokenizer_files, corpus_slice):
     for path in ("chunks", "pretokens"):
         counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=True, force_path=path)
         counter.store.limit = 300  # cleared again and again
-        total = sum(counter.count([(s, False) for s in lines[i: i + 40]]).counts for i in range(0, len(lines), 40))
+        total = sum(counter.count([(s, False) for s in lines[i : i + 40]]).counts for i in range(0, len(lines), 40))
         np.testing.assert_array_equal(total, reference_counts(tokenizer_files["bpe"], lines))
 
 

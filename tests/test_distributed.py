@@ -34,9 +34,17 @@ distributed = pytest.importorskip("distributed")
 def scheduler():
     """One 2-worker cluster (processes, 1 thread each) for the whole module: starting one costs ~1 s. (Its nannies
     set OMP_NUM_THREADS=1 and the like in this process; later tests get the environment back.)"""
-    with vd._environ_kept(), distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR,
-            env={"RAYON_NUM_THREADS": "1"}) as cluster:
+    with (
+        vd._environ_kept(),
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+            env={"RAYON_NUM_THREADS": "1"},
+        ) as cluster,
+    ):
         yield cluster.scheduler_address
 
 
@@ -45,8 +53,9 @@ def both(sources_, tokenizer, scheduler, **kw) -> tuple[CorpusStats, CorpusStats
     part = kw.pop("partition_bytes", None)
     warn_local, warn_dask = [], []
     local = analyze(sources_, tokenizer, on_warning=warn_local.append, **kw)
-    dask = analyze(sources_, tokenizer, engine="dask", scheduler=scheduler, partition_bytes=part,
-                   on_warning=warn_dask.append, **kw)
+    dask = analyze(
+        sources_, tokenizer, engine="dask", scheduler=scheduler, partition_bytes=part, on_warning=warn_dask.append, **kw
+    )
     return local, dask, warn_local, warn_dask
 
 
@@ -65,8 +74,14 @@ def assert_same(local: CorpusStats, dask: CorpusStats) -> None:
 def test_bpe_byte_ranges_of_one_file_equal_local(scheduler, corpus_slice, tokenizer_files):
     calls = []
     local = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
-    dask = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]), engine="dask", scheduler=scheduler,
-                   partition_bytes=40_000, progress=lambda *a: calls.append(a))
+    dask = analyze(
+        [str(corpus_slice)],
+        str(tokenizer_files["bpe"]),
+        engine="dask",
+        scheduler=scheduler,
+        partition_bytes=40_000,
+        progress=lambda *a: calls.append(a),
+    )
     assert_same(local, dask)
     size = corpus_slice.stat().st_size
     assert len(calls) == -(-size // 40_000) and calls[-1][:2] == (size, size)  # one call per range
@@ -77,12 +92,13 @@ def test_bpe_byte_ranges_of_one_file_equal_local(scheduler, corpus_slice, tokeni
 def test_documents_are_never_cut_by_a_range(scheduler, tmp_path, corpus_slice, tokenizer_files, kind):
     """--sequence document: ranges split only at empty lines, so [CLS]/[SEP] are counted once per document."""
     lines = [line for line in corpus_slice.read_text().splitlines() if line.strip()]
-    docs = ["\n".join(lines[i:i + 1 + i % 7]) for i in range(0, len(lines), 8)]
+    docs = ["\n".join(lines[i : i + 1 + i % 7]) for i in range(0, len(lines), 8)]
     seps = ["\n\n", "\r\n\r\n", "\n \n", "\n\n\n"]  # "\n \n" is blank but not a split point: still exact
     path = tmp_path / "docs.txt"
     path.write_bytes("".join(d + seps[i % 4] for i, d in enumerate(docs)).encode())
-    local, dask, wl, wd = both([str(path)], str(tokenizer_files[kind]), scheduler, sequence="document",
-                               partition_bytes=5_000)
+    local, dask, wl, wd = both(
+        [str(path)], str(tokenizer_files[kind]), scheduler, sequence="document", partition_bytes=5_000
+    )
     assert_same(local, dask)
     assert local.n_sequences == len(docs)
 
@@ -107,8 +123,14 @@ def test_word_vocabulary_is_pruned_after_the_merge(scheduler, tmp_path, corpus_s
     parts = [tmp_path / f"p{i}.txt" for i in range(3)]
     for p in parts:
         p.write_text("zyzzyva and more\n" * 2 + "hapax" + p.stem + "\n")
-    local, dask, _, _ = both([str(p) for p in parts] + [str(corpus_slice)], "word", scheduler, min_count=3,
-                             max_vocab=3000, partition_bytes=30_000)
+    local, dask, _, _ = both(
+        [str(p) for p in parts] + [str(corpus_slice)],
+        "word",
+        scheduler,
+        min_count=3,
+        max_vocab=3000,
+        partition_bytes=30_000,
+    )
     assert_same(local, dask)
     assert "zyzzyva" in dask.tokens and dask.counts[dask.tokens.index("zyzzyva")] == 6
     assert not any(t.startswith("hapax") for t in dask.tokens) and dask.counts[0] > 0  # pruned into <unk>
@@ -135,8 +157,14 @@ def test_jsonl_field_and_skipped_lines_equal_local(scheduler, tmp_path, corpus_s
         for i, line in enumerate(lines):
             f.write("{not json\n" if i % 97 == 5 else json.dumps({"meta": {"body": line}, "id": i}) + "\n")
     assert len(vd.plan([str(tmp_path / "r.jsonl")], None, sources.SourceOptions(), 20_000)) > 5  # split in ranges
-    local, dask, _, _ = both([str(tmp_path / "r.jsonl")], str(tokenizer_files["unigram"]), scheduler,
-                             field="meta.body", skip_bad_lines=True, partition_bytes=20_000)
+    local, dask, _, _ = both(
+        [str(tmp_path / "r.jsonl")],
+        str(tokenizer_files["unigram"]),
+        scheduler,
+        field="meta.body",
+        skip_bad_lines=True,
+        partition_bytes=20_000,
+    )
     assert_same(local, dask)
     assert dask.sources[0].skipped_lines == 21
 
@@ -169,8 +197,7 @@ def test_fsspec_urls_equal_local(scheduler, tmp_path, corpus_slice, tokenizer_fi
     assert np.array_equal(plain.counts, dask.counts) and plain.n_sequences == dask.n_sequences
 
 
-def test_a_worker_killed_mid_run_still_gives_the_exact_result(scheduler, corpus_slice, tokenizer_files,
-                                                             monkeypatch):
+def test_a_worker_killed_mid_run_still_gives_the_exact_result(scheduler, corpus_slice, tokenizer_files, monkeypatch):
     """SIGKILL one of the two workers as soon as the first part is counted, while most parts are still pending
     (each task sleeps 0.2 s): Dask reruns its lost tasks and the result is exact."""
     monkeypatch.setattr(vd, "TASK_DELAY_S", 0.2)
@@ -185,8 +212,14 @@ def test_a_worker_killed_mid_run_still_gives_the_exact_result(scheduler, corpus_
                 killed.append(done < total)
 
         local = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
-        dask = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]), engine="dask", scheduler=scheduler,
-                       partition_bytes=20_000, progress=kill_once)
+        dask = analyze(
+            [str(corpus_slice)],
+            str(tokenizer_files["bpe"]),
+            engine="dask",
+            scheduler=scheduler,
+            partition_bytes=20_000,
+            progress=kill_once,
+        )
         assert killed == [True]  # killed while parts were pending
         assert_same(local, dask)
         client.wait_for_workers(2, timeout=60)  # the nanny restarted it
@@ -210,8 +243,12 @@ def _items(reader: sources.Reader) -> list[tuple[str, bool]]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from(FRAGMENTS), max_size=60), st.lists(st.integers(0, 200), max_size=6),
-       st.booleans(), st.sampled_from([1, 2, 3, 1 << 20]))
+@given(
+    st.lists(st.sampled_from(FRAGMENTS), max_size=60),
+    st.lists(st.integers(0, 200), max_size=6),
+    st.booleans(),
+    st.sampled_from([1, 2, 3, 1 << 20]),
+)
 def test_ranges_of_a_file_read_what_the_whole_file_reads(tmp_path_factory, fragments, cuts, document, scan):
     data = "".join(fragments).encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff")  # some invalid UTF-8
     path = tmp_path_factory.mktemp("r") / "t.txt"
@@ -262,8 +299,9 @@ def test_cli_dask_engine_local_cluster_and_scheduler(tmp_path, corpus_slice, tok
     assert runner.invoke(main, ["analyze", str(corpus_slice), "-t", "word", "-o", str(local), "-q"]).exit_code == 0
     for extra in (["--workers", "2"], ["--scheduler", scheduler]):
         out = tmp_path / "dask.json"
-        r = runner.invoke(main, ["analyze", str(corpus_slice), "-t", "word", "--engine", "dask", *extra,
-                                 "-o", str(out)])
+        r = runner.invoke(
+            main, ["analyze", str(corpus_slice), "-t", "word", "--engine", "dask", *extra, "-o", str(out)]
+        )
         assert r.exit_code == 0, r.output
         assert "tokens" in r.output
         assert_same(CorpusStats.load(local), CorpusStats.load(out))
@@ -282,8 +320,9 @@ def test_cli_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path, corp
 
     out = tmp_path / "never.json"
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
-        r = CliRunner().invoke(main, ["analyze", str(corpus_slice), "--engine", "dask", "--scheduler",
-                                      "tcp://127.0.0.1:9", "-o", str(out)])
+        r = CliRunner().invoke(
+            main, ["analyze", str(corpus_slice), "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "-o", str(out)]
+        )
     line = _one_line_error(r)
     assert "tcp://127.0.0.1:9" in line and "dask scheduler" in line
     assert not out.exists()
@@ -292,19 +331,25 @@ def test_cli_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path, corp
 def test_a_scheduler_without_workers_is_named(corpus_slice):
     import dask
 
-    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0",
-                                  silence_logs=logging.ERROR) as empty, \
-            dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+    with (
+        distributed.LocalCluster(
+            n_workers=0, processes=False, dashboard_address=":0", silence_logs=logging.ERROR
+        ) as empty,
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+    ):
         with pytest.raises(ClusterError, match="has no workers; start some with `dask worker "):
             analyze([str(corpus_slice)], "bytes", engine="dask", scheduler=empty.scheduler_address)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--engine", "dask", "--limit-bytes", "1000"], "--limit-bytes with --engine dask"),
-    (["--engine", "dask", "--limit-tokens", "1000"], "--limit-tokens with --engine dask"),
-    (["--scheduler", "tcp://127.0.0.1:9"], "--scheduler is for --engine dask"),
-    (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--workers", "2"], "leave out --workers"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--engine", "dask", "--limit-bytes", "1000"], "--limit-bytes with --engine dask"),
+        (["--engine", "dask", "--limit-tokens", "1000"], "--limit-tokens with --engine dask"),
+        (["--scheduler", "tcp://127.0.0.1:9"], "--scheduler is for --engine dask"),
+        (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--workers", "2"], "leave out --workers"),
+    ],
+)
 def test_cli_refuses_what_the_dask_engine_cannot_do_exactly(corpus_slice, args, needle):
     assert needle in _one_line_error(CliRunner().invoke(main, ["analyze", str(corpus_slice), *args]))
 
@@ -328,11 +373,14 @@ class _FakeClient:
         return self.answers
 
 
-@pytest.mark.parametrize("answer, needle", [
-    ((None, []), "cannot import vocabopt"),
-    (("0.0.1", []), "same version everywhere"),
-    (("__same__", ["/data/x.txt", "/data/y.txt"]), "cannot read /data/x.txt (and 1 more)"),
-])
+@pytest.mark.parametrize(
+    "answer, needle",
+    [
+        ((None, []), "cannot import vocabopt"),
+        (("0.0.1", []), "same version everywhere"),
+        (("__same__", ["/data/x.txt", "/data/y.txt"]), "cannot read /data/x.txt (and 1 more)"),
+    ],
+)
 def test_worker_problems_are_named_with_the_fix(answer, needle):
     import vocabopt
 
@@ -348,8 +396,7 @@ def test_probe_runs_where_vocabopt_is_missing(tmp_path):
     import cloudpickle
 
     blob = cloudpickle.dumps(vd._worker_probe([str(tmp_path), str(tmp_path / "missing")]))
-    code = ("import pickle, sys; sys.modules['vocabopt'] = None; "
-            f"print(pickle.loads({blob!r})())")
+    code = f"import pickle, sys; sys.modules['vocabopt'] = None; print(pickle.loads({blob!r})())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == f"(None, [{str(tmp_path / 'missing')!r}])"
 
@@ -371,8 +418,13 @@ def test_bad_input_on_a_worker_is_the_same_error(scheduler, tmp_path):
     (tmp_path / "big.jsonl").write_bytes(("\n".join(lines) + "\n").encode())
     for engine in ("local", "dask"):
         with pytest.raises(InputError, match=r"big.jsonl:2347: field 'text' holds int"):
-            analyze([str(tmp_path / "big.jsonl")], "bytes", engine=engine, partition_bytes=4_000,
-                    **({"scheduler": scheduler} if engine == "dask" else {}))
+            analyze(
+                [str(tmp_path / "big.jsonl")],
+                "bytes",
+                engine=engine,
+                partition_bytes=4_000,
+                **({"scheduler": scheduler} if engine == "dask" else {}),
+            )
 
 
 def test_spec_and_parts_pickle():

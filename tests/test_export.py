@@ -34,9 +34,7 @@ def test_exported_module_is_the_template_plus_the_plan(plan, tmp_path):
     exported, template = out.read_text().splitlines(), TEMPLATE.read_text().splitlines()
     changed = [line for line in exported if line not in template]
     assert "Plan: toy-plan (V=200, d=16, cutoffs=[10, 50], proj_dims=[4, 1])." in changed
-    assert all(
-        ("PLAN_CONFIG" in c or "SIDECAR" in c or c.startswith(("    '", "Plan:", "}"))) for c in changed
-    )
+    assert all(("PLAN_CONFIG" in c or "SIDECAR" in c or c.startswith(("    '", "Plan:", "}"))) for c in changed)
     assert "import vocabopt" not in out.read_text() and "from vocabopt" not in out.read_text()
 
 
@@ -125,9 +123,7 @@ def test_cli_export(plan, tmp_path):
         10,
         50,
     ]
-    (tmp_path / "notplan.json").write_text(
-        json.dumps({"artifact": "vocabopt.CorpusStats", "schema_version": 1})
-    )
+    (tmp_path / "notplan.json").write_text(json.dumps({"artifact": "vocabopt.CorpusStats", "schema_version": 1}))
     res = runner.invoke(main, ["export", str(tmp_path / "notplan.json"), "-o", str(tmp_path / "x.py")])
     assert res.exit_code == 1 and "not a vocabopt.Plan" in res.output and "Traceback" not in res.output
 
@@ -141,9 +137,7 @@ class _FakeCausalLM(torch.nn.Module):
 
     def __init__(self, vocab=200, hidden=16):
         super().__init__()
-        self.config = type(
-            "Cfg", (), {"hidden_size": hidden, "vocab_size": vocab, "tie_word_embeddings": True}
-        )()
+        self.config = type("Cfg", (), {"hidden_size": hidden, "vocab_size": vocab, "tie_word_embeddings": True})()
         self.emb = torch.nn.Embedding(vocab, hidden)
         self.lm_head = torch.nn.Linear(hidden, vocab, bias=False)
 

@@ -140,123 +140,326 @@ CASES = [
     Case("analyze-empty-source", ["analyze", "{d}/empty.json", "-o", "{o}"], "empty.json", "check the sources"),
     Case("analyze-bad-jsonl", ["analyze", "{d}/bad.jsonl", "-o", "{o}"], "bad.jsonl:2", "--skip-bad-lines"),
     Case("analyze-missing-field", ["analyze", "{d}/nofield.jsonl", "-o", "{o}"], "no field 'text'", "--field"),
-    Case("analyze-corrupt-tokenizer", ["analyze", "{d}/corpus.txt", "-t", "{d}/stats_trunc.json", "-o", "{o}"],
-         "stats_trunc.json", "regenerate"),
-    Case("analyze-missing-tokenizer", ["analyze", "{d}/corpus.txt", "-t", "{d}/nope.json", "-o", "{o}"],
-         "nope.json", "pass a tokenizer.json"),
-    Case("analyze-workers-0", ["analyze", "{d}/corpus.txt", "--workers", "0", "-o", "{o}"], "--workers 0",
-         "at least 1"),
-    Case("analyze-limit-negative", ["analyze", "{d}/corpus.txt", "--limit-bytes", "-5", "-o", "{o}"],
-         "--limit-bytes -5", "at least 1"),
-    Case("analyze-max-vocab-1", ["analyze", "{d}/corpus.txt", "-t", "word", "--max-vocab", "1", "-o", "{o}"],
-         "--max-vocab 1", "at least 2"),
-    Case("analyze-save-tokenizer-not-word",
-         ["analyze", "{d}/corpus.txt", "-o", "{o}", "--save-tokenizer", "{o}.tok.json"], "--save-tokenizer",
-         "only for --tokenizer word"),
-    Case("analyze-output-dev-full", ["analyze", "{d}/corpus.txt", "-o", "/dev/full"], "/dev/full",
-         "choose a file path"),
-    Case("analyze-output-under-a-file", ["analyze", "{d}/corpus.txt", "-o", "{d}/afile/stats.json"],
-         "afile/stats.json", "choose a writable output path"),
-    Case("analyze-output-in-sys", ["analyze", "{d}/corpus.txt", "-o", "/sys/stats.json"], "/sys/stats.json",
-         "choose a writable output path"),
-    Case("analyze-output-missing-dir", ["analyze", "{d}/corpus.txt", "-o", "{d}/no/such/dir/s.json"],
-         "no/such/dir/s.json", "choose a writable output path"),
-    Case("analyze-plot-unwritable", ["analyze", "{d}/corpus.txt", "-o", "{o}", "--plot", "{d}/afile/p.png"],
-         "afile/p.png", "choose a writable output path"),
-    Case("analyze-dataset-missing", ["analyze", "--dataset", "{d}/nope", "-o", "{o}"], "nope",
-         "reads local datasets only"),
+    Case(
+        "analyze-corrupt-tokenizer",
+        ["analyze", "{d}/corpus.txt", "-t", "{d}/stats_trunc.json", "-o", "{o}"],
+        "stats_trunc.json",
+        "regenerate",
+    ),
+    Case(
+        "analyze-missing-tokenizer",
+        ["analyze", "{d}/corpus.txt", "-t", "{d}/nope.json", "-o", "{o}"],
+        "nope.json",
+        "pass a tokenizer.json",
+    ),
+    Case(
+        "analyze-workers-0", ["analyze", "{d}/corpus.txt", "--workers", "0", "-o", "{o}"], "--workers 0", "at least 1"
+    ),
+    Case(
+        "analyze-limit-negative",
+        ["analyze", "{d}/corpus.txt", "--limit-bytes", "-5", "-o", "{o}"],
+        "--limit-bytes -5",
+        "at least 1",
+    ),
+    Case(
+        "analyze-max-vocab-1",
+        ["analyze", "{d}/corpus.txt", "-t", "word", "--max-vocab", "1", "-o", "{o}"],
+        "--max-vocab 1",
+        "at least 2",
+    ),
+    Case(
+        "analyze-save-tokenizer-not-word",
+        ["analyze", "{d}/corpus.txt", "-o", "{o}", "--save-tokenizer", "{o}.tok.json"],
+        "--save-tokenizer",
+        "only for --tokenizer word",
+    ),
+    Case(
+        "analyze-output-dev-full", ["analyze", "{d}/corpus.txt", "-o", "/dev/full"], "/dev/full", "choose a file path"
+    ),
+    Case(
+        "analyze-output-under-a-file",
+        ["analyze", "{d}/corpus.txt", "-o", "{d}/afile/stats.json"],
+        "afile/stats.json",
+        "choose a writable output path",
+    ),
+    Case(
+        "analyze-output-in-sys",
+        ["analyze", "{d}/corpus.txt", "-o", "/sys/stats.json"],
+        "/sys/stats.json",
+        "choose a writable output path",
+    ),
+    Case(
+        "analyze-output-missing-dir",
+        ["analyze", "{d}/corpus.txt", "-o", "{d}/no/such/dir/s.json"],
+        "no/such/dir/s.json",
+        "choose a writable output path",
+    ),
+    Case(
+        "analyze-plot-unwritable",
+        ["analyze", "{d}/corpus.txt", "-o", "{o}", "--plot", "{d}/afile/p.png"],
+        "afile/p.png",
+        "choose a writable output path",
+    ),
+    Case(
+        "analyze-dataset-missing",
+        ["analyze", "--dataset", "{d}/nope", "-o", "{o}"],
+        "nope",
+        "reads local datasets only",
+    ),
     # merge: corrupt, future, mismatched shards
-    Case("merge-truncated-json", ["merge", "{d}/stats_trunc.json", "{d}/stats.json", "-o", "{o}"],
-         "stats_trunc.json", "regenerate"),
-    Case("merge-future-schema", ["merge", "{d}/stats_future.json", "-o", "{o}"], "schema_version 99",
-         "upgrade vocabopt"),
+    Case(
+        "merge-truncated-json",
+        ["merge", "{d}/stats_trunc.json", "{d}/stats.json", "-o", "{o}"],
+        "stats_trunc.json",
+        "regenerate",
+    ),
+    Case(
+        "merge-future-schema", ["merge", "{d}/stats_future.json", "-o", "{o}"], "schema_version 99", "upgrade vocabopt"
+    ),
     Case("merge-empty-file", ["merge", "{d}/empty.json", "-o", "{o}"], "empty.json", "regenerate"),
     Case("merge-binary-file", ["merge", "{d}/binary.json", "-o", "{o}"], "binary.json", "expected a"),
     Case("merge-json-list", ["merge", "{d}/list.json", "-o", "{o}"], "list.json", "pass a file written by vocabopt"),
-    Case("merge-plan-not-stats", ["merge", "{d}/plan.json", "-o", "{o}"], "not a vocabopt.CorpusStats",
-         "pass a file written by vocabopt"),
-    Case("merge-tokenizer-hash-mismatch", ["merge", "{d}/word.json", "{d}/word_hash.json", "-o", "{o}"],
-         "000000000000", "same tokenizer"),
-    Case("merge-vocab-mismatch", ["merge", "{d}/stats.json", "{d}/word.json", "-o", "{o}"], "tokenizer 'word'",
-         "same tokenizer"),
-    Case("merge-sidecar-flipped", ["merge", "{d}/sidecars/flipped/stats.json", "-o", "{o}"], "flipped",
-         "regenerate both"),
-    Case("merge-sidecar-truncated", ["merge", "{d}/sidecars/truncated/stats.json", "-o", "{o}"], "truncated",
-         "regenerate it"),
-    Case("merge-sidecar-pickled", ["merge", "{d}/sidecars/pickled/stats.json", "-o", "{o}"], "pickled",
-         "regenerate it"),
-    Case("merge-sidecar-float", ["merge", "{d}/sidecars/float/stats.json", "-o", "{o}"], "float64",
-         "1-D int64"),
-    Case("merge-sidecar-missing", ["merge", "{d}/sidecars/missing/stats.json", "-o", "{o}"], "sidecar missing",
-         "regenerate both"),
-    Case("merge-sidecar-path-escape", ["merge", "{d}/stats_escape.json", "-o", "{o}"], "../stats.counts.npy",
-         "regenerate"),
+    Case(
+        "merge-plan-not-stats",
+        ["merge", "{d}/plan.json", "-o", "{o}"],
+        "not a vocabopt.CorpusStats",
+        "pass a file written by vocabopt",
+    ),
+    Case(
+        "merge-tokenizer-hash-mismatch",
+        ["merge", "{d}/word.json", "{d}/word_hash.json", "-o", "{o}"],
+        "000000000000",
+        "same tokenizer",
+    ),
+    Case(
+        "merge-vocab-mismatch",
+        ["merge", "{d}/stats.json", "{d}/word.json", "-o", "{o}"],
+        "tokenizer 'word'",
+        "same tokenizer",
+    ),
+    Case(
+        "merge-sidecar-flipped", ["merge", "{d}/sidecars/flipped/stats.json", "-o", "{o}"], "flipped", "regenerate both"
+    ),
+    Case(
+        "merge-sidecar-truncated",
+        ["merge", "{d}/sidecars/truncated/stats.json", "-o", "{o}"],
+        "truncated",
+        "regenerate it",
+    ),
+    Case(
+        "merge-sidecar-pickled", ["merge", "{d}/sidecars/pickled/stats.json", "-o", "{o}"], "pickled", "regenerate it"
+    ),
+    Case("merge-sidecar-float", ["merge", "{d}/sidecars/float/stats.json", "-o", "{o}"], "float64", "1-D int64"),
+    Case(
+        "merge-sidecar-missing",
+        ["merge", "{d}/sidecars/missing/stats.json", "-o", "{o}"],
+        "sidecar missing",
+        "regenerate both",
+    ),
+    Case(
+        "merge-sidecar-path-escape",
+        ["merge", "{d}/stats_escape.json", "-o", "{o}"],
+        "../stats.counts.npy",
+        "regenerate",
+    ),
     Case("merge-tokens-not-list", ["merge", "{d}/stats_tokens.json", "-o", "{o}"], "'tokens'", "regenerate"),
     Case("merge-missing-key", ["merge", "{d}/stats_nokey.json", "-o", "{o}"], "'tokenizer'", "regenerate"),
     # optimize: artifacts, another device, infeasible constraints
     Case("optimize-truncated-stats", _opt("{d}/stats_trunc.json"), "stats_trunc.json", "regenerate"),
     Case("optimize-future-profile", _opt(prof="{d}/prof_future.json"), "prof_future.json", "upgrade vocabopt"),
     Case("optimize-truncated-profile", _opt(prof="{d}/prof_trunc.json"), "prof_trunc.json", "regenerate"),
-    Case("optimize-profile-missing-kernel", _opt(prof="{d}/prof_nokernel.json"), "linear_fwd",
-         "re-run `vocabopt profile`"),
+    Case(
+        "optimize-profile-missing-kernel",
+        _opt(prof="{d}/prof_nokernel.json"),
+        "linear_fwd",
+        "re-run `vocabopt profile`",
+    ),
     Case("optimize-profile-negative-time", _opt(prof="{d}/prof_nan.json"), "nll_fwd", "re-run `vocabopt profile`"),
-    Case("optimize-stats-as-profile", _opt(prof="{d}/stats.json"), "not a vocabopt.DeviceProfile",
-         "pass a file written by vocabopt"),
-    Case("optimize-profile-other-device", _opt("{d}/stats.json", "{d}/prof.json", "--device", "cpu"),
-         "'synthetic'", "Drop --device/--dtype"),
-    Case("optimize-profile-other-dtype", _opt("{d}/stats.json", "{d}/prof.json", "--dtype", "bfloat16"),
-         "bfloat16", "Drop --device/--dtype"),
-    Case("optimize-min-head-above-vocab", _opt("{d}/stats.json", "{d}/prof.json", "--min-head", "9000"),
-         "min_head=9000", "pass --min-head below"),
-    Case("optimize-head-range-empty", _opt("{d}/stats.json", "{d}/prof.json", "--min-head", "500", "--max-head",
-                                           "100"), "max_head=100", "raise --max-head"),
-    Case("optimize-no-clusters", _opt("{d}/stats.json", "{d}/prof.json", "--max-clusters", "0"), "max_clusters=0",
-         "pass --max-clusters 1 or more"),
-    Case("optimize-cutoffs-beyond-vocab", _opt("{d}/stats.json", "{d}/prof.json", "--cutoffs", "100,9000"),
-         "vocabulary of 8,000", "drop the ones >= 8000"),
-    Case("optimize-div-value-0", _opt("{d}/stats.json", "{d}/prof.json", "--div-value", "0"), "div_value=0",
-         "positive number"),
-    Case("optimize-tolerance-negative", _opt("{d}/stats.json", "{d}/prof.json", "--tolerance", "-1"),
-         "tolerance=-1", "share >= 0"),
+    Case(
+        "optimize-stats-as-profile",
+        _opt(prof="{d}/stats.json"),
+        "not a vocabopt.DeviceProfile",
+        "pass a file written by vocabopt",
+    ),
+    Case(
+        "optimize-profile-other-device",
+        _opt("{d}/stats.json", "{d}/prof.json", "--device", "cpu"),
+        "'synthetic'",
+        "Drop --device/--dtype",
+    ),
+    Case(
+        "optimize-profile-other-dtype",
+        _opt("{d}/stats.json", "{d}/prof.json", "--dtype", "bfloat16"),
+        "bfloat16",
+        "Drop --device/--dtype",
+    ),
+    Case(
+        "optimize-min-head-above-vocab",
+        _opt("{d}/stats.json", "{d}/prof.json", "--min-head", "9000"),
+        "min_head=9000",
+        "pass --min-head below",
+    ),
+    Case(
+        "optimize-head-range-empty",
+        _opt("{d}/stats.json", "{d}/prof.json", "--min-head", "500", "--max-head", "100"),
+        "max_head=100",
+        "raise --max-head",
+    ),
+    Case(
+        "optimize-no-clusters",
+        _opt("{d}/stats.json", "{d}/prof.json", "--max-clusters", "0"),
+        "max_clusters=0",
+        "pass --max-clusters 1 or more",
+    ),
+    Case(
+        "optimize-cutoffs-beyond-vocab",
+        _opt("{d}/stats.json", "{d}/prof.json", "--cutoffs", "100,9000"),
+        "vocabulary of 8,000",
+        "drop the ones >= 8000",
+    ),
+    Case(
+        "optimize-div-value-0",
+        _opt("{d}/stats.json", "{d}/prof.json", "--div-value", "0"),
+        "div_value=0",
+        "positive number",
+    ),
+    Case(
+        "optimize-tolerance-negative",
+        _opt("{d}/stats.json", "{d}/prof.json", "--tolerance", "-1"),
+        "tolerance=-1",
+        "share >= 0",
+    ),
     Case("optimize-output-dev-full", [*_opt()[:-1], "/dev/full"], "/dev/full", "choose a file path"),
-    Case("optimize-plot-unwritable", _opt("{d}/stats.json", "{d}/prof.json", "--plot", "{d}/afile/p.png"),
-         "afile/p.png", "choose a writable output path"),
+    Case(
+        "optimize-plot-unwritable",
+        _opt("{d}/stats.json", "{d}/prof.json", "--plot", "{d}/afile/p.png"),
+        "afile/p.png",
+        "choose a writable output path",
+    ),
     # export
-    Case("export-stats-not-plan", ["export", "{d}/stats.json", "-o", "{o}"], "not a vocabopt.Plan",
-         "pass a file written by vocabopt"),
+    Case(
+        "export-stats-not-plan",
+        ["export", "{d}/stats.json", "-o", "{o}"],
+        "not a vocabopt.Plan",
+        "pass a file written by vocabopt",
+    ),
     Case("export-truncated-plan", ["export", "{d}/plan_trunc.json", "-o", "{o}"], "plan_trunc.json", "regenerate"),
-    Case("export-future-plan", ["export", "{d}/plan_future.json", "-o", "{o}"], "schema_version 99",
-         "upgrade vocabopt"),
-    Case("export-plan-cutoffs-beyond-vocab", ["export", "{d}/plan_cutoffs.json", "-o", "{o}"], "plan_cutoffs.json",
-         "regenerate it"),
+    Case(
+        "export-future-plan", ["export", "{d}/plan_future.json", "-o", "{o}"], "schema_version 99", "upgrade vocabopt"
+    ),
+    Case(
+        "export-plan-cutoffs-beyond-vocab",
+        ["export", "{d}/plan_cutoffs.json", "-o", "{o}"],
+        "plan_cutoffs.json",
+        "regenerate it",
+    ),
     Case("export-plan-proj-zero", ["export", "{d}/plan_proj.json", "-o", "{o}"], "proj_dims", "regenerate it"),
     Case("export-output-dev-full", ["export", "{d}/plan.json", "-o", "/dev/full"], "/dev/full", "choose a file path"),
-    Case("export-output-under-a-file", ["export", "{d}/plan.json", "-o", "{d}/afile/h.py"], "afile/h.py",
-         "choose a writable output path"),
+    Case(
+        "export-output-under-a-file",
+        ["export", "{d}/plan.json", "-o", "{d}/afile/h.py"],
+        "afile/h.py",
+        "choose a writable output path",
+    ),
     # bench and validate
-    Case("bench-truncated-plan", ["bench", "{d}/plan_trunc.json", "--device", "cpu", "--no-full", "-o", "{o}"],
-         "plan_trunc.json", "regenerate"),
-    Case("bench-future-plan", ["bench", "{d}/plan_future.json", "--device", "cpu", "--no-full", "-o", "{o}"],
-         "schema_version 99", "upgrade vocabopt"),
-    Case("bench-stats-not-plan", ["bench", "{d}/stats.json", "--device", "cpu", "--no-full", "-o", "{o}"],
-         "not a vocabopt.Plan", "pass a file written by vocabopt"),
-    Case("bench-stats-as-profile", ["bench", "{d}/plan.json", "--device", "cpu", "--profile", "{d}/stats.json",
-                                    "--no-full", "-o", "{o}"], "not a vocabopt.DeviceProfile", "pass a file"),
-    Case("bench-output-dev-full", ["bench", "{d}/plan.json", "--device", "cpu", "--no-full", "-o", "/dev/full"],
-         "/dev/full", "choose a file path"),
-    Case("validate-tokenizer-mismatch", ["validate", "{d}/wordplan.json", "--corpus", "{d}/corpus.txt", "-t", str(BPE),
-                                         "--steps", "1", "-q", "-o", "{o}"], "is not the plan's",
-         "pass the tokenizer the plan's stats were counted with"),
-    Case("validate-truncated-plan", ["validate", "{d}/plan_trunc.json", "--corpus", "{d}/corpus.txt", "-t",
-                                     str(BPE), "--steps", "1", "-q", "-o", "{o}"], "plan_trunc.json", "regenerate"),
-    Case("validate-missing-corpus", ["validate", "{d}/plan.json", "--corpus", "{d}/nope.txt", "-t", str(BPE),
-                                     "--steps", "1", "-q", "-o", "{o}"], "nope.txt", "check the path"),
-    Case("validate-output-dev-full", ["validate", "{d}/plan.json", "--corpus", "{d}/corpus.txt", "-t", str(BPE),
-                                      "--steps", "1", "-q", "-o", "/dev/full"], "/dev/full", "choose a file path"),
+    Case(
+        "bench-truncated-plan",
+        ["bench", "{d}/plan_trunc.json", "--device", "cpu", "--no-full", "-o", "{o}"],
+        "plan_trunc.json",
+        "regenerate",
+    ),
+    Case(
+        "bench-future-plan",
+        ["bench", "{d}/plan_future.json", "--device", "cpu", "--no-full", "-o", "{o}"],
+        "schema_version 99",
+        "upgrade vocabopt",
+    ),
+    Case(
+        "bench-stats-not-plan",
+        ["bench", "{d}/stats.json", "--device", "cpu", "--no-full", "-o", "{o}"],
+        "not a vocabopt.Plan",
+        "pass a file written by vocabopt",
+    ),
+    Case(
+        "bench-stats-as-profile",
+        ["bench", "{d}/plan.json", "--device", "cpu", "--profile", "{d}/stats.json", "--no-full", "-o", "{o}"],
+        "not a vocabopt.DeviceProfile",
+        "pass a file",
+    ),
+    Case(
+        "bench-output-dev-full",
+        ["bench", "{d}/plan.json", "--device", "cpu", "--no-full", "-o", "/dev/full"],
+        "/dev/full",
+        "choose a file path",
+    ),
+    Case(
+        "validate-tokenizer-mismatch",
+        [
+            "validate",
+            "{d}/wordplan.json",
+            "--corpus",
+            "{d}/corpus.txt",
+            "-t",
+            str(BPE),
+            "--steps",
+            "1",
+            "-q",
+            "-o",
+            "{o}",
+        ],
+        "is not the plan's",
+        "pass the tokenizer the plan's stats were counted with",
+    ),
+    Case(
+        "validate-truncated-plan",
+        [
+            "validate",
+            "{d}/plan_trunc.json",
+            "--corpus",
+            "{d}/corpus.txt",
+            "-t",
+            str(BPE),
+            "--steps",
+            "1",
+            "-q",
+            "-o",
+            "{o}",
+        ],
+        "plan_trunc.json",
+        "regenerate",
+    ),
+    Case(
+        "validate-missing-corpus",
+        ["validate", "{d}/plan.json", "--corpus", "{d}/nope.txt", "-t", str(BPE), "--steps", "1", "-q", "-o", "{o}"],
+        "nope.txt",
+        "check the path",
+    ),
+    Case(
+        "validate-output-dev-full",
+        [
+            "validate",
+            "{d}/plan.json",
+            "--corpus",
+            "{d}/corpus.txt",
+            "-t",
+            str(BPE),
+            "--steps",
+            "1",
+            "-q",
+            "-o",
+            "/dev/full",
+        ],
+        "/dev/full",
+        "choose a file path",
+    ),
     # profile
     Case("profile-absent-device", ["profile", "--device", "cuda", "-o", "{o}"], "'cuda'", "use --device cpu"),
-    Case("profile-output-dev-full", ["profile", "--device", "cpu", "--quick", "-o", "/dev/full"], "/dev/full",
-         "choose a file path"),
+    Case(
+        "profile-output-dev-full",
+        ["profile", "--device", "cpu", "--quick", "-o", "/dev/full"],
+        "/dev/full",
+        "choose a file path",
+    ),
 ]
 
 
@@ -405,9 +608,23 @@ def test_sigint_during_analyze_exits_130_and_writes_nothing(tmp_path):
     (out / "o.json").write_bytes(SENTINEL)
     before = _snapshot(out)
     proc = subprocess.Popen(
-        [PY, "-m", "vocabopt", "analyze", str(corpus), "-t", str(BPE), "-o", str(out / "o.json"), "--plot",
-         str(out / "p.png")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=ROOT,
+        [
+            PY,
+            "-m",
+            "vocabopt",
+            "analyze",
+            str(corpus),
+            "-t",
+            str(BPE),
+            "-o",
+            str(out / "o.json"),
+            "--plot",
+            str(out / "p.png"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        cwd=ROOT,
     )
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     deadline = time.monotonic() + 60
@@ -479,7 +696,8 @@ def test_sigkill_mid_save_leaves_a_whole_artifact(tmp_path):
 
 
 def _import_exported(path: Path, vocab: int, check: str = "") -> str:
-    code = textwrap.dedent(f"""
+    code = (
+        textwrap.dedent(f"""
         import importlib, sys, torch
         sys.path.insert(0, {str(path.parent)!r})
         mod = importlib.import_module({path.stem!r})
@@ -490,7 +708,9 @@ def _import_exported(path: Path, vocab: int, check: str = "") -> str:
         t = torch.randint(0, {vocab}, (5,))
         loss = head(h, t)
         assert torch.isfinite(loss).all()
-    """) + check
+    """)
+        + check
+    )
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=path.parent)
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -511,11 +731,30 @@ def test_same_inputs_give_byte_identical_artifacts(good, tmp_path):
         o.mkdir()
         for args in (
             ["analyze", str(d / "corpus.txt"), "-t", str(BPE), "-q", "-o", str(o / "stats.json")],
-            ["analyze", str(d / "corpus.txt"), "-t", "word", "-q", "-o", str(o / "word.json"), "--save-tokenizer",
-             str(o / "word-tokenizer.json")],
+            [
+                "analyze",
+                str(d / "corpus.txt"),
+                "-t",
+                "word",
+                "-q",
+                "-o",
+                str(o / "word.json"),
+                "--save-tokenizer",
+                str(o / "word-tokenizer.json"),
+            ],
             ["merge", str(o / "stats.json"), str(o / "stats.json"), "-o", str(o / "merged.json")],
-            ["optimize", str(o / "stats.json"), "--hidden", "64", "--batch-tokens", "512", "--profile",
-             str(d / "prof.json"), "-o", str(o / "plan.json")],
+            [
+                "optimize",
+                str(o / "stats.json"),
+                "--hidden",
+                "64",
+                "--batch-tokens",
+                "512",
+                "--profile",
+                str(d / "prof.json"),
+                "-o",
+                str(o / "plan.json"),
+            ],
             ["export", str(o / "plan.json"), "-o", str(o / "head.py")],
             ["export", str(o / "plan.json"), "-o", str(o / "head.json"), "--format", "config"],
         ):
@@ -544,8 +783,9 @@ def test_resave_replaces_sidecars_and_keeps_one_set(tmp_path):
     s1, s2 = CorpusStats.from_counts([3, 2, 1]), CorpusStats.from_counts([1, 2, 3, 4])
     s1.save(tmp_path / "s.json")
     s2.save(tmp_path / "s.json")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s.json", json.loads(
-        (tmp_path / "s.json").read_text())["counts_file"]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["s.json", json.loads((tmp_path / "s.json").read_text())["counts_file"]]
+    )
     (tmp_path / "keep.counts.0123456789abcdef.npy").write_bytes(b"not ours to delete")
     s1.save(tmp_path / "s.json")
     assert (tmp_path / "keep.counts.0123456789abcdef.npy").exists()
@@ -554,9 +794,29 @@ def test_resave_replaces_sidecars_and_keeps_one_set(tmp_path):
 # --- hostile token strings --------------------------------------------------------------------------------------
 
 HOSTILE = [
-    '"', "'", "\\", "\\n", "\n", "\r\n", "\x00", '"""', "'''", '"""; import os; os.system("touch PWNED") #',
-    "'''; __import__('os').system('touch PWNED') #", "__import__('os').system('touch PWNED')", "\u202e",
-    "\u2066evil\u2069", "\u2028", "</script>", "${HOME}", "{0}", "%s", "é", " lead", "tab\there", "-- PLAN_CONFIG",
+    '"',
+    "'",
+    "\\",
+    "\\n",
+    "\n",
+    "\r\n",
+    "\x00",
+    '"""',
+    "'''",
+    '"""; import os; os.system("touch PWNED") #',
+    "'''; __import__('os').system('touch PWNED') #",
+    "__import__('os').system('touch PWNED')",
+    "\u202e",
+    "\u2066evil\u2069",
+    "\u2028",
+    "</script>",
+    "${HOME}",
+    "{0}",
+    "%s",
+    "é",
+    " lead",
+    "tab\there",
+    "-- PLAN_CONFIG",
 ]
 
 
@@ -585,8 +845,10 @@ def test_hostile_tokens_through_the_pipeline(tmp_path):
     assert stats.tokens == ["[UNK]", *HOSTILE]  # every string back unchanged
     assert stats.counts.tolist() == expect.tolist()
     synthetic_profile(affine).save(tmp_path / "prof.json")
-    r = _in_dir(tmp_path, ["optimize", "s.json", "--hidden", "16", "--batch-tokens", "64", "--profile", "prof.json",
-                           "-o", "plan.json"])
+    r = _in_dir(
+        tmp_path,
+        ["optimize", "s.json", "--hidden", "16", "--batch-tokens", "64", "--profile", "prof.json", "-o", "plan.json"],
+    )
     assert r.exit_code == 0, r.output
     plan = Plan.load(tmp_path / "plan.json")
     # A plan is data from anywhere: give it a hostile name too (it reaches the module's config and docstring).
@@ -617,8 +879,10 @@ def _assert_only_the_plan_block_changed(path: Path) -> None:
                 if isinstance(value, ast.Dict):  # a dict of literals, nothing else
                     assert all(isinstance(k, ast.Constant) for k in value.keys)
                     for v in value.values:
-                        assert all(isinstance(n, (ast.Constant, ast.List, ast.Load, ast.UnaryOp, ast.USub))
-                                   for n in ast.walk(v)), ast.dump(v)
+                        assert all(
+                            isinstance(n, (ast.Constant, ast.List, ast.Load, ast.UnaryOp, ast.USub))
+                            for n in ast.walk(v)
+                        ), ast.dump(v)
                 out.append(node.target.id)
             elif isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant):
                 out.append("docstring")
@@ -640,7 +904,7 @@ def test_lone_surrogates_and_controls_round_trip_in_stats(tmp_path):
 # --- fuzzing the loaders ------------------------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
     max_leaves=12,
 )
@@ -653,8 +917,9 @@ def small(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     stats = CorpusStats.from_counts(np.arange(60)[::-1] * 7 + 1, tokens=[f"t{i}" for i in range(60)])
     stats.save(d / "stats.json")
     Plan.from_cutoffs(stats, hidden=8, cutoffs=[5, 20]).save(d / "plan.json")
-    synthetic_profile(affine, grid={"tokens": [64, 512], "hidden": [64, 256], "out": [64, 4096],
-                                    "elements": [2**10, 2**16]}).save(d / "prof.json")
+    synthetic_profile(
+        affine, grid={"tokens": [64, 512], "hidden": [64, 256], "out": [64, 4096], "elements": [2**10, 2**16]}
+    ).save(d / "prof.json")
     return {k: (d / f"{k}.json", json.loads((d / f"{k}.json").read_text())) for k in LOADERS}
 
 
@@ -691,8 +956,9 @@ def _paths(obj, prefix=(), depth=0):
             yield from _paths(v, (*prefix, k), depth + 1)
 
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @pytest.mark.parametrize("kind", list(LOADERS))
@@ -802,8 +1068,13 @@ def test_stopping_early_with_batches_in_flight_exits_and_leaves_no_worker(tmp_pa
     runs, before workers got a grace period to finish their batch)."""
     script = tmp_path / "early_stop.py"
     script.write_text(EARLY_STOP)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "tok.json")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "tok.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        cwd=ROOT,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

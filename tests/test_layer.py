@@ -81,9 +81,7 @@ def test_ignore_index_and_reductions_follow_cross_entropy(plan, reduction, path)
 
 
 def test_gradcheck_float64(plan):
-    small = Plan.from_cutoffs(
-        np.array([9, 7, 5, 4, 3, 2, 2, 1, 1, 1]), hidden=4, cutoffs=[3, 6], proj_dims=[3, 2]
-    )
+    small = Plan.from_cutoffs(np.array([9, 7, 5, 4, 3, 2, 2, 1, 1, 1]), hidden=4, cutoffs=[3, 6], proj_dims=[3, 2])
     for path, chunk_above in (("exact", 0), ("static", 0), ("exact", 1 << 22), ("static", 1 << 22)):
         layer = build_layer(small, path=path, tail_chunk=2, chunk_above=chunk_above).double()
         x = torch.randn(12, 4, dtype=torch.float64, requires_grad=True)

@@ -210,8 +210,18 @@ def files(tmp_path, affine_prof):
 
 def test_cli_optimize(files):
     out = files / "plan.json"
-    base = ["optimize", str(files / "stats.json"), "--hidden", "256", "--profile", str(files / "device.json"),
-            "--batch-tokens", "1024", "-o", str(out)]
+    base = [
+        "optimize",
+        str(files / "stats.json"),
+        "--hidden",
+        "256",
+        "--profile",
+        str(files / "device.json"),
+        "--batch-tokens",
+        "1024",
+        "-o",
+        str(out),
+    ]
     r = CliRunner().invoke(main, [*base, "--plot", str(files / "frontier.png")])
     assert r.exit_code == 0, r.output
     assert "recommended" in r.output and "Transformer-XL" in r.output and "frontier" in r.output.lower()
@@ -224,8 +234,18 @@ def test_cli_optimize(files):
 
 def optimize_args(files) -> list[str]:
     """`vocabopt optimize` on the fixture's stats and profile, writing p.json."""
-    return ["optimize", str(files / "stats.json"), "--hidden", "256", "--profile", str(files / "device.json"),
-            "--batch-tokens", "1024", "-o", str(files / "p.json")]
+    return [
+        "optimize",
+        str(files / "stats.json"),
+        "--hidden",
+        "256",
+        "--profile",
+        str(files / "device.json"),
+        "--batch-tokens",
+        "1024",
+        "-o",
+        str(files / "p.json"),
+    ]
 
 
 def test_cli_optimize_bad_input(files):

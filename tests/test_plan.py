@@ -73,9 +73,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_load_rejects_other_artifacts_and_tampering(tmp_path):
-    (tmp_path / "stats.json").write_text(
-        json.dumps({"artifact": "vocabopt.CorpusStats", "schema_version": 1})
-    )
+    (tmp_path / "stats.json").write_text(json.dumps({"artifact": "vocabopt.CorpusStats", "schema_version": 1}))
     with pytest.raises(ArtifactError, match="not a vocabopt.Plan"):
         Plan.load(tmp_path / "stats.json")
     plan = Plan.from_cutoffs(zipf_counts(), hidden=64, cutoffs=[20, 100])

@@ -18,8 +18,11 @@ from vocabopt.errors import InputError, TokenizerError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-LINES = ["In the beginning God created the heaven and the earth.", "And the earth was without form, and void;",
-         "and darkness was upon the face of the deep."]
+LINES = [
+    "In the beginning God created the heaven and the earth.",
+    "And the earth was without form, and void;",
+    "and darkness was upon the face of the deep.",
+]
 
 
 @pytest.fixture
@@ -99,7 +102,7 @@ def test_lone_surrogates_in_json_are_replaced_and_reported(tmp_path):
     bpe = ROOT / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
     stats = analyze([str(path)], str(bpe), field="text", on_warning=lambda w: None)
     assert stats.sources[0].replaced_bytes == 2  # the valid pair is one character, kept
-    encs = Tokenizer.from_file(str(bpe)).encode_batch(["abc \ufffd def \ufffd", "pair \U0001F600 ok"])
+    encs = Tokenizer.from_file(str(bpe)).encode_batch(["abc \ufffd def \ufffd", "pair \U0001f600 ok"])
     ref = np.bincount([i for e in encs for i in e.ids], minlength=stats.counts.size)
     np.testing.assert_array_equal(stats.counts, ref)
 
@@ -110,15 +113,18 @@ def test_limits(tmp_path, plain):
     assert 0 < part.total < full.total
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: d / "missing.txt", "no such file"),
-    (lambda d: (d / "empty_dir").mkdir() or d / "empty_dir", "holds no text"),
-    (lambda d: (d / "bin.txt").write_bytes(b"abc\x00def") and d / "bin.txt", "binary"),
-    (lambda d: (d / "bad.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n') and d / "bad.jsonl", "bad.jsonl:2"),
-    (lambda d: (d / "nofield.jsonl").write_text('{"body": "x"}\n') and d / "nofield.jsonl", "--field"),
-    (lambda d: (d / "blank.txt").write_text("\n\n  \n") and d / "blank.txt", "empty corpus"),
-    (lambda d: (d / "x.txt.gz").write_bytes(b"not gzip at all") and d / "x.txt.gz", "gz"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.txt", "no such file"),
+        (lambda d: (d / "empty_dir").mkdir() or d / "empty_dir", "holds no text"),
+        (lambda d: (d / "bin.txt").write_bytes(b"abc\x00def") and d / "bin.txt", "binary"),
+        (lambda d: (d / "bad.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n') and d / "bad.jsonl", "bad.jsonl:2"),
+        (lambda d: (d / "nofield.jsonl").write_text('{"body": "x"}\n') and d / "nofield.jsonl", "--field"),
+        (lambda d: (d / "blank.txt").write_text("\n\n  \n") and d / "blank.txt", "empty corpus"),
+        (lambda d: (d / "x.txt.gz").write_bytes(b"not gzip at all") and d / "x.txt.gz", "gz"),
+    ],
+)
 def test_bad_inputs(tmp_path, make, message):
     path = make(tmp_path)
     with pytest.raises(InputError, match=message) as err:
@@ -144,12 +150,16 @@ def test_bad_tokenizer(tmp_path, plain, spec, message):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    lines=st.lists(st.lists(st.sampled_from(list("ab. \t") + ["  ", "word"]), min_size=1, max_size=60).map("".join),
-                   min_size=1, max_size=8),
+    lines=st.lists(
+        st.lists(st.sampled_from(list("ab. \t") + ["  ", "word"]), min_size=1, max_size=60).map("".join),
+        min_size=1,
+        max_size=8,
+    ),
     block=st.integers(8, 90),
 )
-@example(lines=[" a.\t  wordword. .\tb\tb.bworda\tword.\t  word\tb.a  aword  . \ta. .\t  b\t  word\t.", "word\taa"],
-         block=30)
+@example(
+    lines=[" a.\t  wordword. .\tb\tb.bworda\tword.\t  word\tb.a  aword  . \ta. .\t  b\t  word\t.", "word\taa"], block=30
+)
 @example(lines=["a" * 30, " " * 70, "b " * 40], block=10)  # a line of only spaces is skipped, as in a block
 def test_long_lines_are_cut_the_same_wherever_the_read_blocks_fall(tmp_path, monkeypatch, lines, block):
     """Line mode: a line over max_chars comes out as cut_long(line), whether it sits inside a read block (cut by the
@@ -172,8 +182,11 @@ def test_long_lines_are_cut_the_same_wherever_the_read_blocks_fall(tmp_path, mon
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=st.lists(st.lists(st.sampled_from(list("ab. \t") + ["word", ""]), max_size=50).map("".join),
-                      min_size=1, max_size=10))
+@given(
+    lines=st.lists(
+        st.lists(st.sampled_from(list("ab. \t") + ["word", ""]), max_size=50).map("".join), min_size=1, max_size=10
+    )
+)
 @example(lines=["word " * 30, "a"])  # a line read in pieces, inside a document
 def test_document_mode_keeps_long_lines_whole(tmp_path, lines):
     """Document mode: the sequences of a document, their pieces joined back, are the document, even where a line

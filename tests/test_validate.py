@@ -84,8 +84,12 @@ def test_tokenizer_must_be_the_plans(tiny):
     path, plan = tiny
     with pytest.raises(MismatchError, match="8000 ids"):
         vocabopt.validate(Plan.from_cutoffs(plan.counts[:500], hidden=32, cutoffs=[50]), [str(path)], str(BPE))
-    other = Plan.from_cutoffs(np.ones(8000, dtype=np.int64), hidden=32, cutoffs=[50],
-                              provenance={"tokenizer": {"name": "other", "sha256": "ab" * 32}})
+    other = Plan.from_cutoffs(
+        np.ones(8000, dtype=np.int64),
+        hidden=32,
+        cutoffs=[50],
+        provenance={"tokenizer": {"name": "other", "sha256": "ab" * 32}},
+    )
     with pytest.raises(MismatchError, match="other"):
         vocabopt.validate(other, [str(path)], str(BPE))
     with pytest.raises(InputError, match="model"):
@@ -99,8 +103,22 @@ def test_tokenizer_must_be_the_plans(tiny):
 def test_cli(tiny, tmp_path):
     path, plan = tiny
     plan.save(tmp_path / "plan.json")
-    args = ["validate", str(tmp_path / "plan.json"), "--corpus", str(path), "-t", str(BPE), "--steps", "5",
-            "--seq-len", "16", "--batch-size", "4", "--max-tokens", "20000"]
+    args = [
+        "validate",
+        str(tmp_path / "plan.json"),
+        "--corpus",
+        str(path),
+        "-t",
+        str(BPE),
+        "--steps",
+        "5",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--max-tokens",
+        "20000",
+    ]
     run = CliRunner().invoke(main, [*args, "--json", "-o", str(tmp_path / "v.json")])
     assert run.exit_code == 0, run.output
     assert [r["name"] for r in json.loads(run.output)["runs"]] == ["vocabopt", "full softmax"]

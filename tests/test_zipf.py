@@ -197,15 +197,11 @@ def test_zipf_mandelbrot_loglik_is_the_mean_log_probability() -> None:
     assert zm["loglik_per_token"] == pytest.approx(float(c @ logp / c.sum()), abs=1e-9)
     # ... and it is a maximum: nudging either parameter lowers it.
     for ds, dq in ((1e-3, 0), (-1e-3, 0), (0, 1e-2), (0, -1e-2)):
-        other = np.log(
-            zipf.zipf_mandelbrot_pmf(np.arange(1, c.size + 1), zm["s"] + ds, zm["q"] + dq, zm["V"])
-        )
+        other = np.log(zipf.zipf_mandelbrot_pmf(np.arange(1, c.size + 1), zm["s"] + ds, zm["q"] + dq, zm["V"]))
         assert c @ other / c.sum() < zm["loglik_per_token"]
 
 
-@pytest.mark.parametrize(
-    ("s", "q", "V"), [(1.0, 0.0, 10), (1.2, 3.0, 50_000), (0.5, -0.9, 1000), (3.0, 100.0, 7)]
-)
+@pytest.mark.parametrize(("s", "q", "V"), [(1.0, 0.0, 10), (1.2, 3.0, 50_000), (0.5, -0.9, 1000), (3.0, 100.0, 7)])
 def test_zipf_mandelbrot_pmf_is_normalised_and_matches_the_formula(s: float, q: float, V: int) -> None:
     r = np.arange(1, V + 1)
     p = zipf.zipf_mandelbrot_pmf(r, s, q, V)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-
 # Stages whose module shares the function's name are bound eagerly (they import no torch): a lazy binding would
 # be shadowed by the submodule as soon as anything imports it.
 from .analyze import analyze, compare  # noqa: E402,F401
 from .bench import bench  # noqa: E402,F401
 from .optimize import optimize  # noqa: E402,F401
 from .validate import validate  # noqa: E402,F401
+from .version import __version__  # noqa: F401
 
 # public name -> module that defines it
 _EXPORTS = {

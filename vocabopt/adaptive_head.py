@@ -150,9 +150,7 @@ def _log_softmax_(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits, -1)
 
 
-def _softmax_minus_onehot(
-    logp: torch.Tensor, target: torch.Tensor, scratch: _Scratch | None = None
-) -> torch.Tensor:
+def _softmax_minus_onehot(logp: torch.Tensor, target: torch.Tensor, scratch: _Scratch | None = None) -> torch.Tensor:
     """(n, C) softmax - onehot(target) from saved log-probs: the gradient of the NLL for an upstream grad of 1."""
     s = logp.exp() if scratch is None else torch.exp(logp, out=scratch.empty(logp.shape, logp.dtype, logp.device))
     return s.scatter_add_(1, target[:, None], s.new_full((s.shape[0], 1), -1.0))
@@ -207,8 +205,10 @@ class _LinearNLL(torch.autograd.Function):
             xc, wc = x.to(dt), weight.to(dt)
             if chunk == 0:
                 shape = (x.shape[0], weight.shape[0])
-                lg = torch.empty(shape, dtype=acc, device=x.device) if scratch is None else scratch.empty(
-                    shape, acc, x.device
+                lg = (
+                    torch.empty(shape, dtype=acc, device=x.device)
+                    if scratch is None
+                    else scratch.empty(shape, acc, x.device)
                 )  # (n, C) logits, then log-probs, in place
                 if dt == acc:
                     torch.mm(xc, wc.t(), out=lg)
@@ -254,9 +254,7 @@ class _LinearNLL(torch.autograd.Function):
                 lg += bias[c0:c1]
             s = lg.sub_(lse[:, None]).exp_().mul_(g[:, None])  # softmax * g, (n, c)
             inside = (target >= c0) & (target < c1)
-            s.scatter_add_(
-                1, (target - c0).clamp(0, c1 - c0 - 1)[:, None], torch.where(inside, -g, 0.0)[:, None]
-            )
+            s.scatter_add_(1, (target - c0).clamp(0, c1 - c0 - 1)[:, None], torch.where(inside, -g, 0.0)[:, None])
             sd = s.to(dt)
             gw[c0:c1] = (sd.t() @ xc).to(lse.dtype)
             gx += (sd @ wc[c0:c1]).to(lse.dtype)
@@ -293,20 +291,14 @@ class AdaptiveSoftmax(nn.Module):
         V, d = cfg.vocab_size, cfg.hidden
         order = torch.as_tensor(order, dtype=torch.long).reshape(-1)
         if order.numel() != V or not torch.equal(torch.sort(order).values, torch.arange(V)):
-            raise InvalidInput(
-                f"order must be a permutation of 0..{V - 1} (rank -> token id), got {order.numel()} ids"
-            )
+            raise InvalidInput(f"order must be a permutation of 0..{V - 1} (rank -> token id), got {order.numel()} ids")
         self.edges = [0, *cfg.cutoffs, V]  # cluster c holds ranks [edges[c], edges[c+1])
         self.shortlist = cfg.cutoffs[0]
         self.n_tails = len(cfg.cutoffs)
         self.register_buffer("order", order.clone())  # (V,) rank -> id
-        self.register_buffer(
-            "rank_of", torch.empty_like(order).scatter_(0, order, torch.arange(V))
-        )  # id -> rank
+        self.register_buffer("rank_of", torch.empty_like(order).scatter_(0, order, torch.arange(V)))  # id -> rank
         self.register_buffer("boundaries", torch.tensor(cfg.cutoffs, dtype=torch.long), persistent=False)
-        self.register_buffer(
-            "dropped_tokens", torch.zeros((), dtype=torch.long)
-        )  # static-path overflow count
+        self.register_buffer("dropped_tokens", torch.zeros((), dtype=torch.long))  # static-path overflow count
         self.head = nn.Linear(d, self.shortlist + self.n_tails, bias=cfg.head_bias)  # (d) -> shortlist + J
         self.proj = nn.ModuleList(nn.Linear(d, p, bias=False) for p in cfg.proj_dims)  # (d) -> (p_i)
         self.out = nn.ModuleList(  # (p_i) -> cluster size
@@ -399,9 +391,7 @@ class AdaptiveSoftmax(nn.Module):
                 f"or mark padding with ignore_index={self.config.ignore_index}"
             )
 
-    def _token_nll(
-        self, x: torch.Tensor, t: torch.Tensor, ignore_index: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _token_nll(self, x: torch.Tensor, t: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         valid = t != ignore_index  # (N,)
         self._check_targets(t, valid)
         rank = self.rank_of[torch.where(valid, t, 0).clamp(0, self.config.vocab_size - 1)]  # (N,)
@@ -543,9 +533,7 @@ class AdaptiveSoftmax(nn.Module):
         return hidden.reshape(-1, self.config.hidden)
 
     def _tail_log_prob(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(
-            self._tail_logits(i, self.proj[i](x)).float(), dim=-1
-        )  # (n, size_i), no dropout
+        return torch.log_softmax(self._tail_logits(i, self.proj[i](x)).float(), dim=-1)  # (n, size_i), no dropout
 
     @torch.no_grad()
     def topk(self, hidden: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -601,9 +589,7 @@ class AdaptiveSoftmax(nn.Module):
         top_k needs every cluster's normaliser, so it evaluates the full distribution (nothing skipped).
         """
         if temperature <= 0:
-            raise InvalidInput(
-                f"temperature must be > 0, got {temperature}; use predict() for greedy decoding"
-            )
+            raise InvalidInput(f"temperature must be > 0, got {temperature}; use predict() for greedy decoding")
         x = self._flat_hidden(hidden)
         N = x.shape[0]
         if top_k is not None:
@@ -651,9 +637,7 @@ def build_head(**overrides) -> AdaptiveSoftmax:
     torch.load(weights_only=True): plain tensors, no code.
     """
     if PLAN_CONFIG is None or SIDECAR is None:
-        raise InvalidInput(
-            "no plan in this copy; use vocabopt.build_layer(plan) or a file from `vocabopt export`"
-        )
+        raise InvalidInput("no plan in this copy; use vocabopt.build_layer(plan) or a file from `vocabopt export`")
     arrays = torch.load(Path(__file__).with_name(SIDECAR), weights_only=True)
     config = AdaptiveHeadConfig(**{**PLAN_CONFIG, **overrides})
     return AdaptiveSoftmax(config, order=arrays["order"], counts=arrays["counts"])

@@ -160,29 +160,53 @@ def analyze(
     if not paths and dataset is None:
         raise InputError("no sources given; pass files, directories, globs, '-' or --dataset PATH")
     if engine == "dask" and "-" in paths:
-        raise InputError("'-' (stdin) with --engine dask: cluster workers cannot read this process's stdin; "
-                         "save the text to a file the workers can read, or use --engine local")
+        raise InputError(
+            "'-' (stdin) with --engine dask: cluster workers cannot read this process's stdin; "
+            "save the text to a file the workers can read, or use --engine local"
+        )
     spec = counting.load_spec(tokenizer, min_count=min_count, max_vocab=max_vocab)
-    options = sources.SourceOptions(field=field, sequence=sequence, skip_bad_lines=skip_bad_lines,
-                                    dataset_split=split, limit_chars=limit_bytes)
+    options = sources.SourceOptions(
+        field=field, sequence=sequence, skip_bad_lines=skip_bad_lines, dataset_split=split, limit_chars=limit_bytes
+    )
     warn = on_warning or (lambda msg: log.warning(msg))
     if engine == "dask":
         from . import distributed
 
-        tally = distributed.count(paths, dataset, spec, options, add_special_tokens=add_special_tokens,
-                                  force_path=force_path, scheduler=scheduler, workers=workers,
-                                  partition_bytes=partition_bytes, progress=progress)
+        tally = distributed.count(
+            paths,
+            dataset,
+            spec,
+            options,
+            add_special_tokens=add_special_tokens,
+            force_path=force_path,
+            scheduler=scheduler,
+            workers=workers,
+            partition_bytes=partition_bytes,
+            progress=progress,
+        )
         for i, path in enumerate(paths):  # what the local reader warns while reading, in the same order
             if tally.source(i)[1] == 0:
                 warn(f"{path}: no text (empty source)")
     else:
-        tally = _count_local(paths, dataset, spec, options, add_special_tokens, force_path, workers, limit_bytes,
-                             limit_tokens, progress, warn)
+        tally = _count_local(
+            paths,
+            dataset,
+            spec,
+            options,
+            add_special_tokens,
+            force_path,
+            workers,
+            limit_bytes,
+            limit_tokens,
+            progress,
+            warn,
+        )
 
     if tally.n_tokens == 0:
         names = ", ".join(paths + ([dataset] if dataset else []))
-        raise InputError(f"{names}: no text found (empty corpus); check the sources"
-                         + (" and --field" if field or dataset else ""))
+        raise InputError(
+            f"{names}: no text found (empty corpus); check the sources" + (" and --field" if field or dataset else "")
+        )
     infos = [SourceInfo(path=p, bytes=0) for p in paths + ([dataset] if dataset is not None else [])]
     for i, info in enumerate(infos):
         info.bytes, info.sequences, info.replaced_bytes, info.skipped_lines = tally.source(i)
@@ -197,8 +221,20 @@ def analyze(
         counts, tokens = tally.counts, counting.hf_token_strings(spec)
     assert counts is not None
     path_name, reason = _path_report(spec, tally.paths, force_path)
-    opts = _options(spec, sequence, field, dataset, split, add_special_tokens, limit_bytes, limit_tokens,
-                    skip_bad_lines, path_name, reason, tally.paths)
+    opts = _options(
+        spec,
+        sequence,
+        field,
+        dataset,
+        split,
+        add_special_tokens,
+        limit_bytes,
+        limit_tokens,
+        skip_bad_lines,
+        path_name,
+        reason,
+        tally.paths,
+    )
     if engine == "dask":
         opts["engine"] = "dask"
     stats = CorpusStats(
@@ -215,8 +251,14 @@ def analyze(
     return stats
 
 
-def _check_engine(engine: str, scheduler: str | None, workers: int | None, limit_bytes: int | None,
-                  limit_tokens: int | None, partition_bytes: int | None) -> None:
+def _check_engine(
+    engine: str,
+    scheduler: str | None,
+    workers: int | None,
+    limit_bytes: int | None,
+    limit_tokens: int | None,
+    partition_bytes: int | None,
+) -> None:
     if engine not in ("local", "dask"):
         raise InputError(f"--engine {engine!r}: use 'local' or 'dask'")
     if engine == "local":
@@ -225,29 +267,43 @@ def _check_engine(engine: str, scheduler: str | None, workers: int | None, limit
         return
     for flag, limit in (("--limit-bytes", limit_bytes), ("--limit-tokens", limit_tokens)):
         if limit is not None:
-            raise InputError(f"{flag} with --engine dask: a limit stops at a point of a sequential read, which "
-                             "parts counted in parallel do not have, so the result would not be exact; "
-                             "use --engine local with a limit")
+            raise InputError(
+                f"{flag} with --engine dask: a limit stops at a point of a sequential read, which "
+                "parts counted in parallel do not have, so the result would not be exact; "
+                "use --engine local with a limit"
+            )
     if scheduler is not None and workers is not None:
-        raise InputError("--workers with --scheduler: the cluster's size is set where its workers start "
-                         "(`dask worker ... --nworkers N`); leave out --workers")
+        raise InputError(
+            "--workers with --scheduler: the cluster's size is set where its workers start "
+            "(`dask worker ... --nworkers N`); leave out --workers"
+        )
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: must be at least 1")
     if partition_bytes is not None and partition_bytes < 1:
         raise InputError(f"partition_bytes {partition_bytes}: must be at least 1")
 
 
-def _count_local(paths: list[str], dataset: str | None, spec: counting.TokenizerSpec,
-                 options: sources.SourceOptions, add_special_tokens: bool, force_path: str | None,
-                 workers: int | None, limit_bytes: int | None, limit_tokens: int | None,
-                 progress: Progress | None, warn: Callable[[str], None]) -> Tally:
+def _count_local(
+    paths: list[str],
+    dataset: str | None,
+    spec: counting.TokenizerSpec,
+    options: sources.SourceOptions,
+    add_special_tokens: bool,
+    force_path: str | None,
+    workers: int | None,
+    limit_bytes: int | None,
+    limit_tokens: int | None,
+    progress: Progress | None,
+    warn: Callable[[str], None],
+) -> Tally:
     """The local engine: this process reads, `workers` processes count (in input order)."""
     reader = sources.Reader(paths, options, on_warning=warn, dataset=dataset)
     total_disk = sources.total_size(paths) if dataset is None else None
     n_workers = _n_workers(workers, total_disk, limit_bytes)
     tally = Tally()
-    counted = _count_batches(batches(reader), spec, add_special_tokens, force_path, n_workers,
-                             read_ahead=limit_tokens is None)
+    counted = _count_batches(
+        batches(reader), spec, add_special_tokens, force_path, n_workers, read_ahead=limit_tokens is None
+    )
     for batch, result in counted:
         tally.add_batch(batch.source, result)
         if progress:
@@ -334,9 +390,14 @@ def _sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _count_batches(batches: Iterator[_Batch], spec: counting.TokenizerSpec, add_special_tokens: bool,
-                   force_path: str | None, n_workers: int,
-                   read_ahead: bool = True) -> Iterator[tuple[_Batch, counting.BatchCounts]]:
+def _count_batches(
+    batches: Iterator[_Batch],
+    spec: counting.TokenizerSpec,
+    add_special_tokens: bool,
+    force_path: str | None,
+    n_workers: int,
+    read_ahead: bool = True,
+) -> Iterator[tuple[_Batch, counting.BatchCounts]]:
     """(batch, counts) in input order; with several workers, at most 2 batches per worker in flight. In-process,
     the next batch is read and cut while this one is tokenized, unless `read_ahead` is off (a token limit: what is
     read is then what is counted)."""
@@ -360,8 +421,9 @@ def _count_batches(batches: Iterator[_Batch], spec: counting.TokenizerSpec, add_
         return
     ctx = multiprocessing.get_context("spawn")
     before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(spec, add_special_tokens, force_path))
+    pool = ProcessPoolExecutor(
+        n_workers, mp_context=ctx, initializer=_init_worker, initargs=(spec, add_special_tokens, force_path)
+    )
     pending: collections.deque[tuple[_Batch, Future]] = collections.deque()
     try:
         for batch in batches:
@@ -404,8 +466,20 @@ def _path_report(spec: counting.TokenizerSpec, used: Counter, force_path: str | 
     return name, reason
 
 
-def _options(spec, sequence, field, dataset, split, add_special_tokens, limit_bytes, limit_tokens,
-             skip_bad_lines, path_name, reason, paths_used) -> dict[str, Any]:
+def _options(
+    spec,
+    sequence,
+    field,
+    dataset,
+    split,
+    add_special_tokens,
+    limit_bytes,
+    limit_tokens,
+    skip_bad_lines,
+    path_name,
+    reason,
+    paths_used,
+) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "sequence": sequence or "auto",
         "add_special_tokens": add_special_tokens,
@@ -437,14 +511,16 @@ def compare(stats: list[CorpusStats]) -> list[dict[str, Any]]:
     rows = []
     for s in stats:
         summ = s.summary()
-        rows.append({
-            "tokenizer": s.tokenizer.name,
-            "vocab_size": s.vocab_size,
-            "tokens": summ["total_tokens"],
-            "bytes_per_token": summ["bytes_per_token"],
-            "never_used_share": summ["never_seen_ids"] / max(s.vocab_size, 1),
-            "k_90": summ["k_for_coverage"].get("0.9"),
-            "entropy_bits": summ["entropy_bits"],
-            "zipf_s": (s.fits.get("zipf_mandelbrot") or {}).get("s"),
-        })
+        rows.append(
+            {
+                "tokenizer": s.tokenizer.name,
+                "vocab_size": s.vocab_size,
+                "tokens": summ["total_tokens"],
+                "bytes_per_token": summ["bytes_per_token"],
+                "never_used_share": summ["never_seen_ids"] / max(s.vocab_size, 1),
+                "k_90": summ["k_for_coverage"].get("0.9"),
+                "entropy_bits": summ["entropy_bits"],
+                "zipf_s": (s.fits.get("zipf_mandelbrot") or {}).get("s"),
+            }
+        )
     return rows

@@ -178,8 +178,7 @@ def read_json(path: str | os.PathLike, artifact: str, max_schema: int) -> dict:
         raise ArtifactError(f"{path}: missing or invalid schema_version; regenerate the file")
     if version > max_schema:
         raise ArtifactError(
-            f"{path}: schema_version {version} is newer than this vocabopt supports ({max_schema}); "
-            "upgrade vocabopt"
+            f"{path}: schema_version {version} is newer than this vocabopt supports ({max_schema}); upgrade vocabopt"
         )
     return obj
 

@@ -29,8 +29,14 @@ from .plan import Plan
 
 SCHEMA_VERSION = 1
 ARTIFACT = "vocabopt.BenchResult"
-TORCH_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-                "float16": "float16", "fp16": "float16"}
+TORCH_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 @dataclass
@@ -80,10 +86,19 @@ class BenchResult:
             d["error"] = r.error
             d["speedup_vs_full"] = _ratio(self.row("full softmax"), r)
             rows.append(d)
-        return {"artifact": ARTIFACT, "schema_version": self.schema_version, "plan": self.plan,
-                "vocab_size": self.vocab_size, "hidden": self.hidden, "batch_tokens": self.batch_tokens,
-                "device": self.device, "dtype": self.dtype, "environment": self.environment, "notes": self.notes,
-                "rows": rows}
+        return {
+            "artifact": ARTIFACT,
+            "schema_version": self.schema_version,
+            "plan": self.plan,
+            "vocab_size": self.vocab_size,
+            "hidden": self.hidden,
+            "batch_tokens": self.batch_tokens,
+            "device": self.device,
+            "dtype": self.dtype,
+            "environment": self.environment,
+            "notes": self.notes,
+            "rows": rows,
+        }
 
     def save(self, path: str | Path) -> None:
         artifacts.write_json(path, self.to_json())
@@ -211,18 +226,40 @@ def bench(
         pred = preds.get("full" if name in ("full softmax", "F.linear_cross_entropy") else "plan")
         if name == "ALSWL":
             pred = None  # a different kernel set from the one the cost model describes
-        rows.append(BenchRow(
-            method=name, cutoffs=designs[name][0], proj_dims=designs[name][1],
-            measured_ms=float(statistics.median(t)), p20_ms=float(q[0]), p80_ms=float(q[1]), samples=len(t),
-            saved_bytes=saved_bytes(fn), peak_bytes=cuda_peak_bytes(fn) if dev.type == "cuda" else None,
-            predicted_ms=None if pred is None else float(pred.time_ms),
-            predicted_bytes=None if pred is None else int(pred.memory_bytes),
-        ))
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "reps": reps, "seed": seed,
-           "profile": getattr(profile, "device", None), "date": datetime.date.today().isoformat()}
-    return BenchResult(plan=str(plan.provenance.get("name", "")) or "plan", vocab_size=plan.vocab_size,
-                       hidden=plan.hidden, batch_tokens=n, device=device_name(torch, dev.type), dtype=dtype,
-                       rows=rows, environment=env, notes=notes)
+        rows.append(
+            BenchRow(
+                method=name,
+                cutoffs=designs[name][0],
+                proj_dims=designs[name][1],
+                measured_ms=float(statistics.median(t)),
+                p20_ms=float(q[0]),
+                p80_ms=float(q[1]),
+                samples=len(t),
+                saved_bytes=saved_bytes(fn),
+                peak_bytes=cuda_peak_bytes(fn) if dev.type == "cuda" else None,
+                predicted_ms=None if pred is None else float(pred.time_ms),
+                predicted_bytes=None if pred is None else int(pred.memory_bytes),
+            )
+        )
+    env = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "reps": reps,
+        "seed": seed,
+        "profile": getattr(profile, "device", None),
+        "date": datetime.date.today().isoformat(),
+    }
+    return BenchResult(
+        plan=str(plan.provenance.get("name", "")) or "plan",
+        vocab_size=plan.vocab_size,
+        hidden=plan.hidden,
+        batch_tokens=n,
+        device=device_name(torch, dev.type),
+        dtype=dtype,
+        rows=rows,
+        environment=env,
+        notes=notes,
+    )
 
 
 def _methods(plan: Plan, n: int, dev: Any, tdtype: Any, full: bool, seed: int):
@@ -274,8 +311,9 @@ def _methods(plan: Plan, n: int, dev: Any, tdtype: Any, full: bool, seed: int):
     return fns, designs, notes
 
 
-def _time_interleaved(fns: dict[str, Callable[[], Any]], dev: Any, reps: int,
-                      progress: Callable[[str, int, int], None] | None) -> dict[str, list[float]]:
+def _time_interleaved(
+    fns: dict[str, Callable[[], Any]], dev: Any, reps: int, progress: Callable[[str, int, int], None] | None
+) -> dict[str, list[float]]:
     """ms per fwd+bwd for each method; round 0 warms up. Methods slower than 1 s per step stop after 3 samples."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for rnd in range(reps + 1):

@@ -81,9 +81,7 @@ def work(name: str, coords: list[np.ndarray], element_bytes: int) -> tuple[np.nd
         return np.zeros_like(r * w), 2.0 * e * r * w
     if name.startswith(("cluster_fixed", "step_fixed")):
         n, d = c
-        passes = (
-            1.0 if name.endswith("fwd") else 3.0
-        )  # backward zero-fills and accumulates an (N, d) gradient
+        passes = 1.0 if name.endswith("fwd") else 3.0  # backward zero-fills and accumulates an (N, d) gradient
         return np.zeros_like(n * d), 8.0 * n * 4 + passes * e * n * d
     if name == "elementwise":
         (n,) = c
@@ -91,9 +89,7 @@ def work(name: str, coords: list[np.ndarray], element_bytes: int) -> tuple[np.nd
     raise KeyError(name)
 
 
-def roofline_ms(
-    roof: dict[str, float], name: str, coords: list[np.ndarray], element_bytes: int
-) -> np.ndarray:
+def roofline_ms(roof: dict[str, float], name: str, coords: list[np.ndarray], element_bytes: int) -> np.ndarray:
     """overhead + max(FLOPs / peak, bytes / bandwidth), in ms."""
     flops, nbytes = work(name, coords, element_bytes)
     compute = flops / (roof["peak_gflops"] * 1e6) if roof["peak_gflops"] > 0 else 0.0
@@ -101,9 +97,7 @@ def roofline_ms(
     return roof["overhead_ms"] + np.maximum(compute, memory)
 
 
-def fit_roofline(
-    name: str, axes: list[np.ndarray], median: np.ndarray, measured: np.ndarray, eb: int
-) -> dict:
+def fit_roofline(name: str, axes: list[np.ndarray], median: np.ndarray, measured: np.ndarray, eb: int) -> dict:
     """Fit overhead, peak and bandwidth to the measured points (the bounds the fastest points reach)."""
     grids = np.meshgrid(*axes, indexing="ij")
     flops, nbytes = work(name, [g[measured] for g in grids], eb)
@@ -263,9 +257,7 @@ def head_ms(
     return acc.ms, acc.extrap
 
 
-def tail_ms(
-    profile: Any, n: int, d: int, proj: Any, size: Any, share: Any, mode: str = "train", decode: str = "full"
-):
+def tail_ms(profile: Any, n: int, d: int, proj: Any, size: Any, share: Any, mode: str = "train", decode: str = "full"):
     """One tail cluster of `size` tokens holding `share` of targets, projected to `proj` dims.
 
     Broadcast over proj/size/share arrays. Returns (ms, extrapolated).
@@ -303,9 +295,7 @@ def tail_ms(
     acc.add("linear_fwd", rows, proj, size, weight=w)  # inference: logits, then log-softmax
     acc.add("nll_fwd", rows, size, weight=w)
     if rm == "infer_full":
-        acc.add(
-            "elementwise", rows * np.asarray(size, dtype=float), weight=w
-        )  # + the cluster's head log-prob
+        acc.add("elementwise", rows * np.asarray(size, dtype=float), weight=w)  # + the cluster's head log-prob
     return _shaped(acc, share, size, proj)
 
 

@@ -82,8 +82,9 @@ def load_spec(spec: str, min_count: int = 1, max_vocab: int | None = None) -> To
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.exists():
-        raise TokenizerError(f"{spec}: no tokenizer.json there; pass a tokenizer.json, a directory holding one, "
-                             "'word' or 'bytes'")
+        raise TokenizerError(
+            f"{spec}: no tokenizer.json there; pass a tokenizer.json, a directory holding one, 'word' or 'bytes'"
+        )
     try:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -103,8 +104,9 @@ def _from_str(raw: str, where: str):
         return Tokenizer.from_str(raw)
     except Exception as e:  # tokenizers raises a bare Exception for invalid JSON
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise TokenizerError(f"{where}: not a valid Hugging Face tokenizer.json ({msg}); "
-                             "regenerate it with tokenizers' Tokenizer.save") from None
+        raise TokenizerError(
+            f"{where}: not a valid Hugging Face tokenizer.json ({msg}); regenerate it with tokenizers' Tokenizer.save"
+        ) from None
 
 
 # A tokenizer.json is parsed once per process (~16 ms, and ~8 ms for json.loads, on the shipped one).
@@ -165,8 +167,12 @@ def _splitter_kind(pre: dict) -> str | None:
         return "prefix"
     if kind == "Metaspace" and pre.get("split", True):
         return "prefix"
-    if (kind == "Split" and (pre.get("pattern") or {}).get("Regex") in _SAFE_SPLITS
-            and pre.get("behavior") == "Isolated" and not pre.get("invert")):
+    if (
+        kind == "Split"
+        and (pre.get("pattern") or {}).get("Regex") in _SAFE_SPLITS
+        and pre.get("behavior") == "Isolated"
+        and not pre.get("invert")
+    ):
         return "prefix"
     if kind == "Sequence":
         members = pre.get("pretokenizers") or []
@@ -189,8 +195,12 @@ def _normalizer_local(norm: dict | None, allow_deleting: bool) -> bool:
     if kind == "Replace":
         pattern = (norm.get("pattern") or {}).get("String")
         content = norm.get("content") or ""
-        return (pattern is not None and len(pattern) == 1 and not pattern.isspace()
-                and not any(c.isspace() for c in content))
+        return (
+            pattern is not None
+            and len(pattern) == 1
+            and not pattern.isspace()
+            and not any(c.isspace() for c in content)
+        )
     return kind in _LOCAL_NORMALIZERS
 
 
@@ -248,8 +258,9 @@ class HFCounter:
     their ids), so that one batch is tokenized while the next is cut. `finish` calls must not overlap.
     """
 
-    def __init__(self, spec: TokenizerSpec, add_special_tokens: bool, force_path: str | None = None,
-                 max_chars: int = 1 << 20) -> None:
+    def __init__(
+        self, spec: TokenizerSpec, add_special_tokens: bool, force_path: str | None = None, max_chars: int = 1 << 20
+    ) -> None:
         tok = _shared_tokenizer(spec)
         self.tok, self.max_chars = tok, max_chars
         config = config_of(spec.json)
@@ -258,8 +269,9 @@ class HFCounter:
             self.path = force_path
         self.vocab_size = hf_vocab_size(tok)
         self.special_ids = self._special_ids() if add_special_tokens else np.zeros(0, np.int64)
-        contents = sorted({t["content"] for t in config.get("added_tokens") or [] if t.get("content")},
-                          key=len, reverse=True)
+        contents = sorted(
+            {t["content"] for t in config.get("added_tokens") or [] if t.get("content")}, key=len, reverse=True
+        )
         self.added = re.compile("|".join(map(re.escape, contents))) if contents else None
         self.normalizer = tok.normalizer
         self.token_bytes = _byte_level_sizes(tok, config) if self.path == "chunks" else None
@@ -299,8 +311,12 @@ class HFCounter:
             if self.path == "chunks":
                 raw, exact, n_words = _chunk_counts(fast)
                 out.n_words += n_words
-                groups = [("key", raw.keys, raw.key_counts), ("pair", raw.pairs, raw.pair_counts),
-                          ("raw", list(raw.strings), _values(raw.strings)), ("exact", list(exact), _values(exact))]
+                groups = [
+                    ("key", raw.keys, raw.key_counts),
+                    ("pair", raw.pairs, raw.pair_counts),
+                    ("raw", list(raw.strings), _values(raw.strings)),
+                    ("exact", list(exact), _values(exact)),
+                ]
             else:
                 pretokens = self._pretoken_counts(fast)
                 groups = [("piece", list(pretokens), _values(pretokens))]
@@ -324,14 +340,16 @@ class HFCounter:
             store.clear()
         rows = [store.rows_of(kind, keys) for kind, keys, _ in groups]
         todo = [np.flatnonzero(r < 0) for r in rows]
-        missing = [keys[t] if isinstance(keys, np.ndarray) else [keys[k] for k in t.tolist()]
-                   for (_, keys, _), t in zip(groups, todo)]
+        missing = [
+            keys[t] if isinstance(keys, np.ndarray) else [keys[k] for k in t.tolist()]
+            for (_, keys, _), t in zip(groups, todo)
+        ]
         texts = [text for (kind, _, _), m in zip(groups, missing) for text in _TEXTS_OF[kind](m)]
         if texts:
             ids, starts, lengths = self._tokenize(texts)
             at = 0
             for (kind, _, _), r, t, m in zip(groups, rows, todo, missing):
-                r[t] = store.add(kind, m, ids, starts[at: at + t.size], lengths[at: at + t.size])
+                r[t] = store.add(kind, m, ids, starts[at : at + t.size], lengths[at : at + t.size])
                 at += t.size
         weights = np.concatenate([w for _, _, w in groups])
         counts += store.weighted_counts(np.concatenate(rows), weights, counts.size)
@@ -421,8 +439,9 @@ class HFCounter:
         ids, n_tokens = _ids_of(self.tok.encode_batch_fast(texts, add_special_tokens=False))
         sizes = self.token_bytes[ids]  # (total,) bytes of each token
         ascii_only = all(map(str.isascii, texts))
-        lengths = np.fromiter(map(len, ordered) if ascii_only else (len(_utf8(c)) for c in ordered),
-                              dtype=np.int64, count=len(ordered))
+        lengths = np.fromiter(
+            map(len, ordered) if ascii_only else (len(_utf8(c)) for c in ordered), dtype=np.int64, count=len(ordered)
+        )
         chunk_ends, token_ends = np.cumsum(lengths), np.cumsum(sizes)
         text_ends = np.append(chunk_ends[firsts[1:] - 1], chunk_ends[-1:])  # bytes up to each text's end
         text_token_ends = np.concatenate([[0], token_ends])[np.cumsum(n_tokens)]
@@ -448,10 +467,16 @@ def _byte_level_sizes(tok, config: dict) -> np.ndarray | None:
     else None. (An unk token stands for characters of any size, fused ones for several: their errors in bytes could
     cancel out in a text's sum. Without one, an unknown character is dropped, and the sum always shows it.)"""
     pre, model = config.get("pre_tokenizer") or {}, config.get("model") or {}
-    if (not _bytes_one_to_one(pre) or config.get("normalizer") is not None
-            or model.get("type") != "BPE" or model.get("continuing_subword_prefix")
-            or model.get("end_of_word_suffix") or model.get("byte_fallback") or model.get("unk_token") is not None
-            or not hasattr(tok, "encode_batch_fast")):  # tokenizers < 0.20
+    if (
+        not _bytes_one_to_one(pre)
+        or config.get("normalizer") is not None
+        or model.get("type") != "BPE"
+        or model.get("continuing_subword_prefix")
+        or model.get("end_of_word_suffix")
+        or model.get("byte_fallback")
+        or model.get("unk_token") is not None
+        or not hasattr(tok, "encode_batch_fast")
+    ):  # tokenizers < 0.20
         return None
     vocab = tok.get_vocab(with_added_tokens=True)
     sizes = np.zeros(max(vocab.values(), default=-1) + 1, np.int64)
@@ -464,8 +489,11 @@ def _bytes_one_to_one(pre: dict) -> bool:
     after pre-tokenizers that only split (Llama 3: a Split regex, then ByteLevel)."""
     members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
     byte_level = [m for m in members if m.get("type") == "ByteLevel"]
-    return (bool(byte_level) and not any(m.get("add_prefix_space") for m in byte_level)
-            and all(m.get("type") in ("ByteLevel", "Split", "Digits", "Punctuation") for m in members))
+    return (
+        bool(byte_level)
+        and not any(m.get("add_prefix_space") for m in byte_level)
+        and all(m.get("type") in ("ByteLevel", "Split", "Digits", "Punctuation") for m in members)
+    )
 
 
 def _values(counter: Counter) -> np.ndarray:
@@ -541,7 +569,7 @@ def _append(buf: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
         grown = np.empty(max(2 * buf.size, n + values.size), buf.dtype)
         grown[:n] = buf[:n]
         buf = grown
-    buf[n: n + values.size] = values
+    buf[n : n + values.size] = values
     return buf
 
 
@@ -565,8 +593,9 @@ _ADJ_SPACE = re.compile(r"\s | \s")  # a space next to other whitespace (or at a
 _CUT = re.compile(r"(?<=\S)(?= )")  # before a space that follows a non-whitespace character
 # The non-ASCII characters str.isspace() accepts (tests check this against every code point). Text without them has
 # only ASCII whitespace, which a scan of its UTF-8 bytes finds exactly.
-_UNICODE_SPACES = "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029" \
-                  "\u202f\u205f\u3000"
+_UNICODE_SPACES = (
+    "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 _UNICODE_SPACE = re.compile(f"[{_UNICODE_SPACES}]")
 
 # Byte -> 1 for the ASCII characters str.isspace() accepts (\t \n \v \f \r, the four information separators, space),
@@ -645,8 +674,12 @@ def _piece_counts(texts: list[str]) -> _Pieces:
     runs = np.flatnonzero(np.concatenate([first[:1] == first[:1], (first[1:] != first[:-1]) | (rest[1:] != rest[:-1])]))
     pairs = [a | b << 64 for a, b in zip(first[runs].tolist(), rest[runs].tolist())]
     long = np.flatnonzero(lengths >= 16)
-    strings = Counter([data[a: a + b].decode("utf-8", "surrogatepass")
-                       for a, b in zip(starts[long].tolist(), lengths[long].tolist())])
+    strings = Counter(
+        [
+            data[a : a + b].decode("utf-8", "surrogatepass")
+            for a, b in zip(starts[long].tolist(), lengths[long].tolist())
+        ]
+    )
     return _Pieces(keys, key_counts, pairs, np.diff(np.append(runs, first.size)), strings)
 
 
@@ -677,8 +710,12 @@ def _key_strings(keys: np.ndarray) -> list[str]:
 def _pair_strings(pairs: list[int]) -> list[str]:
     """The raw pieces of `_Pieces.pairs` keys (8-15 bytes)."""
     mask = (1 << 64) - 1
-    return [((p & mask).to_bytes(8, "little") + (p >> 64).to_bytes(8, "little")[: p >> 120])
-            .decode("utf-8", "surrogatepass") for p in pairs]
+    return [
+        ((p & mask).to_bytes(8, "little") + (p >> 64).to_bytes(8, "little")[: p >> 120]).decode(
+            "utf-8", "surrogatepass"
+        )
+        for p in pairs
+    ]
 
 
 def _chunk_counts(texts: list[str]) -> tuple[_Pieces, Counter, int]:
@@ -753,8 +790,9 @@ class WordCounter:
         return out
 
 
-def make_counter(spec: TokenizerSpec, add_special_tokens: bool, force_path: str | None = None,
-                 max_chars: int = 1 << 20):
+def make_counter(
+    spec: TokenizerSpec, add_special_tokens: bool, force_path: str | None = None, max_chars: int = 1 << 20
+):
     if spec.kind == "hf":
         return HFCounter(spec, add_special_tokens, force_path, max_chars)
     if spec.kind == "bytes":

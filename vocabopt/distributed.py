@@ -49,10 +49,19 @@ class Part:
     dataset: bool = False  # read `path` as a whole `datasets` dataset
 
 
-def count(paths: list[str], dataset: str | None, spec: counting.TokenizerSpec, options: sources.SourceOptions, *,
-          add_special_tokens: bool = True, force_path: str | None = None, scheduler: str | None = None,
-          workers: int | None = None, partition_bytes: int | None = None,
-          progress: Progress | None = None) -> Tally:
+def count(
+    paths: list[str],
+    dataset: str | None,
+    spec: counting.TokenizerSpec,
+    options: sources.SourceOptions,
+    *,
+    add_special_tokens: bool = True,
+    force_path: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    partition_bytes: int | None = None,
+    progress: Progress | None = None,
+) -> Tally:
     """Count the sources on a Dask cluster (the one at `scheduler`, or a local one with `workers` processes).
 
     Example:
@@ -66,8 +75,20 @@ def count(paths: list[str], dataset: str | None, spec: counting.TokenizerSpec, o
         log.info("counting %d parts on %d worker threads", len(parts), threads)
         job = f"vocabopt-{os.urandom(6).hex()}"
         spec_future = client.scatter(spec, broadcast=True, hash=False)  # once per worker, not once per task
-        futures = [client.submit(_count_part, job, part, spec_future, options, add_special_tokens, force_path,
-                                 TASK_DELAY_S, key=f"{job}-part-{k}") for k, part in enumerate(parts)]
+        futures = [
+            client.submit(
+                _count_part,
+                job,
+                part,
+                spec_future,
+                options,
+                add_special_tokens,
+                force_path,
+                TASK_DELAY_S,
+                key=f"{job}-part-{k}",
+            )
+            for k, part in enumerate(parts)
+        ]
         try:
             return _tree_sum(client, futures, [p.size for p in parts], progress)
         finally:
@@ -82,8 +103,9 @@ def _import_distributed() -> Any:
     try:
         import distributed
     except ImportError as e:
-        raise ClusterError(f"--engine dask needs Dask, which is not installed here ({e}); install it with "
-                           f"{INSTALL_HINT}") from None
+        raise ClusterError(
+            f"--engine dask needs Dask, which is not installed here ({e}); install it with {INSTALL_HINT}"
+        ) from None
     return distributed
 
 
@@ -96,9 +118,16 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         # One single-threaded process per core, like the local engine; RAYON_NUM_THREADS=1: no nested thread pools.
         with _environ_kept(), contextlib.ExitStack() as stack:
             with _sigint_ignored():
-                cluster = stack.enter_context(distributed.LocalCluster(
-                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                    silence_logs=logging.ERROR, env={"RAYON_NUM_THREADS": "1"}))
+                cluster = stack.enter_context(
+                    distributed.LocalCluster(
+                        n_workers=n,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=":0",
+                        silence_logs=logging.ERROR,
+                        env={"RAYON_NUM_THREADS": "1"},
+                    )
+                )
             yield stack.enter_context(distributed.Client(cluster, set_as_default=False))
         return
     try:
@@ -108,13 +137,15 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {scheduler} within {timeout} ({type(e).__name__}: {e}); start one "
             "with `dask scheduler` and pass the address it prints (tcp://HOST:8786), check the host, port and "
-            "firewall, or leave out --scheduler to count on a local cluster") from None
+            "firewall, or leave out --scheduler to count on a local cluster"
+        ) from None
     with client:
         try:
             client.wait_for_workers(1, timeout=_seconds(_connect_timeout()))
         except (TimeoutError, OSError):
-            raise ClusterError(f"the Dask scheduler at {scheduler} has no workers; start some with "
-                               f"`dask worker {scheduler}`") from None
+            raise ClusterError(
+                f"the Dask scheduler at {scheduler} has no workers; start some with `dask worker {scheduler}`"
+            ) from None
         yield client
 
 
@@ -163,22 +194,28 @@ def _seconds(value: str) -> float:
 
 def _check_workers(client: Any, parts: list[Part]) -> None:
     """Fail early, with the fix, when a worker cannot import vocabopt or cannot read a source."""
-    from . import __version__
+    from .version import __version__
 
     paths = sorted({p.path for p in parts if not sources.is_url(p.path)})  # URLs: a task's error names them
     answers = client.run(_worker_probe(paths))
     for worker, (version, unreadable) in sorted(answers.items()):
         if version is None:
-            raise ClusterError(f"worker {worker} cannot import vocabopt; install vocabopt (pip install "
-                               "'vocabopt[dask]') in the Python environment every worker runs")
+            raise ClusterError(
+                f"worker {worker} cannot import vocabopt; install vocabopt (pip install "
+                "'vocabopt[dask]') in the Python environment every worker runs"
+            )
         if version != __version__:
-            raise ClusterError(f"worker {worker} has vocabopt {version}, this machine {__version__}; install the "
-                               "same version everywhere (counts must be made by the same code)")
+            raise ClusterError(
+                f"worker {worker} has vocabopt {version}, this machine {__version__}; install the "
+                "same version everywhere (counts must be made by the same code)"
+            )
         if unreadable:
             more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-            raise ClusterError(f"worker {worker} cannot read {unreadable[0]}{more}; workers read the sources where "
-                               "they live: put them on a filesystem that every worker mounts at the same path "
-                               "(a shared filesystem), and pass that path")
+            raise ClusterError(
+                f"worker {worker} cannot read {unreadable[0]}{more}; workers read the sources where "
+                "they live: put them on a filesystem that every worker mounts at the same path "
+                "(a shared filesystem), and pass that path"
+            )
 
 
 def _worker_probe(paths: list[str]) -> Callable[[], tuple[str | None, list[str]]]:
@@ -266,8 +303,15 @@ def _release(job: str) -> None:
         _COUNTERS.pop(key, None)
 
 
-def _count_part(job: str, part: Part, spec: counting.TokenizerSpec, options: sources.SourceOptions,
-                add_special_tokens: bool, force_path: str | None, delay: float = 0.0) -> Tally:
+def _count_part(
+    job: str,
+    part: Part,
+    spec: counting.TokenizerSpec,
+    options: sources.SourceOptions,
+    add_special_tokens: bool,
+    force_path: str | None,
+    delay: float = 0.0,
+) -> Tally:
     """Read one part where it lives and count it (a task)."""
     counter = _counter(job, spec, add_special_tokens, force_path)
     if part.dataset:
@@ -338,6 +382,8 @@ def _raise(fut: Any) -> None:
     if isinstance(exc, VocabOptError):
         raise exc
     if type(exc).__name__ == "KilledWorker":
-        raise ClusterError(f"a task killed the Dask workers that ran it ({exc}); they may have run out of memory: "
-                           "give workers more memory (`dask worker --memory-limit`) or use smaller parts") from None
+        raise ClusterError(
+            f"a task killed the Dask workers that ran it ({exc}); they may have run out of memory: "
+            "give workers more memory (`dask worker --memory-limit`) or use smaller parts"
+        ) from None
     fut.result()  # anything else is a bug: show its traceback

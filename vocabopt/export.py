@@ -17,10 +17,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import __version__, artifacts
+from . import artifacts
 from .errors import InputError
 from .layer import head_config
 from .plan import Plan
+from .version import __version__
 
 FORMATS = ("module", "config", "torch")
 _TEMPLATE = Path(__file__).with_name("adaptive_head.py")
@@ -60,9 +61,7 @@ def export_layer(plan: Plan, out: str | Path, format: str = "module", **override
     data = _sidecar_bytes(plan)
     sidecar = artifacts.sidecar_path(out, "order", data, suffix=".pt")
     source = (
-        module_source(plan, sidecar.name, asdict(config))
-        if format == "module"
-        else alswl_source(plan, sidecar.name)
+        module_source(plan, sidecar.name, asdict(config)) if format == "module" else alswl_source(plan, sidecar.name)
     )
     artifacts.write_with_sidecars(out, {sidecar: data}, lambda: source.encode("utf-8"))
     return [sidecar, out]
@@ -121,17 +120,13 @@ def _sidecar_bytes(plan: Plan) -> bytes:
     import torch
 
     buf = io.BytesIO()
-    torch.save(
-        {"order": torch.from_numpy(plan.order.copy()), "counts": torch.from_numpy(plan.counts.copy())}, buf
-    )
+    torch.save({"order": torch.from_numpy(plan.order.copy()), "counts": torch.from_numpy(plan.counts.copy())}, buf)
     return buf.getvalue()
 
 
 def _describe(plan: Plan) -> str:
     name = re.sub(r"[^A-Za-z0-9._/-]", "_", str(plan.provenance.get("name") or "unnamed"))[:80]
-    return (
-        f"{name} (V={plan.vocab_size}, d={plan.hidden}, cutoffs={plan.cutoffs}, proj_dims={plan.proj_dims})"
-    )
+    return f"{name} (V={plan.vocab_size}, d={plan.hidden}, cutoffs={plan.cutoffs}, proj_dims={plan.proj_dims})"
 
 
 def _literal(obj: Any) -> str:
@@ -139,4 +134,3 @@ def _literal(obj: Any) -> str:
     if isinstance(obj, dict):
         return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in obj.items()) + "}"
     return repr(obj)
-

@@ -26,11 +26,7 @@ def replace_lm_head(model: Any, plan: Plan, **overrides: Any) -> AdaptiveSoftmax
         >>> # loss = causal_lm_loss(model, batch["input_ids"], attention_mask=batch["attention_mask"])
     """
     config = getattr(model, "config", None)
-    hidden = (
-        getattr(config, "hidden_size", None)
-        or getattr(config, "n_embd", None)
-        or getattr(config, "d_model", None)
-    )
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or getattr(config, "d_model", None)
     vocab = getattr(config, "vocab_size", None)
     if hidden != plan.hidden:
         raise MismatchError(
@@ -46,9 +42,7 @@ def replace_lm_head(model: Any, plan: Plan, **overrides: Any) -> AdaptiveSoftmax
     if old is not None and hasattr(old, "weight"):
         head = head.to(device=old.weight.device)
     if hasattr(config, "tie_word_embeddings"):
-        config.tie_word_embeddings = (
-            False  # the adaptive head has no (V, d) matrix to tie to the input embedding
-        )
+        config.tie_word_embeddings = False  # the adaptive head has no (V, d) matrix to tie to the input embedding
     model.lm_head = head
     return head
 

@@ -25,9 +25,7 @@ adaptive_head.InvalidInput = LayerInputError
 def head_config(plan: Plan, **overrides: Any) -> AdaptiveHeadConfig:
     """The layer config for `plan`; `overrides` set any other AdaptiveHeadConfig field (dropout, tie_input, ...)."""
     if not isinstance(plan, Plan):
-        raise InputError(
-            f"expected a vocabopt.Plan, got {type(plan).__name__}; load one with Plan.load(path)"
-        )
+        raise InputError(f"expected a vocabopt.Plan, got {type(plan).__name__}; load one with Plan.load(path)")
     fields = set(AdaptiveHeadConfig.__dataclass_fields__)
     unknown = sorted(set(overrides) - fields)
     if unknown:

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, cost
+from . import cost
 from .errors import InputError
 from .plan import Plan
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +243,9 @@ CAPACITY_CEILING = 0.9
 REFERENCE_DESIGN = "paper/Lua"
 
 
-def default_min_capacity(counts: np.ndarray, hidden: int, div_value: float, min_proj: int | None,
-                         proj_dims: list[int] | None) -> tuple[float, str]:
+def default_min_capacity(
+    counts: np.ndarray, hidden: int, div_value: float, min_proj: int | None, proj_dims: list[int] | None
+) -> tuple[float, str]:
     """(floor, why): min(CAPACITY_CEILING, the capacity of REFERENCE_DESIGN on `counts` (by rank))."""
     cut = [c for c in FOLKLORE[REFERENCE_DESIGN] if c < len(counts)]
     if not cut or (proj_dims is not None and len(proj_dims) < len(cut)):

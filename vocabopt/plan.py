@@ -135,16 +135,13 @@ class Plan:
             )
         if len(self.proj_dims) != len(c):
             raise InputError(
-                f"{len(self.proj_dims)} proj_dims {self.proj_dims} for {len(c)} tail clusters; "
-                "pass one per cutoff"
+                f"{len(self.proj_dims)} proj_dims {self.proj_dims} for {len(c)} tail clusters; pass one per cutoff"
             )
         bad = [p for p in self.proj_dims if not 1 <= p <= d]
         if bad:
             raise InputError(f"proj_dims {self.proj_dims}: each must be in [1, hidden={d}]; {bad} is not")
         if self.order.shape != (V,) or self.counts.shape != (V,):
-            raise InputError(
-                f"order {self.order.shape} and counts {self.counts.shape} must both have shape ({V},)"
-            )
+            raise InputError(f"order {self.order.shape} and counts {self.counts.shape} must both have shape ({V},)")
         if not np.array_equal(np.sort(self.order), np.arange(V)):
             raise InputError("order must be a permutation of 0..vocab_size-1 (rank -> token id)")
         if self.counts.size and self.counts.min() < 0:
@@ -259,9 +256,7 @@ class Plan:
                     raise ArtifactError(f"{path}: invalid {name} file name {fname!r}; regenerate the plan")
                 arr = artifacts.read_npy(path.parent / fname, spec["sha256"], name)
                 if arr.dtype != np.int64 or arr.ndim != 1:
-                    raise ArtifactError(
-                        f"{path}: {name} must be a 1-D int64 array, got {arr.dtype} {arr.shape}"
-                    )
+                    raise ArtifactError(f"{path}: {name} must be a 1-D int64 array, got {arr.dtype} {arr.shape}")
                 arrays[name] = arr
             return cls(
                 vocab_size=obj["vocab_size"],

@@ -164,9 +164,7 @@ def _check_table(name: str, axes: tuple[str, ...], table: Any) -> None:
         raise ArtifactError(f"kernel table {name!r}: roofline values must be finite and >= 0")
 
 
-def mismatch_warnings(
-    profile: DeviceProfile, device_type: str | None = None, dtype: str | None = None
-) -> list[str]:
+def mismatch_warnings(profile: DeviceProfile, device_type: str | None = None, dtype: str | None = None) -> list[str]:
     """Warnings (not errors: planning for another GPU is a feature) for a profile of another device/dtype."""
     out = []
     if dtype is not None and dtype != profile.dtype:
@@ -351,9 +349,7 @@ def _environment(torch: Any, dev: str) -> dict[str, Any]:
     if dev == "cuda":
         env["cuda"] = torch.version.cuda
         env["allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
-        env["allow_bf16_reduced_precision"] = (
-            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
-        )
+        env["allow_bf16_reduced_precision"] = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
     return env
 
 

@@ -85,8 +85,7 @@ def rank_frequency_png(stats: CorpusStats) -> bytes:
     zm = stats.fits.get("zipf_mandelbrot") or {}
     if zm.get("s") is not None:
         fitted = zipf.zipf_mandelbrot_pmf(ranks, zm["s"], zm["q"], counts.size)
-        ax.loglog(ranks, fitted, "-", color="C3", lw=1.2,
-                  label=f"Zipf-Mandelbrot s={zm['s']:.2f}, q={zm['q']:.1f}")
+        ax.loglog(ranks, fitted, "-", color="C3", lw=1.2, label=f"Zipf-Mandelbrot s={zm['s']:.2f}, q={zm['q']:.1f}")
     ax.set_xlabel("rank")
     ax.set_ylabel("relative frequency")
     ax.set_title("rank-frequency")

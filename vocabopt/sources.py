@@ -87,13 +87,15 @@ def _url_fs(url: str) -> tuple[Any, str]:
     try:
         import fsspec
     except ImportError:
-        raise InputError(f"{url}: URLs are read with fsspec; pip install fsspec (and the filesystem's package, "
-                         "e.g. s3fs, gcsfs)") from None
+        raise InputError(
+            f"{url}: URLs are read with fsspec; pip install fsspec (and the filesystem's package, e.g. s3fs, gcsfs)"
+        ) from None
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as e:
-        raise InputError(f"{url}: cannot open this URL ({e}); install the package fsspec names for its protocol "
-                         "or pass a local path") from None
+        raise InputError(
+            f"{url}: cannot open this URL ({e}); install the package fsspec names for its protocol or pass a local path"
+        ) from None
 
 
 def _resolve_url(url: str) -> list[str]:
@@ -106,8 +108,9 @@ def _resolve_url(url: str) -> list[str]:
         elif fs.isdir(root):
             files = [f for f in fs.find(root) if _is_corpus_file(Path(f))]
             if not files:
-                raise InputError(f"{url}: directory holds no text, JSON-lines, parquet or arrow files; "
-                                 "pass the files themselves")
+                raise InputError(
+                    f"{url}: directory holds no text, JSON-lines, parquet or arrow files; pass the files themselves"
+                )
         elif fs.exists(root):
             files = [root]
         else:
@@ -140,8 +143,9 @@ def resolve(sources: list[str]) -> list[str]:
         if p.is_dir():
             files = sorted(str(f) for f in p.rglob("*") if f.is_file() and _is_corpus_file(f))
             if not files:
-                raise InputError(f"{s}: directory holds no text, JSON-lines, parquet or arrow files; "
-                                 "pass the files themselves")
+                raise InputError(
+                    f"{s}: directory holds no text, JSON-lines, parquet or arrow files; pass the files themselves"
+                )
             out.extend(files)
         elif p.exists():
             out.append(str(p))
@@ -226,8 +230,14 @@ class Reader:
     `range_bounds`; a JSON-lines range owns the records that start in it).
     """
 
-    def __init__(self, paths: list[str], options: SourceOptions, on_warning: Callable[[str], None] | None = None,
-                 dataset: str | None = None, byte_range: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        paths: list[str],
+        options: SourceOptions,
+        on_warning: Callable[[str], None] | None = None,
+        dataset: str | None = None,
+        byte_range: tuple[int, int] | None = None,
+    ):
         if byte_range is not None and (len(paths) != 1 or dataset is not None or _kind(paths[0]) not in RANGED):
             raise ValueError("byte_range reads one uncompressed text or JSON-lines file")
         self.paths, self.options, self.dataset, self.byte_range = paths, options, dataset, byte_range
@@ -382,8 +392,10 @@ class Reader:
                     if self.options.skip_bad_lines:
                         info.skipped_lines += 1
                         continue
-                    raise InputError(f"{path}:{self._line_number(path, base, lineno)}: invalid JSON ({e.msg}); "
-                                     "fix the line or pass --skip-bad-lines") from None
+                    raise InputError(
+                        f"{path}:{self._line_number(path, base, lineno)}: invalid JSON ({e.msg}); "
+                        "fix the line or pass --skip-bad-lines"
+                    ) from None
                 value = _get_field(record, field)
                 if not isinstance(value, str):
                     if self.options.skip_bad_lines:
@@ -407,8 +419,9 @@ class Reader:
         if self.byte_range is None:
             return lineno
         with _open_file(path) as f:  # lines as this reader splits them (a lone \r ends one too)
-            before = io.TextIOWrapper(io.BufferedReader(_Slice(f, 0, base.start)), encoding="utf-8",
-                                      errors="replace", newline=None)
+            before = io.TextIOWrapper(
+                io.BufferedReader(_Slice(f, 0, base.start)), encoding="utf-8", errors="replace", newline=None
+            )
             return lineno + sum(1 for _ in before)
 
     def _records(self, i: int, path: str, texts: Iterator[tuple[str, int, float]]) -> Iterator[Sequence]:
@@ -510,7 +523,7 @@ def _boundary(f: BinaryIO, size: int, pos: int, document: bool) -> int:
             return size
         keep = min(width - 1, len(buf))  # a mark may straddle two reads
         base += len(buf) - keep
-        buf = buf[len(buf) - keep:] + more
+        buf = buf[len(buf) - keep :] + more
 
 
 class _Slice(io.RawIOBase):
@@ -669,8 +682,10 @@ def _field_error(path: str, lineno: int | None, field: str, record: Any, value: 
     if value is _Missing:
         keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
         return f"{where}: no field {field!r} (available: {keys}); pass --field NAME (dotted for nested fields)"
-    return (f"{where}: field {field!r} holds {type(value).__name__}, not text; pass --field with a text field "
-            "or --skip-bad-lines")
+    return (
+        f"{where}: field {field!r} holds {type(value).__name__}, not text; pass --field with a text field "
+        "or --skip-bad-lines"
+    )
 
 
 def _field_texts(values: Iterable[Any], field: str, path: str) -> Iterator[str]:
@@ -709,8 +724,7 @@ def _parquet_texts(path: str, field: str) -> Iterator[tuple[str, int, float]]:
     top = field.partition(".")[0]
     if top not in pf.schema_arrow.names:
         raise InputError(f"{path}: no column {top!r} (columns: {', '.join(pf.schema_arrow.names)}); pass --field")
-    yield from _arrow_column_texts(pf.iter_batches(batch_size=1024, columns=[top]), field, path,
-                                   pf.metadata.num_rows)
+    yield from _arrow_column_texts(pf.iter_batches(batch_size=1024, columns=[top]), field, path, pf.metadata.num_rows)
 
 
 def _arrow_texts(path: str, field: str) -> Iterator[tuple[str, int, float]]:
@@ -737,8 +751,10 @@ def dataset_texts(path: str, options: SourceOptions) -> Iterator[tuple[str, floa
     Never contacts the Hugging Face Hub: the path must exist locally.
     """
     if not Path(path).exists():
-        raise InputError(f"{path}: no such dataset folder; vocabopt reads local datasets only "
-                         "(save one with Dataset.save_to_disk, or pass its data files)")
+        raise InputError(
+            f"{path}: no such dataset folder; vocabopt reads local datasets only "
+            "(save one with Dataset.save_to_disk, or pass its data files)"
+        )
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import datasets
@@ -749,16 +765,17 @@ def dataset_texts(path: str, options: SourceOptions) -> Iterator[tuple[str, floa
         ds = datasets.load_from_disk(path)
         if isinstance(ds, datasets.DatasetDict):
             if options.dataset_split not in ds:
-                raise InputError(f"{path}: no split {options.dataset_split!r} (splits: {', '.join(ds)}); "
-                                 "pass --split")
+                raise InputError(f"{path}: no split {options.dataset_split!r} (splits: {', '.join(ds)}); pass --split")
             ds = ds[options.dataset_split]
         total = len(ds)
     else:
         try:
             ds = datasets.load_dataset(path, split=options.dataset_split, streaming=True)
         except Exception as e:  # datasets raises many types for unreadable folders
-            raise InputError(f"{path}: datasets.load_dataset could not read it ({e}); pass a save_to_disk folder "
-                             "or a folder of text/json/csv/parquet files") from None
+            raise InputError(
+                f"{path}: datasets.load_dataset could not read it ({e}); pass a save_to_disk folder "
+                "or a folder of text/json/csv/parquet files"
+            ) from None
         total = 0
     top = field.partition(".")[0]
     names = ds.column_names or []

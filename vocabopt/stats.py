@@ -193,8 +193,14 @@ def summarize(counts: np.ndarray, n_bytes: int = 0, n_words: int = 0, n_sequence
         "sequences": int(n_sequences),
     }
     if total == 0:
-        out.update(entropy_bits=0.0, good_turing_unseen_mass=0.0, bytes_per_token=None, tokens_per_word=None,
-                   coverage_top_k={}, k_for_coverage={})
+        out.update(
+            entropy_bits=0.0,
+            good_turing_unseen_mass=0.0,
+            bytes_per_token=None,
+            tokens_per_word=None,
+            coverage_top_k={},
+            k_for_coverage={},
+        )
         return out
     p = seen / total
     out["entropy_bits"] = float(-(p * np.log2(p)).sum())

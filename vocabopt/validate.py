@@ -75,8 +75,13 @@ class ValidationResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"artifact": ARTIFACT, "schema_version": self.schema_version, "settings": self.settings,
-                "summary": self.summary(), "runs": [asdict(r) for r in self.runs]}
+        return {
+            "artifact": ARTIFACT,
+            "schema_version": self.schema_version,
+            "settings": self.settings,
+            "summary": self.summary(),
+            "runs": [asdict(r) for r in self.runs],
+        }
 
     def save(self, path: str | Path) -> None:
         artifacts.write_json(path, self.to_json())
@@ -143,15 +148,40 @@ def validate(
     layers = _designs(plan, folklore, full_softmax)
     offsets = _batch_offsets(data.split, seq_len, batch_size, steps, seed)  # shared by every run
     settings = {
-        "model": model, "hidden": plan.hidden, "vocab_size": plan.vocab_size, "steps": steps, "seq_len": seq_len,
-        "batch_size": batch_size, "tokens_per_step": seq_len * batch_size, "lr": lr, "optimizer": "AdamW",
-        "seed": seed, "device": device_name(torch, dev.type), "dtype": dtype, "torch": torch.__version__,
-        "train_tokens": int(data.split), "heldout_tokens": int(data.ids.size - data.split),
-        "eval_tokens": int(min(eval_tokens, data.ids.size - data.split)), "tokenizer": str(tokenizer),
+        "model": model,
+        "hidden": plan.hidden,
+        "vocab_size": plan.vocab_size,
+        "steps": steps,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "tokens_per_step": seq_len * batch_size,
+        "lr": lr,
+        "optimizer": "AdamW",
+        "seed": seed,
+        "device": device_name(torch, dev.type),
+        "dtype": dtype,
+        "torch": torch.__version__,
+        "train_tokens": int(data.split),
+        "heldout_tokens": int(data.ids.size - data.split),
+        "eval_tokens": int(min(eval_tokens, data.ids.size - data.split)),
+        "tokenizer": str(tokenizer),
         "sources": [str(s) for s in ([sources] if isinstance(sources, str) else sources)],
     }
-    runs = _train_all(layers, plan, data, offsets, model, seq_len, lr, eval_tokens, eval_every, dev,
-                      getattr(torch, dtype), seed, progress)
+    runs = _train_all(
+        layers,
+        plan,
+        data,
+        offsets,
+        model,
+        seq_len,
+        lr,
+        eval_tokens,
+        eval_every,
+        dev,
+        getattr(torch, dtype),
+        seed,
+        progress,
+    )
     result = ValidationResult(runs=runs, settings=settings)
     if plot is not None:
         plot_curves(result, plot)
@@ -164,8 +194,9 @@ def _check_args(plan, steps, model, seq_len, batch_size, heldout, dtype, dtypes)
     if model not in MODELS:
         raise InputError(f"model {model!r} is not one of {MODELS}")
     if steps < 1 or seq_len < 2 or batch_size < 1:
-        raise InputError(f"steps={steps}, seq_len={seq_len}, batch_size={batch_size}: need steps >= 1, "
-                         "seq_len >= 2, batch_size >= 1")
+        raise InputError(
+            f"steps={steps}, seq_len={seq_len}, batch_size={batch_size}: need steps >= 1, seq_len >= 2, batch_size >= 1"
+        )
     if not 0 < heldout < 0.5:
         raise InputError(f"heldout={heldout}: pass a fraction in (0, 0.5), e.g. 0.05")
     if dtype not in dtypes:
@@ -175,8 +206,14 @@ def _check_args(plan, steps, model, seq_len, batch_size, heldout, dtype, dtypes)
 # --- data ---------------------------------------------------------------------------------------------------
 
 
-def load_tokens(plan: Plan, sources: str | list[str], tokenizer: str, heldout: float = 0.05, seq_len: int = 64,
-                max_tokens: int | None = None) -> _Data:
+def load_tokens(
+    plan: Plan,
+    sources: str | list[str],
+    tokenizer: str,
+    heldout: float = 0.05,
+    seq_len: int = 64,
+    max_tokens: int | None = None,
+) -> _Data:
     """Tokenize `sources` into one id stream and split off its end as the held-out part.
 
     Raises MismatchError when the tokenizer is not the plan's (hash or vocabulary size), InputError when the
@@ -187,13 +224,17 @@ def load_tokens(plan: Plan, sources: str | list[str], tokenizer: str, heldout: f
 
     spec = load_spec(tokenizer)
     if spec.kind == "word":
-        raise TokenizerError("validate needs a fixed tokenizer: pass the tokenizer.json written by "
-                             "`vocabopt analyze -t word --save-tokenizer`, not 'word'")
+        raise TokenizerError(
+            "validate needs a fixed tokenizer: pass the tokenizer.json written by "
+            "`vocabopt analyze -t word --save-tokenizer`, not 'word'"
+        )
     want = (plan.provenance.get("tokenizer") or {}).get("sha256")
     if want and want != spec.sha256:
         name = (plan.provenance.get("tokenizer") or {}).get("name", "?")
-        raise MismatchError(f"tokenizer {tokenizer} (sha256 {spec.sha256[:12]}) is not the plan's ({name}, "
-                            f"sha256 {want[:12]}); pass the tokenizer the plan's stats were counted with")
+        raise MismatchError(
+            f"tokenizer {tokenizer} (sha256 {spec.sha256[:12]}) is not the plan's ({name}, "
+            f"sha256 {want[:12]}); pass the tokenizer the plan's stats were counted with"
+        )
     if spec.kind == "hf":
         from tokenizers import Tokenizer
 
@@ -204,8 +245,10 @@ def load_tokens(plan: Plan, sources: str | list[str], tokenizer: str, heldout: f
         size = 256
         encode = lambda lines: [list(s.encode("utf-8")) for s in lines]  # noqa: E731
     if size != plan.vocab_size:
-        raise MismatchError(f"tokenizer {tokenizer} has {size} ids but the plan's vocabulary has {plan.vocab_size}; "
-                            "optimize the plan from stats counted with this tokenizer")
+        raise MismatchError(
+            f"tokenizer {tokenizer} has {size} ids but the plan's vocabulary has {plan.vocab_size}; "
+            "optimize the plan from stats counted with this tokenizer"
+        )
     reader = src.Reader(src.resolve([sources] if isinstance(sources, str) else list(sources)), src.SourceOptions())
     pieces, total = [], 0
     for item in reader:
@@ -219,8 +262,10 @@ def load_tokens(plan: Plan, sources: str | list[str], tokenizer: str, heldout: f
     ids = ids[:max_tokens] if max_tokens is not None else ids
     split = int(ids.size * (1.0 - heldout))
     if split < seq_len + 1 or ids.size - split < seq_len + 1:
-        raise InputError(f"corpus has {ids.size} tokens: too few for a {seq_len}-token window in both the "
-                         f"training and held-out ({heldout:.0%}) parts; pass more text or a smaller --seq-len")
+        raise InputError(
+            f"corpus has {ids.size} tokens: too few for a {seq_len}-token window in both the "
+            f"training and held-out ({heldout:.0%}) parts; pass more text or a smaller --seq-len"
+        )
     return _Data(ids=ids, split=split)
 
 
@@ -243,8 +288,9 @@ def _designs(plan: Plan, folklore: list[int] | None, full: bool) -> dict[str, Pl
             raise InputError(f"folklore cutoffs {folklore} all lie outside (0, {plan.vocab_size}); pass smaller ones")
         counts = np.empty_like(plan.counts)
         counts[plan.order] = plan.counts  # back to counts by token id
-        out["folklore"] = Plan.from_cutoffs(counts, hidden=plan.hidden, cutoffs=cuts,
-                                            provenance={"name": f"folklore {cuts}"})
+        out["folklore"] = Plan.from_cutoffs(
+            counts, hidden=plan.hidden, cutoffs=cuts, provenance={"name": f"folklore {cuts}"}
+        )
     return out
 
 
@@ -270,8 +316,9 @@ def _body(model: str, vocab: int, d: int, seq_len: int) -> Any:
             super().__init__()
             self.emb = nn.Embedding(vocab, d)
             self.pos = nn.Parameter(torch.zeros(seq_len, d))
-            layer = nn.TransformerEncoderLayer(d, nhead=4 if d % 4 == 0 else 1, dim_feedforward=2 * d,
-                                               dropout=0.0, batch_first=True, norm_first=True)
+            layer = nn.TransformerEncoderLayer(
+                d, nhead=4 if d % 4 == 0 else 1, dim_feedforward=2 * d, dropout=0.0, batch_first=True, norm_first=True
+            )
             self.blocks = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(d)
 
@@ -327,8 +374,9 @@ class _Trainer:
     eval_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def _train_all(layers, plan, data, offsets, model, seq_len, lr, eval_tokens, eval_every, dev, tdtype, seed,
-               progress) -> list[ValidationRun]:
+def _train_all(
+    layers, plan, data, offsets, model, seq_len, lr, eval_tokens, eval_every, dev, tdtype, seed, progress
+) -> list[ValidationRun]:
     """Train every run in lockstep (step k of each run, then step k + 1): a shared machine's drift in speed then
     spreads over all runs alike instead of favouring whichever ran while it was quiet. Runs share nothing but the
     data, so the results are those of running them one after another."""
@@ -379,15 +427,22 @@ def _train_all(layers, plan, data, offsets, model, seq_len, lr, eval_tokens, eva
         peak = _cuda_step_peak(tr, lambda tr=tr: step(tr, offsets[-1])) if dev.type == "cuda" else None
         timed = tr.step_ms[2:] if len(tr.step_ms) > 4 else tr.step_ms  # the first steps warm up allocator, caches
         med = statistics.median(timed)
-        runs.append(ValidationRun(
-            name=tr.name, cutoffs=[] if tr.design is None else list(tr.design.cutoffs),
-            proj_dims=[] if tr.design is None else list(tr.design.proj_dims),
-            layer_params=sum(p.numel() for p in tr.head.parameters()), heldout_loss=final,
-            heldout_ppl=math.exp(min(final, 700.0)), step_ms=med,
-            tokens_per_s=offsets.shape[1] * seq_len / med * 1e3,
-            saved_bytes=_saved_bytes(lambda tr=tr: loss_of(tr, offsets[0])), peak_bytes=peak,
-            train_curve=tr.train_curve, eval_curve=tr.eval_curve,
-        ))
+        runs.append(
+            ValidationRun(
+                name=tr.name,
+                cutoffs=[] if tr.design is None else list(tr.design.cutoffs),
+                proj_dims=[] if tr.design is None else list(tr.design.proj_dims),
+                layer_params=sum(p.numel() for p in tr.head.parameters()),
+                heldout_loss=final,
+                heldout_ppl=math.exp(min(final, 700.0)),
+                step_ms=med,
+                tokens_per_s=offsets.shape[1] * seq_len / med * 1e3,
+                saved_bytes=_saved_bytes(lambda tr=tr: loss_of(tr, offsets[0])),
+                peak_bytes=peak,
+                train_curve=tr.train_curve,
+                eval_curve=tr.eval_curve,
+            )
+        )
     return runs
 
 
@@ -410,7 +465,7 @@ def heldout_loss(body, head, data: _Data, seq_len: int, eval_tokens: int, dev, a
     """Mean NLL (nats) per predicted token over consecutive windows from the start of the held-out part."""
     import torch
 
-    held = torch.from_numpy(data.ids[data.split:]).to(dev)
+    held = torch.from_numpy(data.ids[data.split :]).to(dev)
     n_win = max(1, min(eval_tokens // seq_len, (held.numel() - 1) // seq_len))
     x = held[: n_win * seq_len + 1]
     inp, tgt = x[:-1].view(n_win, seq_len), x[1:].view(n_win, seq_len)  # (W, T)
@@ -419,8 +474,8 @@ def heldout_loss(body, head, data: _Data, seq_len: int, eval_tokens: int, dev, a
     body.eval(), head.eval()
     with torch.no_grad(), ac:
         for i in range(0, n_win, 64):
-            total += float(head(body(inp[i:i + 64]), tgt[i:i + 64], reduction="sum"))
-            count += tgt[i:i + 64].numel()
+            total += float(head(body(inp[i : i + 64]), tgt[i : i + 64], reduction="sum"))
+            count += tgt[i : i + 64].numel()
     body.train(was[0]), head.train(was[1])
     return total / count
 
@@ -446,12 +501,15 @@ def plot_curves(result: ValidationResult, path: str | Path) -> None:
         steps, losses = zip(*r.train_curve, strict=True)
         k = max(1, len(losses) // 30)
         smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        line, = ax.plot(steps[k - 1:], smooth, label=f"{r.name} (train)", alpha=0.8)
+        (line,) = ax.plot(steps[k - 1 :], smooth, label=f"{r.name} (train)", alpha=0.8)
         es, el = zip(*r.eval_curve, strict=True)
         ax.plot(es, el, "o--", color=line.get_color(), label=f"{r.name} held-out ppl {r.heldout_ppl:.1f}")
     s = result.settings
-    ax.set(xlabel="step", ylabel="loss (nats/token)",
-           title=f"{s['model']}, d={s['hidden']}, V={s['vocab_size']}, {s['tokens_per_step']} tokens/step")
+    ax.set(
+        xlabel="step",
+        ylabel="loss (nats/token)",
+        title=f"{s['model']}, d={s['hidden']}, V={s['vocab_size']}, {s['tokens_per_step']} tokens/step",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -181,14 +181,10 @@ def _xmin_candidates(lo: int, hi: int, num: int) -> np.ndarray:
 def _scan(tail: _Tail, cand: np.ndarray) -> np.ndarray:
     """KS distance (C,) of the MLE fit at each candidate xmin index in cand (C,)."""
     alphas = _alpha_mle_many(tail.u[cand], tail.mean_log[cand])
-    return np.array(
-        [_ks_distance(tail, int(j), float(tail.u[j]), float(a)) for j, a in zip(cand, alphas, strict=True)]
-    )
+    return np.array([_ks_distance(tail, int(j), float(tail.u[j]), float(a)) for j, a in zip(cand, alphas, strict=True)])
 
 
-def _nll_per_sample(
-    alpha: np.ndarray | float, xmin: np.ndarray | float, mean_log: np.ndarray | float
-) -> np.ndarray:
+def _nll_per_sample(alpha: np.ndarray | float, xmin: np.ndarray | float, mean_log: np.ndarray | float) -> np.ndarray:
     """Negative log-likelihood per tail sample: log zeta(alpha, xmin) + alpha * mean(log x)."""
     return np.log(special.zeta(alpha, xmin)) + alpha * mean_log
 
@@ -297,9 +293,7 @@ def power_law_pmf(x: np.ndarray | float, alpha: float, xmin: int) -> np.ndarray:
     return np.where(x >= xmin, np.maximum(x, xmin) ** -alpha / special.zeta(alpha, xmin), 0.0)
 
 
-def power_law_rank_curve(
-    alpha: float, xmin: int, n_tail: int, num: int = 200
-) -> tuple[np.ndarray, np.ndarray]:
+def power_law_rank_curve(alpha: float, xmin: int, n_tail: int, num: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """The fitted power law as a rank-frequency curve, to draw over a plot of sorted counts.
 
     The expected rank of count x among the n_tail tail ids is n_tail * P(X >= x); this is evaluated on a log

@@ -20,22 +20,39 @@ def _corpus_options(fn):
         click.option("--dataset", metavar="PATH", help="A local datasets folder (save_to_disk, or data files)."),
         click.option("--split", default="train", show_default=True, help="Split of --dataset."),
         click.option("--field", metavar="NAME", help="Text field of records (dotted for nested). [default: text]"),
-        click.option("--sequence", type=click.Choice(["line", "document"]),
-                     help="What one sequence is. [default: line for text files, document for records]"),
-        click.option("--add-special-tokens/--no-add-special-tokens", default=True, show_default=True,
-                     help="Count post-processor tokens ([CLS], <s>, ...) once per sequence."),
+        click.option(
+            "--sequence",
+            type=click.Choice(["line", "document"]),
+            help="What one sequence is. [default: line for text files, document for records]",
+        ),
+        click.option(
+            "--add-special-tokens/--no-add-special-tokens",
+            default=True,
+            show_default=True,
+            help="Count post-processor tokens ([CLS], <s>, ...) once per sequence.",
+        ),
         click.option("--min-count", type=int, default=1, show_default=True, help="Word tokenizer: prune rarer."),
         click.option("--max-vocab", type=int, help="Word tokenizer: keep at most this many ids (with <unk>)."),
         click.option("--skip-bad-lines", is_flag=True, help="Skip (and count) malformed JSON lines."),
         click.option("--limit-bytes", type=int, metavar="N", help="Stop after about N bytes of text."),
         click.option("--limit-tokens", type=int, metavar="N", help="Stop after about N tokens (batch boundary)."),
-        click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-                     help="Count on this machine, or on a Dask cluster (pip install 'vocabopt[dask]'); same result."),
-        click.option("--scheduler", metavar="ADDRESS",
-                     help="--engine dask: the scheduler (tcp://HOST:8786) [default: a local cluster]."),
-        click.option("--workers", type=int,
-                     help="Processes, or the local Dask cluster's workers [default: all cores; local engine: over "
-                          "24 MB]."),
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "dask"]),
+            default="local",
+            show_default=True,
+            help="Count on this machine, or on a Dask cluster (pip install 'vocabopt[dask]'); same result.",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="--engine dask: the scheduler (tcp://HOST:8786) [default: a local cluster].",
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            help="Processes, or the local Dask cluster's workers [default: all cores; local engine: over 24 MB].",
+        ),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or warnings."),
     ]
     for option in reversed(options):
@@ -58,12 +75,20 @@ def _run_analyze(sources, tokenizer, quiet, **kw) -> CorpusStats:
 
 @main.command()
 @click.argument("sources", nargs=-1)
-@click.option("-t", "--tokenizer", default="bytes", show_default=True,
-              help="A tokenizer.json (or a directory holding one), 'word', or 'bytes'.")
+@click.option(
+    "-t",
+    "--tokenizer",
+    default="bytes",
+    show_default=True,
+    help="A tokenizer.json (or a directory holding one), 'word', or 'bytes'.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write CorpusStats here (JSON + .npy).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the rank-frequency plot (PNG) here.")
-@click.option("--save-tokenizer", type=click.Path(dir_okay=False),
-              help="Word tokenizer: write the tokenizer.json whose ids match the stats.")
+@click.option(
+    "--save-tokenizer",
+    type=click.Path(dir_okay=False),
+    help="Word tokenizer: write the tokenizer.json whose ids match the stats.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_corpus_options
 @handle_errors
@@ -91,8 +116,16 @@ def analyze(sources, tokenizer, output, plot, save_tokenizer, as_json, quiet, **
     if save_tokenizer:
         atomic_write_bytes(save_tokenizer, tok_json)
     if as_json:
-        echo_json({"summary": stats.summary(), "fits": stats.fits, "tokenizer": stats.tokenizer.__dict__,
-                   "options": stats.options, "output": output, "plot": plot})
+        echo_json(
+            {
+                "summary": stats.summary(),
+                "fits": stats.fits,
+                "tokenizer": stats.tokenizer.__dict__,
+                "options": stats.options,
+                "output": output,
+                "plot": plot,
+            }
+        )
         return
     click.echo(summary_text(stats))
     for what, path in (("stats", output), ("plot", plot), ("tokenizer", save_tokenizer)):
@@ -130,8 +163,14 @@ def merge_cmd(inputs, output, as_json):
 
 @main.command("compare")
 @click.argument("sources", nargs=-1)
-@click.option("-t", "--tokenizer", "tokenizers", multiple=True, required=True,
-              help="Repeat for each tokenizer: a tokenizer.json, 'word' or 'bytes'; or saved stats (*.json).")
+@click.option(
+    "-t",
+    "--tokenizer",
+    "tokenizers",
+    multiple=True,
+    required=True,
+    help="Repeat for each tokenizer: a tokenizer.json, 'word' or 'bytes'; or saved stats (*.json).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @_corpus_options
 @handle_errors

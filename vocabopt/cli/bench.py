@@ -14,15 +14,29 @@ from ._common import echo_json, handle_errors, human_bytes
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
 @click.option("--batch-tokens", type=int, default=None, help="Tokens per step N. Default: the plan's.")
-@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
-              help="A DeviceProfile for the predicted column (default: none, predictions omitted).")
+@click.option(
+    "--profile",
+    "profile_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A DeviceProfile for the predicted column (default: none, predictions omitted).",
+)
 @click.option("--reps", type=int, default=7, show_default=True, help="Timed steps per method.")
 @click.option("--no-full", is_flag=True, help="Skip the full softmax rows (seconds per step on a CPU at V=50K).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write the result JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print predicted and measured figures per row as JSON.")
 @handle_errors
-def bench_cmd(plan_path: str, device: str, dtype: str, batch_tokens: int | None, profile_path: str | None,
-              reps: int, no_full: bool, output: str | None, as_json: bool) -> None:
+def bench_cmd(
+    plan_path: str,
+    device: str,
+    dtype: str,
+    batch_tokens: int | None,
+    profile_path: str | None,
+    reps: int,
+    no_full: bool,
+    output: str | None,
+    as_json: bool,
+) -> None:
     """Time forward+backward of the layer designed by PLAN, with targets drawn from its frequency distribution."""
     from ..bench import bench
     from ..plan import Plan
@@ -36,8 +50,9 @@ def bench_cmd(plan_path: str, device: str, dtype: str, batch_tokens: int | None,
     if prof is not None:
         for w in mismatch_warnings(prof, None if device == "auto" else device, dtype):
             click.echo(f"Warning: {w}", err=True)
-    result = bench(plan, device=device, dtype=dtype, batch_tokens=batch_tokens, profile=prof, reps=reps,
-                   full_softmax=not no_full)
+    result = bench(
+        plan, device=device, dtype=dtype, batch_tokens=batch_tokens, profile=prof, reps=reps, full_softmax=not no_full
+    )
     if output:
         result.save(output)
     if as_json:

@@ -10,9 +10,7 @@ from ._common import echo_json, handle_errors
 
 @main.command("export")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
-@click.option(
-    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="file to write (.py or .json)"
-)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="file to write (.py or .json)")
 @click.option(
     "--format",
     "fmt",
@@ -25,9 +23,7 @@ from ._common import echo_json, handle_errors
 @click.option("--tie-input", is_flag=True, help="also expose a tied adaptive input embedding (layer.embed)")
 @click.option("--json", "as_json", is_flag=True, help="print the written paths as JSON")
 @handle_errors
-def export_cmd(
-    plan_path: str, output: str, fmt: str, dropout: float | None, tie_input: bool, as_json: bool
-) -> None:
+def export_cmd(plan_path: str, output: str, fmt: str, dropout: float | None, tie_input: bool, as_json: bool) -> None:
     """Write the layer designed by PLAN (from `vocabopt optimize` or Plan.save) as a file that needs only torch."""
     from ..export import export_layer
     from ..plan import Plan
@@ -43,6 +39,4 @@ def export_cmd(
     for p in paths:
         click.echo(f"wrote {p}")
     if fmt == "module":
-        click.echo(
-            f"use: from {paths[-1].stem} import build_head; head = build_head(); loss = head(hidden, targets)"
-        )
+        click.echo(f"use: from {paths[-1].stem} import build_head; head = build_head(); loss = head(hidden, targets)")

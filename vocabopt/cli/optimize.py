@@ -108,9 +108,7 @@ def optimize_cmd(
         asked = device if device not in (None, "auto") else None
         problems = mismatch_warnings(prof, asked, dtype)
         if problems:
-            raise MismatchError(
-                f"{profile_path}: {problems[0]} Drop --device/--dtype to plan for the profiled device."
-            )
+            raise MismatchError(f"{profile_path}: {problems[0]} Drop --device/--dtype to plan for the profiled device.")
     else:
         click.echo(f"no --profile: quick-profiling {device or 'auto'} ({dtype or 'float32'}) first...", err=True)
         prof = profile_device(device or "auto", dtype or "float32", quick=True)

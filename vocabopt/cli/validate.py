@@ -32,10 +32,27 @@ from ._common import echo_json, handle_errors, human_bytes, int_list
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def validate_cmd(plan_path: str, corpus: tuple[str, ...], tokenizer: str, steps: int, model: str, seq_len: int,
-                 batch_size: int, lr: float, heldout: float, eval_every: int, folklore: list[int] | None,
-                 max_tokens: int | None, device: str, dtype: str, seed: int, plot: str | None, output: str | None,
-                 quiet: bool, as_json: bool) -> None:
+def validate_cmd(
+    plan_path: str,
+    corpus: tuple[str, ...],
+    tokenizer: str,
+    steps: int,
+    model: str,
+    seq_len: int,
+    batch_size: int,
+    lr: float,
+    heldout: float,
+    eval_every: int,
+    folklore: list[int] | None,
+    max_tokens: int | None,
+    device: str,
+    dtype: str,
+    seed: int,
+    plot: str | None,
+    output: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Train one small LM per output layer (PLAN's, full softmax, --folklore) with identical settings."""
     from ..plan import Plan
     from ..validate import validate
@@ -54,25 +71,47 @@ def validate_cmd(plan_path: str, corpus: tuple[str, ...], tokenizer: str, steps:
             end = "\n" if step == total else ""
             click.echo(f"\rstep {step:>5}/{total}  loss: {losses}\x1b[K{end}", err=True, nl=False)
 
-    result = validate(Plan.load(plan_path), list(corpus), tokenizer, steps=steps, model=model, seq_len=seq_len,
-                      batch_size=batch_size, lr=lr, heldout=heldout, eval_every=eval_every, folklore=folklore,
-                      max_tokens=max_tokens, device=device, dtype=dtype, seed=seed, plot=plot, progress=progress)
+    result = validate(
+        Plan.load(plan_path),
+        list(corpus),
+        tokenizer,
+        steps=steps,
+        model=model,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        lr=lr,
+        heldout=heldout,
+        eval_every=eval_every,
+        folklore=folklore,
+        max_tokens=max_tokens,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        plot=plot,
+        progress=progress,
+    )
     if output:
         result.save(output)
     if as_json:
         echo_json(result.to_json())
         return
     s = result.settings
-    click.echo(f"{s['model']} d={s['hidden']} V={s['vocab_size']}, {s['steps']} steps of {s['tokens_per_step']} "
-               f"tokens, {s['device']} {s['dtype']}; held-out {s['eval_tokens']:,} tokens never trained on")
-    click.echo(f"{'layer':<14}{'cutoffs':<24}{'held-out ppl':>13}{'vs full':>9}{'step ms':>9}{'tok/s':>9}"
-               f"{'speed-up':>9}{'saved':>10}")
+    click.echo(
+        f"{s['model']} d={s['hidden']} V={s['vocab_size']}, {s['steps']} steps of {s['tokens_per_step']} "
+        f"tokens, {s['device']} {s['dtype']}; held-out {s['eval_tokens']:,} tokens never trained on"
+    )
+    click.echo(
+        f"{'layer':<14}{'cutoffs':<24}{'held-out ppl':>13}{'vs full':>9}{'step ms':>9}{'tok/s':>9}"
+        f"{'speed-up':>9}{'saved':>10}"
+    )
     summ = result.summary()
     for r in result.runs:
         gap = f"{summ[r.name]['ppl_gap']:+.1%}" if r.name in summ else "-"
         sp = f"{summ[r.name]['speedup']:.2f}x" if r.name in summ else "-"
-        click.echo(f"{r.name:<14}{str(r.cutoffs or '-'):<24}{r.heldout_ppl:>13.2f}{gap:>9}{r.step_ms:>9.1f}"
-                   f"{r.tokens_per_s:>9.0f}{sp:>9}{human_bytes(r.saved_bytes):>10}")
+        click.echo(
+            f"{r.name:<14}{str(r.cutoffs or '-'):<24}{r.heldout_ppl:>13.2f}{gap:>9}{r.step_ms:>9.1f}"
+            f"{r.tokens_per_s:>9.0f}{sp:>9}{human_bytes(r.saved_bytes):>10}"
+        )
     for path in (plot, output):
         if path:
             click.echo(f"wrote {path}")
