@@ -30,8 +30,10 @@ test: $(STAMP)
 test-slow: $(STAMP)  # exit code 5 = no slow tests collected yet
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
 
+# Style gate (CI runs it before the tests): ruff's linter and formatter, 120 columns (pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check vocabopt tests benchmarks
+	$(BIN)/ruff format --check vocabopt tests benchmarks
 
 # Regenerates docs/benchmarks.md. Run it on a quiet machine; on another machine than the shipped profile's, pass
 # your own: `make bench PROFILE=out/device.json` (from `vocabopt profile -o out/device.json`).

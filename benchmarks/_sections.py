@@ -14,9 +14,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 def machine() -> str:
     import torch
 
-    from vocabopt.profile import device_name
+    from vocabopt.device import device_name
 
-    return f"{device_name(torch, 'cpu').removeprefix('cpu: ')}, torch {torch.__version__}, {datetime.date.today()}"
+    return f"{device_name('cpu').removeprefix('cpu: ')}, torch {torch.__version__}, {datetime.date.today()}"
 
 
 def command() -> str:

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from _sections import command, machine, write_section
 from scipy.stats import spearmanr
 
 from vocabopt import DeviceProfile, Plan, build_layer, cost
+from vocabopt.device import interleaved_ms
 
 HEADING = "Cost-model fidelity (benchmarks/cost_model_fidelity.py)"
 
@@ -41,7 +42,7 @@ def random_design(rng: np.random.Generator, d: int) -> tuple[np.ndarray, list[in
 def make_step(plan: Plan, n: int, rng: np.random.Generator):
     """One forward + backward of the layer on N hidden states, targets drawn from its counts."""
     layer = build_layer(plan)
-    p = plan.counts / plan.counts.sum()
+    p = plan.counts_by_rank / plan.counts_by_rank.sum()
     target = torch.from_numpy(plan.order[rng.choice(plan.vocab_size, size=n, p=p)])
     hidden = (torch.randn(n, plan.hidden) * 0.1).requires_grad_()
 
@@ -54,15 +55,14 @@ def make_step(plan: Plan, n: int, rng: np.random.Generator):
 
 
 def make_full_step(vocab: int, hidden: int, n: int, rng: np.random.Generator):
-    """The baseline the cost model's full softmax stands for: nn.Linear over V plus the layer's fused NLL."""
-    from vocabopt.adaptive_head import _NLL
-
+    """The baseline the cost model's full softmax stands for: nn.Linear over V plus F.cross_entropy on fp32 logits
+    (as `vocabopt bench` runs it, and as the profile measures its `nll_*` kernels)."""
     linear = torch.nn.Linear(hidden, vocab)
     target = torch.from_numpy(rng.integers(0, vocab, n))
     x = (torch.randn(n, hidden) * 0.1).requires_grad_()
 
     def step() -> None:
-        _NLL.apply(linear(x), target).mean().backward()
+        F.cross_entropy(linear(x).float(), target).backward()
         x.grad = None
         linear.zero_grad(set_to_none=True)
 
@@ -73,13 +73,50 @@ def measure(steps: list, reps: int, rng: np.random.Generator) -> list[float]:
     """Median ms per design over `reps` rounds, each visiting every design once in a fresh shuffled order."""
     for step in steps:
         step()  # warm-up
-    times = [[] for _ in steps]
-    for _ in range(reps):
-        for i in rng.permutation(len(steps)):
-            t0 = time.perf_counter()
-            steps[i]()
-            times[i].append((time.perf_counter() - t0) * 1e3)
+    times = interleaved_ms(steps, "cpu", rounds=reps, shuffle=rng)
     return [statistics.median(t) for t in times]
+
+
+def report(path: str, profile: DeviceProfile, plans: list[Plan], measured, measured_full, args) -> tuple[str, str]:
+    """Print one profile's predictions next to the measured steps; return its summary line and markdown table."""
+    rows = []
+    print(f"\nprofile {path} ({profile.describe()})")
+    print(f"{'V':>7} {'cutoffs':<36} {'proj':<16} {'pred ms':>8} {'meas ms':>8} {'err':>7}")
+    for plan, meas in zip(plans, measured, strict=True):
+        pred = cost.predict(
+            profile,
+            plan.counts_by_rank,
+            hidden=args.hidden,
+            cutoffs=plan.cutoffs,
+            proj_dims=plan.proj_dims,
+            batch_tokens=args.tokens,
+        )
+        err = (pred.time_ms - meas) / meas
+        rows.append((plan.vocab_size, plan.cutoffs, plan.proj_dims, pred.time_ms, meas, err, pred.extrapolated))
+        print(
+            f"{plan.vocab_size:>7} {str(plan.cutoffs):<36} {str(plan.proj_dims):<16} {pred.time_ms:>8.1f} "
+            f"{meas:>8.1f} {err:>+7.1%}{' (extrapolated)' if pred.extrapolated else ''}"
+        )
+    abs_err = [abs(r[5]) for r in rows]
+    rho = float(spearmanr([r[3] for r in rows], [r[4] for r in rows]).statistic)
+    med, p90 = statistics.median(abs_err), float(np.percentile(abs_err, 90))
+    line = (
+        f"`{path}` ({'quick' if profile.settings.get('quick') else 'full'} grid, measured {profile.created}): "
+        f"**median |relative error| {med:.1%}** (p90 {p90:.1%}), **Spearman rho {rho:.3f}**"
+    )
+    print(f"median |relative error| {med:.1%}, p90 {p90:.1%}, Spearman rho {rho:.3f} over {len(rows)} designs")
+    for v, meas in zip(args.full_softmax, measured_full, strict=True):
+        pred_ms, _ = cost.full_softmax_ms(profile, args.tokens, args.hidden, v)
+        line += f"; full softmax V={v}: predicted {pred_ms:.0f} ms, measured {meas:.0f} ms"
+        print(f"full softmax V={v}: predicted {pred_ms:.1f} ms, measured {meas:.1f} ms ({pred_ms / meas - 1:+.1%})")
+    table = [
+        f"Designs, predicted by `{path}`:",
+        "",
+        "| V | cutoffs | proj dims | predicted ms | measured ms | error |",
+    ]
+    table.append("|---|---|---|---|---|---|")
+    table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:+.1%} |" for r in rows]
+    return line, "\n".join(table)
 
 
 def main() -> None:
@@ -112,38 +149,9 @@ def main() -> None:
     measured, measured_full = measured[: len(plans)], measured[len(plans) :]
     summaries, tables = [], []
     for path, profile in zip(args.profile, profiles, strict=True):
-        rows = []
-        print(f"\nprofile {path} ({profile.describe()})")
-        print(f"{'V':>7} {'cutoffs':<36} {'proj':<16} {'pred ms':>8} {'meas ms':>8} {'err':>7}")
-        for plan, meas in zip(plans, measured, strict=True):
-            pred = cost.predict(profile, plan.counts, args.hidden, plan.cutoffs, plan.proj_dims, args.tokens)
-            err = (pred.time_ms - meas) / meas
-            rows.append((plan.vocab_size, plan.cutoffs, plan.proj_dims, pred.time_ms, meas, err, pred.extrapolated))
-            print(
-                f"{plan.vocab_size:>7} {str(plan.cutoffs):<36} {str(plan.proj_dims):<16} {pred.time_ms:>8.1f} "
-                f"{meas:>8.1f} {err:>+7.1%}{' (extrapolated)' if pred.extrapolated else ''}"
-            )
-        abs_err = [abs(r[5]) for r in rows]
-        rho = float(spearmanr([r[3] for r in rows], [r[4] for r in rows]).statistic)
-        med, p90 = statistics.median(abs_err), float(np.percentile(abs_err, 90))
-        line = (
-            f"`{path}` ({'quick' if profile.settings.get('quick') else 'full'} grid, measured {profile.created}): "
-            f"**median |relative error| {med:.1%}** (p90 {p90:.1%}), **Spearman rho {rho:.3f}**"
-        )
-        print(f"median |relative error| {med:.1%}, p90 {p90:.1%}, Spearman rho {rho:.3f} over {len(rows)} designs")
-        for v, meas in zip(args.full_softmax, measured_full, strict=True):
-            pred_ms, _ = cost.full_softmax_ms(profile, args.tokens, args.hidden, v)
-            line += f"; full softmax V={v}: predicted {pred_ms:.0f} ms, measured {meas:.0f} ms"
-            print(f"full softmax V={v}: predicted {pred_ms:.1f} ms, measured {meas:.1f} ms ({pred_ms / meas - 1:+.1%})")
-        summaries.append(line)
-        table = [
-            f"Designs, predicted by `{path}`:",
-            "",
-            "| V | cutoffs | proj dims | predicted ms | measured ms | error |",
-        ]
-        table.append("|---|---|---|---|---|---|")
-        table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:+.1%} |" for r in rows]
-        tables.append("\n".join(table))
+        summary, table = report(path, profile, plans, measured, measured_full, args)
+        summaries.append(summary)
+        tables.append(table)
     if args.no_write:
         return
     write_section(

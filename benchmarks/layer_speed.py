@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vocabopt.bench import saved_bytes, timed  # noqa: E402  (shared with `vocabopt bench`)
+from vocabopt.device import cuda_peak_bytes, device_name, saved_bytes, time_ms  # noqa: E402  (as `vocabopt bench`)
 from vocabopt.layer import build_layer, load_alswl  # noqa: E402
 from vocabopt.plan import Plan  # noqa: E402
-from vocabopt.profile import device_name  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sections import write_section  # noqa: E402
@@ -125,7 +124,7 @@ def matmul_floor(N: int, d: int, V: int, cutoffs: list[int], reps: int = 5) -> d
 
     def ms(a, b, out):
         torch.mm(a, b, out=out)  # warm-up, and the output's pages are touched
-        return statistics.median(timed(lambda: torch.mm(a, b, out=out), torch.device("cpu")) for _ in range(reps))
+        return statistics.median(time_ms(lambda: torch.mm(a, b, out=out), "cpu") for _ in range(reps))
 
     p = 1.0 / np.arange(1, V + 1)
     p /= p.sum()
@@ -157,7 +156,7 @@ def run(args) -> list[dict]:
             for name, fwd in fns.items():
                 if rep > max(2, args.reps // 3) and name in SLOW:
                     continue
-                ms = timed(lambda fwd=fwd: fwd().backward(), device)
+                ms = time_ms(lambda fwd=fwd: fwd().backward(), device)
                 if rep:  # round 0 is the warm-up
                     times[name][rep] = ms
         ours = times["vocabopt"]
@@ -165,11 +164,7 @@ def run(args) -> list[dict]:
             med = statistics.median(times[name].values())
             # Ratio to vocabopt in the same round, then the median: robust to load that comes and goes.
             ratio = statistics.median(ms / ours[rep] for rep, ms in times[name].items())
-            peak = None
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-                fwd().backward()
-                peak = torch.cuda.max_memory_allocated()
+            peak = cuda_peak_bytes(lambda fwd=fwd: fwd().backward()) if device.type == "cuda" else None
             rows.append(
                 dict(
                     N=N,
@@ -234,7 +229,7 @@ def main() -> None:
     rows = run(args)
     tab = table(rows)
     print(tab)
-    dev = device_name(torch, "cuda" if args.device.startswith("cuda") else args.device)
+    dev = device_name("cuda" if args.device.startswith("cuda") else args.device)
     cmd = "python benchmarks/layer_speed.py " + " ".join(sys.argv[1:])
     body = (
         f"Forward+backward of the output layer alone, Zipf targets (p(rank r) ~ 1/(r+1)), {args.dtype}; median of "

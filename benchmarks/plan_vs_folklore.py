@@ -20,7 +20,6 @@ from _sections import command, machine, write_section
 from cost_model_fidelity import make_step, measure
 
 from vocabopt import CorpusStats, DeviceProfile, Plan, optimize
-from vocabopt.optimize import capacity_of
 
 HEADING = "Plan vs folklore (benchmarks/plan_vs_folklore.py)"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +47,7 @@ def run(counts: np.ndarray, name: str, profile: DeviceProfile, args, rng, floors
     # at equal capacity: the design optimize recommends when asked for at least each folklore design's capacity
     for f in plan.predicted["folklore"]:
         folk = Plan.from_cutoffs(stats, hidden=args.hidden, cutoffs=f["cutoffs"], proj_dims=f["proj_dims"])
-        cap = capacity_of(folk.cluster_shares, args.hidden, f["proj_dims"])
+        cap = folk.capacity
         same = optimize(stats, hidden=args.hidden, profile=profile, batch_tokens=args.tokens, min_capacity=cap)
         designs.append(
             (f"vocabopt @ capacity of {f['name']}", same.cutoffs, same.proj_dims, same.predicted["plan"]["time_ms"])
@@ -61,10 +60,7 @@ def run(counts: np.ndarray, name: str, profile: DeviceProfile, args, rng, floors
             designs.append((f"vocabopt, J={j}", d["cutoffs"], d["proj_dims"], d["time_ms"]))
     plans = [Plan.from_cutoffs(stats, hidden=args.hidden, cutoffs=c, proj_dims=p) for _, c, p, _ in designs]
     measured = measure([make_step(p, args.tokens, rng) for p in plans], args.reps, rng)
-    shares = [
-        Plan.from_cutoffs(stats, hidden=args.hidden, cutoffs=c, proj_dims=p).cluster_shares for _, c, p, _ in designs
-    ]
-    caps = [capacity_of(sh, args.hidden, p) for sh, (_, _, p, _) in zip(shares, designs, strict=True)]
+    caps = [p.capacity for p in plans]
     rows = [(name, *d, m, c) for d, m, c in zip(designs, measured, caps, strict=True)]
     floors.append(f"{name}: {plan.provenance['options']['min_capacity_rule']}")
     print(f"\n{name}\n  capacity floor {plan.provenance['options']['min_capacity_rule']}")

@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 import vocabopt
-from vocabopt.bench import alswl_div_value, sample_ranks
+from vocabopt.bench import BenchResult, sample_ranks
 from vocabopt.cli import main
+from vocabopt.design import alswl_div_value
 from vocabopt.errors import InputError
 from vocabopt.plan import Plan
 from vocabopt.profile import synthetic_profile
@@ -46,7 +47,9 @@ def test_rows_and_the_measured_layer_is_the_plans(result, plan):
 
 def test_predictions_come_from_the_cost_model(result, plan):
     prof = synthetic_profile(lambda k, *c: 0.01 + 1e-9 * np.prod(c, axis=0))
-    want = vocabopt.predict(prof, plan.counts, D, plan.cutoffs, plan.proj_dims, N)
+    want = vocabopt.predict(
+        prof, plan.counts_by_rank, hidden=D, cutoffs=plan.cutoffs, proj_dims=plan.proj_dims, batch_tokens=N
+    )
     assert result.rows[0].predicted_ms == pytest.approx(want.time_ms)
     ours = result.rows[0]
     assert ours.error == pytest.approx((want.time_ms - ours.measured_ms) / ours.measured_ms)
@@ -57,15 +60,22 @@ def test_predictions_come_from_the_cost_model(result, plan):
 
 
 def test_targets_follow_the_plans_distribution(plan):
-    ranks = sample_ranks(plan.counts, 200_000, seed=1)
+    ranks = sample_ranks(plan.counts_by_rank, 200_000, seed=1)
     head_share = np.mean(ranks < plan.cutoffs[0])
     assert head_share == pytest.approx(plan.cluster_shares[0], abs=0.01)
 
 
 def test_alswl_only_when_projections_follow_div_value(plan):
-    assert alswl_div_value(plan) == 4.0
-    odd = Plan(vocab_size=V, hidden=D, order=plan.order, cutoffs=plan.cutoffs, proj_dims=[16, 16], counts=plan.counts)
-    assert alswl_div_value(odd) is None
+    assert alswl_div_value(plan.hidden, plan.proj_dims) == 4.0
+    odd = Plan(
+        vocab_size=V,
+        hidden=D,
+        order=plan.order,
+        cutoffs=plan.cutoffs,
+        proj_dims=[16, 16],
+        counts_by_rank=plan.counts_by_rank,
+    )
+    assert alswl_div_value(odd.hidden, odd.proj_dims) is None
     res = vocabopt.bench(odd, device="cpu", batch_tokens=64, reps=1, full_softmax=False)
     assert [r.method for r in res.rows] == ["vocabopt"] and res.rows[0].predicted_ms is None
     assert "div_value" in res.notes[0]
@@ -125,3 +135,10 @@ def test_cli_json_and_errors(plan, tmp_path):
     assert text.exit_code == 0 and "full softmax" in text.output
     bad = CliRunner().invoke(main, ["bench", str(tmp_path / "missing.json")])
     assert bad.exit_code == 1 and bad.output.startswith("Error:") and len(bad.output.strip().splitlines()) == 1
+
+
+def test_result_round_trips_through_save_and_load(result, tmp_path):
+    result.save(tmp_path / "bench.json")
+    back = BenchResult.load(tmp_path / "bench.json")
+    assert back == result
+    assert back.to_json() == result.to_json()

@@ -1,5 +1,5 @@
 """The exporter: a standalone torch-only file (tested in a fresh process without vocabopt), config and ALSWL
-formats, the CLI verb, and the Hugging Face lm_head helper."""
+formats, and the CLI verb."""
 
 import json
 import re
@@ -14,9 +14,8 @@ import torch
 from click.testing import CliRunner
 
 from vocabopt.cli import main
-from vocabopt.errors import InputError, MismatchError
+from vocabopt.errors import InputError
 from vocabopt.export import export_layer
-from vocabopt.hf import causal_lm_loss, replace_lm_head
 from vocabopt.plan import Plan
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "vocabopt" / "adaptive_head.py"
@@ -96,7 +95,7 @@ def test_torch_format_builds_alswl_with_remap(plan, tmp_path):
     alswl, rank_of, order = ns["build_alswl"]()
     assert isinstance(alswl, torch.nn.AdaptiveLogSoftmaxWithLoss) and alswl.cutoffs == [10, 50, 200]
     assert torch.equal(order[rank_of], torch.arange(200))
-    odd = Plan.from_cutoffs(plan.counts, hidden=16, cutoffs=[10, 50], proj_dims=[5, 3])
+    odd = Plan.from_cutoffs(plan.counts_by_rank, hidden=16, cutoffs=[10, 50], proj_dims=[5, 3])
     with pytest.raises(InputError, match="only supports projections"):
         export_layer(odd, tmp_path / "bad.py", format="torch")
 
@@ -126,34 +125,3 @@ def test_cli_export(plan, tmp_path):
     (tmp_path / "notplan.json").write_text(json.dumps({"artifact": "vocabopt.CorpusStats", "schema_version": 1}))
     res = runner.invoke(main, ["export", str(tmp_path / "notplan.json"), "-o", str(tmp_path / "x.py")])
     assert res.exit_code == 1 and "not a vocabopt.Plan" in res.output and "Traceback" not in res.output
-
-
-class _FakeCausalLM(torch.nn.Module):
-    """The shape of a transformers causal LM: config, base_model returning last_hidden_state, lm_head."""
-
-    class _Out:
-        def __init__(self, h):
-            self.last_hidden_state = h
-
-    def __init__(self, vocab=200, hidden=16):
-        super().__init__()
-        self.config = type("Cfg", (), {"hidden_size": hidden, "vocab_size": vocab, "tie_word_embeddings": True})()
-        self.emb = torch.nn.Embedding(vocab, hidden)
-        self.lm_head = torch.nn.Linear(hidden, vocab, bias=False)
-
-    def base_model(self, input_ids, attention_mask=None):
-        return self._Out(self.emb(input_ids))
-
-
-def test_hf_helper_replaces_lm_head(plan):
-    model = _FakeCausalLM()
-    head = replace_lm_head(model, plan)
-    assert model.lm_head is head and model.config.tie_word_embeddings is False
-    ids = torch.randint(0, 200, (2, 9))
-    mask = torch.ones_like(ids)
-    mask[1, 5:] = 0
-    loss = causal_lm_loss(model, ids, attention_mask=mask)
-    labels = ids.masked_fill(mask == 0, -100)[:, 1:]
-    torch.testing.assert_close(loss, head(model.emb(ids)[:, :-1], labels))
-    with pytest.raises(MismatchError, match="hidden size 32"):
-        replace_lm_head(_FakeCausalLM(hidden=32), plan)

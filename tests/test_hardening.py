@@ -1046,17 +1046,19 @@ EARLY_STOP = textwrap.dedent("""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from vocabopt import analyze as _  # noqa: F401
     import importlib
-    analyze = importlib.import_module("vocabopt.analyze")
-    from vocabopt.counting import load_spec
+    from vocabopt.corpus import pool as analyze
+    from vocabopt.corpus.counters import CountOptions
+    from vocabopt.corpus.tally import Batch
+    from vocabopt.corpus.tokenizer import load_spec
     vocab = {f"w{i}": i for i in range(300_000)}  # a 2.4 MB tally per batch: long to send back
     vocab["[UNK]"] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(sys.argv[1])
     spec = load_spec(sys.argv[1])
-    batches = (analyze._Batch(0, f"w{k} w{k + 1} hello") for k in range(400))
+    batches = (Batch(0, f"w{k} w{k + 1} hello") for k in range(400))
     if __name__ == "__main__":
-        for n, _ in enumerate(analyze._count_batches(batches, spec, True, None, 2), start=1):
+        for n, _ in enumerate(analyze.count_batches(batches, CountOptions(spec, True, None), 2), start=1):
             if n == 3:
                 break  # as --limit-tokens does, with batches still in flight
         print("stopped", flush=True)

@@ -206,7 +206,7 @@ def test_unigram_init_predicts_the_unigram(plan):
         for p in (layer.head.weight, *[o.weight for o in layer.out]):
             p.zero_()
     lp = layer.log_prob(torch.randn(1, D))[0]
-    unigram = (torch.from_numpy(plan.counts).double() + 1) / (plan.counts.sum() + V)
+    unigram = (torch.from_numpy(plan.counts_by_rank).double() + 1) / (plan.counts_by_rank.sum() + V)
     torch.testing.assert_close(lp[layer.order].double(), unigram.log(), atol=1e-5, rtol=0)
 
 

@@ -1,80 +1,22 @@
-"""The optimizer: DP equals brute force, well-formed designs, the head at the inflection, bad input."""
+"""The optimizer: well-formed designs, the capacity floor, the head at the inflection, bad input (the DP itself:
+tests/test_search.py)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from vocabopt import cost
 from vocabopt.cli import main
+from vocabopt.design import capacity, proj_dims
 from vocabopt.errors import InputError
-from vocabopt.optimize import capacity_of, optimize, proj_rule, search
+from vocabopt.optimize import optimize
 from vocabopt.plan import Plan
 from vocabopt.profile import synthetic_profile
 from vocabopt.stats import CorpusStats
-
-SMALL_GRID = {
-    "rows": [1, 4, 16, 64],
-    "in": [1, 4, 16],
-    "out": [1, 4, 16, 64],
-    "width": [1, 4, 16, 64],
-    "tokens": [16, 64],
-    "hidden": [4, 16],
-    "elements": [16, 256, 4096],
-}
-
-
-def random_monotone_profile(seed: int):
-    """Random tables, non-decreasing along every axis (cumulative maxima of noise, in log space)."""
-    rng = np.random.default_rng(seed)
-
-    def fn(name, *mesh):
-        r = rng.uniform(0.0, 3.0, mesh[0].shape)
-        for ax in range(r.ndim):
-            r = np.maximum.accumulate(r, axis=ax)
-        return 10.0 ** (r - 3.0)
-
-    return synthetic_profile(fn, grid=SMALL_GRID)
-
-
-def brute_force(prof, counts, hidden, n, J, projs):
-    V = len(counts)
-    best = (np.inf, None)
-    for cut in itertools.combinations(range(1, V), J):
-        t = cost.predict(prof, counts, hidden, list(cut), projs, n).time_ms
-        if t < best[0]:
-            best = (t, list(cut))
-    return best
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    v=st.integers(4, 11),
-    alpha=st.floats(0.5, 2.0),
-    seed=st.integers(0, 2**16),
-    n=st.sampled_from([16, 40, 64]),
-    max_j=st.integers(1, 3),
-)
-def test_dp_equals_brute_force(v, alpha, seed, n, max_j):
-    counts = np.sort(
-        (1000 / np.arange(1, v + 1) ** alpha).astype(np.int64) + np.random.default_rng(seed).integers(0, 3, v)
-    )[::-1]
-    prof = random_monotone_profile(seed)
-    hidden = 16
-    found = search(prof, counts, hidden, n, max_clusters=max_j)
-    for J in range(1, min(max_j, v - 1) + 1):
-        projs = proj_rule(hidden, J)
-        t_bf, cut_bf = brute_force(prof, counts, hidden, n, J, projs)
-        design = found["per_clusters"][J]
-        assert design.time_ms == pytest.approx(t_bf, rel=1e-9), (J, design.cutoffs, cut_bf)
-        # the DP's number is the cost model's number for the design it returns
-        assert cost.predict(prof, counts, hidden, design.cutoffs, projs, n).time_ms == pytest.approx(design.time_ms)
 
 
 def zipf_stats(v: int, alpha: float = 1.1, seed: int = 0) -> CorpusStats:
@@ -101,7 +43,7 @@ def test_default_capacity_floor_is_capped_at_0_9(affine_prof):
     assert shares[0] + shares[1] / 4 > 0.9
     plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024)
     assert plan.provenance["options"]["min_capacity"] == 0.9
-    assert capacity_of(plan.cluster_shares, 256, plan.proj_dims) >= 0.9 - 1e-9
+    assert capacity(plan.cluster_shares, 256, plan.proj_dims) >= 0.9 - 1e-9
     given = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, min_capacity=0.5)
     assert given.provenance["options"]["min_capacity_rule"] == "0.5 (given)"
 
@@ -111,9 +53,9 @@ def test_plan_is_well_formed(affine_prof):
     plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024)
     assert isinstance(plan, Plan)
     assert plan.cutoffs == sorted(set(plan.cutoffs)) and 0 < plan.cutoffs[0] and plan.cutoffs[-1] < 30000
-    assert plan.proj_dims == proj_rule(256, len(plan.cutoffs))
+    assert plan.proj_dims == proj_dims(256, len(plan.cutoffs))
     assert np.array_equal(plan.order, stats.frequency_order())
-    assert np.all(np.diff(plan.counts) <= 0)  # counts by rank
+    assert np.all(np.diff(plan.counts_by_rank) <= 0)  # counts by rank
     pred = plan.predicted
     parts = sum(c["time_ms"] for c in pred["plan"]["clusters"])
     assert pred["plan"]["time_ms"] == pytest.approx(parts)
@@ -129,7 +71,7 @@ def test_plan_is_well_formed(affine_prof):
     assert floor < 0.9  # Zipf(1.1) over 30K ids: this test covers the paper-design branch
     assert plan.provenance["options"]["min_capacity"] == pytest.approx(floor, abs=1e-6)
     eligible = [f for f in pred["frontier"] if f["capacity"] >= floor - 1e-6]
-    assert capacity_of(plan.cluster_shares, 256, plan.proj_dims) >= floor - 1e-6
+    assert capacity(plan.cluster_shares, 256, plan.proj_dims) >= floor - 1e-6
     assert pred["plan"]["time_ms"] <= eligible[0]["time_ms"] * 1.02 + 1e-9
     # Without the floor, the fastest design (within the tolerance) is recommended.
     fast = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, min_capacity=0.0)
@@ -264,7 +206,9 @@ def test_given_cutoffs_are_evaluated(affine_prof):
     stats = zipf_stats(20000)
     plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, cutoffs=[2000, 10000])
     assert plan.cutoffs == [2000, 10000] and plan.proj_dims == [64, 16]
-    expect = cost.predict(affine_prof, plan.counts, 256, [2000, 10000], [64, 16], 1024).time_ms
+    expect = cost.predict(
+        affine_prof, plan.counts_by_rank, hidden=256, cutoffs=[2000, 10000], proj_dims=[64, 16], batch_tokens=1024
+    ).time_ms
     assert plan.predicted["plan"]["time_ms"] == pytest.approx(expect)
     with pytest.raises(InputError, match="vocabulary of 20,000 ids"):
         optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, cutoffs=[20000, 60000])

@@ -18,8 +18,8 @@ def zipf_counts(V: int = 500, seed: int = 0) -> np.ndarray:
 def test_from_cutoffs_orders_by_frequency_and_follows_div_value():
     counts = zipf_counts()
     plan = Plan.from_cutoffs(counts, hidden=64, cutoffs=[20, 100])
-    assert np.all(np.diff(plan.counts) <= 0)
-    assert np.array_equal(counts[plan.order], plan.counts)
+    assert np.all(np.diff(plan.counts_by_rank) <= 0)
+    assert np.array_equal(counts[plan.order], plan.counts_by_rank)
     assert plan.proj_dims == [16, 4]  # ALSWL: 64 // 4, 64 // 16
     assert plan.cluster_sizes == [20, 80, 400] and plan.head_size == 22
     assert abs(sum(plan.cluster_shares) - 1) < 1e-12
@@ -67,7 +67,7 @@ def test_save_load_round_trip(tmp_path):
     obj = json.loads((tmp_path / "plan.json").read_text())
     assert obj["artifact"] == "vocabopt.Plan" and obj["cutoffs"] == [20, 100]
     back = Plan.load(tmp_path / "plan.json")
-    assert np.array_equal(back.order, plan.order) and np.array_equal(back.counts, plan.counts)
+    assert np.array_equal(back.order, plan.order) and np.array_equal(back.counts_by_rank, plan.counts_by_rank)
     assert (back.cutoffs, back.proj_dims, back.mode, back.batch_tokens) == ([20, 100], [16, 4], "infer", 4096)
     assert back.predicted == {"ms": 1.5} and back.provenance == plan.provenance
 

@@ -14,7 +14,8 @@ import vocabopt
 from vocabopt.cli import main
 from vocabopt.errors import InputError, MismatchError
 from vocabopt.plan import Plan
-from vocabopt.validate import _batch_offsets, load_tokens
+from vocabopt.plots import curves_png
+from vocabopt.validate import ValidationResult, _batch_offsets, load_tokens
 
 BPE = Path(__file__).resolve().parents[1] / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
 
@@ -34,7 +35,8 @@ def tiny(tmp_path_factory, corpus_slice):
 def result(tiny, tmp_path_factory):
     path, plan = tiny
     png = tmp_path_factory.mktemp("plot") / "curves.png"
-    res = vocabopt.validate(plan, [str(path)], str(BPE), folklore=[500], plot=png, **SMALL)
+    res = vocabopt.validate(plan, [str(path)], str(BPE), folklore=[500], **SMALL)
+    png.write_bytes(curves_png(res))
     return res, png
 
 
@@ -83,7 +85,7 @@ def test_transformer_body(tiny):
 def test_tokenizer_must_be_the_plans(tiny):
     path, plan = tiny
     with pytest.raises(MismatchError, match="8000 ids"):
-        vocabopt.validate(Plan.from_cutoffs(plan.counts[:500], hidden=32, cutoffs=[50]), [str(path)], str(BPE))
+        vocabopt.validate(Plan.from_cutoffs(plan.counts_by_rank[:500], hidden=32, cutoffs=[50]), [str(path)], str(BPE))
     other = Plan.from_cutoffs(
         np.ones(8000, dtype=np.int64),
         hidden=32,
@@ -126,3 +128,11 @@ def test_cli(tiny, tmp_path):
     assert text.exit_code == 0 and "held-out ppl" in text.output and (tmp_path / "c.png").exists()
     bad = CliRunner().invoke(main, [*args[:4], "-t", "bytes"])
     assert bad.exit_code == 1 and "not the plan" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_result_round_trips_through_save_and_load(result, tmp_path):
+    res, _ = result
+    res.save(tmp_path / "v.json")
+    back = ValidationResult.load(tmp_path / "v.json")
+    assert back == res
+    assert back.summary() == res.summary()

@@ -34,7 +34,7 @@ _EXPORTS = {
     "AdaptiveSoftmax": "adaptive_head",
     "AdaptiveHeadConfig": "adaptive_head",
     "DeviceProfile": "profile",
-    "profile_device": "profile",
+    "profile_device": "profiler",
     "synthetic_profile": "profile",
     "predict": "cost",
     "Prediction": "cost",

@@ -41,9 +41,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# Exception raised for invalid inputs (vocabopt substitutes its own InputError, a ValueError subclass).
-InvalidInput: type[Exception] = ValueError
-
 
 @dataclass
 class AdaptiveHeadConfig:
@@ -70,27 +67,27 @@ class AdaptiveHeadConfig:
     def __post_init__(self) -> None:
         V, d, c, p = self.vocab_size, self.hidden, list(self.cutoffs), list(self.proj_dims)
         if V < 2 or d < 1:
-            raise InvalidInput(f"vocab_size ({V}) must be >= 2 and hidden ({d}) >= 1")
+            raise ValueError(f"vocab_size ({V}) must be >= 2 and hidden ({d}) >= 1")
         if not c or c != sorted(set(c)) or c[0] <= 0 or c[-1] >= V:
-            raise InvalidInput(f"cutoffs {c} must be strictly increasing integers in (0, vocab_size={V})")
+            raise ValueError(f"cutoffs {c} must be strictly increasing integers in (0, vocab_size={V})")
         if len(p) != len(c) or any(not 1 <= x <= d for x in p):
-            raise InvalidInput(f"proj_dims {p}: need one per cutoff ({len(c)}), each in [1, hidden={d}]")
+            raise ValueError(f"proj_dims {p}: need one per cutoff ({len(c)}), each in [1, hidden={d}]")
         if self.shares and len(self.shares) != len(c) + 1:
-            raise InvalidInput(f"shares has {len(self.shares)} entries; need one per cluster ({len(c) + 1})")
+            raise ValueError(f"shares has {len(self.shares)} entries; need one per cluster ({len(c) + 1})")
         for name, value, allowed in (
             ("path", self.path, ("auto", "exact", "static")),
             ("reduction", self.reduction, ("mean", "sum", "none")),
             ("check_targets", self.check_targets, ("auto", "always", "never")),
         ):
             if value not in allowed:
-                raise InvalidInput(f"{name}={value!r} is not one of {allowed}")
+                raise ValueError(f"{name}={value!r} is not one of {allowed}")
         if not 0.0 <= self.dropout < 1.0 or self.capacity_factor < 1.0 or self.tail_chunk < 1:
-            raise InvalidInput(
+            raise ValueError(
                 f"need 0 <= dropout < 1, capacity_factor >= 1 and tail_chunk >= 1, got {self.dropout}, "
                 f"{self.capacity_factor}, {self.tail_chunk}"
             )
         if self.chunk_above < 0:
-            raise InvalidInput(f"chunk_above must be >= 0 (logit elements), got {self.chunk_above}")
+            raise ValueError(f"chunk_above must be >= 0 (logit elements), got {self.chunk_above}")
 
 
 _use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; without it nothing is reused
@@ -154,29 +151,6 @@ def _softmax_minus_onehot(logp: torch.Tensor, target: torch.Tensor, scratch: _Sc
     """(n, C) softmax - onehot(target) from saved log-probs: the gradient of the NLL for an upstream grad of 1."""
     s = logp.exp() if scratch is None else torch.exp(logp, out=scratch.empty(logp.shape, logp.dtype, logp.device))
     return s.scatter_add_(1, target[:, None], s.new_full((s.shape[0], 1), -1.0))
-
-
-class _NLL(torch.autograd.Function):
-    """Per-row -log_softmax(logits)[target], accumulated in fp32, with a fused backward (softmax - onehot).
-
-    Cheaper than log_softmax + gather (or F.cross_entropy): no zero-filled (N, V) gradient, no log_softmax
-    backward kernel; the saved log-softmax is turned into the gradient with one exp. The layer runs the same
-    steps inside `_LinearNLL` (chunk=0); vocabopt's device profile times this function.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        acc = torch.promote_types(logits.dtype, torch.float32)  # fp32 even under bf16/fp16 autocast
-        logp = torch.log_softmax(logits.to(acc), dim=-1)  # (n, C)
-        ctx.save_for_backward(logp, target)
-        ctx.in_dtype = logits.dtype
-        return -logp.gather(1, target[:, None]).squeeze(1)  # (n,)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        logp, target = ctx.saved_tensors
-        out = _softmax_minus_onehot(logp, target).mul_(grad[:, None].to(logp.dtype))  # (n, C)
-        return out.to(ctx.in_dtype), None
 
 
 class _LinearNLL(torch.autograd.Function):
@@ -276,6 +250,27 @@ class _LinearNLL(torch.autograd.Function):
         return gx.to(x.dtype), gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype), None, None, None
 
 
+def linear_nll(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    chunk: int = 0,
+    scratch: _Scratch | None = None,
+) -> torch.Tensor:
+    """(n,) per-row NLL of `x @ weight.T + bias` (fp32 or wider): the loss kernel the head and every tail run.
+
+    chunk = 0 keeps the (n, C) log-probs for backward (the head, and tails up to `chunk_above` logits); chunk > 0
+    runs `chunk` classes at a time and recomputes them in backward (see `_LinearNLL`). `scratch` (a `LossScratch`)
+    reuses CPU buffers from call to call, as the layer does with `reuse_buffers`. vocabopt's device profile times
+    the layer's loss through this function.
+    """
+    return _LinearNLL.apply(x, weight, bias, target, chunk, scratch)
+
+
+LossScratch = _Scratch  # the CPU buffer pool `linear_nll` reuses (public name)
+
+
 class AdaptiveSoftmax(nn.Module):
     """Adaptive softmax head: `loss = head(hidden, targets)`, plus `log_prob`, `topk`, `predict`, `sample`.
 
@@ -285,13 +280,19 @@ class AdaptiveSoftmax(nn.Module):
         counts: (V,) int64 token counts by rank, used for `unigram_init`; optional.
     """
 
+    # What bad inputs raise: ValueError here; vocabopt.build_layer sets vocabopt's InputError (a ValueError too) on
+    # the layers it builds, so that vocabopt's CLI reports them in one line.
+    invalid_input: type[ValueError] = ValueError
+
     def __init__(self, config: AdaptiveHeadConfig, order: torch.Tensor, counts: torch.Tensor | None = None):
         super().__init__()
         self.config = cfg = config
         V, d = cfg.vocab_size, cfg.hidden
         order = torch.as_tensor(order, dtype=torch.long).reshape(-1)
         if order.numel() != V or not torch.equal(torch.sort(order).values, torch.arange(V)):
-            raise InvalidInput(f"order must be a permutation of 0..{V - 1} (rank -> token id), got {order.numel()} ids")
+            raise self.invalid_input(
+                f"order must be a permutation of 0..{V - 1} (rank -> token id), got {order.numel()} ids"
+            )
         self.edges = [0, *cfg.cutoffs, V]  # cluster c holds ranks [edges[c], edges[c+1])
         self.shortlist = cfg.cutoffs[0]
         self.n_tails = len(cfg.cutoffs)
@@ -352,7 +353,7 @@ class AdaptiveSoftmax(nn.Module):
             return nll.sum()
         if reduction == "mean":
             return nll.sum() / valid.sum()  # nan when every target is ignored, as F.cross_entropy
-        raise InvalidInput(f"reduction={reduction!r} is not one of ('mean', 'sum', 'none')")
+        raise self.invalid_input(f"reduction={reduction!r} is not one of ('mean', 'sum', 'none')")
 
     def target_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(...) log-probability of each target (0 where ignored)."""
@@ -361,17 +362,17 @@ class AdaptiveSoftmax(nn.Module):
     def _flatten(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.config.hidden
         if hidden.shape[-1] != d:
-            raise InvalidInput(
+            raise self.invalid_input(
                 f"hidden has width {hidden.shape[-1]} (shape {tuple(hidden.shape)}) but the layer expects {d}; "
                 "build the layer from a plan with the model's hidden size"
             )
         if hidden.shape[:-1] != targets.shape:
-            raise InvalidInput(
+            raise self.invalid_input(
                 f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} disagree: "
                 "targets must have hidden's shape without the last dimension"
             )
         if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-            raise InvalidInput(f"targets must be integer token ids, got {targets.dtype}")
+            raise self.invalid_input(f"targets must be integer token ids, got {targets.dtype}")
         return hidden.reshape(-1, d), targets.reshape(-1).long()
 
     def _check_targets(self, t: torch.Tensor, valid: torch.Tensor) -> None:
@@ -385,7 +386,7 @@ class AdaptiveSoftmax(nn.Module):
         bad = valid & ((t < 0) | (t >= self.config.vocab_size))
         if bool(bad.any()):
             lo, hi = int(t[valid].min()), int(t[valid].max())
-            raise InvalidInput(
+            raise self.invalid_input(
                 f"targets hold ids in [{lo}, {hi}] but the plan's vocabulary has {self.config.vocab_size} ids "
                 f"(0..{self.config.vocab_size - 1}); build the plan from stats made with the model's tokenizer, "
                 f"or mark padding with ignore_index={self.config.ignore_index}"
@@ -397,7 +398,7 @@ class AdaptiveSoftmax(nn.Module):
         rank = self.rank_of[torch.where(valid, t, 0).clamp(0, self.config.vocab_size - 1)]  # (N,)
         cluster = torch.bucketize(rank, self.boundaries, right=True)  # (N,) 0 = head, i = tail i
         head_target = torch.where(cluster == 0, rank, self.shortlist - 1 + cluster)  # (N,)
-        nll = _LinearNLL.apply(x, self.head.weight, self.head.bias, head_target, 0, self._scratch_or_none())  # (N,)
+        nll = linear_nll(x, self.head.weight, self.head.bias, head_target, 0, self._scratch_or_none())  # (N,)
         cluster = torch.where(valid, cluster, 0)  # ignored tokens never reach a tail
         if self._use_static(x):
             tail, kept = self._tails_static(x, rank, cluster)
@@ -419,7 +420,7 @@ class AdaptiveSoftmax(nn.Module):
         # Logits that fit in cache are kept (faster); larger ones are chunked and recomputed in backward.
         big = x.shape[0] * out.weight.shape[0] > self.config.chunk_above
         chunk = self.config.tail_chunk if big else 0
-        return _LinearNLL.apply(z, out.weight, out.bias, rel_target, chunk, self._scratch_or_none())  # (n,)
+        return linear_nll(z, out.weight, out.bias, rel_target, chunk, self._scratch_or_none())  # (n,)
 
     def _scratch_or_none(self) -> _Scratch | None:
         return self._scratch if self.config.reuse_buffers and not _is_compiling() else None
@@ -499,7 +500,7 @@ class AdaptiveSoftmax(nn.Module):
         through its cluster's projection. Static shapes: each cluster's small (N, p_i) x (p_i, d) runs on all N.
         """
         if not self.config.tie_input:
-            raise InvalidInput("embed() needs tie_input=True in the layer's config")
+            raise self.invalid_input("embed() needs tie_input=True in the layer's config")
         flat = ids.reshape(-1).long()
         rank = self.rank_of[flat.clamp(0, self.config.vocab_size - 1)]  # (N,)
         cluster = torch.bucketize(rank, self.boundaries, right=True)  # (N,)
@@ -526,7 +527,7 @@ class AdaptiveSoftmax(nn.Module):
 
     def _flat_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         if hidden.shape[-1] != self.config.hidden:
-            raise InvalidInput(
+            raise self.invalid_input(
                 f"hidden has width {hidden.shape[-1]} but the layer expects {self.config.hidden}; "
                 "build the layer from a plan with the model's hidden size"
             )
@@ -544,7 +545,7 @@ class AdaptiveSoftmax(nn.Module):
         are gathered with a data-dependent shape (inference only).
         """
         if not 1 <= k <= self.config.vocab_size:
-            raise InvalidInput(f"k={k} must be in [1, vocab_size={self.config.vocab_size}]")
+            raise self.invalid_input(f"k={k} must be in [1, vocab_size={self.config.vocab_size}]")
         x = self._flat_hidden(hidden)
         N = x.shape[0]
         head_lp = torch.log_softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
@@ -589,7 +590,7 @@ class AdaptiveSoftmax(nn.Module):
         top_k needs every cluster's normaliser, so it evaluates the full distribution (nothing skipped).
         """
         if temperature <= 0:
-            raise InvalidInput(f"temperature must be > 0, got {temperature}; use predict() for greedy decoding")
+            raise self.invalid_input(f"temperature must be > 0, got {temperature}; use predict() for greedy decoding")
         x = self._flat_hidden(hidden)
         N = x.shape[0]
         if top_k is not None:
@@ -637,7 +638,7 @@ def build_head(**overrides) -> AdaptiveSoftmax:
     torch.load(weights_only=True): plain tensors, no code.
     """
     if PLAN_CONFIG is None or SIDECAR is None:
-        raise InvalidInput("no plan in this copy; use vocabopt.build_layer(plan) or a file from `vocabopt export`")
+        raise ValueError("no plan in this copy; use vocabopt.build_layer(plan) or a file from `vocabopt export`")
     arrays = torch.load(Path(__file__).with_name(SIDECAR), weights_only=True)
     config = AdaptiveHeadConfig(**{**PLAN_CONFIG, **overrides})
     return AdaptiveSoftmax(config, order=arrays["order"], counts=arrays["counts"])

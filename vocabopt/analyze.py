@@ -1,108 +1,39 @@
 """The `analyze` stage: a corpus and a tokenizer in, CorpusStats out.
 
-Inputs: sources (see vocabopt.sources) and a tokenizer spec (see vocabopt.counting).
+Inputs: sources (files, directories, globs, fsspec URLs, stdin; see vocabopt.corpus.files) and a tokenizer spec
+(a tokenizer.json, `word` or `bytes`; see vocabopt.corpus.tokenizer).
 Outputs: `CorpusStats` with exact counts indexed by the tokenizer's ids, totals, summary statistics and Zipf fits.
-Two engines fill one `Tally` (counts and totals that add up across parts of a corpus). Local: the main process reads
-and batches text; worker processes (spawned: tokenizer threads do not survive fork) count batches. Dask
-(vocabopt.distributed): tasks on a cluster each read and count one part of the corpus; their tallies are summed in a
-tree. Memory is bounded by the vocabulary, the distinct chunks per worker and the batches in flight, not by corpus
-size.
+The machinery lives in vocabopt.corpus. Two engines fill one `Tally` (counts and totals that add up across parts of
+a corpus): local (corpus.pool: the main process reads and batches text, worker processes count batches) and Dask
+(corpus.cluster: tasks on a cluster each read and count one part of the corpus; their tallies are summed in a tree).
+Memory is bounded by the vocabulary, the distinct chunks per worker and the batches in flight, not by corpus size.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import logging
-import multiprocessing
-import os
-import signal
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import counting, sources
+from .corpus.cluster import count_on_cluster
+from .corpus.counters import CountOptions
+from .corpus.files import SourceInfo, resolve
+from .corpus.pool import count_local
+from .corpus.reader import SourceOptions
+from .corpus.tally import Progress, Tally
+from .corpus.tokenizer import TokenizerSpec, byte_token_strings, hf_token_strings, load_spec
+from .corpus.words import build_word_vocab
 from .errors import InputError
-from .stats import CorpusStats, SourceInfo, TokenizerInfo
+from .stats import CorpusStats, TokenizerInfo
 
 log = logging.getLogger(__name__)
 
-BATCH_BYTES = 1 << 20  # text per batch sent to a worker
-PARALLEL_MIN_BYTES = 24 << 20  # below this, spawning workers costs more than it saves
-STOP_GRACE_S = 5.0  # after Ctrl-C or an early stop, workers get this long to finish their batch before terminate
-Progress = Callable[[int, "int | None", int], None]  # (bytes done, bytes total or None, tokens so far)
-
-
-@dataclass
-class _Batch:
-    source: int  # every batch holds text of one source
-    payload: counting.Payload  # a block of lines, or (text, continuation) sequences
-    chars: int = 0
-
-
-@dataclass
-class Tally:
-    """Counts and totals of some of a corpus. Tallies of disjoint parts add up (`add`) to the whole's tally, so the
-    engines may count parts anywhere and in any order."""
-
-    counts: np.ndarray | None = None  # (V,) int64 (hf, bytes); None before the first batch
-    words: Counter = field(default_factory=Counter)  # word tokenizer: string-keyed counts
-    paths: Counter = field(default_factory=Counter)  # sequences per counting path
-    sources: dict[int, list[int]] = field(default_factory=dict)  # source -> [bytes, sequences, replaced, skipped]
-    n_sequences: int = 0
-    n_words: int = 0
-    n_bytes: int = 0
-    n_tokens: int = 0
-
-    def add_batch(self, source: int, result: counting.BatchCounts) -> None:
-        if result.counts is not None:
-            if self.counts is None:
-                self.counts = result.counts.copy()
-            else:
-                self.counts += result.counts
-            self.n_tokens += int(result.counts.sum())
-        else:
-            self.words.update(result.words)
-            self.n_tokens += sum(result.words.values())
-        self.paths.update(result.paths)
-        self.n_sequences += result.n_sequences
-        self.n_words += result.n_words
-        self.n_bytes += result.n_bytes
-        acc = self.source(source)
-        acc[0] += result.n_bytes
-        acc[1] += result.n_sequences
-
-    def source(self, i: int) -> list[int]:
-        return self.sources.setdefault(i, [0, 0, 0, 0])
-
-    def add(self, other: Tally) -> Tally:
-        """Add `other` into this tally (in place) and return it."""
-        if other.counts is not None:
-            if self.counts is None:
-                self.counts = other.counts.copy()
-            else:
-                self.counts += other.counts
-        self.words.update(other.words)
-        self.paths.update(other.paths)
-        for i, acc in other.sources.items():
-            mine = self.source(i)
-            for k, v in enumerate(acc):
-                mine[k] += v
-        self.n_sequences += other.n_sequences
-        self.n_words += other.n_words
-        self.n_bytes += other.n_bytes
-        self.n_tokens += other.n_tokens
-        return self
-
 
 def analyze(
-    sources_: list[str] | str = (),
+    sources: list[str] | str = (),
     tokenizer: str = "bytes",
     *,
     dataset: str | None = None,
@@ -126,7 +57,7 @@ def analyze(
     """Count the tokens of a corpus exactly, with the tokenizer's own ids.
 
     Args:
-        sources_: files, directories, globs, fsspec URLs (s3://..., file://...) or "-" (stdin).
+        sources: files, directories, globs, fsspec URLs (s3://..., file://...) or "-" (stdin).
         tokenizer: a tokenizer.json path (or directory holding one), "word", or "bytes".
         dataset: a local `datasets` folder (save_to_disk, or data files load_dataset can stream).
         split: the dataset split to read.
@@ -150,13 +81,89 @@ def analyze(
         >>> stats = analyze(["corpora/kjv.txt"], tokenizer="corpora/kjv-bpe-8k/tokenizer.json")
         >>> stats.summary()["k_for_coverage"]["0.9"]  # ids needed to cover 90% of tokens
     """
-    if sequence not in (None, "line", "document"):
-        raise InputError(f"--sequence {sequence!r}: use 'line' or 'document'")
-    for flag, limit in (("--limit-bytes", limit_bytes), ("--limit-tokens", limit_tokens)):
-        if limit is not None and limit < 1:
-            raise InputError(f"{flag} {limit}: must be at least 1 (or leave it out to count everything)")
-    _check_engine(engine, scheduler, workers, limit_bytes, limit_tokens, partition_bytes)
-    paths = sources.resolve([sources_] if isinstance(sources_, str) else list(sources_))
+    engine_options = _Engine(engine, scheduler=scheduler, workers=workers, partition_bytes=partition_bytes)
+    _check_arguments(sequence, engine_options, limit_bytes=limit_bytes, limit_tokens=limit_tokens)
+    paths = _resolve_sources(sources, dataset, engine)
+    spec = load_spec(tokenizer, min_count=min_count, max_vocab=max_vocab)
+    count_options = CountOptions(spec, add_special_tokens=add_special_tokens, force_path=force_path)
+    source_options = SourceOptions(
+        field=field, sequence=sequence, skip_bad_lines=skip_bad_lines, dataset_split=split, limit_chars=limit_bytes
+    )
+    warn = on_warning or (lambda msg: log.warning(msg))
+    tally = _count(
+        engine_options,
+        paths,
+        dataset,
+        source_options,
+        count_options,
+        limit_tokens=limit_tokens,
+        progress=progress,
+        warn=warn,
+    )
+    if tally.n_tokens == 0:
+        names = ", ".join(paths + ([dataset] if dataset else []))
+        raise InputError(
+            f"{names}: no text found (empty corpus); check the sources" + (" and --field" if field or dataset else "")
+        )
+    infos = _source_infos(tally, paths + ([dataset] if dataset is not None else []), warn)
+    options = _recorded_options(source_options, count_options, tally, dataset=dataset, limit_tokens=limit_tokens)
+    if engine == "dask":
+        options["engine"] = "dask"
+    return _corpus_stats(tally, spec, infos, options, min_count=min_count, max_vocab=max_vocab)
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """Where the counting runs: "local" (this machine's worker processes) or "dask" (a Dask cluster)."""
+
+    name: str = "local"
+    scheduler: str | None = None  # dask: the scheduler's address; None: a local cluster
+    workers: int | None = None  # processes (local), or the local Dask cluster's workers
+    partition_bytes: int | None = None  # dask: the size of a file's byte ranges
+
+
+def _count(
+    engine: _Engine,
+    paths: list[str],
+    dataset: str | None,
+    source_options: SourceOptions,
+    count_options: CountOptions,
+    *,
+    limit_tokens: int | None,
+    progress: Progress | None,
+    warn: Callable[[str], None],
+) -> Tally:
+    """The tally of the whole corpus, by the engine asked for; both warn of empty sources in the same order."""
+    if engine.name == "local":
+        return count_local(
+            paths,
+            dataset,
+            source_options=source_options,
+            count_options=count_options,
+            workers=engine.workers,
+            limit_tokens=limit_tokens,
+            progress=progress,
+            on_warning=warn,
+        )
+    tally = count_on_cluster(
+        paths,
+        dataset,
+        source_options=source_options,
+        count_options=count_options,
+        scheduler=engine.scheduler,
+        workers=engine.workers,
+        partition_bytes=engine.partition_bytes,
+        progress=progress,
+    )
+    for i, path in enumerate(paths):  # what the local reader warns while reading, in the same order
+        if tally.source(i)[1] == 0:
+            warn(f"{path}: no text (empty source)")
+    return tally
+
+
+def _resolve_sources(sources: list[str] | str, dataset: str | None, engine: str) -> list[str]:
+    """The files to read, in order; InputError when there is nothing to read or the engine cannot read it."""
+    paths = resolve([sources] if isinstance(sources, str) else list(sources))
     if not paths and dataset is None:
         raise InputError("no sources given; pass files, directories, globs, '-' or --dataset PATH")
     if engine == "dask" and "-" in paths:
@@ -164,105 +171,22 @@ def analyze(
             "'-' (stdin) with --engine dask: cluster workers cannot read this process's stdin; "
             "save the text to a file the workers can read, or use --engine local"
         )
-    spec = counting.load_spec(tokenizer, min_count=min_count, max_vocab=max_vocab)
-    options = sources.SourceOptions(
-        field=field, sequence=sequence, skip_bad_lines=skip_bad_lines, dataset_split=split, limit_chars=limit_bytes
-    )
-    warn = on_warning or (lambda msg: log.warning(msg))
-    if engine == "dask":
-        from . import distributed
-
-        tally = distributed.count(
-            paths,
-            dataset,
-            spec,
-            options,
-            add_special_tokens=add_special_tokens,
-            force_path=force_path,
-            scheduler=scheduler,
-            workers=workers,
-            partition_bytes=partition_bytes,
-            progress=progress,
-        )
-        for i, path in enumerate(paths):  # what the local reader warns while reading, in the same order
-            if tally.source(i)[1] == 0:
-                warn(f"{path}: no text (empty source)")
-    else:
-        tally = _count_local(
-            paths,
-            dataset,
-            spec,
-            options,
-            add_special_tokens,
-            force_path,
-            workers,
-            limit_bytes,
-            limit_tokens,
-            progress,
-            warn,
-        )
-
-    if tally.n_tokens == 0:
-        names = ", ".join(paths + ([dataset] if dataset else []))
-        raise InputError(
-            f"{names}: no text found (empty corpus); check the sources" + (" and --field" if field or dataset else "")
-        )
-    infos = [SourceInfo(path=p, bytes=0) for p in paths + ([dataset] if dataset is not None else [])]
-    for i, info in enumerate(infos):
-        info.bytes, info.sequences, info.replaced_bytes, info.skipped_lines = tally.source(i)
-        if info.replaced_bytes:
-            warn(f"{info.path}: {info.replaced_bytes} bytes of invalid UTF-8 decoded as U+FFFD")
-
-    if spec.kind == "word":
-        counts, tokens = counting.build_word_vocab(tally.words, min_count, max_vocab)
-    elif spec.kind == "bytes":
-        counts, tokens = tally.counts, counting.byte_token_strings()
-    else:
-        counts, tokens = tally.counts, counting.hf_token_strings(spec)
-    assert counts is not None
-    path_name, reason = _path_report(spec, tally.paths, force_path)
-    opts = _options(
-        spec,
-        sequence,
-        field,
-        dataset,
-        split,
-        add_special_tokens,
-        limit_bytes,
-        limit_tokens,
-        skip_bad_lines,
-        path_name,
-        reason,
-        tally.paths,
-    )
-    if engine == "dask":
-        opts["engine"] = "dask"
-    stats = CorpusStats(
-        counts=counts,
-        tokens=tokens,
-        tokenizer=TokenizerInfo(kind=spec.kind, name=spec.name, sha256=spec.sha256, vocab_size=int(counts.size)),
-        sources=infos,
-        options=opts,
-        n_sequences=tally.n_sequences,
-        n_bytes=tally.n_bytes,
-        n_words=tally.n_words,
-    )
-    stats.refit()
-    return stats
+    return paths
 
 
-def _check_engine(
-    engine: str,
-    scheduler: str | None,
-    workers: int | None,
-    limit_bytes: int | None,
-    limit_tokens: int | None,
-    partition_bytes: int | None,
+def _check_arguments(
+    sequence: str | None, engine: _Engine, *, limit_bytes: int | None, limit_tokens: int | None
 ) -> None:
-    if engine not in ("local", "dask"):
-        raise InputError(f"--engine {engine!r}: use 'local' or 'dask'")
-    if engine == "local":
-        if scheduler is not None:
+    """InputError, naming the flag and the fix, for a value or combination no engine can count exactly."""
+    if sequence not in (None, "line", "document"):
+        raise InputError(f"--sequence {sequence!r}: use 'line' or 'document'")
+    for flag, limit in (("--limit-bytes", limit_bytes), ("--limit-tokens", limit_tokens)):
+        if limit is not None and limit < 1:
+            raise InputError(f"{flag} {limit}: must be at least 1 (or leave it out to count everything)")
+    if engine.name not in ("local", "dask"):
+        raise InputError(f"--engine {engine.name!r}: use 'local' or 'dask'")
+    if engine.name == "local":
+        if engine.scheduler is not None:
             raise InputError("--scheduler is for --engine dask; add --engine dask or leave out --scheduler")
         return
     for flag, limit in (("--limit-bytes", limit_bytes), ("--limit-tokens", limit_tokens)):
@@ -272,234 +196,98 @@ def _check_engine(
                 "parts counted in parallel do not have, so the result would not be exact; "
                 "use --engine local with a limit"
             )
-    if scheduler is not None and workers is not None:
+    if engine.scheduler is not None and engine.workers is not None:
         raise InputError(
             "--workers with --scheduler: the cluster's size is set where its workers start "
             "(`dask worker ... --nworkers N`); leave out --workers"
         )
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers}: must be at least 1")
-    if partition_bytes is not None and partition_bytes < 1:
-        raise InputError(f"partition_bytes {partition_bytes}: must be at least 1")
+    if engine.workers is not None and engine.workers < 1:
+        raise InputError(f"--workers {engine.workers}: must be at least 1")
+    if engine.partition_bytes is not None and engine.partition_bytes < 1:
+        raise InputError(f"partition_bytes {engine.partition_bytes}: must be at least 1")
 
 
-def _count_local(
-    paths: list[str],
-    dataset: str | None,
-    spec: counting.TokenizerSpec,
-    options: sources.SourceOptions,
-    add_special_tokens: bool,
-    force_path: str | None,
-    workers: int | None,
-    limit_bytes: int | None,
-    limit_tokens: int | None,
-    progress: Progress | None,
-    warn: Callable[[str], None],
-) -> Tally:
-    """The local engine: this process reads, `workers` processes count (in input order)."""
-    reader = sources.Reader(paths, options, on_warning=warn, dataset=dataset)
-    total_disk = sources.total_size(paths) if dataset is None else None
-    n_workers = _n_workers(workers, total_disk, limit_bytes)
-    tally = Tally()
-    counted = _count_batches(
-        batches(reader), spec, add_special_tokens, force_path, n_workers, read_ahead=limit_tokens is None
+def _source_infos(tally: Tally, names: list[str], warn: Callable[[str], None]) -> list[SourceInfo]:
+    """One SourceInfo per source (the dataset last) from the tally, warning of replaced bytes."""
+    infos = [SourceInfo(path=name, bytes=0) for name in names]
+    for i, info in enumerate(infos):
+        info.bytes, info.sequences, info.replaced_bytes, info.skipped_lines = tally.source(i)
+        if info.replaced_bytes:
+            warn(f"{info.path}: {info.replaced_bytes} bytes of invalid UTF-8 decoded as U+FFFD")
+    return infos
+
+
+def _corpus_stats(
+    tally: Tally,
+    spec: TokenizerSpec,
+    infos: list[SourceInfo],
+    options: dict[str, Any],
+    *,
+    min_count: int,
+    max_vocab: int | None,
+) -> CorpusStats:
+    """The artifact: the tally's counts by id (the word vocabulary built and pruned now, on the global counts)."""
+    counts: np.ndarray | None
+    if spec.kind == "word":
+        counts, tokens = build_word_vocab(tally.words, min_count, max_vocab)
+    elif spec.kind == "bytes":
+        counts, tokens = tally.counts, byte_token_strings()
+    else:
+        counts, tokens = tally.counts, hf_token_strings(spec)
+    assert counts is not None
+    stats = CorpusStats(
+        counts=counts,
+        tokens=tokens,
+        tokenizer=TokenizerInfo(kind=spec.kind, name=spec.name, sha256=spec.sha256, vocab_size=int(counts.size)),
+        sources=infos,
+        options=options,
+        n_sequences=tally.n_sequences,
+        n_bytes=tally.n_bytes,
+        n_words=tally.n_words,
     )
-    for batch, result in counted:
-        tally.add_batch(batch.source, result)
-        if progress:
-            progress(reader.progress_bytes if total_disk else tally.n_bytes, total_disk, tally.n_tokens)
-        if limit_tokens is not None and tally.n_tokens >= limit_tokens:
-            break
-    for i, info in enumerate(reader.infos):
-        acc = tally.source(i)
-        acc[2], acc[3] = info.replaced_bytes, info.skipped_lines
-    return tally
+    stats.refit()
+    return stats
 
 
-def _n_workers(workers: int | None, total_disk: int | None, limit_bytes: int | None) -> int:
-    if workers is not None:
-        if workers < 1:
-            raise InputError(f"--workers {workers}: must be at least 1")
-        return workers
-    size = total_disk if total_disk is not None else PARALLEL_MIN_BYTES  # unknown size: assume large
-    if limit_bytes is not None:
-        size = min(size, limit_bytes)
-    return (os.cpu_count() or 1) if size >= PARALLEL_MIN_BYTES else 1
-
-
-def batches(reader: sources.Reader) -> Iterator[_Batch]:
-    """Blocks pass through as they are; sequences are grouped into batches of about BATCH_BYTES of one source."""
-    batch: _Batch | None = None
-    for item in reader:
-        if isinstance(item, sources.Block):
-            if batch is not None:
-                yield batch
-                batch = None
-            yield _Batch(item.source, item.text, len(item.text))
-            continue
-        if batch is not None and (batch.source != item.source or batch.chars >= BATCH_BYTES):
-            yield batch
-            batch = None
-        if batch is None:
-            batch = _Batch(item.source, [])
-        batch.payload.append((item.text, item.continuation))
-        batch.chars += len(item.text)
-    if batch is not None:
-        yield batch
-
-
-# --- worker processes ---------------------------------------------------------------------------------------------
-
-_COUNTER: Any = None
-
-
-def _init_worker(spec: counting.TokenizerSpec, add_special_tokens: bool, force_path: str | None) -> None:
-    global _COUNTER
-    os.environ["RAYON_NUM_THREADS"] = "1"  # one process per core already; no nested thread pools
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
-    _COUNTER = counting.make_counter(spec, add_special_tokens, force_path)
-
-
-def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
-    """Exit when the parent does. A Ctrl-C that lands while the pool starts a worker could leave that worker
-    waiting for work forever (seen on a loaded machine), holding the terminal's pipes; so could a killed parent."""
-    parent.join()
-    os._exit(1)
-
-
-def _count_in_worker(payload: counting.Payload) -> counting.BatchCounts:
-    return _COUNTER.count(payload)
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Block SIGINT in this thread; processes started meanwhile inherit the mask (through fork and exec).
-
-    Ctrl-C reaches the whole process group: a worker still importing numpy would die printing a traceback. With
-    SIGINT blocked, workers never see it; the main process gets it (a Ctrl-C that came while blocked is delivered
-    on unblocking) and stops the pool."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to worry about
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _count_batches(
-    batches: Iterator[_Batch],
-    spec: counting.TokenizerSpec,
-    add_special_tokens: bool,
-    force_path: str | None,
-    n_workers: int,
-    read_ahead: bool = True,
-) -> Iterator[tuple[_Batch, counting.BatchCounts]]:
-    """(batch, counts) in input order; with several workers, at most 2 batches per worker in flight. In-process,
-    the next batch is read and cut while this one is tokenized, unless `read_ahead` is off (a token limit: what is
-    read is then what is counted)."""
-    if n_workers == 1:
-        counter = counting.make_counter(spec, add_special_tokens, force_path)
-        if not isinstance(counter, counting.HFCounter) or not read_ahead:
-            for batch in batches:
-                yield batch, counter.count(batch.payload)
-            return
-        # This thread reads and cuts batch k + 1 while a second one tokenizes batch k (the tokenizer releases the GIL).
-        with ThreadPoolExecutor(1, thread_name_prefix="vocabopt-count") as pool:
-            queued: collections.deque[tuple[_Batch, Future]] = collections.deque()
-            for batch in batches:
-                queued.append((batch, pool.submit(counter.finish, counter.prepare(batch.payload))))
-                if len(queued) > 1:
-                    done, fut = queued.popleft()
-                    yield done, fut.result()
-            while queued:
-                done, fut = queued.popleft()
-                yield done, fut.result()
-        return
-    ctx = multiprocessing.get_context("spawn")
-    before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(
-        n_workers, mp_context=ctx, initializer=_init_worker, initargs=(spec, add_special_tokens, force_path)
-    )
-    pending: collections.deque[tuple[_Batch, Future]] = collections.deque()
-    try:
-        for batch in batches:
-            with _sigint_blocked():  # workers start during submit
-                pending.append((batch, pool.submit(_count_in_worker, batch.payload)))
-            if len(pending) >= 2 * n_workers:
-                done, fut = pending.popleft()
-                yield done, fut.result()
-        while pending:
-            done, fut = pending.popleft()
-            yield done, fut.result()
-    except BaseException:  # Ctrl-C, an error, or the caller stopped early (--limit-tokens): nothing more is needed
-        pool.shutdown(wait=False, cancel_futures=True)
-        _stop_workers(set(multiprocessing.active_children()) - before)
-        raise
-    pool.shutdown(wait=True)
-
-
-def _stop_workers(procs: set[multiprocessing.process.BaseProcess], grace: float = STOP_GRACE_S) -> None:
-    """Let a shut-down pool's workers finish the batch in hand and exit; terminate those still there after `grace`.
-
-    A worker started just before the pool shut down can miss its stop signal and wait for work forever (seen after
-    Ctrl-C on a loaded machine), and the pool would wait for it forever. Terminating at once is no better: a worker
-    killed while sending its result leaves the pool's reader thread waiting for the rest, and the exit hangs."""
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        proc.join(max(deadline - time.monotonic(), 0.0))
-        if proc.is_alive():
-            proc.terminate()
-
-
-def _path_report(spec: counting.TokenizerSpec, used: Counter, force_path: str | None) -> tuple[str, str]:
+def _path_report(spec: TokenizerSpec, tally: Tally) -> tuple[str, str]:
+    """(counting path, reason) as the counters took and explained it: "+"-joined when sequences took several."""
     if spec.kind != "hf":
-        return spec.kind, "exact by construction"
+        return spec.kind, tally.path_reason
+    used = tally.paths
     main = max(used, key=lambda k: used[k]) if used else "chunks"
-    _, reason = counting.choose_path(counting.config_of(spec.json))
-    if force_path:
-        reason = f"forced ({reason})"
-    name = main if len(used) <= 1 else "+".join(sorted(used))
-    return name, reason
+    return (main if len(used) <= 1 else "+".join(sorted(used))), tally.path_reason
 
 
-def _options(
-    spec,
-    sequence,
-    field,
-    dataset,
-    split,
-    add_special_tokens,
-    limit_bytes,
-    limit_tokens,
-    skip_bad_lines,
-    path_name,
-    reason,
-    paths_used,
+def _recorded_options(
+    source_options: SourceOptions,
+    count_options: CountOptions,
+    tally: Tally,
+    *,
+    dataset: str | None,
+    limit_tokens: int | None,
 ) -> dict[str, Any]:
-    opts: dict[str, Any] = {
-        "sequence": sequence or "auto",
-        "add_special_tokens": add_special_tokens,
+    """How the counts were made, as CorpusStats.options records it (keys in this order; absent when default)."""
+    path_name, reason = _path_report(count_options.spec, tally)
+    options: dict[str, Any] = {
+        "sequence": source_options.sequence or "auto",
+        "add_special_tokens": count_options.add_special_tokens,
         "count_path": path_name,
         "count_path_reason": reason,
-        "sequences_per_path": dict(sorted(paths_used.items())),
+        "sequences_per_path": dict(sorted(tally.paths.items())),
     }
-    if field:
-        opts["field"] = field
+    if source_options.field:
+        options["field"] = source_options.field
     if dataset:
-        opts["dataset"] = dataset
-        opts["split"] = split
-    if limit_bytes is not None:
-        opts["limit_bytes"] = limit_bytes
+        options["dataset"] = dataset
+        options["split"] = source_options.dataset_split
+    if source_options.limit_chars is not None:
+        options["limit_bytes"] = source_options.limit_chars
     if limit_tokens is not None:
-        opts["limit_tokens"] = limit_tokens
-    if skip_bad_lines:
-        opts["skip_bad_lines"] = True
-    opts.update(spec.options)
-    return opts
+        options["limit_tokens"] = limit_tokens
+    if source_options.skip_bad_lines:
+        options["skip_bad_lines"] = True
+    options.update(count_options.spec.options)
+    return options
 
 
 def compare(stats: list[CorpusStats]) -> list[dict[str, Any]]:
@@ -509,18 +297,18 @@ def compare(stats: list[CorpusStats]) -> list[dict[str, Any]]:
         >>> rows = compare([analyze("corpora/kjv.txt", t) for t in ("bytes", "word")])
     """
     rows = []
-    for s in stats:
-        summ = s.summary()
+    for one in stats:
+        summary = one.summary()
         rows.append(
             {
-                "tokenizer": s.tokenizer.name,
-                "vocab_size": s.vocab_size,
-                "tokens": summ["total_tokens"],
-                "bytes_per_token": summ["bytes_per_token"],
-                "never_used_share": summ["never_seen_ids"] / max(s.vocab_size, 1),
-                "k_90": summ["k_for_coverage"].get("0.9"),
-                "entropy_bits": summ["entropy_bits"],
-                "zipf_s": (s.fits.get("zipf_mandelbrot") or {}).get("s"),
+                "tokenizer": one.tokenizer.name,
+                "vocab_size": one.vocab_size,
+                "tokens": summary["total_tokens"],
+                "bytes_per_token": summary["bytes_per_token"],
+                "never_used_share": summary["never_seen_ids"] / max(one.vocab_size, 1),
+                "k_90": summary["k_for_coverage"].get("0.9"),
+                "entropy_bits": summary["entropy_bits"],
+                "zipf_s": (one.fits.get("zipf_mandelbrot") or {}).get("s"),
             }
         )
     return rows

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts
-from .errors import InputError
+from . import artifacts, design
+from .device import DTYPES, cuda_peak_bytes, device_name, interleaved_ms, resolve_device, saved_bytes
+from .errors import ArtifactError, InputError
 from .plan import Plan
 
 SCHEMA_VERSION = 1
@@ -101,64 +101,29 @@ class BenchResult:
         }
 
     def save(self, path: str | Path) -> None:
+        """Write the result as JSON, atomically."""
         artifacts.write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchResult:
+        """Read a BenchResult written by `save` (derived columns are recomputed); ArtifactError if it is not one."""
+        obj = artifacts.read_json(Path(path), ARTIFACT, SCHEMA_VERSION)
+        try:
+            fields = set(BenchRow.__dataclass_fields__)
+            rows = [BenchRow(**{k: v for k, v in r.items() if k in fields}) for r in obj["rows"]]
+            scalars = ("plan", "vocab_size", "hidden", "batch_tokens", "device", "dtype", "schema_version")
+            return cls(
+                **{k: obj[k] for k in scalars},
+                rows=rows,
+                environment=dict(obj["environment"]),
+                notes=list(obj["notes"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{path}: malformed BenchResult ({type(e).__name__}: {e}); re-run bench") from None
 
 
 def _ratio(full: BenchRow | None, r: BenchRow) -> float | None:
     return None if full is None else full.measured_ms / r.measured_ms
-
-
-# --- measurement helpers (also used by benchmarks/layer_speed.py) ---------------------------------------------
-
-
-def timed(step: Callable[[], Any], device: Any) -> float:
-    """Milliseconds of one call of `step`, synchronising the device around it."""
-    import torch
-
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    step()
-    sync()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def saved_bytes(step: Callable[[], Any]) -> int:
-    """Bytes of tensors autograd keeps for backward (the activation memory of the layer) on one forward."""
-    import torch
-
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = step()
-    del loss
-    return total
-
-
-def cuda_peak_bytes(step: Callable[[], Any]) -> int:
-    """Peak bytes allocated on the current CUDA device during one fwd+bwd of `step`, above the baseline."""
-    import torch
-
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step().backward()
-    torch.cuda.synchronize()
-    return int(torch.cuda.max_memory_allocated() - base)
-
-
-def alswl_div_value(plan: Plan) -> float | None:
-    """The div_value for which ALSWL builds exactly the plan's projections, or None if none does."""
-    d, p0 = plan.hidden, plan.proj_dims[0]
-    for div in sorted({d / p0, 2.0, 4.0, 8.0}):
-        if div > 0 and all(int(d // div ** (i + 1)) == p for i, p in enumerate(plan.proj_dims)):
-            return float(div)
-    return None
 
 
 def sample_ranks(counts_by_rank: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -173,6 +138,7 @@ def sample_ranks(counts_by_rank: np.ndarray, n: int, seed: int = 0) -> np.ndarra
 
 def bench(
     plan: Plan,
+    *,
     device: str = "auto",
     dtype: str = "float32",
     batch_tokens: int | None = None,
@@ -202,8 +168,6 @@ def bench(
     """
     import torch
 
-    from .profile import DTYPES, device_name, resolve_device
-
     if not isinstance(plan, Plan):
         raise InputError(f"expected a vocabopt.Plan, got {type(plan).__name__}; load one with Plan.load(path)")
     dtype = TORCH_DTYPES.get(str(dtype), str(dtype))
@@ -219,28 +183,7 @@ def bench(
     fns, designs, notes = _methods(plan, n, dev, getattr(torch, dtype), full_softmax, seed)
     times = _time_interleaved(fns, dev, reps, progress)
     preds = _predictions(plan, profile, n)
-    rows = []
-    for name, fn in fns.items():
-        t = times[name]
-        q = np.percentile(t, [20, 80])
-        pred = preds.get("full" if name in ("full softmax", "F.linear_cross_entropy") else "plan")
-        if name == "ALSWL":
-            pred = None  # a different kernel set from the one the cost model describes
-        rows.append(
-            BenchRow(
-                method=name,
-                cutoffs=designs[name][0],
-                proj_dims=designs[name][1],
-                measured_ms=float(statistics.median(t)),
-                p20_ms=float(q[0]),
-                p80_ms=float(q[1]),
-                samples=len(t),
-                saved_bytes=saved_bytes(fn),
-                peak_bytes=cuda_peak_bytes(fn) if dev.type == "cuda" else None,
-                predicted_ms=None if pred is None else float(pred.time_ms),
-                predicted_bytes=None if pred is None else int(pred.memory_bytes),
-            )
-        )
+    rows = [_row(name, fn, designs[name], times[name], preds, dev) for name, fn in fns.items()]
     env = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -254,11 +197,32 @@ def bench(
         vocab_size=plan.vocab_size,
         hidden=plan.hidden,
         batch_tokens=n,
-        device=device_name(torch, dev.type),
+        device=device_name(dev.type),
         dtype=dtype,
         rows=rows,
         environment=env,
         notes=notes,
+    )
+
+
+def _row(name: str, fn: Callable[[], Any], design: tuple, times: list[float], preds: dict, dev: Any) -> BenchRow:
+    """One method's row: median and spread of its timed steps, memory, and the cost model's prediction."""
+    q = np.percentile(times, [20, 80])
+    pred = preds.get("full" if name in ("full softmax", "F.linear_cross_entropy") else "plan")
+    if name == "ALSWL":
+        pred = None  # a different kernel set from the one the cost model describes
+    return BenchRow(
+        method=name,
+        cutoffs=design[0],
+        proj_dims=design[1],
+        measured_ms=float(statistics.median(times)),
+        p20_ms=float(q[0]),
+        p80_ms=float(q[1]),
+        samples=len(times),
+        saved_bytes=saved_bytes(fn),
+        peak_bytes=cuda_peak_bytes(lambda: fn().backward()) if dev.type == "cuda" else None,
+        predicted_ms=None if pred is None else float(pred.time_ms),
+        predicted_bytes=None if pred is None else int(pred.memory_bytes),
     )
 
 
@@ -270,7 +234,7 @@ def _methods(plan: Plan, n: int, dev: Any, tdtype: Any, full: bool, seed: int):
     from .layer import build_layer, load_alswl
 
     d, V = plan.hidden, plan.vocab_size
-    ranks = torch.from_numpy(sample_ranks(plan.counts, n, seed)).to(dev)  # (N,) frequency ranks
+    ranks = torch.from_numpy(sample_ranks(plan.counts_by_rank, n, seed)).to(dev)  # (N,) frequency ranks
     ours = build_layer(plan).to(dev)
     ids = ours.order[ranks]  # (N,) the tokenizer's own ids: what the plan's layer takes
     h = torch.randn(n, d, device=dev, requires_grad=True)  # (N, d) hidden states
@@ -286,7 +250,7 @@ def _methods(plan: Plan, n: int, dev: Any, tdtype: Any, full: bool, seed: int):
     notes: list[str] = []
     fns = {"vocabopt": under_autocast(lambda: ours(h, ids))}
     designs = {"vocabopt": (list(plan.cutoffs), list(plan.proj_dims))}
-    div = alswl_div_value(plan)
+    div = design.alswl_div_value(plan.hidden, plan.proj_dims)
     if div is None:
         notes.append("ALSWL not measured: its projections follow d // div_value**(i+1), the plan's do not")
     else:
@@ -315,17 +279,16 @@ def _time_interleaved(
     fns: dict[str, Callable[[], Any]], dev: Any, reps: int, progress: Callable[[str, int, int], None] | None
 ) -> dict[str, list[float]]:
     """ms per fwd+bwd for each method; round 0 warms up. Methods slower than 1 s per step stop after 3 samples."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for rnd in range(reps + 1):
-        for name, fn in fns.items():
-            if len(times[name]) >= 3 and min(times[name]) > 1000.0:
-                continue
-            ms = timed(lambda fn=fn: fn().backward(), dev)
-            if rnd:
-                times[name].append(ms)
-            if progress:
-                progress(name, rnd, reps + 1)
-    return times
+    names = list(fns)
+    samples = interleaved_ms(
+        [lambda fn=fn: fn().backward() for fn in fns.values()],
+        dev,
+        rounds=reps,
+        warmup_rounds=1,
+        give_up_ms=1000.0,
+        on_sample=(lambda i, rnd, _s: progress(names[i], rnd, reps + 1)) if progress else None,
+    )
+    return dict(zip(names, samples, strict=True))
 
 
 def _predictions(plan: Plan, profile: Any, n: int) -> dict[str, Any]:
@@ -334,6 +297,15 @@ def _predictions(plan: Plan, profile: Any, n: int) -> dict[str, Any]:
     from . import cost
 
     return {
-        "plan": cost.predict(profile, plan.counts, plan.hidden, plan.cutoffs, plan.proj_dims, n),
-        "full": cost.predict(profile, plan.counts, plan.hidden, [], [], n),
+        "plan": cost.predict(
+            profile,
+            plan.counts_by_rank,
+            hidden=plan.hidden,
+            cutoffs=plan.cutoffs,
+            proj_dims=plan.proj_dims,
+            batch_tokens=n,
+        ),
+        "full": cost.predict(
+            profile, plan.counts_by_rank, hidden=plan.hidden, cutoffs=[], proj_dims=[], batch_tokens=n
+        ),
     }

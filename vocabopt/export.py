@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import artifacts
+from . import artifacts, design
 from .errors import InputError
 from .layer import head_config
 from .plan import Plan
@@ -107,20 +107,23 @@ def build_alswl() -> tuple[torch.nn.AdaptiveLogSoftmaxWithLoss, torch.Tensor, to
 
 
 def _div_value(plan: Plan) -> float:
-    for div in (plan.hidden / plan.proj_dims[0], 4.0, 2.0, 8.0):
-        if div > 1 and all(int(plan.hidden // (div ** (i + 1))) == p for i, p in enumerate(plan.proj_dims)):
-            return float(div)
-    raise InputError(
-        f"--format torch: AdaptiveLogSoftmaxWithLoss only supports projections hidden // div_value**(i+1), but this "
-        f"plan has proj_dims {plan.proj_dims} for hidden {plan.hidden}; use --format module (any projection sizes)"
-    )
+    div = design.alswl_div_value(plan.hidden, plan.proj_dims)
+    if div is None:
+        raise InputError(
+            f"--format torch: AdaptiveLogSoftmaxWithLoss only supports projections hidden // div_value**(i+1), but "
+            f"this plan has proj_dims {plan.proj_dims} for hidden {plan.hidden}; use --format module (any projection "
+            "sizes)"
+        )
+    return div
 
 
 def _sidecar_bytes(plan: Plan) -> bytes:
     import torch
 
     buf = io.BytesIO()
-    torch.save({"order": torch.from_numpy(plan.order.copy()), "counts": torch.from_numpy(plan.counts.copy())}, buf)
+    torch.save(
+        {"order": torch.from_numpy(plan.order.copy()), "counts": torch.from_numpy(plan.counts_by_rank.copy())}, buf
+    )
     return buf.getvalue()
 
 

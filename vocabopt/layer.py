@@ -8,18 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import adaptive_head
 from .adaptive_head import AdaptiveHeadConfig, AdaptiveSoftmax
 from .errors import InputError
 from .plan import Plan
 
 
 class LayerInputError(InputError, ValueError):
-    """Bad input to the layer (wrong hidden width, target ids outside the plan's vocabulary, ...)."""
-
-
-# Inside vocabopt the layer raises vocabopt's error type; the exported copy keeps plain ValueError.
-adaptive_head.InvalidInput = LayerInputError
+    """Bad input to a layer built by vocabopt (wrong hidden width, target ids outside the vocabulary, ...)."""
 
 
 def head_config(plan: Plan, **overrides: Any) -> AdaptiveHeadConfig:
@@ -30,7 +25,7 @@ def head_config(plan: Plan, **overrides: Any) -> AdaptiveHeadConfig:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise InputError(f"unknown layer option(s) {unknown}; valid: {sorted(fields)}")
-    base = {
+    fields_from_plan = {
         "vocab_size": plan.vocab_size,
         "hidden": plan.hidden,
         "cutoffs": list(plan.cutoffs),
@@ -38,7 +33,10 @@ def head_config(plan: Plan, **overrides: Any) -> AdaptiveHeadConfig:
         "shares": [round(s, 6) for s in plan.cluster_shares],
         "plan": str(plan.provenance.get("name", "")),
     }
-    return AdaptiveHeadConfig(**{**base, **overrides})
+    try:
+        return AdaptiveHeadConfig(**{**fields_from_plan, **overrides})
+    except ValueError as e:  # the layer file raises plain ValueError (it cannot import vocabopt's errors)
+        raise InputError(f"layer option(s) {sorted(overrides)}: {e}") from None
 
 
 def build_layer(plan: Plan, **overrides: Any) -> AdaptiveSoftmax:
@@ -59,7 +57,9 @@ def build_layer(plan: Plan, **overrides: Any) -> AdaptiveSoftmax:
     import torch
 
     config = head_config(plan, **overrides)
-    return AdaptiveSoftmax(config, order=torch.from_numpy(plan.order), counts=torch.from_numpy(plan.counts))
+    layer = AdaptiveSoftmax(config, order=torch.from_numpy(plan.order), counts=torch.from_numpy(plan.counts_by_rank))
+    layer.invalid_input = LayerInputError
+    return layer
 
 
 def load_alswl(layer: AdaptiveSoftmax, alswl: Any) -> AdaptiveSoftmax:

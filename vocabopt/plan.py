@@ -6,9 +6,7 @@ Outputs: `plan.json` (everything a person needs to read the design) and `<stem>.
 `<stem>.counts.<hash>.npy` beside it (int64 arrays of length V, named by their sha256).
 `vocabopt.build_layer(plan)` and `vocabopt export` consume it.
 
-Vocabulary layout, in frequency-rank space (rank 0 = most frequent id):
-    head   = ranks [0, cutoffs[0])                  -> scored by the head, plus one logit per tail cluster
-    tail i = ranks [cutoffs[i], cutoffs[i+1] or V)  -> scored through a projection hidden -> proj_dims[i]
+Vocabulary layout, in frequency-rank space: see `vocabopt.design` (which holds every rule the Plan derives from).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts
+from . import artifacts, design
 from .errors import ArtifactError, InputError
 
 SCHEMA_VERSION = 1
@@ -43,7 +41,7 @@ class Plan:
     order: np.ndarray  # (V,) int64: frequency rank -> original token id (most frequent first)
     cutoffs: list[int]  # strictly increasing, in (0, V)
     proj_dims: list[int]  # one per tail cluster, each in [1, hidden]
-    counts: np.ndarray  # (V,) int64 counts BY RANK (the target distribution; head-bias init)
+    counts_by_rank: np.ndarray  # (V,) int64 counts by frequency rank (the target distribution; head-bias init)
     mode: str = "train"  # what it was optimized for: "train" (known targets) | "infer" (generation)
     batch_tokens: int | None = None  # tokens per step the plan was optimized for
     predicted: dict[str, Any] = field(default_factory=dict)  # cost-model predictions (by the optimizer)
@@ -52,7 +50,7 @@ class Plan:
 
     def __post_init__(self) -> None:
         self.order = np.asarray(self.order, dtype=np.int64)
-        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.counts_by_rank = np.asarray(self.counts_by_rank, dtype=np.int64)
         self.cutoffs = [int(c) for c in self.cutoffs]
         self.proj_dims = [int(p) for p in self.proj_dims]
         self.vocab_size, self.hidden = int(self.vocab_size), int(self.hidden)
@@ -67,7 +65,7 @@ class Plan:
         hidden: int,
         cutoffs: list[int],
         proj_dims: list[int] | None = None,
-        div_value: float = 4.0,
+        div_value: float = design.DIV_VALUE,
         **kw: Any,
     ) -> Plan:
         """A plan built by hand from corpus statistics and cutoffs.
@@ -93,13 +91,10 @@ class Plan:
                 f"got {counts.dtype} array of shape {counts.shape}"
             )
         counts = counts.astype(np.int64)
-        # Rank -> id by decreasing count, ties by increasing id (same as CorpusStats.frequency_order()).
-        order = np.lexsort((np.arange(counts.size), -counts)).astype(np.int64)
-        cutoffs = _as_int_list(cutoffs, "cutoffs")
+        order = design.frequency_order(counts)
+        cutoffs = design.as_int_list(cutoffs, "cutoffs")
         if proj_dims is None:
-            if not div_value > 0:
-                raise InputError(f"div_value must be > 0, got {div_value}")
-            proj_dims = [max(1, int(hidden // (div_value ** (i + 1)))) for i in range(len(cutoffs))]
+            proj_dims = design.proj_dims(hidden, len(cutoffs), div_value=div_value)
         provenance = dict(kw.pop("provenance", {}) or {})
         tok = getattr(stats, "tokenizer", None)
         if tok is not None:
@@ -110,8 +105,8 @@ class Plan:
             hidden=hidden,
             order=order,
             cutoffs=cutoffs,
-            proj_dims=_as_int_list(proj_dims, "proj_dims"),
-            counts=counts[order],
+            proj_dims=design.as_int_list(proj_dims, "proj_dims"),
+            counts_by_rank=counts[order],
             provenance=provenance,
             **kw,
         )
@@ -125,26 +120,15 @@ class Plan:
             raise InputError(f"vocab_size must be at least 2, got {V}")
         if d < 1:
             raise InputError(f"hidden must be a positive width, got {d}")
-        c = self.cutoffs
-        if not c:
-            raise InputError("cutoffs is empty; pass at least one cutoff (the head size), e.g. [2000, 10000]")
-        if any(b <= a for a, b in zip(c, c[1:], strict=False)) or c[0] <= 0 or c[-1] >= V:
+        design.check_cutoffs(self.cutoffs, V)
+        design.check_proj_dims(self.proj_dims, d, len(self.cutoffs))
+        if self.order.shape != (V,) or self.counts_by_rank.shape != (V,):
             raise InputError(
-                f"cutoffs {c} must be strictly increasing integers in (0, vocab_size={V}); "
-                f"e.g. [{max(1, V // 25)}, {max(2, V // 5)}]"
+                f"order {self.order.shape} and counts {self.counts_by_rank.shape} must both have shape ({V},)"
             )
-        if len(self.proj_dims) != len(c):
-            raise InputError(
-                f"{len(self.proj_dims)} proj_dims {self.proj_dims} for {len(c)} tail clusters; pass one per cutoff"
-            )
-        bad = [p for p in self.proj_dims if not 1 <= p <= d]
-        if bad:
-            raise InputError(f"proj_dims {self.proj_dims}: each must be in [1, hidden={d}]; {bad} is not")
-        if self.order.shape != (V,) or self.counts.shape != (V,):
-            raise InputError(f"order {self.order.shape} and counts {self.counts.shape} must both have shape ({V},)")
         if not np.array_equal(np.sort(self.order), np.arange(V)):
             raise InputError("order must be a permutation of 0..vocab_size-1 (rank -> token id)")
-        if self.counts.size and self.counts.min() < 0:
+        if self.counts_by_rank.size and self.counts_by_rank.min() < 0:
             raise InputError("counts must be non-negative")
         if self.mode not in MODES:
             raise InputError(f"mode {self.mode!r} is not one of {MODES}")
@@ -171,8 +155,7 @@ class Plan:
     @property
     def bounds(self) -> list[tuple[int, int]]:
         """Rank ranges [lo, hi) of the head shortlist and of each tail cluster."""
-        edges = [0, *self.cutoffs, self.vocab_size]
-        return list(zip(edges[:-1], edges[1:], strict=True))
+        return design.bounds(self.cutoffs, self.vocab_size)
 
     @property
     def cluster_sizes(self) -> list[int]:
@@ -182,8 +165,19 @@ class Plan:
     @property
     def cluster_shares(self) -> list[float]:
         """Share of target tokens in the shortlist and in each tail cluster (p_i of the paper)."""
-        total = max(int(self.counts.sum()), 1)
-        return [float(self.counts[lo:hi].sum()) / total for lo, hi in self.bounds]
+        return design.cluster_shares(self.counts_by_rank, self.cutoffs)
+
+    @property
+    def capacity(self) -> float:
+        """Share-weighted output width over hidden (1 = full softmax): `design.capacity`."""
+        return design.capacity(self.cluster_shares, self.hidden, self.proj_dims)
+
+    @property
+    def counts_by_id(self) -> np.ndarray:
+        """(V,) int64 counts indexed by original token id (the inverse permutation of `counts_by_rank`)."""
+        out = np.empty_like(self.counts_by_rank)
+        out[self.order] = self.counts_by_rank
+        return out
 
     @property
     def rank_of(self) -> np.ndarray:
@@ -194,11 +188,9 @@ class Plan:
 
     def n_params(self, tail_bias: bool = True, head_bias: bool = True) -> int:
         """Parameters of the layer built from this plan (with biases as `build_layer` defaults)."""
-        d = self.hidden
-        n = self.head_size * (d + int(head_bias))
-        for p, size in zip(self.proj_dims, self.cluster_sizes[1:], strict=True):
-            n += d * p + size * (p + int(tail_bias))
-        return n
+        return design.n_params(
+            self.vocab_size, self.hidden, self.cutoffs, self.proj_dims, head_bias=head_bias, tail_bias=tail_bias
+        )
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description of the design (used by the CLI and in the saved JSON)."""
@@ -210,7 +202,7 @@ class Plan:
             ],
             "head_size": self.head_size,
             "params": self.n_params(),
-            "full_softmax_params": self.vocab_size * (self.hidden + 1),
+            "full_softmax_params": design.full_softmax_params(self.vocab_size, self.hidden),
         }
 
     # --- persistence ------------------------------------------------------------------------------------
@@ -218,8 +210,8 @@ class Plan:
     def save(self, path: str | Path) -> None:
         """Write `path` (JSON) and `<stem>.order.<hash>.npy` / `<stem>.counts.<hash>.npy` beside it, atomically."""
         files, sidecars = {}, {}
-        for name in ("order", "counts"):
-            data = artifacts.npy_bytes(getattr(self, name))
+        for name, array in (("order", self.order), ("counts", self.counts_by_rank)):  # JSON names stay as saved
+            data = artifacts.npy_bytes(array)
             sidecar = artifacts.sidecar_path(path, name, data)
             sidecars[sidecar] = data
             files[name] = {"file": sidecar.name, "sha256": artifacts.sha256_bytes(data)}
@@ -257,7 +249,7 @@ class Plan:
                 arr = artifacts.read_npy(path.parent / fname, spec["sha256"], name)
                 if arr.dtype != np.int64 or arr.ndim != 1:
                     raise ArtifactError(f"{path}: {name} must be a 1-D int64 array, got {arr.dtype} {arr.shape}")
-                arrays[name] = arr
+                arrays["counts_by_rank" if name == "counts" else name] = arr
             return cls(
                 vocab_size=obj["vocab_size"],
                 hidden=obj["hidden"],
@@ -274,13 +266,3 @@ class Plan:
             raise
         except (KeyError, TypeError, ValueError, InputError) as e:
             raise ArtifactError(f"{path}: malformed Plan ({type(e).__name__}: {e}); regenerate it") from None
-
-
-def _as_int_list(values: Any, what: str) -> list[int]:
-    try:
-        out = [int(v) for v in values]
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a list of integers, got {values!r}") from None
-    if any(o != v for o, v in zip(out, values, strict=True)):
-        raise InputError(f"{what} must be integers, got {list(values)!r}")
-    return out

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from . import artifacts
+from .corpus.files import SourceInfo  # defined with the readers that fill it; vocabopt.stats.SourceInfo stays
+from .corpus.words import word_vocab_order
+from .design import frequency_order
 from .errors import ArtifactError, MismatchError
 
 SCHEMA_VERSION = 1
@@ -29,15 +32,6 @@ class TokenizerInfo:
     name: str
     sha256: str  # of the tokenizer's canonical JSON; for "word" and "bytes", of their spec (options)
     vocab_size: int
-
-
-@dataclass
-class SourceInfo:
-    path: str
-    bytes: int  # UTF-8 bytes of text read (after decompression)
-    sequences: int = 0
-    replaced_bytes: int = 0  # invalid UTF-8 bytes decoded as U+FFFD (and lone surrogates of JSON escapes, 1 each)
-    skipped_lines: int = 0  # malformed records skipped under --skip-bad-lines
 
 
 @dataclass
@@ -89,7 +83,7 @@ class CorpusStats:
 
     def refit(self) -> None:
         """Recompute the Zipf fits from the counts."""
-        from . import zipf
+        from . import zipf  # not at the top: zipf imports scipy (~0.5 s), which `import vocabopt` should not pay
 
         self.fits = zipf.fit(self.counts)
 
@@ -105,7 +99,7 @@ class CorpusStats:
 
     def frequency_order(self) -> np.ndarray:
         """Token ids sorted by decreasing count (ties by increasing id): rank -> id."""
-        return np.lexsort((np.arange(self.vocab_size), -self.counts)).astype(np.int64)
+        return frequency_order(self.counts)
 
     def summary(self) -> dict[str, Any]:
         """Summary statistics (JSON-ready): totals, entropy, coverage, hapaxes, Good-Turing unseen mass."""
@@ -268,8 +262,6 @@ def merge(stats: list[CorpusStats]) -> CorpusStats:
 
 def _merge_by_string(stats: list[CorpusStats]) -> tuple[np.ndarray, list[str]]:
     """Word-level shards each built their own vocabulary: add counts by word, then re-rank (id 0 stays <unk>)."""
-    from .counting import word_vocab_order
-
     totals: dict[str, int] = {}
     for s in stats:
         for tok, c in zip(s.tokens, s.counts.tolist()):

@@ -7,11 +7,13 @@ import click
 from .. import analyze as analyze_corpus
 from .. import compare as compare_stats
 from ..artifacts import atomic_write_bytes, check_writable
+from ..corpus.words import word_tokenizer_json
 from ..errors import InputError
-from ..report import compare_text, rank_frequency_png, summary_text
+from ..plots import rank_frequency_png
+from ..report import compare_text, summary_text
 from ..stats import CorpusStats, merge
-from . import main
 from ._common import ProgressBar, echo_json, handle_errors
+from .group import main
 
 
 def _corpus_options(fn):
@@ -134,8 +136,6 @@ def analyze(sources, tokenizer, output, plot, save_tokenizer, as_json, quiet, **
 
 
 def _word_tokenizer_json(stats: CorpusStats) -> bytes:
-    from ..counting import word_tokenizer_json
-
     if stats.tokenizer.kind != "word":
         raise InputError("--save-tokenizer: only for --tokenizer word (other tokenizers already have a file)")
     return word_tokenizer_json(stats.tokens).encode("utf-8")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..artifacts import check_writable
-from . import main
 from ._common import echo_json, handle_errors, human_bytes
+from .group import main
 
 
 @main.command("bench")

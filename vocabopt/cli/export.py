@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from . import main
 from ._common import echo_json, handle_errors
+from .group import main
 
 
 @main.command("export")

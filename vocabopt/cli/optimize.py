@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 
 from ..artifacts import atomic_write_bytes, check_writable
-from ..errors import InputError, MismatchError
-from ..optimize import FOLKLORE, capacity_of, optimize, plan_png
+from ..device import DTYPES
+from ..optimize import folklore_skipped, optimize, planning_profile
 from ..plan import Plan
-from ..profile import DTYPES, DeviceProfile, mismatch_warnings, profile_device
+from ..plots import plan_png
+from ..profile import DeviceProfile
 from ..stats import CorpusStats
-from . import main
 from ._common import echo_json, handle_errors, human_bytes, int_list
+from .group import main
 
 
 @main.command("optimize")
@@ -101,19 +102,9 @@ def optimize_cmd(
         if path:
             check_writable(path)  # before the work, so a bad -o/--plot fails fast and writes nothing
     corpus = CorpusStats.load(stats)
-    if profile_path:
-        prof = DeviceProfile.load(profile_path)
-        # An explicit --device/--dtype that contradicts the profile is an error; without them, planning for the
-        # profiled device (another GPU, say) is the feature.
-        asked = device if device not in (None, "auto") else None
-        problems = mismatch_warnings(prof, asked, dtype)
-        if problems:
-            raise MismatchError(f"{profile_path}: {problems[0]} Drop --device/--dtype to plan for the profiled device.")
-    else:
+    if not profile_path:
         click.echo(f"no --profile: quick-profiling {device or 'auto'} ({dtype or 'float32'}) first...", err=True)
-        prof = profile_device(device or "auto", dtype or "float32", quick=True)
-    if candidates < 2:
-        raise InputError(f"--candidates {candidates}: need at least 2 grid points")
+    prof = planning_profile(profile_path, device, dtype)
     t0 = time.perf_counter()
     plan = optimize(
         corpus,
@@ -132,9 +123,8 @@ def optimize_cmd(
         tolerance=tolerance,
         min_capacity=min_capacity,
         cutoffs=cutoffs,
+        paths={"stats": stats, "profile": profile_path or None},
     )
-    plan.provenance["stats"]["path"] = str(stats)
-    plan.provenance["profile"]["path"] = str(profile_path) if profile_path else None
     seconds = time.perf_counter() - t0
     png = plan_png(plan) if plot else None  # rendered before anything is written
     plan.save(output)
@@ -163,8 +153,9 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
         f"{human_bytes(full['memory_bytes'])}" + (" [extrapolated]" if p["plan"]["extrapolated"] else "")
     )
     if not plan.provenance["options"].get("cutoffs"):
-        cap = capacity_of(plan.cluster_shares, plan.hidden, plan.proj_dims)
-        click.echo(f"  capacity {cap:.3f}; floor (--min-capacity): {plan.provenance['options']['min_capacity_rule']}")
+        click.echo(
+            f"  capacity {plan.capacity:.3f}; floor (--min-capacity): {plan.provenance['options']['min_capacity_rule']}"
+        )
     click.echo(f"  {'cluster':<8} {'ranks':>19} {'share':>8} {'dim':>5} {'ms':>9}")
     edges = [0, *plan.cutoffs, plan.vocab_size]
     for i, c in enumerate(p["plan"]["clusters"]):
@@ -195,10 +186,8 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
             f"memory {human_bytes(f['memory_bytes'])}  "
             f"(plan is {f['time_ms'] / p['plan']['time_ms']:.2f}x faster)"
         )
-    shown = {f["name"] for f in p["folklore"]}
-    for name, cut in FOLKLORE.items():
-        if name not in shown:
-            click.echo(f"  {name:<16} {str(cut):<24} n/a: no cutoff below V={plan.vocab_size:,}")
+    for name, cut in folklore_skipped(plan):
+        click.echo(f"  {name:<16} {str(cut):<24} n/a: no cutoff below V={plan.vocab_size:,}")
     click.echo("")
     click.echo(f"wrote {output}" + (f" and {plot}" if plot else "") + f" (search {seconds:.3f} s)")
     if Path(output).suffix != ".json":

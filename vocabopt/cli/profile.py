@@ -7,9 +7,10 @@ import sys
 import click
 
 from ..artifacts import check_writable
-from ..profile import DTYPES, profile_device
-from . import main
+from ..device import DTYPES
+from ..profiler import profile_device
 from ._common import echo_json, handle_errors
+from .group import main
 
 
 @main.command("profile")
@@ -36,21 +37,7 @@ def profile_cmd(device: str, dtype: str, quick: bool, output: str, as_json: bool
     if show:
         sys.stderr.write("\n")
     prof.save(output)
-    lin = prof.kernels["linear_fwd"]["roofline"]
-    nll = prof.kernels["nll_fwd"]["roofline"]
-    fixed = prof.kernels["cluster_fixed_train"]["median_ms"]
-    summary = {
-        "output": output,
-        "device": prof.device,
-        "dtype": prof.dtype,
-        "torch": prof.environment.get("torch"),
-        "threads": prof.environment.get("threads"),
-        "wall_s": prof.settings.get("wall_s"),
-        "matmul_peak_gflops": lin["peak_gflops"],
-        "nll_bandwidth_gbs": nll["bandwidth_gbs"],
-        "alignment": prof.alignment,
-        "cluster_fixed_train_ms_min": min(min(r) for r in fixed),
-    }
+    summary = {"output": output, **prof.summary()}
     if as_json:
         echo_json(summary)
         return
@@ -60,7 +47,8 @@ def profile_cmd(device: str, dtype: str, quick: bool, output: str, as_json: bool
         f"{'quick' if quick else 'full'} grid"
     )
     click.echo(
-        f"matmul     up to {lin['peak_gflops']:.0f} GFLOP/s; NLL up to {nll['bandwidth_gbs']:.0f} GB/s; "
+        f"matmul     up to {summary['matmul_peak_gflops']:.0f} GFLOP/s; "
+        f"NLL up to {summary['nll_bandwidth_gbs']:.0f} GB/s; "
         f"per-cluster fixed cost >= {summary['cluster_fixed_train_ms_min']:.3f} ms (fwd+bwd)"
     )
     click.echo(f"alignment  cutoffs rounded to multiples of {prof.alignment}")

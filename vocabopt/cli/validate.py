@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
-from ..artifacts import check_writable
-from . import main
+from ..artifacts import atomic_write_bytes, check_writable
 from ._common import echo_json, handle_errors, human_bytes, int_list
+from .group import main
 
 
 @main.command("validate")
@@ -55,6 +56,7 @@ def validate_cmd(
 ) -> None:
     """Train one small LM per output layer (PLAN's, full softmax, --folklore) with identical settings."""
     from ..plan import Plan
+    from ..plots import curves_png
     from ..validate import validate
 
     for path in (output, plot):
@@ -87,14 +89,23 @@ def validate_cmd(
         device=device,
         dtype=dtype,
         seed=seed,
-        plot=plot,
         progress=progress,
     )
+    png = curves_png(result) if plot else None  # rendered before anything is written
     if output:
         result.save(output)
+    if plot:
+        atomic_write_bytes(plot, png)
     if as_json:
         echo_json(result.to_json())
         return
+    _print_table(result)
+    for path in (plot, output):
+        if path:
+            click.echo(f"wrote {path}")
+
+
+def _print_table(result: Any) -> None:
     s = result.settings
     click.echo(
         f"{s['model']} d={s['hidden']} V={s['vocab_size']}, {s['steps']} steps of {s['tokens_per_step']} "
@@ -112,6 +123,3 @@ def validate_cmd(
             f"{r.name:<14}{str(r.cutoffs or '-'):<24}{r.heldout_ppl:>13.2f}{gap:>9}{r.step_ms:>9.1f}"
             f"{r.tokens_per_s:>9.0f}{sp:>9}{human_bytes(r.saved_bytes):>10}"
         )
-    for path in (plot, output):
-        if path:
-            click.echo(f"wrote {path}")

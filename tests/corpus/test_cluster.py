@@ -1,7 +1,6 @@
-"""The Dask engine: on a 2-worker LocalCluster, `analyze(engine="dask")` equals the local engine exactly (counts,
-tokens, statistics, sources, warnings), also when a worker is killed mid-run; byte ranges of a file read exactly what
-the whole file reads; the CLI's errors are one line. Also here: the byte-range reader of vocabopt.sources, which
-exists for this engine."""
+"""vocabopt.corpus.cluster, the Dask engine: on a 2-worker LocalCluster, `analyze(engine="dask")` equals the local
+engine exactly (counts, tokens, statistics, sources, warnings), also when a worker is killed mid-run; the CLI's
+errors are one line."""
 
 from __future__ import annotations
 
@@ -19,12 +18,12 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from vocabopt import CorpusStats, analyze, sources
-from vocabopt import distributed as vd
+from vocabopt import CorpusStats, analyze
 from vocabopt.cli import main
+from vocabopt.corpus import cluster as vd
+from vocabopt.corpus.files import resolve
+from vocabopt.corpus.reader import SourceOptions
 from vocabopt.errors import ClusterError, InputError
 
 distributed = pytest.importorskip("distributed")
@@ -48,13 +47,13 @@ def scheduler():
         yield cluster.scheduler_address
 
 
-def both(sources_, tokenizer, scheduler, **kw) -> tuple[CorpusStats, CorpusStats, list[str], list[str]]:
+def both(sources, tokenizer, scheduler, **kw) -> tuple[CorpusStats, CorpusStats, list[str], list[str]]:
     """(local stats, dask stats, local warnings, dask warnings) of the same call."""
     part = kw.pop("partition_bytes", None)
     warn_local, warn_dask = [], []
-    local = analyze(sources_, tokenizer, on_warning=warn_local.append, **kw)
+    local = analyze(sources, tokenizer, on_warning=warn_local.append, **kw)
     dask = analyze(
-        sources_, tokenizer, engine="dask", scheduler=scheduler, partition_bytes=part, on_warning=warn_dask.append, **kw
+        sources, tokenizer, engine="dask", scheduler=scheduler, partition_bytes=part, on_warning=warn_dask.append, **kw
     )
     return local, dask, warn_local, warn_dask
 
@@ -156,7 +155,7 @@ def test_jsonl_field_and_skipped_lines_equal_local(scheduler, tmp_path, corpus_s
     with open(tmp_path / "r.jsonl", "w") as f:
         for i, line in enumerate(lines):
             f.write("{not json\n" if i % 97 == 5 else json.dumps({"meta": {"body": line}, "id": i}) + "\n")
-    assert len(vd.plan([str(tmp_path / "r.jsonl")], None, sources.SourceOptions(), 20_000)) > 5  # split in ranges
+    assert len(vd.plan_parts([str(tmp_path / "r.jsonl")], None, SourceOptions(), 20_000)) > 5  # split in ranges
     local, dask, _, _ = both(
         [str(tmp_path / "r.jsonl")],
         str(tokenizer_files["unigram"]),
@@ -175,7 +174,7 @@ def test_dataset_shards_equal_local(scheduler, tmp_path, corpus_slice, tokenizer
     lines = corpus_slice.read_text().splitlines()[:3000]
     ds = datasets.Dataset.from_dict({"text": lines, "n": list(range(len(lines)))})
     datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "saved"), num_shards={"train": 3})
-    parts = vd.plan([], str(tmp_path / "saved"), sources.SourceOptions(), 1 << 20)
+    parts = vd.plan_parts([], str(tmp_path / "saved"), SourceOptions(), 1 << 20)
     assert len(parts) == 3 and all(p.path.endswith(".arrow") for p in parts)
     local, dask, _, _ = both([], str(tokenizer_files["wordpiece"]), scheduler, dataset=str(tmp_path / "saved"))
     assert_same(local, dask)
@@ -190,7 +189,7 @@ def test_fsspec_urls_equal_local(scheduler, tmp_path, corpus_slice, tokenizer_fi
     with gzip.open(tmp_path / "b.txt.gz", "wt") as f:
         f.write(text[cut:])
     urls = [f"file://{tmp_path}/*.txt", f"file://{tmp_path}/b.txt.gz"]
-    assert sources.resolve(urls) == [f"file://{tmp_path}/a.txt", f"file://{tmp_path}/b.txt.gz"]
+    assert resolve(urls) == [f"file://{tmp_path}/a.txt", f"file://{tmp_path}/b.txt.gz"]
     local, dask, _, _ = both(urls, str(tokenizer_files["bpe"]), scheduler, partition_bytes=40_000)
     assert_same(local, dask)
     plain = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
@@ -200,7 +199,19 @@ def test_fsspec_urls_equal_local(scheduler, tmp_path, corpus_slice, tokenizer_fi
 def test_a_worker_killed_mid_run_still_gives_the_exact_result(scheduler, corpus_slice, tokenizer_files, monkeypatch):
     """SIGKILL one of the two workers as soon as the first part is counted, while most parts are still pending
     (each task sleeps 0.2 s): Dask reruns its lost tasks and the result is exact."""
-    monkeypatch.setattr(vd, "TASK_DELAY_S", 0.2)
+
+    def slow_count_part(*args, **kwargs):
+        """The task, then a 0.2 s sleep. Defined here, so cloudpickle sends it by value (the workers cannot import
+        this test module); on the worker, `cluster._count_part` is the real task (the patch lives only here)."""
+        import time
+
+        from vocabopt.corpus import cluster
+
+        tally = cluster._count_part(*args, **kwargs)
+        time.sleep(0.2)
+        return tally
+
+    monkeypatch.setattr(vd, "_count_part", slow_count_part)
     with distributed.Client(scheduler, set_as_default=False) as client:
         pids = client.run(os.getpid)
         victim = sorted(pids.values())[0]
@@ -224,71 +235,6 @@ def test_a_worker_killed_mid_run_still_gives_the_exact_result(scheduler, corpus_
         assert_same(local, dask)
         client.wait_for_workers(2, timeout=60)  # the nanny restarted it
         assert victim not in client.run(os.getpid).values()
-
-
-# --- byte ranges (vocabopt.sources) ---------------------------------------------------------------------------------
-
-FRAGMENTS = ["a", "bc", " ", "  ", "\n", "\r\n", "\r", "\n\n", "\n\r\n", "\t", "\xff", "\xe9", "é", "\u3000"]
-
-
-def _items(reader: sources.Reader) -> list[tuple[str, bool]]:
-    """What the counters see: each non-blank line of a block, and each sequence with its continuation flag."""
-    out = []
-    for item in reader:
-        if isinstance(item, sources.Block):
-            out += [(line, False) for line in item.text.split("\n") if line and not line.isspace()]
-        else:
-            out.append((item.text, item.continuation))
-    return out
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    st.lists(st.sampled_from(FRAGMENTS), max_size=60),
-    st.lists(st.integers(0, 200), max_size=6),
-    st.booleans(),
-    st.sampled_from([1, 2, 3, 1 << 20]),
-)
-def test_ranges_of_a_file_read_what_the_whole_file_reads(tmp_path_factory, fragments, cuts, document, scan):
-    data = "".join(fragments).encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff")  # some invalid UTF-8
-    path = tmp_path_factory.mktemp("r") / "t.txt"
-    path.write_bytes(data)
-    cuts = sorted({0, len(data), *(min(c, len(data)) for c in cuts)})
-    opts = sources.SourceOptions(sequence="document" if document else "line", max_chars=4)
-    whole = sources.Reader([str(path)], opts)
-    expected = _items(whole)
-    got, replaced = [], 0
-    old = sources._SCAN
-    sources._SCAN = scan  # small reads: marks straddle them
-    try:
-        for a, b in zip(cuts, cuts[1:]):
-            reader = sources.Reader([str(path)], opts, byte_range=(a, b))
-            got += _items(reader)
-            replaced += reader.infos[0].replaced_bytes
-            with open(path, "rb") as f:
-                p0, p1 = sources.range_bounds(f, len(data), a, b, document)
-            assert (p0, p1) == (_brute_boundary(data, a, document), _brute_boundary(data, b, document))
-    finally:
-        sources._SCAN = old
-    assert got == expected
-    assert replaced == whole.infos[0].replaced_bytes
-
-
-def _brute_boundary(data: bytes, pos: int, document: bool) -> int:
-    for p in range(max(pos, 0), len(data) + 1):
-        before = b"\n" + data[:p]  # byte 0 starts a line: as if a newline came before the file
-        if p in (0, len(data)) or (before.endswith((b"\n\n", b"\n\r\n")) if document else before.endswith(b"\n")):
-            return p
-    return len(data)
-
-
-def test_byte_range_is_for_uncompressed_text_and_json_lines_only(tmp_path):
-    for name in ("a.jsonl.gz", "a.parquet", "a.txt.bz2"):
-        with pytest.raises(ValueError):
-            sources.Reader([str(tmp_path / name)], sources.SourceOptions(), byte_range=(0, 1))
-
-
-# --- errors and the CLI ---------------------------------------------------------------------------------------------
 
 
 def test_cli_dask_engine_local_cluster_and_scheduler(tmp_path, corpus_slice, tokenizer_files, scheduler):

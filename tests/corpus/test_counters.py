@@ -1,9 +1,7 @@
-"""Counts equal an independent count: plain `encode_batch` + `bincount`, for every tokenizer kind and path."""
+"""vocabopt.corpus.counters: counts equal an independent count (plain `encode_batch` + `bincount`), for every
+tokenizer kind and path."""
 
 from __future__ import annotations
-
-import json
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -11,8 +9,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from vocabopt import analyze, counting
-from vocabopt.counting import HFCounter, choose_path, load_spec
+from vocabopt import analyze
+from vocabopt.corpus.counters import HFCounter
+from vocabopt.corpus.tokenizer import load_spec
 
 
 def reference_counts(tokenizer_path, sequences, add_special_tokens=True) -> np.ndarray:
@@ -39,23 +38,6 @@ def documents_of(path) -> list[str]:
     return docs + (["\n".join(block)] if block else [])
 
 
-@pytest.mark.parametrize(
-    "kind, expected",
-    [
-        ("bpe", "chunks"),
-        ("bpe_spaces", "chunks"),
-        ("wordpiece", "chunks"),
-        ("unigram", "chunks"),
-        ("split_regex", "chunks"),
-        ("split_qwen", "chunks"),
-        ("split_custom", "pretokens"),
-    ],
-)
-def test_path_choice(tokenizer_files, kind, expected):
-    config = json.loads(tokenizer_files[kind].read_text())
-    assert choose_path(config)[0] == expected
-
-
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram", "split_regex", "split_custom"])
 @pytest.mark.parametrize("path", [None, "pretokens", "encode"])
 def test_counts_equal_encode_batch(tokenizer_files, corpus_slice, kind, path):
@@ -76,13 +58,6 @@ def test_document_sequences_and_specials(tokenizer_files, corpus_slice, kind):
         np.testing.assert_array_equal(stats.counts, ref)
 
 
-def test_fast_path_reported(tokenizer_files, corpus_slice):
-    stats = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
-    assert stats.options["count_path"] == "chunks"
-    stats = analyze([str(corpus_slice)], str(tokenizer_files["split_custom"]))
-    assert stats.options["count_path"] == "pretokens"
-
-
 def test_added_token_text_takes_the_encode_path(tmp_path, tokenizer_files):
     path = tmp_path / "c.txt"
     lines = ["In the beginning<|endoftext|>God created", "plain line here", "x <|endoftext|> y"]
@@ -95,7 +70,11 @@ def test_added_token_text_takes_the_encode_path(tmp_path, tokenizer_files):
 # Text that stresses the chunk cut: runs of spaces, tabs, NBSP and other Unicode spaces, combining marks,
 # compatibility characters NFKC rewrites, CJK, digits, punctuation, leading/trailing spaces.
 ALPHABET = list("ab Zé \t\n\u00a0\u3000\u2003\u0301\u00b4\u00a8\ufb01\u4e2d\u6587'.,!?-0123456789") + ["  ", "’s"]
+
+
 ASCII = list("abZ \t\n\r\x0b\x1c'.,!?-09") + ["  ", "'s", "'LL", "12345", "Lord"]  # all-ASCII: the numpy scan
+
+
 # Non-ASCII text without Unicode spaces also takes the byte scan; long words make pieces of 8-15 and 16+ bytes.
 UTF8 = list("aé中’\u0301 \t\n.") + ["  ", "Jerusalem", "righteousness", "évangélisation", "中文中文"]
 
@@ -129,22 +108,6 @@ def test_chunk_path_is_exact_on_adversarial_text(tokenizer_files, kind, sequence
         assert got.n_words == sum(len(s.split()) for s in sequences)
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    sequences=st.lists(
-        st.lists(st.sampled_from(list("ab é中\x00\n\t") + ["Lord", "righteousness"]), max_size=30).map("".join),
-        max_size=8,
-    )
-)
-def test_piece_keys_count_what_str_split_counts(sequences):
-    pieces = counting._piece_counts(sequences)
-    got = Counter(dict(zip(counting._key_strings(pieces.keys), pieces.key_counts.tolist())))
-    got.update(dict(zip(counting._pair_strings(pieces.pairs), pieces.pair_counts.tolist())))
-    got.update(pieces.strings)
-    assert got == Counter(("\n" + " \n".join(sequences)).split(" "))
-    assert len(pieces.pairs) == len(set(pieces.pairs)) and len(pieces.keys) == len(set(pieces.keys.tolist()))
-
-
 def test_tokens_that_do_not_add_up_to_the_bytes_fall_back_to_offsets(tokenizer_files):
     kind = "bpe_gaps"
     assert HFCounter(load_spec(str(tokenizer_files["bpe_unk"])), add_special_tokens=False).token_bytes is None
@@ -160,10 +123,6 @@ def test_tokens_that_do_not_add_up_to_the_bytes_fall_back_to_offsets(tokenizer_f
     np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], sequences, False))
 
 
-def test_unicode_spaces_are_all_non_ascii_whitespace():
-    assert counting._UNICODE_SPACES == "".join(chr(c) for c in range(0x80, 0x110000) if chr(c).isspace())
-
-
 def test_store_forgetting_pieces_stays_exact(tokenizer_files, corpus_slice):
     lines = lines_of(corpus_slice)
     for path in ("chunks", "pretokens"):
@@ -177,16 +136,16 @@ def test_long_lines_are_cut_at_whitespace(tmp_path, tokenizer_files):
     words = " ".join(f"word{i % 97}" for i in range(5000))
     path = tmp_path / "long.txt"
     path.write_text(words + "\nshort line\n")
-    from vocabopt import sources
+    from vocabopt.corpus import reader
 
-    old = sources.DEFAULT_MAX_CHARS
-    sources.DEFAULT_MAX_CHARS = 1000
+    old = reader.DEFAULT_MAX_CHARS
+    reader.DEFAULT_MAX_CHARS = 1000
     try:
-        opts = sources.SourceOptions(max_chars=1000)
-        pieces = list(sources.Reader([str(path)], opts))
+        opts = reader.SourceOptions(max_chars=1000)
+        pieces = list(reader.Reader([str(path)], opts))
     finally:
-        sources.DEFAULT_MAX_CHARS = old
-    assert all(len(p.text) <= 1000 for p in pieces if isinstance(p, sources.Sequence))
+        reader.DEFAULT_MAX_CHARS = old
+    assert all(len(p.text) <= 1000 for p in pieces if isinstance(p, reader.Text))
     # The pieces reassemble the line, and the chunk path counts them exactly (one sequence, not one per piece).
     stats = analyze([str(path)], str(tokenizer_files["bpe"]))
     np.testing.assert_array_equal(stats.counts, reference_counts(tokenizer_files["bpe"], [words, "short line"]))
@@ -210,9 +169,3 @@ def test_word_and_bytes_tokenizers(corpus_slice):
     pruned = analyze([str(corpus_slice)], "word", min_count=3, max_vocab=500)
     assert pruned.vocab_size == 500 and pruned.total == stats.total
     assert pruned.counts[0] == stats.total - pruned.counts[1:].sum()
-
-
-def test_parallel_workers_give_identical_counts(tokenizer_files, corpus_slice):
-    one = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]), workers=1)
-    two = analyze([str(corpus_slice)] * 3, str(tokenizer_files["bpe"]), workers=2)
-    np.testing.assert_array_equal(two.counts, 3 * one.counts)

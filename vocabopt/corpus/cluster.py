@@ -1,40 +1,44 @@
-"""The Dask engine of the `analyze` stage: count a corpus on a Dask cluster, exactly as the local engine does.
+"""The Dask engine of the analyze stage: count a corpus on a Dask cluster, exactly as the local engine does.
 
-Inputs: resolved sources (paths every worker reads at the same place), a tokenizer spec, the source options.
-Outputs: one `analyze.Tally` (counts and totals), which `analyze.analyze` turns into CorpusStats.
+Job: count a corpus on many machines. Inputs: resolved sources (paths every worker reads at the same place), a
+dataset, `SourceOptions`, `CountOptions`, the scheduler (or a local cluster's size) and the part size. Outputs: one
+`Tally` (counts and totals), which `vocabopt.analyze` turns into CorpusStats, as it does the local engine's.
 
-The client plans parts: whole files; byte ranges of large plain-text and JSON-lines files (a range owns the lines
-that start inside it, or with --sequence document the documents of a text file, see `sources.range_bounds`); the
-arrow shards of a `save_to_disk`
-dataset. Each task reads its part where it lives and returns a Tally; tallies are summed pairwise on the workers as
-they finish (a tree), and only the final one reaches the client. Text never travels; the tokenizer is scattered to
-the workers once. Sums of integers do not depend on the order, so the result is the local engine's exactly; the word
-vocabulary is pruned only after the merge, on the global counts. Dask is imported only here, and only when used.
+The client plans parts (`plan_parts`): whole files; byte ranges of large plain-text and JSON-lines files (a range
+owns the lines that start inside it, or with --sequence document the documents of a text file, see
+`ranges.range_bounds`); the arrow shards of a `save_to_disk` dataset. Each task reads its part where it lives and
+returns a Tally; tallies are summed pairwise on the workers as they finish (a tree), and only the final one reaches
+the client. Text never travels; the count options (with the tokenizer) are scattered to the workers once. Sums of
+integers do not depend on the order, so the result is the local engine's exactly; the word vocabulary is pruned
+only after the merge, on the global counts. Dask is imported only here, and only when used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import counting, sources
-from .analyze import Progress, Tally, batches
-from .errors import ClusterError, VocabOptError
+from ..errors import ClusterError, VocabOptError
+from ..version import __version__
+from .counters import CountOptions, make_counter
+from .files import file_kind, is_url, size_of
+from .ranges import RANGED
+from .reader import Reader, SourceOptions
+from .tally import Progress, Tally, batches
 
 log = logging.getLogger(__name__)
 
 MAX_PART_BYTES = 64 << 20  # largest byte range of a plain-text file
 MIN_PART_BYTES = 1 << 20  # smallest one (a task's fixed cost is ~ms; its reads are ~1 MB)
 PARTS_PER_THREAD = 4  # ranges per worker thread, so a slow worker does not hold up the end
-TASK_DELAY_S = 0.0  # test hook: each part's task sleeps this long (read on the client, passed to the tasks)
 INSTALL_HINT = "pip install 'vocabopt[dask]'"
 
 
@@ -49,14 +53,12 @@ class Part:
     dataset: bool = False  # read `path` as a whole `datasets` dataset
 
 
-def count(
+def count_on_cluster(
     paths: list[str],
     dataset: str | None,
-    spec: counting.TokenizerSpec,
-    options: sources.SourceOptions,
     *,
-    add_special_tokens: bool = True,
-    force_path: str | None = None,
+    source_options: SourceOptions,
+    count_options: CountOptions,
     scheduler: str | None = None,
     workers: int | None = None,
     partition_bytes: int | None = None,
@@ -65,28 +67,21 @@ def count(
     """Count the sources on a Dask cluster (the one at `scheduler`, or a local one with `workers` processes).
 
     Example:
-        >>> spec = counting.load_spec("bytes")
-        >>> tally = count(["corpora/kjv.txt"], None, spec, sources.SourceOptions(), workers=2)
+        >>> options = CountOptions(load_spec("bytes"))  # vocabopt.corpus.tokenizer.load_spec
+        >>> tally = count_on_cluster(
+        ...     ["corpora/kjv.txt"], None, source_options=SourceOptions(), count_options=options, workers=2
+        ... )
     """
     with _client(scheduler, workers) as client:
         threads = sum(client.nthreads().values())
-        parts = plan(paths, dataset, options, partition_bytes or _part_bytes(paths, threads))
+        parts = plan_parts(paths, dataset, source_options, partition_bytes or _part_bytes(paths, threads))
         _check_workers(client, parts)
         log.info("counting %d parts on %d worker threads", len(parts), threads)
         job = f"vocabopt-{os.urandom(6).hex()}"
-        spec_future = client.scatter(spec, broadcast=True, hash=False)  # once per worker, not once per task
+        # The options hold the tokenizer's JSON (MBs): sent once per worker, not once per task.
+        options_future = client.scatter(count_options, broadcast=True, hash=False)
         futures = [
-            client.submit(
-                _count_part,
-                job,
-                part,
-                spec_future,
-                options,
-                add_special_tokens,
-                force_path,
-                TASK_DELAY_S,
-                key=f"{job}-part-{k}",
-            )
+            client.submit(_count_part, job, part, options_future, source_options, key=f"{job}-part-{k}")
             for k, part in enumerate(parts)
         ]
         try:
@@ -194,9 +189,7 @@ def _seconds(value: str) -> float:
 
 def _check_workers(client: Any, parts: list[Part]) -> None:
     """Fail early, with the fix, when a worker cannot import vocabopt or cannot read a source."""
-    from .version import __version__
-
-    paths = sorted({p.path for p in parts if not sources.is_url(p.path)})  # URLs: a task's error names them
+    paths = sorted({p.path for p in parts if not is_url(p.path)})  # URLs: a task's error names them
     answers = client.run(_worker_probe(paths))
     for worker, (version, unreadable) in sorted(answers.items()):
         if version is None:
@@ -239,18 +232,18 @@ def _worker_probe(paths: list[str]) -> Callable[[], tuple[str | None, list[str]]
 
 
 def _part_bytes(paths: list[str], threads: int) -> int:
-    total = sum(sources.size_of(p) for p in paths)
+    total = sum(size_of(p) for p in paths)
     return int(min(MAX_PART_BYTES, max(MIN_PART_BYTES, total // max(PARTS_PER_THREAD * threads, 1))))
 
 
-def plan(paths: list[str], dataset: str | None, options: sources.SourceOptions, part_bytes: int) -> list[Part]:
+def plan_parts(paths: list[str], dataset: str | None, options: SourceOptions, part_bytes: int) -> list[Part]:
     """The parts of a corpus: byte ranges of uncompressed text and JSON-lines files larger than `part_bytes`, whole
-    other files,
-    a dataset's arrow shards (or the whole dataset as one part when it is not a plain `save_to_disk` folder)."""
+    other files, a dataset's arrow shards (or the whole dataset as one part when it is not a plain `save_to_disk`
+    folder)."""
     parts = []
     for i, path in enumerate(paths):
-        size = sources.size_of(path)
-        if sources._kind(path) in sources.RANGED and size > part_bytes:
+        size = size_of(path)
+        if file_kind(path) in RANGED and size > part_bytes:
             n = -(-size // part_bytes)
             cuts = [size * k // n for k in range(n + 1)]
             parts += [Part(i, path, b - a, byte_range=(a, b)) for a, b in zip(cuts, cuts[1:])]
@@ -265,11 +258,9 @@ def plan(paths: list[str], dataset: str | None, options: sources.SourceOptions, 
     return parts
 
 
-def _dataset_shards(path: str, options: sources.SourceOptions) -> list[str] | None:
+def _dataset_shards(path: str, options: SourceOptions) -> list[str] | None:
     """The arrow files of a `save_to_disk` dataset's split, when reading them gives what `datasets` gives: a
     top-level text field (nested fields go through `datasets`' own formatting). None: read it whole."""
-    import json
-
     if options.field and "." in options.field:
         return None
     folder = Path(path)
@@ -288,12 +279,12 @@ def _dataset_shards(path: str, options: sources.SourceOptions) -> list[str] | No
 _COUNTERS: dict[tuple[str, int], Any] = {}  # (job, thread) -> counter, on each worker; `_release` drops a job's
 
 
-def _counter(job: str, spec: counting.TokenizerSpec, add_special_tokens: bool, force_path: str | None) -> Any:
+def _counter(job: str, count_options: CountOptions) -> Any:
     """This job's counter for this thread, built once (a counter's cache of distinct chunks is not thread-safe, and
     it may hold hundreds of MB: it lives only as long as the job)."""
     key = (job, threading.get_ident())
     if key not in _COUNTERS:
-        _COUNTERS[key] = counting.make_counter(spec, add_special_tokens, force_path)
+        _COUNTERS[key] = make_counter(count_options)
     return _COUNTERS[key]
 
 
@@ -303,29 +294,19 @@ def _release(job: str) -> None:
         _COUNTERS.pop(key, None)
 
 
-def _count_part(
-    job: str,
-    part: Part,
-    spec: counting.TokenizerSpec,
-    options: sources.SourceOptions,
-    add_special_tokens: bool,
-    force_path: str | None,
-    delay: float = 0.0,
-) -> Tally:
+def _count_part(job: str, part: Part, count_options: CountOptions, source_options: SourceOptions) -> Tally:
     """Read one part where it lives and count it (a task)."""
-    counter = _counter(job, spec, add_special_tokens, force_path)
+    counter = _counter(job, count_options)
     if part.dataset:
-        reader = sources.Reader([], options, dataset=part.path)
+        reader = Reader([], source_options, dataset=part.path)
     else:
-        reader = sources.Reader([part.path], options, byte_range=part.byte_range)
+        reader = Reader([part.path], source_options, byte_range=part.byte_range)
     tally = Tally()
     for batch in batches(reader):
         tally.add_batch(part.source, counter.count(batch.payload))
-    acc, info = tally.source(part.source), reader.infos[0]
-    acc[2] += info.replaced_bytes
-    acc[3] += info.skipped_lines
-    if delay:
-        time.sleep(delay)
+    totals, info = tally.source(part.source), reader.infos[0]
+    totals[2] += info.replaced_bytes
+    totals[3] += info.skipped_lines
     return tally
 
 

@@ -1,0 +1,63 @@
+"""vocabopt.analyze: the counting path is reported, limits stop early, bad tokenizers fail with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vocabopt import analyze
+from vocabopt.errors import TokenizerError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+LINES = [
+    "In the beginning God created the heaven and the earth.",
+    "And the earth was without form, and void;",
+    "and darkness was upon the face of the deep.",
+]
+
+
+@pytest.fixture
+def plain(tmp_path):
+    path = tmp_path / "plain.txt"
+    path.write_text("\n".join(LINES) + "\n")
+    return path
+
+
+def test_fast_path_reported(tokenizer_files, corpus_slice):
+    stats = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
+    assert stats.options["count_path"] == "chunks"
+    stats = analyze([str(corpus_slice)], str(tokenizer_files["split_custom"]))
+    assert stats.options["count_path"] == "pretokens"
+
+
+def test_limits(tmp_path, plain):
+    full = analyze([str(plain)], "bytes")
+    part = analyze([str(plain)], "bytes", limit_bytes=60)
+    assert 0 < part.total < full.total
+
+
+@pytest.mark.parametrize("spec, message", [("nope/tokenizer.json", "no tokenizer.json"), ("bad", "not a valid")])
+def test_bad_tokenizer(tmp_path, plain, spec, message):
+    if spec == "bad":
+        (tmp_path / "bad.json").write_text("{not json")
+        spec = str(tmp_path / "bad.json")
+    with pytest.raises(TokenizerError, match=message):
+        analyze([str(plain)], spec)
+
+
+def test_count_path_reason_is_the_counters(tokenizer_files, corpus_slice):
+    """The recorded reason is the one the counters gave (forced paths say so), not a second choice made here."""
+    import json
+
+    from vocabopt.corpus.tokenizer import choose_path
+
+    _, reason = choose_path(json.loads(tokenizer_files["bpe"].read_text()))
+    stats = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]), force_path="pretokens")
+    assert stats.options["count_path"] == "pretokens"
+    assert stats.options["count_path_reason"] == f"forced ({reason})"
+    for kind in ("bytes", "word"):
+        stats = analyze([str(corpus_slice)], kind)
+        assert (stats.options["count_path"], stats.options["count_path_reason"]) == (kind, "exact by construction")

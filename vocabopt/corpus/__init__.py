@@ -1,0 +1,16 @@
+"""The machinery of the analyze stage: read a corpus and count its tokens exactly. One module per job, in the order
+the data flows (each imports only the ones above it):
+
+- `files`: resolve paths, globs, URLs and stdin; sizes and kinds; open and decompress; `SourceInfo`.
+- `ranges`: byte ranges of a file, cut at line starts (the Dask engine's parts).
+- `records`: JSON-lines fields, parquet and arrow columns, local `datasets` datasets.
+- `reader`: `Reader`, the stream of `Text` and `Block` items; `SourceOptions`; `cut_long`.
+- `words`: the word vocabulary of `--tokenizer word`.
+- `tokenizer`: `TokenizerSpec` (`load_spec`), the counting path a tokenizer allows (`choose_path`), token strings.
+- `chunks`: the numpy byte-key machinery of the "chunks" path, and `IdStore`, the ids of distinct pieces.
+- `counters`: `HFCounter`, `BytesCounter`, `WordCounter` (`make_counter` from `CountOptions`) -> `BatchCounts`.
+- `tally`: `Tally` (counts that add up across parts), `Batch` and `batches`.
+- `pool`: the local engine (worker processes); `cluster`: the Dask engine.
+
+`vocabopt.analyze` sits on top and turns a Tally into CorpusStats (`vocabopt.stats`); nothing here imports those.
+"""

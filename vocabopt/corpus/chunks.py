@@ -1,0 +1,267 @@
+"""Chunk keys: the numpy machinery that counts distinct pieces of text without a Python object per piece.
+
+Job: the fast part of the "chunks" counting path. Inputs: a batch of texts (str). Outputs: the distinct chunks of
+the batch and their counts (`chunk_counts`: a text cut before every run of spaces that follows a non-space), keyed
+by their UTF-8 bytes as integers (`_Pieces`); the whitespace-separated word count found on the way; and `IdStore`,
+which remembers the token ids of every distinct piece seen so far (per worker, up to CACHE_LIMIT pieces) and weighs
+them by a batch's counts in a few vector operations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+CACHE_LIMIT = 2_000_000  # distinct chunks/pre-tokens remembered per worker; bounds memory on huge corpora
+
+_ADJ_SPACE = re.compile(r"\s | \s")  # a space next to other whitespace (or at a text's edge, once joined)
+_CUT = re.compile(r"(?<=\S)(?= )")  # before a space that follows a non-whitespace character
+# The non-ASCII characters str.isspace() accepts (tests check this against every code point). Text without them has
+# only ASCII whitespace, which a scan of its UTF-8 bytes finds exactly.
+_UNICODE_SPACES = (
+    "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_UNICODE_SPACE = re.compile(f"[{_UNICODE_SPACES}]")
+
+# Byte -> 1 for the ASCII characters str.isspace() accepts (\t \n \v \f \r, the four information separators, space),
+# and for the space alone: bytes.translate tables, which map a whole batch in one C pass.
+_WS_TABLE = bytes(int(b in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32)) for b in range(256))
+_SPACE_TABLE = bytes(int(b == 32) for b in range(256))
+
+
+def utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # a library caller's lone surrogates pass through and back
+
+
+def _scan(texts: list[str]) -> tuple[list[int], int]:
+    """Indices of the texts holding a space next to other whitespace, and the number of whitespace-separated words.
+
+    Vectorised over the UTF-8 bytes when the only whitespace is ASCII (~10x faster than a regex and str.split);
+    a regex and str.split otherwise. A pair across two texts' edge flags both texts.
+    """
+    joined = "\n".join(texts)
+    if not joined.isascii() and _UNICODE_SPACE.search(joined):
+        positions = np.fromiter((m.start() for m in _ADJ_SPACE.finditer(joined)), dtype=np.int64)
+        return _flagged_texts(map(len, texts), len(texts), positions), len(joined.split())
+    data = utf8(joined)
+    ws = np.frombuffer(data.translate(_WS_TABLE), dtype=bool)
+    space = np.frombuffer(data.translate(_SPACE_TABLE), dtype=bool)
+    positions = np.flatnonzero((space[:-1] & ws[1:]) | (ws[:-1] & space[1:]))  # in bytes
+    n_words = int(np.count_nonzero(ws[:-1] > ws[1:])) + int(ws.size > 0 and not ws[0])  # word starts
+    if not positions.size:
+        return [], n_words
+    lengths = map(len, texts) if len(data) == len(joined) else map(len, map(utf8, texts))
+    return _flagged_texts(lengths, len(texts), positions), n_words
+
+
+def _flagged_texts(lengths, n: int, positions: np.ndarray) -> list[int]:
+    """Indices of the texts (of these `lengths`, joined by one separator) holding a flagged pair's characters."""
+    ends = np.cumsum(np.fromiter(lengths, dtype=np.int64, count=n) + 1)
+    chars = np.concatenate([positions, positions + 1])
+    return np.unique(np.searchsorted(ends, chars, side="right")).tolist()
+
+
+@dataclass
+class _Pieces:
+    """Distinct chunks of a batch and their counts, in raw split form (see `_raw_to_chunks`), keyed by their UTF-8
+    bytes (`_short_keys`) so that no Python object is made per piece: under 8 bytes as one uint64, 8-15 bytes as a
+    Python int of two (made only per distinct piece), longer ones as strings."""
+
+    keys: np.ndarray  # (S,) uint64, distinct, sorted
+    key_counts: np.ndarray  # (S,) int64
+    pairs: list[int]  # first 8 bytes | the rest's key << 64
+    pair_counts: np.ndarray  # (P,) int64
+    strings: Counter
+
+
+_KEY_MASK = np.array([(1 << (8 * n)) - 1 for n in range(8)], dtype=np.uint64)  # the low n bytes
+_KEY_LENGTH = np.array([n << 56 for n in range(8)], dtype=np.uint64)  # the length, in the top byte
+_EMPTY_FIRST = ord("\n") | 1 << 56  # the key of "\n": the empty first chunk of a text that starts with a space
+
+
+def _piece_counts(texts: list[str]) -> _Pieces:
+    """Raw chunks of texts whose every space sits between two non-whitespace characters: the text laid out as
+    "\n" + " \n".join(texts) and cut at every space, counted by sorting integer keys (~3x faster than
+    `Counter(str.split)`, which makes a Python string per piece)."""
+    data = utf8("\n" + " \n".join(texts))
+    n = len(data)
+    buf = np.zeros(n // 8 + 3, dtype="<u8")  # zero padding: reads of 16 bytes near the end stay inside
+    buf.view(np.uint8)[:n] = np.frombuffer(data, dtype=np.uint8)
+    spaces = np.flatnonzero(buf.view(np.uint8)[:n] == 32)
+    starts = np.concatenate([[0], spaces + 1])
+    lengths = np.concatenate([spaces, [n]]) - starts
+    short, medium = lengths < 8, (lengths >= 8) & (lengths < 16)
+    keys, key_counts = _distinct(_short_keys(buf, starts[short], lengths[short]))
+    first = _short_keys(buf, starts[medium], np.full(int(medium.sum()), 8))
+    rest = _short_keys(buf, starts[medium] + 8, lengths[medium] - 8)
+    order = np.lexsort((rest, first))
+    first, rest = first[order], rest[order]
+    runs = np.flatnonzero(np.concatenate([first[:1] == first[:1], (first[1:] != first[:-1]) | (rest[1:] != rest[:-1])]))
+    pairs = [a | b << 64 for a, b in zip(first[runs].tolist(), rest[runs].tolist())]
+    long = np.flatnonzero(lengths >= 16)
+    strings = Counter(
+        [
+            data[a : a + b].decode("utf-8", "surrogatepass")
+            for a, b in zip(starts[long].tolist(), lengths[long].tolist())
+        ]
+    )
+    return _Pieces(keys, key_counts, pairs, np.diff(np.append(runs, first.size)), strings)
+
+
+def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `keys` (sorted) and how often each occurs."""
+    keys = np.sort(keys)
+    firsts = np.flatnonzero(np.concatenate([keys[:1] == keys[:1], keys[1:] != keys[:-1]]))  # first of each run
+    return keys[firsts], np.diff(np.append(firsts, keys.size))
+
+
+def _short_keys(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(n,) uint64 keys of pieces of buf's bytes: the piece's bytes (little-endian) and, below 8 bytes, its length
+    in the top byte. A piece of exactly 8 bytes is the first half of a pair: its length is implied."""
+    word, shift = starts >> 3, ((starts & 7) * 8).astype(np.uint64)
+    keys = (buf[word] >> shift) | (buf[word + 1] << (np.uint64(64) - shift))  # a shift by 64 gives 0 in numpy
+    short = lengths < 8
+    if short.all():
+        return (keys & _KEY_MASK[lengths]) | _KEY_LENGTH[lengths]
+    keys[short] = (keys[short] & _KEY_MASK[lengths[short]]) | _KEY_LENGTH[lengths[short]]
+    return keys
+
+
+def _key_strings(keys: np.ndarray) -> list[str]:
+    """The raw pieces of `_short_keys` keys (under 8 bytes)."""
+    return [k.to_bytes(8, "little")[: k >> 56].decode("utf-8", "surrogatepass") for k in keys.tolist()]
+
+
+def _pair_strings(pairs: list[int]) -> list[str]:
+    """The raw pieces of `_Pieces.pairs` keys (8-15 bytes)."""
+    mask = (1 << 64) - 1
+    return [
+        ((p & mask).to_bytes(8, "little") + (p >> 64).to_bytes(8, "little")[: p >> 120]).decode(
+            "utf-8", "surrogatepass"
+        )
+        for p in pairs
+    ]
+
+
+def chunk_counts(texts: list[str]) -> tuple[_Pieces, Counter, int]:
+    """Distinct chunks and their counts, and the number of whitespace-separated words of `texts`.
+
+    A chunk is a piece of a text cut before every run of spaces that follows a non-space. Returns (raw, exact,
+    n_words): `raw` counts the chunks of texts whose spaces all sit between non-whitespace characters, where every
+    space is a cut (`_piece_counts`); `exact` counts the chunks of the few other texts, cut by a regex.
+    """
+    flagged, n_words = _scan(texts)
+    exact: Counter = Counter()
+    if flagged:
+        for k in flagged:
+            exact.update(_CUT.split(texts[k]))  # later parts keep their leading space
+        exact.pop("", None)
+        skip = set(flagged)
+        texts = [t for k, t in enumerate(texts) if k not in skip]
+    raw = _piece_counts(texts)
+    keep = raw.keys != _EMPTY_FIRST  # the first text may start with a space (the scan sees no "\n" before it)
+    raw.keys, raw.key_counts = raw.keys[keep], raw.key_counts[keep]
+    return raw, exact, n_words
+
+
+def _raw_to_chunks(keys: list[str]) -> list[str]:
+    """Chunks from their raw split form: a text's first chunk comes out of `_piece_counts` prefixed by "\n", every
+    later chunk without its leading space. (Unambiguous: such a later chunk starts with a non-whitespace
+    character, since texts with a space next to other whitespace are cut by the regex instead.)"""
+    return [k[1:] if k[:1] == "\n" else " " + k for k in keys]
+
+
+# --- the ids of distinct pieces ---------------------------------------------------------------------------------
+
+# How each kind of key turns back into the text to tokenize.
+TEXTS_OF: dict[str, Callable[[Any], list[str]]] = {
+    "key": lambda keys: _raw_to_chunks(_key_strings(keys)),
+    "pair": lambda pairs: _raw_to_chunks(_pair_strings(pairs)),
+    "raw": lambda keys: _raw_to_chunks(keys),
+    "exact": list,
+    "piece": list,
+}
+
+
+class IdStore:
+    """Token ids of distinct pieces, laid end to end in one growing array: row r's ids are
+    ids[starts[r]:starts[r] + lengths[r]]. Numpy rows instead of one Python list per piece: weighting the ids of a
+    batch's pieces is a few vector operations.
+
+    Pieces are found by kind: "key" (`_short_keys` uint64, in a sorted array), "pair" (`_Pieces.pairs` ints),
+    "raw" (raw split forms), "exact" (chunks cut by the regex), "piece" (pre-tokens): one dict each.
+    """
+
+    def __init__(self, limit: int = CACHE_LIMIT) -> None:
+        self.limit = limit
+        self.clear()
+
+    def clear(self) -> None:
+        self.tables: dict[str, dict] = {}
+        self.keys = np.zeros(0, np.uint64)  # sorted "key" keys ...
+        self.key_rows = np.zeros(0, np.int64)  # ... and their rows
+        self.n_rows, self.n_ids = 0, 0
+        # Buffers with room to grow: appending a batch's new pieces costs O(new), not O(stored).
+        self.starts = np.zeros(1 << 12, np.int64)
+        self.lengths = np.zeros(1 << 12, np.int64)
+        self.ids = np.zeros(1 << 14, np.int32)
+
+    def full(self, n_new: int) -> bool:
+        return self.n_rows + n_new > self.limit
+
+    def rows_of(self, kind: str, keys) -> np.ndarray:
+        """(len(keys),) int64: each key's row, -1 for keys not stored."""
+        if kind == "key":
+            if not self.keys.size:
+                return np.full(len(keys), -1, np.int64)
+            at = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+            return np.where(self.keys[at] == keys, self.key_rows[at], -1)
+        get = self.tables.setdefault(kind, {}).get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+    def add(self, kind: str, keys, ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Store keys[j] with ids[starts[j]:starts[j] + lengths[j]]; returns their rows."""
+        rows = np.arange(self.n_rows, self.n_rows + len(keys))
+        if kind == "key":  # merged into the sorted keys: O(stored) memory traffic, no sort of the stored keys
+            order = np.argsort(keys)
+            at = np.searchsorted(self.keys, keys[order])
+            self.keys, self.key_rows = np.insert(self.keys, at, keys[order]), np.insert(self.key_rows, at, rows[order])
+        else:
+            self.tables.setdefault(kind, {}).update(zip(keys, rows.tolist()))
+        mine = ids[_spans(starts, lengths)]
+        self.starts = _append(self.starts, self.n_rows, self.n_ids + np.cumsum(lengths) - lengths)
+        self.lengths = _append(self.lengths, self.n_rows, lengths)
+        self.ids = _append(self.ids, self.n_ids, mine)
+        self.n_rows += len(keys)
+        self.n_ids += mine.size
+        return rows
+
+    def weighted_counts(self, rows: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+        """(size,) int64: sum over k of weights[k] at each id of row rows[k]."""
+        lengths = self.lengths[rows]
+        if not lengths.sum():
+            return np.zeros(size, np.int64)
+        ids = self.ids[_spans(self.starts[rows], lengths)]
+        # float64 weights are exact below 2**53 tokens per batch
+        return np.rint(np.bincount(ids, weights=np.repeat(weights, lengths), minlength=size)).astype(np.int64)
+
+
+def _append(buf: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    """buf[:n] followed by values: in buf when it has room, else in a new buffer twice as large (amortised O(1))."""
+    if n + values.size > buf.size:
+        grown = np.empty(max(2 * buf.size, n + values.size), buf.dtype)
+        grown[:n] = buf[:n]
+        buf = grown
+    buf[n : n + values.size] = values
+    return buf
+
+
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The positions starts[j], ..., starts[j] + lengths[j] - 1, for each j in turn."""
+    total = int(lengths.sum())
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)

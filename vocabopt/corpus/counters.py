@@ -1,0 +1,368 @@
+"""The counters: count the tokens of a batch of text exactly, as the tokenizer's `encode_batch` would.
+
+Job: the counting step of the analyze stage, run in worker processes (or Dask tasks), one counter per worker.
+Inputs: `CountOptions` (a `TokenizerSpec`, whether to count special tokens) and batches (`Payload`: a block of whole
+lines, or (text, continuation) sequences). Outputs: `BatchCounts` per batch: counts (an int64 array indexed by token
+id; string-keyed for the word tokenizer), sequences, bytes, words, and the counting path taken and why.
+
+Why this is fast and still exact. A Hugging Face tokenizer normalizes a sequence, splits it into pre-tokens and
+runs its model on each pre-token independently, so counts only depend on how often each distinct pre-token occurs:
+count those, tokenize each distinct one once, multiply. `HFCounter` takes one of three paths, chosen per tokenizer by
+`tokenizer.choose_path` and reported in the stats:
+- "chunks": sequences are cut before every run of spaces that follows a non-space character; the distinct chunks
+  are counted by sorting integer keys of their UTF-8 bytes (`chunks`: numpy, no Python object per chunk), and each
+  distinct chunk is encoded once, many chunks laid end to end per tokenizer call (for byte-level BPE the tokens are
+  placed by their sizes in bytes, else by their offsets).
+- "pretokens": each sequence goes through the tokenizer's own normalizer and pre-tokenizer (Rust), distinct
+  pre-tokens are counted, and the model runs once per distinct pre-token.
+- "encode": plain `encode_batch`, when the model is not deterministic (BPE dropout); sequences that contain the text
+  of an added token (split out before pre-tokenization) always take this path, whatever the tokenizer's.
+Special tokens a post-processor adds ([CLS], <s>, ...) are counted once per sequence when asked. `BytesCounter`
+counts UTF-8 bytes; `WordCounter` counts words (HF `Whitespace` pre-tokenizer) by string.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .chunks import CACHE_LIMIT, TEXTS_OF, IdStore, chunk_counts, utf8
+from .reader import DEFAULT_MAX_CHARS, cut_long
+from .tokenizer import TokenizerSpec, byte_level_sizes, choose_path, config_of, hf_vocab_size, shared_tokenizer
+
+JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
+EXACT_BY_CONSTRUCTION = "exact by construction"  # the reason the bytes and word counters give
+
+
+@dataclass(frozen=True)
+class CountOptions:
+    """How batches are counted: what every worker needs to build the same counter (picklable)."""
+
+    spec: TokenizerSpec
+    add_special_tokens: bool = True  # count the post-processor's special tokens once per sequence
+    force_path: str | None = None  # "chunks" | "pretokens" | "encode": compare the counting paths (tests)
+
+
+@dataclass
+class BatchCounts:
+    counts: np.ndarray | None = None  # (V,) int64 for hf/bytes
+    words: Counter | None = None  # word tokenizer: string-keyed counts
+    n_sequences: int = 0
+    n_bytes: int = 0  # UTF-8 bytes of the counted text (line terminators excluded)
+    n_words: int = 0  # whitespace-separated words
+    paths: Counter = field(default_factory=Counter)  # sequences per counting path
+    path_reason: str = ""  # why the counter counts as it does (the reason for its path)
+
+
+Payload = str | list[tuple[str, bool]]  # a block of whole lines (one sequence per non-blank line), or sequences
+
+
+def unpack(payload: Payload, max_chars: int) -> tuple[list[str], int]:
+    """(texts, number of sequence starts) of a batch; block lines longer than max_chars are cut at whitespace."""
+    if isinstance(payload, str):
+        texts = [line for line in payload.split("\n") if line and not line.isspace()]
+        n_starts = len(texts)
+        if texts and max(map(len, texts)) > max_chars:
+            texts = [piece for line in texts for piece in cut_long(line, max_chars)]
+        return texts, n_starts
+    return [t for t, _ in payload], sum(not c for _, c in payload)
+
+
+def _totals(out: BatchCounts, texts: list[str], n_starts: int, words: bool = True) -> None:
+    """Sequences, bytes and (unless the caller counts them another way) whitespace-separated words of a batch."""
+    out.n_sequences = n_starts
+    out.n_bytes = len(utf8("".join(texts)))
+    if words:
+        out.n_words = len(" ".join(texts).split())
+
+
+@dataclass
+class _Prepared:
+    """A batch after the pure Python part of counting (`HFCounter.prepare`), before tokenizing (`finish`)."""
+
+    out: BatchCounts  # totals and special tokens filled in
+    plain: list[str]  # texts to encode whole
+    groups: list[tuple[str, Any, np.ndarray]]  # (kind, distinct keys, counts): see `IdStore`
+
+
+class HFCounter:
+    """Counts a batch of sequences with a Hugging Face tokenizer, exactly as `encode_batch` would.
+
+    `count(payload)` = `finish(prepare(payload))`: `prepare` (cutting and counting distinct pieces, pure Python and
+    numpy) may run in another thread than `finish` (tokenizing new pieces, which releases the GIL, and weighting
+    their ids), so that one batch is tokenized while the next is cut. `finish` calls must not overlap.
+    """
+
+    def __init__(
+        self,
+        spec: TokenizerSpec,
+        add_special_tokens: bool,
+        force_path: str | None = None,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
+        tok = shared_tokenizer(spec)
+        self.tok, self.max_chars = tok, max_chars
+        config = config_of(spec.json)
+        self.path, self.reason = choose_path(config)
+        if force_path is not None:  # tests compare the paths against each other
+            self.path, self.reason = force_path, f"forced ({self.reason})"
+        self.vocab_size = hf_vocab_size(tok)
+        self.special_ids = self._special_ids() if add_special_tokens else np.zeros(0, np.int64)
+        contents = sorted(
+            {t["content"] for t in config.get("added_tokens") or [] if t.get("content")}, key=len, reverse=True
+        )
+        self.added = re.compile("|".join(map(re.escape, contents))) if contents else None
+        self.normalizer = tok.normalizer
+        self.token_bytes = byte_level_sizes(tok, config) if self.path == "chunks" else None
+        self.store = IdStore()  # distinct piece -> ids, remembered across batches
+
+    def _special_ids(self) -> np.ndarray:
+        """Ids the post-processor adds to one sequence (their multiset does not depend on the text)."""
+        enc = self.tok.encode("", add_special_tokens=False)
+        with_special = self.tok.post_process(enc, add_special_tokens=True)
+        ids = [i for i, m in zip(with_special.ids, with_special.special_tokens_mask) if m]
+        return np.asarray(ids, dtype=np.int64)
+
+    def count(self, payload: Payload) -> BatchCounts:
+        return self.finish(self.prepare(payload))
+
+    def prepare(self, payload: Payload) -> _Prepared:
+        texts, n_starts = unpack(payload, self.max_chars)
+        out = BatchCounts(counts=np.zeros(self.vocab_size, np.int64), path_reason=self.reason)
+        _totals(out, texts, n_starts, words=self.path != "chunks")
+        if self.special_ids.size and n_starts:
+            np.add.at(out.counts, self.special_ids, n_starts)
+        if self.path == "encode":
+            plain, fast = texts, []
+        elif self._any_added(texts):
+            plain, fast = [], []
+            for t in texts:
+                (plain if self._any_added([t]) else fast).append(t)
+        else:
+            plain, fast = [], texts
+        if plain:
+            out.paths["encode"] += len(plain)
+            if self.path == "chunks":
+                out.n_words += len(" ".join(plain).split())
+        groups: list[tuple[str, Any, np.ndarray]] = []
+        if fast:
+            out.paths[self.path] += len(fast)
+            if self.path == "chunks":
+                raw, exact, n_words = chunk_counts(fast)
+                out.n_words += n_words
+                groups = [
+                    ("key", raw.keys, raw.key_counts),
+                    ("pair", raw.pairs, raw.pair_counts),
+                    ("raw", list(raw.strings), _values(raw.strings)),
+                    ("exact", list(exact), _values(exact)),
+                ]
+            else:
+                pretokens = self._pretoken_counts(fast)
+                groups = [("piece", list(pretokens), _values(pretokens))]
+        return _Prepared(out, plain, groups)
+
+    def finish(self, prepared: _Prepared) -> BatchCounts:
+        out = prepared.out
+        if prepared.plain:
+            encs = self.tok.encode_batch(prepared.plain, add_special_tokens=False)
+            ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64)
+            out.counts += np.bincount(ids, minlength=self.vocab_size)
+        if prepared.groups:
+            self._add_distinct(prepared.groups, out.counts)
+        return out
+
+    def _add_distinct(self, groups: list[tuple[str, Any, np.ndarray]], counts: np.ndarray) -> None:
+        """counts[id] += n for the ids of each distinct piece of each group, tokenizing (once, in one call) only
+        the pieces the store has not seen."""
+        store = self.store
+        if store.full(sum(len(keys) for _, keys, _ in groups)):
+            store.clear()
+        rows = [store.rows_of(kind, keys) for kind, keys, _ in groups]
+        todo = [np.flatnonzero(r < 0) for r in rows]
+        missing = [
+            keys[t] if isinstance(keys, np.ndarray) else [keys[k] for k in t.tolist()]
+            for (_, keys, _), t in zip(groups, todo)
+        ]
+        texts = [text for (kind, _, _), m in zip(groups, missing) for text in TEXTS_OF[kind](m)]
+        if texts:
+            ids, starts, lengths = self._tokenize(texts)
+            at = 0
+            for (kind, _, _), r, t, m in zip(groups, rows, todo, missing):
+                r[t] = store.add(kind, m, ids, starts[at : at + t.size], lengths[at : at + t.size])
+                at += t.size
+        weights = np.concatenate([w for _, _, w in groups])
+        counts += store.weighted_counts(np.concatenate(rows), weights, counts.size)
+
+    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, starts, lengths): texts[j]'s token ids are ids[starts[j]:starts[j] + lengths[j]]."""
+        if self.path == "chunks":
+            return self._encode_chunks(texts)
+        pieces = [[t.id for t in self.tok.model.tokenize(piece)] for piece in texts]
+        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        ids = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=int(lengths.sum()))
+        return ids, np.cumsum(lengths) - lengths, lengths
+
+    def _any_added(self, texts: list[str]) -> bool:
+        """Whether any text contains an added token's content, raw or normalized (checked on the whole batch)."""
+        if self.added is None:
+            return False
+        joined = "\n".join(texts)
+        if self.added.search(joined):
+            return True
+        return self.normalizer is not None and self.added.search(self.normalizer.normalize_str(joined)) is not None
+
+    def _pretoken_counts(self, texts: list[str]) -> Counter:
+        counts: Counter = Counter()
+        pre = self.tok.pre_tokenizer
+        for text in texts:
+            if self.normalizer is not None:
+                text = self.normalizer.normalize_str(text)
+            counts.update([p for p, _ in pre.pre_tokenize_str(text)] if pre is not None else [text])
+        return counts
+
+    def _encode_chunks(self, chunks: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Token ids of distinct chunks, from encoding a few long texts of chunks laid end to end.
+
+        Returns (ids, starts, lengths): chunks[j]'s ids are ids[starts[j]:starts[j] + lengths[j]].
+        One Encoding per chunk costs more in Python objects than the tokenizer spends on the chunk, so chunks are
+        joined wherever a line could have been cut (before a space that follows a non-space: the chunk path's own
+        invariant), and each token goes back to the chunk holding its start offset (in characters). Chunks that do
+        not start with a space lead a text; chunks ending in whitespace stay alone, so every chunk after a text's
+        first follows one that ends in a token holding a non-space, whose start a post-processor's offset trimming
+        cannot push past its chunk.
+        """
+        n = len(chunks)
+        kind = np.fromiter((2 if c[-1].isspace() else c[0] == " " for c in chunks), dtype=np.int8, count=n)
+        leaders, glue, alone = (np.flatnonzero(kind == k) for k in (0, 1, 2))
+        n_texts = max(leaders.size, JOINED_TEXTS)
+        # Text of each chunk, and its place there: a leader first, then every n_texts-th glue chunk, alone at the end.
+        group = np.empty(n, np.int64)
+        rank = np.empty(n, np.int64)
+        group[leaders], rank[leaders] = np.arange(leaders.size), -1
+        group[glue], rank[glue] = np.arange(glue.size) % n_texts, np.arange(glue.size) // n_texts
+        group[alone], rank[alone] = n_texts + np.arange(alone.size), 0
+        order = np.lexsort((rank, group))
+        firsts = np.flatnonzero(np.diff(group[order], prepend=-1))  # positions in `order` where a text starts
+        ordered = [chunks[i] for i in order.tolist()]
+        texts = ["".join(ordered[a:b]) for a, b in zip(firsts.tolist(), firsts[1:].tolist() + [n])]
+        located = self._locate_by_bytes(texts, ordered, firsts) if self.token_bytes is not None else None
+        ids, n_tokens, token_starts, chunk_starts = located or self._locate_by_offsets(texts, ordered, firsts)
+        total = ids.size
+        bounds = np.empty(n + 1, np.int64)
+        bounds[:n] = np.searchsorted(token_starts, chunk_starts, side="left")
+        bounds[n] = total
+        # A text's first chunk starts at the text's first token: exact, whatever trimming did to a lone whitespace
+        # chunk's offsets at the end of the text before.
+        bounds[firsts] = np.cumsum(n_tokens) - n_tokens
+        starts, counts = np.empty(n, np.int64), np.empty(n, np.int64)
+        starts[order], counts[order] = bounds[:-1], np.diff(bounds)
+        return ids, starts, counts
+
+    def _locate_by_offsets(self, texts: list[str], ordered: list[str], firsts: np.ndarray) -> _Located:
+        """Encode `texts` (`ordered` chunks laid end to end, text k starting at chunk firsts[k]); positions in
+        characters, from the tokens' offsets."""
+        encs = self.tok.encode_batch(texts, add_special_tokens=False)
+        ids, n_tokens = _ids_of(encs)
+        lengths = np.fromiter(map(len, ordered), dtype=np.int64, count=len(ordered))
+        chunk_starts = np.cumsum(lengths) - lengths
+        offsets = itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encs))
+        token_starts = np.fromiter(offsets, dtype=np.int64, count=2 * ids.size)[::2]  # (start, end) pairs
+        token_starts += np.repeat(chunk_starts[firsts], n_tokens)
+        return ids, n_tokens, token_starts, chunk_starts
+
+    def _locate_by_bytes(self, texts: list[str], ordered: list[str], firsts: np.ndarray) -> _Located | None:
+        """As `_locate_by_offsets`, in bytes, for byte-level BPE: a token's string has one character per byte of
+        text, so the tokens' sizes lay them out without the offsets (which cost the tokenizer ~40% more time).
+        None if some text's tokens do not add up to its bytes (an unknown character was dropped): then the offsets
+        decide."""
+        ids, n_tokens = _ids_of(self.tok.encode_batch_fast(texts, add_special_tokens=False))
+        sizes = self.token_bytes[ids]  # (total,) bytes of each token
+        ascii_only = all(map(str.isascii, texts))
+        lengths = np.fromiter(
+            map(len, ordered) if ascii_only else (len(utf8(c)) for c in ordered), dtype=np.int64, count=len(ordered)
+        )
+        chunk_ends, token_ends = np.cumsum(lengths), np.cumsum(sizes)
+        text_ends = np.append(chunk_ends[firsts[1:] - 1], chunk_ends[-1:])  # bytes up to each text's end
+        text_token_ends = np.concatenate([[0], token_ends])[np.cumsum(n_tokens)]
+        if not np.array_equal(text_ends, text_token_ends):
+            self.token_bytes = None  # such characters will come again: stop paying for two encodes
+            return None
+        return ids, n_tokens, token_ends - sizes, chunk_ends - lengths
+
+
+_Located = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (ids, tokens per text, token starts, chunk starts)
+
+
+def _ids_of(encs: list) -> tuple[np.ndarray, np.ndarray]:
+    """(all ids laid end to end, number of ids of each encoding)."""
+    n_tokens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(n_tokens.sum()))
+    return ids, n_tokens
+
+
+def _values(counter: Counter) -> np.ndarray:
+    return np.fromiter(counter.values(), dtype=np.int64, count=len(counter))
+
+
+class BytesCounter:
+    """UTF-8 bytes, counted with one bincount per batch."""
+
+    vocab_size = 256
+    reason = EXACT_BY_CONSTRUCTION
+
+    def __init__(self, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+        self.max_chars = max_chars
+
+    def count(self, payload: Payload) -> BatchCounts:
+        texts, n_starts = unpack(payload, self.max_chars)
+        out = BatchCounts(path_reason=self.reason)
+        _totals(out, texts, n_starts)
+        data = utf8("".join(texts))
+        out.counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256).astype(np.int64)
+        out.paths["bytes"] += len(texts)
+        return out
+
+
+class WordCounter:
+    """Unicode words (HF `Whitespace` pre-tokenizer: \\w+ | [^\\w\\s]+), counted by string."""
+
+    reason = EXACT_BY_CONSTRUCTION
+
+    def __init__(self, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+        from tokenizers import pre_tokenizers
+
+        self.pre = pre_tokenizers.Whitespace()
+        self.cache: dict[str, list[str]] = {}
+        self.max_chars = max_chars
+
+    def count(self, payload: Payload) -> BatchCounts:
+        texts, n_starts = unpack(payload, self.max_chars)
+        out = BatchCounts(words=Counter(), path_reason=self.reason)
+        _totals(out, texts, n_starts)
+        # Whitespace never sits inside a word, so splitting at whitespace first is exact.
+        chunks = Counter(" ".join(texts).split())
+        if len(self.cache) > CACHE_LIMIT:
+            self.cache.clear()
+        for chunk, n in chunks.items():
+            pieces = self.cache.get(chunk)
+            if pieces is None:
+                pieces = self.cache[chunk] = [p for p, _ in self.pre.pre_tokenize_str(chunk)]
+            for p in pieces:
+                out.words[p] += n
+        out.paths["words"] += len(texts)
+        return out
+
+
+def make_counter(options: CountOptions, max_chars: int = DEFAULT_MAX_CHARS) -> HFCounter | BytesCounter | WordCounter:
+    """The counter of `options.spec`'s kind (built once per worker: it caches the ids of distinct pieces)."""
+    spec = options.spec
+    if spec.kind == "hf":
+        return HFCounter(spec, options.add_special_tokens, options.force_path, max_chars)
+    if spec.kind == "bytes":
+        return BytesCounter(max_chars)
+    return WordCounter(max_chars)

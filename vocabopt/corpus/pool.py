@@ -1,0 +1,177 @@
+"""The local engine of the analyze stage: this process reads, worker processes count, in input order.
+
+Job: count a corpus on this machine. Inputs: resolved source paths (and a dataset), `SourceOptions`, `CountOptions`,
+the number of workers and a token limit. Outputs: one `Tally`. Worker processes are spawned (tokenizer threads do
+not survive fork), one single-threaded counter each, with at most 2 batches per worker in flight; small corpora
+(under PARALLEL_MIN_BYTES) are counted in this process, the next batch cut while this one is tokenized. Memory is
+bounded by the vocabulary, the distinct chunks per worker and the batches in flight, not by corpus size.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+from ..errors import InputError
+from .counters import BatchCounts, CountOptions, HFCounter, Payload, make_counter
+from .files import total_size
+from .reader import Reader, SourceOptions
+from .tally import Batch, Progress, Tally, batches
+
+PARALLEL_MIN_BYTES = 24 << 20  # below this, spawning workers costs more than it saves
+STOP_GRACE_S = 5.0  # after Ctrl-C or an early stop, workers get this long to finish their batch before terminate
+
+
+def count_local(
+    paths: list[str],
+    dataset: str | None,
+    *,
+    source_options: SourceOptions,
+    count_options: CountOptions,
+    workers: int | None = None,
+    limit_tokens: int | None = None,
+    progress: Progress | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> Tally:
+    """The local engine: this process reads, `workers` processes count (in input order).
+
+    `workers` None: all cores when the corpus is at least PARALLEL_MIN_BYTES on disk (or of unknown size), else
+    this process. Counting stops at the first batch boundary after `limit_tokens` tokens.
+    """
+    reader = Reader(paths, source_options, on_warning=on_warning, dataset=dataset)
+    total_disk = total_size(paths) if dataset is None else None
+    n_workers = _n_workers(workers, total_disk, source_options.limit_chars)
+    tally = Tally()
+    counted = count_batches(batches(reader), count_options, n_workers, read_ahead=limit_tokens is None)
+    for batch, result in counted:
+        tally.add_batch(batch.source, result)
+        if progress:
+            progress(reader.progress_bytes if total_disk else tally.n_bytes, total_disk, tally.n_tokens)
+        if limit_tokens is not None and tally.n_tokens >= limit_tokens:
+            break
+    for i, info in enumerate(reader.infos):
+        totals = tally.source(i)
+        totals[2], totals[3] = info.replaced_bytes, info.skipped_lines
+    return tally
+
+
+def _n_workers(workers: int | None, total_disk: int | None, limit_bytes: int | None) -> int:
+    if workers is not None:
+        if workers < 1:
+            raise InputError(f"--workers {workers}: must be at least 1")
+        return workers
+    size = total_disk if total_disk is not None else PARALLEL_MIN_BYTES  # unknown size: assume large
+    if limit_bytes is not None:
+        size = min(size, limit_bytes)
+    return (os.cpu_count() or 1) if size >= PARALLEL_MIN_BYTES else 1
+
+
+# --- worker processes ---------------------------------------------------------------------------------------------
+
+_COUNTER: Any = None  # this worker process's counter
+
+
+def _init_worker(count_options: CountOptions) -> None:
+    global _COUNTER
+    os.environ["RAYON_NUM_THREADS"] = "1"  # one process per core already; no nested thread pools
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    _COUNTER = make_counter(count_options)
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    """Exit when the parent does. A Ctrl-C that lands while the pool starts a worker could leave that worker
+    waiting for work forever (seen on a loaded machine), holding the terminal's pipes; so could a killed parent."""
+    parent.join()
+    os._exit(1)
+
+
+def _count_in_worker(payload: Payload) -> BatchCounts:
+    return _COUNTER.count(payload)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread; processes started meanwhile inherit the mask (through fork and exec).
+
+    Ctrl-C reaches the whole process group: a worker still importing numpy would die printing a traceback. With
+    SIGINT blocked, workers never see it; the main process gets it (a Ctrl-C that came while blocked is delivered
+    on unblocking) and stops the pool."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to worry about
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def count_batches(
+    batches: Iterator[Batch],
+    count_options: CountOptions,
+    n_workers: int,
+    read_ahead: bool = True,
+) -> Iterator[tuple[Batch, BatchCounts]]:
+    """(batch, counts) in input order; with several workers, at most 2 batches per worker in flight. In-process,
+    the next batch is read and cut while this one is tokenized, unless `read_ahead` is off (a token limit: what is
+    read is then what is counted)."""
+    if n_workers == 1:
+        counter = make_counter(count_options)
+        if not isinstance(counter, HFCounter) or not read_ahead:
+            for batch in batches:
+                yield batch, counter.count(batch.payload)
+            return
+        # This thread reads and cuts batch k + 1 while a second one tokenizes batch k (the tokenizer releases the GIL).
+        with ThreadPoolExecutor(1, thread_name_prefix="vocabopt-count") as pool:
+            queued: collections.deque[tuple[Batch, Future]] = collections.deque()
+            for batch in batches:
+                queued.append((batch, pool.submit(counter.finish, counter.prepare(batch.payload))))
+                if len(queued) > 1:
+                    done, fut = queued.popleft()
+                    yield done, fut.result()
+            while queued:
+                done, fut = queued.popleft()
+                yield done, fut.result()
+        return
+    ctx = multiprocessing.get_context("spawn")
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker, initargs=(count_options,))
+    pending: collections.deque[tuple[Batch, Future]] = collections.deque()
+    try:
+        for batch in batches:
+            with _sigint_blocked():  # workers start during submit
+                pending.append((batch, pool.submit(_count_in_worker, batch.payload)))
+            if len(pending) >= 2 * n_workers:
+                done, fut = pending.popleft()
+                yield done, fut.result()
+        while pending:
+            done, fut = pending.popleft()
+            yield done, fut.result()
+    except BaseException:  # Ctrl-C, an error, or the caller stopped early (--limit-tokens): nothing more is needed
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_workers(set(multiprocessing.active_children()) - before)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_workers(procs: set[multiprocessing.process.BaseProcess], grace: float = STOP_GRACE_S) -> None:
+    """Let a shut-down pool's workers finish the batch in hand and exit; terminate those still there after `grace`.
+
+    A worker started just before the pool shut down can miss its stop signal and wait for work forever (seen after
+    Ctrl-C on a loaded machine), and the pool would wait for it forever. Terminating at once is no better: a worker
+    killed while sending its result leaves the pool's reader thread waiting for the rest, and the exit hangs."""
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(max(deadline - time.monotonic(), 0.0))
+        if proc.is_alive():
+            proc.terminate()

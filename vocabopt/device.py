@@ -1,0 +1,167 @@
+"""Device helpers every measuring stage shares (profile, bench, validate, the benchmarks).
+
+Inputs: a device name ("auto", "cpu", "cuda", "mps") and callables that run one step on it. Outputs: the resolved
+device, its person-readable name and environment record, and measurements of a step: milliseconds (synchronised
+around the timed region, samples interleaved across steps), CUDA peak bytes, bytes autograd saves for backward.
+torch is imported lazily, so `import vocabopt` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+DTYPES = ("float32", "bfloat16", "float16")  # the dtypes a profile, bench or validation runs in
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda", then "mps", then "cpu"; a named device is checked to be available."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device!r} is not one of auto, cpu, cuda, mps")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' asked for but it is not available; use --device cpu or auto")
+    return device
+
+
+def device_name(device_type: str) -> str:
+    """A person-readable name of the device, e.g. "cpu: Intel(R) Xeon(R) Processor (2 threads)"."""
+    import torch
+
+    if device_type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name()}"
+    if device_type == "mps":
+        return f"mps: {platform.machine()}"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"cpu: {model} ({torch.get_num_threads()} threads)"
+
+
+def environment(device_type: str) -> dict[str, Any]:
+    """What a measurement depends on besides the device: torch and python versions, threads, matmul precision."""
+    import torch
+
+    env = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if device_type == "cuda":
+        env["cuda"] = torch.version.cuda
+        env["allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        env["allow_bf16_reduced_precision"] = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+    return env
+
+
+def sync(device: Any) -> None:
+    """Wait for the work queued on `device` (a name or torch.device); a no-op on CPU."""
+    import torch
+
+    device_type = getattr(device, "type", device)
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+    elif device_type == "mps":
+        torch.mps.synchronize()
+
+
+def time_ms(step: Callable[[], Any], device: Any, *, reps: int = 1, flush: Any = None) -> float:
+    """Milliseconds per call of `step`, over `reps` back-to-back calls, with the device synchronised around them.
+
+    `flush`: a device buffer zeroed before the timed region (e.g. 64 MB on a GPU, to evict L2 so the sample starts
+    cold, as a kernel does inside a model step); None on CPU.
+    """
+    if flush is not None:
+        flush.zero_()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        step()
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3 / reps
+
+
+def interleaved_ms(
+    steps: Sequence[Callable[[], Any]],
+    device: Any,
+    *,
+    rounds: int,
+    warmup_rounds: int = 0,
+    reps: Sequence[int] | None = None,
+    shuffle: np.random.Generator | None = None,
+    flush: Any = None,
+    give_up_ms: float | None = None,
+    on_sample: Callable[[int, int, float], None] | None = None,
+) -> list[list[float]]:
+    """Samples (ms per call, see `time_ms`) of every step, taken in rounds that each visit every step once.
+
+    Interleaving spreads a machine's slow drift over all steps instead of biasing the few that ran while it was
+    busy; take the median of each list. Rounds visit steps in order, or in a fresh order drawn from `shuffle` each
+    round. The first `warmup_rounds` rounds are run and dropped. A step whose 3 or more samples all exceed
+    `give_up_ms` is not sampled again. `on_sample(step_index, round, seconds_spent)` follows every sample.
+    """
+    samples: list[list[float]] = [[] for _ in steps]
+    for rnd in range(warmup_rounds + rounds):
+        order = shuffle.permutation(len(steps)) if shuffle is not None else range(len(steps))
+        for i in order:
+            kept = samples[i]
+            if give_up_ms is not None and len(kept) >= 3 and min(kept) > give_up_ms:
+                continue
+            t0 = time.perf_counter()
+            ms = time_ms(steps[i], device, reps=1 if reps is None else reps[i], flush=flush)
+            if rnd >= warmup_rounds:
+                kept.append(ms)
+            if on_sample:
+                on_sample(int(i), rnd, time.perf_counter() - t0)
+    return samples
+
+
+def saved_bytes(forward: Callable[[], Any]) -> int:
+    """Bytes of tensors autograd keeps for backward (the activation memory) during one call of `forward`."""
+    import torch
+
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = forward()
+    del loss
+    return total
+
+
+def cuda_peak_bytes(step: Callable[[], Any]) -> int:
+    """Peak bytes allocated on the current CUDA device during one call of `step`, above what was allocated before."""
+    import torch
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated() - base)

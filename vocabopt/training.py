@@ -1,0 +1,228 @@
+"""The proxy language model that `validate` (and tuning) trains: one small LM per output layer, in lockstep.
+
+Inputs: a token stream split into training and held-out parts, the output layers to compare (a Plan each, or None for
+the full softmax) and the `TrainSettings` they share. Outputs: `Trainer`s holding each run's learning curves and
+step times, and `heldout_loss`, the mean NLL on data never trained on. torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .device import cuda_peak_bytes
+from .device import sync as sync_device
+from .plan import Plan
+
+MODELS = ("lstm", "transformer")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How every run trains: the same model, window, steps, optimizer, evaluation and seed."""
+
+    model: str = "lstm"
+    seq_len: int = 64
+    batch_size: int = 32
+    steps: int = 300
+    lr: float = 3e-3
+    eval_tokens: int = 32768
+    eval_every: int = 0
+    seed: int = 0
+
+
+@dataclass
+class TokenStream:
+    ids: np.ndarray  # (T,) int64 token stream
+    split: int  # ids[:split] train, ids[split:] held out
+
+
+def _body(model: str, vocab: int, d: int, seq_len: int) -> Any:
+    """The LM without its output layer: ids (B, T) -> hidden states (B, T, d)."""
+    import torch
+    from torch import nn
+
+    class LSTMBody(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(vocab, d)
+            self.rnn = nn.LSTM(d, d, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.rnn(self.emb(x))[0]  # (B, T, d)
+
+    class TransformerBody(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(vocab, d)
+            self.pos = nn.Parameter(torch.zeros(seq_len, d))
+            layer = nn.TransformerEncoderLayer(
+                d, nhead=4 if d % 4 == 0 else 1, dim_feedforward=2 * d, dropout=0.0, batch_first=True, norm_first=True
+            )
+            self.blocks = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(d)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            T = x.shape[1]
+            mask = nn.Transformer.generate_square_subsequent_mask(T, device=x.device)
+            return self.norm(self.blocks(self.emb(x) + self.pos[:T], mask=mask, is_causal=True))  # (B, T, d)
+
+    return LSTMBody() if model == "lstm" else TransformerBody()
+
+
+def _full_softmax(plan: Plan) -> Any:
+    """nn.Linear + F.cross_entropy with the adaptive layer's call signature: head(hidden, targets) -> loss.
+
+    Its bias starts at the log unigram frequencies (add-one smoothed), as the adaptive layer's do
+    (`unigram_init`), so that the comparison measures the layers' structure, not their initialisation.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class FullSoftmax(nn.Linear):
+        def forward(self, hidden, targets, reduction: str = "mean"):  # type: ignore[override]
+            logits = super().forward(hidden).float()  # (..., V) fp32 for the loss
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)
+
+    head = FullSoftmax(plan.hidden, plan.vocab_size)
+    p = np.empty(plan.vocab_size, dtype=np.float64)
+    p[plan.order] = plan.counts_by_rank + 1.0  # by token id
+    with torch.no_grad():
+        head.bias.copy_(torch.from_numpy(np.log(p / p.sum())))
+    return head
+
+
+def _head(layer_plan: Plan | None, plan: Plan) -> Any:
+    from .layer import build_layer
+
+    return _full_softmax(plan) if layer_plan is None else build_layer(layer_plan)
+
+
+@dataclass
+class Trainer:
+    """One run's model, optimizer and measurements while the runs train in lockstep."""
+
+    name: str
+    design: Plan | None
+    body: Any
+    head: Any
+    params: list[Any]
+    opt: Any
+    step_ms: list[float] = field(default_factory=list)
+    train_curve: list[tuple[int, float]] = field(default_factory=list)
+    eval_curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def train_lockstep(
+    layers: dict[str, Plan | None],
+    plan: Plan,
+    data: TokenStream,
+    offsets: np.ndarray,
+    train: TrainSettings,
+    *,
+    dev: Any,
+    tdtype: Any,
+    progress: Callable[[str, int, int, float], None] | None,
+) -> tuple[list[Trainer], Batches]:
+    """Train every run in lockstep (step k of each run, then step k + 1): a shared machine's drift in speed then
+    spreads over all runs alike instead of favouring whichever ran while it was quiet. Runs share nothing but the
+    data, so the results are those of running them one after another."""
+    import torch
+
+    trainers = []
+    for name, layer_plan in layers.items():
+        torch.manual_seed(train.seed)  # the body starts from the same weights in every run
+        body = _body(train.model, plan.vocab_size, plan.hidden, train.seq_len).to(dev)
+        head = _head(layer_plan, plan).to(dev)
+        params = [*body.parameters(), *head.parameters()]
+        trainers.append(Trainer(name, layer_plan, body, head, params, torch.optim.AdamW(params, lr=train.lr)))
+    batches = Batches(data, train, dev, tdtype)
+    steps = len(offsets)
+    for k, starts in enumerate(offsets, 1):
+        for tr in trainers:
+            sync_device(dev)
+            t0 = time.perf_counter()
+            loss = batches.step(tr, starts)
+            sync_device(dev)
+            tr.step_ms.append((time.perf_counter() - t0) * 1e3)
+            tr.train_curve.append((k, loss))
+            if train.eval_every and k % train.eval_every == 0 and k < steps:
+                tr.eval_curve.append((k, batches.heldout_loss(tr)))
+            if progress:
+                progress(tr.name, k, steps, loss)
+    return trainers, batches
+
+
+class Batches:
+    """The shared token stream on the device: training windows, one optimizer step, held-out loss."""
+
+    def __init__(self, data: TokenStream, train: TrainSettings, dev: Any, tdtype: Any) -> None:
+        import torch
+
+        self.data, self.train, self.dev = data, train, dev
+        self.ids = torch.from_numpy(data.ids).to(dev)
+        self.window = torch.arange(train.seq_len + 1, device=dev)
+        self.autocast = torch.autocast(dev.type, dtype=tdtype, enabled=tdtype != torch.float32)
+
+    def loss(self, tr: Trainer, batch_starts: np.ndarray) -> Any:
+        import torch
+
+        xy = self.ids[torch.as_tensor(batch_starts, device=self.dev)[:, None] + self.window]  # (B, T + 1)
+        with self.autocast:
+            return tr.head(tr.body(xy[:, :-1]), xy[:, 1:])
+
+    def step(self, tr: Trainer, batch_starts: np.ndarray) -> float:
+        import torch
+
+        loss = self.loss(tr, batch_starts)
+        tr.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tr.params, 1.0)
+        tr.opt.step()
+        return float(loss.detach())
+
+    def heldout_loss(self, tr: Trainer) -> float:
+        t = self.train
+        return heldout_loss(
+            tr.body,
+            tr.head,
+            self.data,
+            seq_len=t.seq_len,
+            eval_tokens=t.eval_tokens,
+            dev=self.dev,
+            autocast=self.autocast,
+        )
+
+
+def cuda_step_peak(tr: Trainer, one_step: Callable[[], float]) -> int:
+    """CUDA bytes of one run: its weights, gradients and AdamW moments, plus the peak of one more step above them
+    (the other runs' tensors, resident at the same time, are left out). After training, so it changes nothing
+    that is reported."""
+    state = sum(p.numel() * p.element_size() for p in tr.params) * 4  # weight, grad, exp_avg, exp_avg_sq
+    return int(state + cuda_peak_bytes(one_step))
+
+
+def heldout_loss(
+    body: Any, head: Any, data: TokenStream, *, seq_len: int, eval_tokens: int, dev: Any, autocast: Any
+) -> float:
+    """Mean NLL (nats) per predicted token over consecutive windows from the start of the held-out part."""
+    import torch
+
+    held = torch.from_numpy(data.ids[data.split :]).to(dev)
+    n_win = max(1, min(eval_tokens // seq_len, (held.numel() - 1) // seq_len))
+    x = held[: n_win * seq_len + 1]
+    inp, tgt = x[:-1].view(n_win, seq_len), x[1:].view(n_win, seq_len)  # (W, T)
+    total, count = 0.0, 0
+    was = body.training, head.training
+    body.eval(), head.eval()
+    with torch.no_grad(), autocast:
+        for i in range(0, n_win, 64):
+            total += float(head(body(inp[i : i + 64]), tgt[i : i + 64], reduction="sum"))
+            count += tgt[i : i + 64].numel()
+    body.train(was[0]), head.train(was[1])
+    return total / count
