@@ -48,7 +48,7 @@ def profile_device(
     Args:
         device: "auto" (cuda, then mps, then cpu), "cpu", "cuda" or "mps".
         dtype: "float32", "bfloat16" or "float16".
-        quick: a coarser grid with a smaller work budget (under a minute on a 2-core CPU).
+        quick: a coarser grid with a smaller work budget (~1.5 minutes on a 2-core CPU).
         grid: overrides of the grid settings (axes lists, max_flops, max_elements, samples, min_sample_ms).
         seed: for the visiting order and the random inputs.
         progress: called as progress(samples_done, samples_total).

@@ -16,7 +16,7 @@ from .group import main
 @main.command("profile")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
-@click.option("--quick", is_flag=True, help="Coarser grid, smaller budget (under a minute on a 2-core CPU).")
+@click.option("--quick", is_flag=True, help="Coarser grid, smaller budget (~1.5 minutes on a 2-core CPU).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Where to write device.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
 @handle_errors
