@@ -112,7 +112,10 @@ LAYERS = [
     ("export", "hf"),
     ("bench",),
     ("training",),
+    ("quality",),
+    ("tradeoff",),
     ("validate",),
+    ("tune",),
     ("plots",),
     ("cli", "__main__"),
 ]

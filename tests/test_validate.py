@@ -15,7 +15,7 @@ from vocabopt.cli import main
 from vocabopt.errors import InputError, MismatchError
 from vocabopt.plan import Plan
 from vocabopt.plots import curves_png
-from vocabopt.validate import ValidationResult, _batch_offsets, load_tokens
+from vocabopt.validate import ValidationResult, batch_offsets, load_tokens
 
 BPE = Path(__file__).resolve().parents[1] / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
 
@@ -58,11 +58,23 @@ def test_runs_train_and_compare_to_full_softmax(result):
     json.dumps(res.to_json())
 
 
+def test_runs_report_band_perplexity_and_calibration(result):
+    """Every run is scored on the plan's clusters (head, tail 0, tail 1), with ECE and a fitted temperature."""
+    res, _ = result
+    for r in res.runs:
+        assert [b["ranks"] for b in r.bands] == [[0, 200], [200, 1000], [1000, 8000]]
+        scored = sum(b["tokens"] for b in r.bands)
+        assert scored == res.settings["eval_tokens"] // SMALL["seq_len"] * SMALL["seq_len"]
+        mean = sum(b["loss"] * b["tokens"] for b in r.bands if b["tokens"]) / scored
+        assert mean == pytest.approx(r.heldout_loss)  # the bands partition the held-out tokens
+        assert 0 <= r.ece <= 1 and 0.5 <= r.temperature <= 2.0 and 0 <= r.accuracy <= 1
+
+
 def test_heldout_split_is_never_trained_on(tiny):
     path, plan = tiny
     data = load_tokens(plan, [str(path)], str(BPE), heldout=0.1, seq_len=16, max_tokens=30_000)
     assert data.split == int(data.ids.size * 0.9) and data.ids.size == 30_000
-    offsets = _batch_offsets(data.split, 16, 8, 500, seed=3)
+    offsets = batch_offsets(data.split, 16, 8, 500, seed=3)
     assert offsets.min() >= 0 and offsets.max() + 16 + 1 <= data.split  # the last target is ids[o + 16]
 
 

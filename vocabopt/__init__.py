@@ -14,6 +14,7 @@ from typing import Any
 from .analyze import analyze, compare  # noqa: E402,F401
 from .bench import bench  # noqa: E402,F401
 from .optimize import optimize  # noqa: E402,F401
+from .tune import tune  # noqa: E402,F401
 from .validate import validate  # noqa: E402,F401
 from .version import __version__  # noqa: F401
 
@@ -44,7 +45,7 @@ _EXPORTS = {
     "ValidationRun": "validate",
 }
 
-__all__ = sorted([*_EXPORTS, "analyze", "bench", "compare", "optimize", "validate", "__version__"])
+__all__ = sorted([*_EXPORTS, "analyze", "bench", "compare", "optimize", "tune", "validate", "__version__"])
 
 
 def __getattr__(name: str) -> Any:

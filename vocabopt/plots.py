@@ -117,3 +117,29 @@ def curves_png(result: Any) -> bytes:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)
+
+
+def tune_png(plan: Plan) -> bytes:
+    """PNG: the measured penalty of each trained design (95% intervals) and the monotone model, against capacity and
+    against predicted step time, with the tolerance and the chosen design marked."""
+    plt = _pyplot()
+    t = plan.provenance["tune"]
+    rows, model, chosen = t["measured"], t["model"], t["chosen"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((ax1, "capacity", "capacity (share-weighted dim / d)"), (ax2, "predicted_ms", "ms")):
+        x = [r[key] for r in rows]
+        y = [100 * r["penalty"] for r in rows]
+        err = [[100 * (r["penalty"] - r["low"]) for r in rows], [100 * (r["high"] - r["penalty"]) for r in rows]]
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label="measured (95% interval)")
+        ax.axhline(100 * t["tolerance"], color="C3", ls="--", lw=1, label=f"tolerance {t['tolerance']:.1%}")
+        chosen_x = chosen["capacity"] if key == "capacity" else chosen["time_ms"]
+        ax.scatter([chosen_x], [100 * chosen["predicted_penalty"]], marker="*", s=160, c="C3", zorder=3, label="chosen")
+        ax.set(xlabel=label, ylabel="perplexity penalty vs full softmax (%)")
+    ax1.plot(model["capacity"], [100 * p for p in model["penalty"]], "-", color="C2", label="monotone model")
+    ax1.plot(model["capacity"], [100 * p for p in model["high"]], ":", color="C2", label="model, upper bound")
+    ax2.set_xscale("log")
+    ax1.set_title(f"V={plan.vocab_size:,}, d={plan.hidden}: quality ({t['basis'][:40]}...)", fontsize=9)
+    ax2.set_title("quality vs predicted step time", fontsize=9)
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

@@ -89,6 +89,9 @@ def _full_softmax(plan: Plan) -> Any:
             logits = super().forward(hidden).float()  # (..., V) fp32 for the loss
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)
 
+        def log_prob(self, hidden):
+            return torch.log_softmax(super().forward(hidden).float(), dim=-1)  # (..., V) fp32, by token id
+
     head = FullSoftmax(plan.hidden, plan.vocab_size)
     p = np.empty(plan.vocab_size, dtype=np.float64)
     p[plan.order] = plan.counts_by_rank + 1.0  # by token id

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts, design
+from . import artifacts, design, tradeoff
 from .device import DTYPES, device_name, resolve_device, saved_bytes
 from .errors import ArtifactError, InputError, MismatchError, TokenizerError
 from .plan import Plan
+from .quality import heldout_quality
 from .training import MODELS, Batches, TokenStream, Trainer, TrainSettings, cuda_step_peak, train_lockstep
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ class ValidationRun:
     peak_bytes: int | None  # CUDA: weights + grads + AdamW state + one step's peak above them; None elsewhere
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
     eval_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
+    # What an adaptive softmax can lose (vocabopt.quality): held-out perplexity per frequency band (the plan's head
+    # cluster and each tail, for every run alike), top-label ECE (15 bins), the NLL-minimising temperature
+    bands: list[dict[str, Any]] = field(default_factory=list)  # {"ranks": [lo, hi], "tokens", "loss", "ppl"}
+    accuracy: float | None = None
+    ece: float | None = None
+    temperature: float | None = None
 
 
 @dataclass
@@ -65,12 +72,20 @@ class ValidationResult:
         return next((r for r in self.runs if r.name == name), None)
 
     def summary(self) -> dict[str, Any]:
-        """Ratios against the full softmax: perplexity gap and step-time speed-up of each other run."""
+        """Against the full softmax: perplexity gap and step-time speed-up of each other run, and (when the runs
+        recorded held-out curves, `eval_every`) the gap at equal wall time: this layer after as many steps as it
+        takes in the full softmax's time, from a fit of both curves (`tradeoff.fit_pair`)."""
         full = self.run("full softmax")
         out = {}
         for r in self.runs:
             if full is not None and r is not full:
-                out[r.name] = {"ppl_gap": r.heldout_ppl / full.heldout_ppl - 1.0, "speedup": full.step_ms / r.step_ms}
+                speedup = full.step_ms / r.step_ms
+                out[r.name] = {"ppl_gap": r.heldout_ppl / full.heldout_ppl - 1.0, "speedup": speedup}
+                fit = tradeoff.fit_pair([r.eval_curve], [full.eval_curve])
+                steps = self.settings["steps"]
+                out[r.name]["equal_time_ppl_gap"] = (
+                    None if fit is None else math.expm1(fit.gap(steps * speedup, steps)[0])
+                )
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -156,7 +171,7 @@ def validate(
     dev = torch.device(resolve_device(device))
     data = load_tokens(plan, sources, tokenizer, heldout=heldout, seq_len=seq_len, max_tokens=max_tokens)
     layers = _designs(plan, folklore, full_softmax)
-    offsets = _batch_offsets(data.split, seq_len, batch_size, steps, seed)  # shared by every run
+    offsets = batch_offsets(data.split, seq_len, batch_size, steps, seed)  # shared by every run
     settings = {
         "model": model,
         "hidden": plan.hidden,
@@ -181,7 +196,7 @@ def validate(
     trainers, batches = train_lockstep(
         layers, plan, data, offsets, train, dev=dev, tdtype=getattr(torch, dtype), progress=progress
     )
-    runs = [_finish(tr, batches, offsets) for tr in trainers]
+    runs = [_finish(tr, batches, offsets, plan) for tr in trainers]
     return ValidationResult(runs=runs, settings=settings)
 
 
@@ -270,7 +285,7 @@ def load_tokens(
     return TokenStream(ids=ids, split=split)
 
 
-def _batch_offsets(split: int, seq_len: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+def batch_offsets(split: int, seq_len: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
     """(steps, batch_size) window starts; every window [o, o + seq_len + 1) lies inside the training part."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, split - seq_len, size=(steps, batch_size))  # o + seq_len <= split - 1
@@ -292,9 +307,21 @@ def _designs(plan: Plan, folklore: list[int] | None, full: bool) -> dict[str, Pl
     return out
 
 
-def _finish(tr: Trainer, batches: Batches, offsets: np.ndarray) -> ValidationRun:
-    """A trained run's final held-out loss, median step time and memory."""
-    final = batches.heldout_loss(tr)
+def _finish(tr: Trainer, batches: Batches, offsets: np.ndarray, plan: Plan) -> ValidationRun:
+    """A trained run's final held-out quality (bands: `plan`'s clusters), median step time and memory."""
+    t = batches.train
+    quality = heldout_quality(
+        tr.body,
+        tr.head,
+        batches.data,
+        seq_len=t.seq_len,
+        eval_tokens=t.eval_tokens,
+        dev=batches.dev,
+        autocast=batches.autocast,
+        band_edges=[0, *plan.cutoffs, plan.vocab_size],
+        rank_of=plan.rank_of,
+    )
+    final = quality.loss
     tr.eval_curve.append((len(offsets), final))
     one_more_step = lambda: batches.step(tr, offsets[-1])  # noqa: E731
     peak = cuda_step_peak(tr, one_more_step) if batches.dev.type == "cuda" else None
@@ -313,4 +340,8 @@ def _finish(tr: Trainer, batches: Batches, offsets: np.ndarray) -> ValidationRun
         peak_bytes=peak,
         train_curve=tr.train_curve,
         eval_curve=tr.eval_curve,
+        bands=quality.bands,
+        accuracy=quality.accuracy,
+        ece=quality.ece,
+        temperature=quality.temperature,
     )

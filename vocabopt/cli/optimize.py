@@ -155,6 +155,7 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
     if not plan.provenance["options"].get("cutoffs"):
         click.echo(
             f"  capacity {plan.capacity:.3f}; floor (--min-capacity): {plan.provenance['options']['min_capacity_rule']}"
+            " (a heuristic, not measured quality: `vocabopt tune` measures it)"
         )
     click.echo(f"  {'cluster':<8} {'ranks':>19} {'share':>8} {'dim':>5} {'ms':>9}")
     edges = [0, *plan.cutoffs, plan.vocab_size]

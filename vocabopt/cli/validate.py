@@ -113,7 +113,7 @@ def _print_table(result: Any) -> None:
     )
     click.echo(
         f"{'layer':<14}{'cutoffs':<24}{'held-out ppl':>13}{'vs full':>9}{'step ms':>9}{'tok/s':>9}"
-        f"{'speed-up':>9}{'saved':>10}"
+        f"{'speed-up':>9}{'saved':>10}{'ECE':>7}{'T':>6}"
     )
     summ = result.summary()
     for r in result.runs:
@@ -121,5 +121,14 @@ def _print_table(result: Any) -> None:
         sp = f"{summ[r.name]['speedup']:.2f}x" if r.name in summ else "-"
         click.echo(
             f"{r.name:<14}{str(r.cutoffs or '-'):<24}{r.heldout_ppl:>13.2f}{gap:>9}{r.step_ms:>9.1f}"
-            f"{r.tokens_per_s:>9.0f}{sp:>9}{human_bytes(r.saved_bytes):>10}"
+            f"{r.tokens_per_s:>9.0f}{sp:>9}{human_bytes(r.saved_bytes):>10}{r.ece:>7.3f}{r.temperature:>6.2f}"
         )
+    edges = [b["ranks"] for b in result.runs[0].bands]
+    click.echo("held-out perplexity per frequency band (ranks of the plan's clusters):")
+    click.echo(f"{'layer':<14}" + "".join(f"{f'[{lo:,}, {hi:,})':>20}" for lo, hi in edges))
+    for r in result.runs:
+        cells = [f"{b['ppl']:.1f}" if b["ppl"] is not None else "-" for b in r.bands]
+        click.echo(f"{r.name:<14}" + "".join(f"{c:>20}" for c in cells))
+    for name, row in summ.items():
+        if row.get("equal_time_ppl_gap") is not None:
+            click.echo(f"{name}: at equal wall time (fitted curves) {row['equal_time_ppl_gap']:+.1%} vs full softmax")

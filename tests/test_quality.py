@@ -1,0 +1,91 @@
+"""vocabopt.quality: streamed held-out statistics against direct computations on the whole (N, V) matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vocabopt.layer import build_layer
+from vocabopt.plan import Plan
+from vocabopt.quality import N_BINS, QualitySums, heldout_quality
+from vocabopt.training import TokenStream, _body, _full_softmax, heldout_loss
+
+V, N, WINDOW = 60, 900, 15
+
+
+@pytest.fixture(scope="module")
+def case():
+    """Over-confident logits (targets drawn from softmax(z), scored with softmax(1.6 z)): the best T is near 1.6."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(N, V, generator=gen) * 1.5
+    target = torch.multinomial(torch.softmax(z, dim=1), 1, generator=gen).squeeze(1)
+    logp = torch.log_softmax(1.6 * z, dim=1)
+    rank_of = np.random.default_rng(0).permutation(V)
+    return logp, target, rank_of
+
+
+def _streamed(logp, target, rank_of, edges):
+    sums = QualitySums(edges, rank_of)
+    for i in range(0, N, 300):  # three chunks
+        sums.add(logp[i : i + 300], target[i : i + 300], WINDOW)
+    return sums.result()
+
+
+def test_loss_windows_and_bands_match_a_direct_count(case):
+    logp, target, rank_of = case
+    edges = [0, 10, 35, V]
+    q = _streamed(logp, target, rank_of, edges)
+    nll = -logp.gather(1, target[:, None]).squeeze(1).double().numpy()
+    assert q.loss == pytest.approx(nll.mean()) and q.tokens == N
+    np.testing.assert_allclose(q.window_losses, nll.reshape(-1, WINDOW).mean(axis=1))
+    ranks = rank_of[target.numpy()]
+    for band, (lo, hi) in zip(q.bands, zip(edges[:-1], edges[1:])):
+        inside = (ranks >= lo) & (ranks < hi)
+        assert band["tokens"] == inside.sum()
+        assert band["loss"] == pytest.approx(nll[inside].mean())
+
+
+def test_ece_matches_a_torchmetrics_style_computation(case):
+    """Top-label ECE with 15 equal-width bins on the full probability matrix, written independently."""
+    logp, target, rank_of = case
+    q = _streamed(logp, target, rank_of, [0, V])
+    probs = logp.exp().double()
+    conf, pred = probs.max(dim=1)
+    acc = (pred == target).double()
+    boundaries = torch.linspace(0, 1, N_BINS + 1, dtype=torch.float64)
+    ece = 0.0
+    for lo, hi in zip(boundaries[:-1], boundaries[1:]):
+        inside = (conf >= lo) & (conf < hi) if hi < 1 else (conf >= lo)
+        if inside.any():
+            ece += inside.double().mean() * (acc[inside].mean() - conf[inside].mean()).abs()
+    assert q.ece == pytest.approx(float(ece), abs=1e-9)
+    assert q.accuracy == pytest.approx(float(acc.mean()))
+
+
+def test_temperature_is_the_brute_force_minimiser(case):
+    logp, target, rank_of = case
+    q = _streamed(logp, target, rank_of, [0, V])
+    temps = np.linspace(0.5, 2.0, 3001)
+    losses = [float(torch.nn.functional.cross_entropy(logp.double() / t, target)) for t in temps]
+    best = temps[int(np.argmin(losses))]
+    assert q.temperature == pytest.approx(best, abs=0.01)
+    assert q.loss_at_temperature == pytest.approx(min(losses), abs=1e-4)
+    assert q.loss_at_temperature < q.loss  # over-confident logits: T > 1 helps
+    assert 1.3 < q.temperature < 1.9
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_heldout_quality_scores_the_same_windows_as_heldout_loss(adaptive):
+    torch.manual_seed(0)
+    counts = np.round(1e4 / np.arange(1, V + 1)).astype(np.int64)
+    plan = Plan.from_cutoffs(counts, hidden=8, cutoffs=[10, 30])
+    body = _body("lstm", V, 8, 16)
+    head = build_layer(plan) if adaptive else _full_softmax(plan)
+    data = TokenStream(ids=np.random.default_rng(1).integers(0, V, 3000), split=2000)
+    ctx = torch.autocast("cpu", enabled=False)
+    kw = {"seq_len": 16, "eval_tokens": 800, "dev": torch.device("cpu"), "autocast": ctx}
+    q = heldout_quality(body, head, data, **kw, band_edges=[0, 10, 30, V], rank_of=plan.rank_of)
+    assert q.loss == pytest.approx(heldout_loss(body, head, data, **kw), rel=1e-5)
+    assert q.tokens == 800 and len(q.window_losses) == 50
+    assert sum(b["tokens"] for b in q.bands) == 800

@@ -1,0 +1,109 @@
+"""vocabopt.tradeoff: penalties and their intervals, learning-curve fits, the monotone penalty model and the
+tolerance decision, against brute force and synthetic data with a known answer."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from vocabopt import tradeoff
+
+
+def test_penalty_at_end_is_the_paired_mean_with_an_interval_that_covers_it():
+    rng = np.random.default_rng(0)
+    full = rng.normal(4.0, 0.3, size=(2, 400))  # 2 seeds x 400 windows
+    design = full + 0.02 + rng.normal(0, 0.01, size=full.shape)  # 2% worse in loss
+    p = tradeoff.penalty_at_end(design.tolist(), full.tolist())
+    assert p["penalty"] == pytest.approx(math.expm1(np.mean(design - full)))
+    assert p["low"] < p["penalty"] < p["high"]
+    assert p["low"] < math.expm1(0.02) < p["high"]
+    assert p["high"] - p["low"] < 0.01  # paired differences: the shared window noise cancels
+
+
+T = np.array([25, 50, 75, 100, 150, 200, 250, 300], float)
+
+
+def _curve(a: float, b: float, c: float) -> list[tuple[float, float]]:
+    return list(zip(T.tolist(), (a + b * T**-c).tolist()))
+
+
+def test_pair_fit_recovers_known_power_laws_with_a_shared_exponent():
+    fit = tradeoff.fit_pair([_curve(3.1, 4.0, 0.6)], [_curve(3.0, 5.0, 0.6)])
+    assert fit is not None
+    np.testing.assert_allclose(fit.params, [3.1, 4.0, 3.0, 5.0, 0.6], atol=1e-4)
+    assert fit.gap(None)[0] == pytest.approx(0.1, abs=1e-4)  # asymptote
+    assert fit.gap(1e4)[0] == pytest.approx(0.1 + (4.0 - 5.0) * 1e4**-0.6, abs=1e-4)
+    assert fit.gap(600, 300)[0] == pytest.approx(3.1 + 4 * 600**-0.6 - 3.0 - 5 * 300**-0.6, abs=1e-4)
+    assert tradeoff.fit_pair([_curve(3, 4, 0.6)[:3]], [_curve(3, 5, 0.6)]) is None  # too few points
+
+
+def test_short_run_bias_is_corrected_at_the_fitted_length():
+    """A small head ahead early but behind at convergence: the end-of-run gap is negative, the asymptote's is not."""
+    rng = np.random.default_rng(0)
+    noisy = [[(t, y + rng.normal(0, 0.002)) for t, y in _curve(3.03, 4.0, 0.5)] for _ in range(2)]
+    full = [[(t, y + rng.normal(0, 0.002)) for t, y in _curve(3.00, 6.0, 0.5)] for _ in range(2)]
+    fit = tradeoff.fit_pair(noisy, full)
+    assert fit.gap(300)[0] < 0  # what a 300-step comparison sees
+    p = tradeoff.penalty_at_length(fit, None)
+    assert p["low"] <= p["penalty"] <= p["high"]
+    assert p["low"] < math.expm1(0.03) < p["high"]
+    assert p["low"] > 0  # the interval excludes "no penalty": the bias is corrected, not hidden in noise
+
+
+def _brute_isotonic(y: np.ndarray) -> float:
+    """Least squares over every split of y (sorted by x) into contiguous blocks whose means do not increase."""
+    best = np.inf
+    for cuts in itertools.product([False, True], repeat=len(y) - 1):
+        edges = [0, *[i + 1 for i, c in enumerate(cuts) if c], len(y)]
+        means = [y[a:b].mean() for a, b in zip(edges[:-1], edges[1:])]
+        if all(m1 >= m2 - 1e-12 for m1, m2 in zip(means, means[1:])):
+            fit = np.concatenate([np.full(b - a, m) for (a, b), m in zip(zip(edges[:-1], edges[1:]), means)])
+            best = min(best, float(np.sum((fit - y) ** 2)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_isotonic_fit_is_the_brute_force_least_squares_monotone_fit(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.permutation(8).astype(float)
+    y = rng.normal(size=8)
+    fit = tradeoff.isotonic_decreasing(x.tolist(), y.tolist())
+    order = np.argsort(x)
+    assert np.all(np.diff(fit[order]) <= 1e-12)
+    assert np.sum((fit - y) ** 2) == pytest.approx(_brute_isotonic(y[order]))
+
+
+def _measured(points):
+    return [{"capacity": c, "penalty": p, "low": p - w, "high": p + w} for c, p, w in points]
+
+
+def test_penalty_model_is_monotone_and_interpolates():
+    model = tradeoff.penalty_model(
+        _measured([(0.6, 0.05, 0.01), (0.8, 0.02, 0.01), (0.7, 0.01, 0.01), (0.95, 0.0, 0.005)])
+    )
+    assert model["capacity"] == [0.6, 0.7, 0.8, 0.95]
+    assert np.all(np.diff(model["penalty"]) <= 0) and np.all(np.diff(model["high"]) <= 0)
+    assert model["penalty"][1] == model["penalty"][2] == pytest.approx(0.015)  # the violating pair pooled
+    assert model["monotone_violations"] == 0  # their intervals overlap
+    mid = tradeoff.predict_penalty(model, 0.65)
+    assert mid["penalty"] == pytest.approx((0.05 + 0.015) / 2)
+    assert tradeoff.predict_penalty(model, 0.5) is None  # no extrapolation below the measured range
+    strict = tradeoff.penalty_model(_measured([(0.6, 0.0, 0.001), (0.9, 0.05, 0.001)]))
+    assert strict["monotone_violations"] == 1
+
+
+def test_choose_takes_the_fastest_design_whose_upper_bound_is_within_tolerance():
+    model = tradeoff.penalty_model(_measured([(0.6, 0.05, 0.01), (0.8, 0.008, 0.001), (0.95, 0.0, 0.001)]))
+    frontier = [
+        {"cutoffs": [1], "time_ms": 1.0, "capacity": 0.6},
+        {"cutoffs": [2], "time_ms": 2.0, "capacity": 0.8},
+        {"cutoffs": [3], "time_ms": 3.0, "capacity": 0.95},
+        {"cutoffs": [4], "time_ms": 0.5, "capacity": 0.4},  # outside the measured range: never chosen
+    ]
+    chosen, met = tradeoff.choose(frontier, model, tolerance=0.01)
+    assert met and chosen["cutoffs"] == [2] and chosen["predicted_high"] <= 0.01
+    chosen, met = tradeoff.choose(frontier, model, tolerance=0.0005)
+    assert not met and chosen["cutoffs"] == [3]  # nothing within: the lowest upper bound, flagged

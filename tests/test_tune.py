@@ -1,0 +1,104 @@
+"""vocabopt.tune and `vocabopt tune`: candidates span the frontier, a tiny end-to-end run on a slice of the shipped
+corpus, and the evidence round-trips through Plan.save/load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import vocabopt
+from vocabopt.cli import main
+from vocabopt.errors import InputError
+from vocabopt.plan import Plan
+from vocabopt.profile import synthetic_profile
+from vocabopt.training import TrainSettings
+from vocabopt.tune import select_candidates
+
+BPE = Path(__file__).resolve().parents[1] / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
+TINY = TrainSettings(model="lstm", seq_len=16, batch_size=8, steps=24, lr=1e-2, eval_tokens=1024)
+
+
+def _frontier(caps):
+    return [
+        {"cutoffs": [i + 1], "proj_dims": [4], "time_ms": 1.0 + c, "capacity": c, "params": 0}
+        for i, c in enumerate(caps)
+    ]
+
+
+def test_candidates_span_the_frontier():
+    frontier = _frontier([0.30, 0.35, 0.41, 0.55, 0.62, 0.70, 0.88, 0.93, 0.97])
+    picks = select_candidates(frontier, 4)
+    caps = [p["capacity"] for p in picks]
+    assert caps[0] == 0.30 and caps[-1] == 0.97  # both ends
+    assert len(picks) == 4 and caps == sorted(caps)
+    assert max(np.diff(caps)) < 0.5  # spread along the range, not bunched at one end
+    assert [p["name"] for p in picks] == ["d0", "d1", "d2", "d3"]
+    assert len(select_candidates(_frontier([0.5]), 4)) == 1
+    with pytest.raises(InputError, match="full softmax is the answer"):
+        select_candidates([], 4)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, corpus_slice):
+    path = tmp_path_factory.mktemp("tune") / "tiny.txt"
+    text = corpus_slice.read_text(encoding="utf-8")[:120_000]
+    path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    stats = vocabopt.analyze([str(path)], tokenizer=str(BPE))
+    prof = synthetic_profile(lambda kernel, *c: 0.01 + 1e-7 * np.prod(c, axis=0))
+    return path, stats, prof
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny):
+    path, stats, prof = tiny
+    return vocabopt.tune(
+        stats, sources=[str(path)], tokenizer=str(BPE), hidden=16, batch_tokens=512, profile=prof,
+        seeds=1, candidates=3, train=TINY, max_tokens=25_000, tolerance=0.05,
+    )  # fmt: skip
+
+
+def test_end_to_end_tune_records_its_evidence(tuned):
+    t = tuned.provenance["tune"]
+    assert tuned.provenance["method"] == "vocabopt.tune"
+    assert len(t["measured"]) >= 2
+    for m in t["measured"]:
+        assert m["low"] <= m["penalty"] <= m["high"]
+        assert m["heldout_ppl"] > 1 and m["proxy_step_ms"] > 0
+        assert sum(1 for b in m["bands"]) >= 2
+    assert np.all(np.diff(t["model"]["penalty"]) <= 1e-12)  # monotone in capacity
+    assert tuned.cutoffs == t["chosen"]["cutoffs"] and tuned.proj_dims == t["chosen"]["proj_dims"]
+    assert isinstance(t["met"], bool)
+    if t["met"]:
+        assert t["chosen"]["predicted_high"] <= t["tolerance"]
+    assert t["basis"]
+
+
+def test_evidence_round_trips_through_save_and_load(tuned, tmp_path):
+    tuned.save(tmp_path / "plan.json")
+    back = Plan.load(tmp_path / "plan.json")
+    assert back.provenance["tune"] == json.loads(json.dumps(tuned.provenance["tune"]))
+    assert back.cutoffs == tuned.cutoffs
+
+
+def test_cli_tune(tiny, tmp_path):
+    path, stats, prof = tiny
+    stats.save(tmp_path / "stats.json")
+    prof.save(tmp_path / "prof.json")
+    args = [
+        "tune", str(tmp_path / "stats.json"), "--corpus", str(path), "-t", str(BPE), "--hidden", "16",
+        "--batch-tokens", "512", "--profile", str(tmp_path / "prof.json"), "--steps", "16", "--seq-len", "16",
+        "--batch-size", "8", "--seeds", "1", "--candidates", "2", "--max-tokens", "20000",
+        "-o", str(tmp_path / "plan.json"), "--plot", str(tmp_path / "tune.png"),
+    ]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "penalty" in res.output and "chosen:" in res.output
+    assert (tmp_path / "tune.png").read_bytes()[:4] == b"\x89PNG"
+    assert "tune" in Plan.load(tmp_path / "plan.json").provenance
+    bad = CliRunner().invoke(main, [*args[:-4], "--tolerance", "2", "-o", str(tmp_path / "x.json")])
+    assert bad.exit_code == 1 and "tolerance=2" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "x.json").exists()

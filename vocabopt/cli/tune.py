@@ -1,0 +1,113 @@
+"""`vocabopt tune`: the fastest output layer within a measured perplexity tolerance of the full softmax."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..artifacts import atomic_write_bytes, check_writable
+from ._common import echo_json, handle_errors
+from .group import main
+
+
+@main.command("tune")
+@click.argument("stats", type=click.Path(dir_okay=False))
+@click.option("--corpus", "corpus", multiple=True, required=True, help="Corpus source (repeatable).")
+@click.option("-t", "--tokenizer", required=True, help="The tokenizer the stats were counted with.")
+@click.option("--hidden", type=int, required=True, help="Width d of the hidden states fed to the output layer.")
+@click.option("--batch-tokens", type=int, required=True, help="Tokens per step N the design is for.")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), required=True, help="A DeviceProfile.")
+@click.option("--tolerance", type=float, default=0.01, show_default=True, help="Allowed perplexity penalty (0.01=1%).")
+@click.option("--steps", type=int, default=300, show_default=True, help="Proxy-LM steps per run.")
+@click.option("--model", type=click.Choice(["lstm", "transformer"]), default="lstm", show_default=True)
+@click.option("--seeds", type=int, default=2, show_default=True, help="Trainings per design.")
+@click.option("--candidates", type=int, default=4, show_default=True, help="Frontier designs to train.")
+@click.option("--folklore", is_flag=True, help="Also train the folklore designs.")
+@click.option("--train-tokens", type=int, default=None, help="Tokens of your real run: compare there (else asymptote).")
+@click.option("--seq-len", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--max-tokens", type=int, default=None, help="Use only the first N tokens of the corpus.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="plan.json", show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Frontier with measured quality (PNG).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tuned plan's JSON.")
+@handle_errors
+def tune_cmd(
+    stats: str, profile_path: str, output: str, plot: str | None, quiet: bool, as_json: bool, **kw: Any
+) -> None:
+    """Train the proxy LM with frontier designs and the full softmax; keep the fastest within --tolerance."""
+    from ..plots import tune_png
+    from ..profile import DeviceProfile
+    from ..stats import CorpusStats
+    from ..training import TrainSettings
+    from ..tune import tune
+
+    for path in (output, plot):
+        if path:
+            check_writable(path)  # before minutes of work, so a bad path fails fast
+    show = not quiet and sys.stderr.isatty()
+
+    def progress(what: str, done: int, total: int) -> None:
+        if show:
+            click.echo(f"\r{what}: step {done}/{total}\x1b[K", err=True, nl=done == total)
+
+    train = TrainSettings(
+        model=kw.pop("model"), seq_len=kw.pop("seq_len"), batch_size=kw.pop("batch_size"), steps=kw.pop("steps")
+    )
+    plan = tune(
+        CorpusStats.load(stats),
+        sources=list(kw.pop("corpus")),
+        profile=DeviceProfile.load(profile_path),
+        train=train,
+        progress=progress,
+        **kw,
+    )
+    png = tune_png(plan) if plot else None  # rendered before anything is written
+    plan.save(output)
+    if plot:
+        atomic_write_bytes(plot, png)
+    if as_json:
+        echo_json({**plan.to_json(), "output": output})
+        return
+    _print_table(plan)
+    click.echo(f"wrote {output}" + (f" and {plot}" if plot else ""))
+
+
+def _print_table(plan: Any) -> None:
+    t = plan.provenance["tune"]
+    full = t["full_softmax"]
+    click.echo(f"penalty = held-out perplexity / full softmax's - 1; compared at: {t['basis']}")
+    click.echo(
+        f"{'design':<14}{'cutoffs':<26}{'capacity':>9}{'penalty':>9}{'95% interval':>21}{'ppl':>9}"
+        f"{'pred. x':>8}{'proxy x':>8}{'equal-time':>11}"
+    )
+    click.echo(
+        f"{'full softmax':<14}{'-':<26}{1.0:>9.3f}{'-':>9}{'-':>21}{full['heldout_ppl']:>9.2f}{'1.00x':>8}{'1.00x':>8}"
+    )
+    full_ms = plan.predicted["full_softmax"]["time_ms"]
+    for m in t["measured"]:
+        interval = f"[{_pct(m['low'])}, {_pct(m['high'])}]"
+        eq = _pct(m["equal_time_penalty"]) if m["equal_time_penalty"] is not None else "-"
+        click.echo(
+            f"{m['name']:<14}{str(m['cutoffs']):<26}{m['capacity']:>9.3f}{_pct(m['penalty']):>9}{interval:>21}"
+            f"{m['heldout_ppl']:>9.2f}{full_ms / m['predicted_ms']:>7.2f}x{m['proxy_speedup']:>7.2f}x{eq:>11}"
+        )
+    c = t["chosen"]
+    verdict = "within" if t["met"] else "NO design met"
+    click.echo(
+        f"chosen: cutoffs {c['cutoffs']}, proj_dims {c['proj_dims']}: {plan.predicted['speedup']:.2f}x predicted "
+        f"speed-up; modelled penalty {_pct(c['predicted_penalty'])} (upper {_pct(c['predicted_high'])}); "
+        f"{verdict} the {t['tolerance']:.1%} tolerance"
+        + ("" if t["met"] else " — this is the best trade-off measured, not a pass")
+    )
+
+
+def _pct(share: float) -> str:
+    """A penalty as a signed percentage; beyond +-999% (an interval a short run cannot pin down) as '>+999%'."""
+    if share > 9.99:
+        return ">+999%"
+    return f"{share:+.2%}"

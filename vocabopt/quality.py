@@ -1,0 +1,180 @@
+"""Held-out quality of a trained output layer: loss with its per-window spread, per-frequency-band perplexity, and
+calibration (top-label ECE and the temperature that minimises held-out NLL), computed by streaming.
+
+Inputs: a trained body and head (`head.log_prob(hidden) -> (n, V)` log-probabilities in token-id order, as the
+adaptive layer and the proxy LM's full softmax both provide), the held-out token stream, the band edges in
+frequency-rank space (the plan's cutoffs) and the id -> rank map. Output: a `Quality`. Only one chunk of
+(rows, V) log-probabilities exists at a time: every statistic is a running sum over chunks.
+
+Definitions:
+- loss: mean NLL per held-out token (nats); window_losses: the mean NLL of each held-out window (the unit a
+  bootstrap resamples: tokens within a window are correlated, windows far less).
+- bands: NLL of the tokens whose target falls in each cluster's rank range (head, tail 0, ...): rare tokens are
+  where a low-rank tail loses.
+- ECE: top-label expected calibration error over 15 equal-width confidence bins (as torchmetrics'
+  `CalibrationError(norm="l1")`): sum_b (n_b / n) |accuracy_b - mean confidence_b|.
+- temperature T: argmin over T of the held-out NLL of softmax(log p / T). NLL is convex in beta = 1/T, so it is
+  evaluated on a grid of beta in one pass and refined by a parabola through the best grid point and its two
+  neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+N_BINS = 15  # ECE confidence bins, equal width on [0, 1]
+BETAS = np.geomspace(1 / 2.0, 1 / 0.5, 17)  # inverse temperatures searched: T in [0.5, 2]
+CHUNK_WINDOWS = 64  # held-out windows per chunk: (64 x seq_len, V) log-probs at a time
+
+
+@dataclass
+class Quality:
+    """Held-out quality of one trained layer (see the module docstring for each definition)."""
+
+    loss: float  # mean NLL per token, nats
+    ppl: float
+    tokens: int
+    window_losses: list[float] = field(default_factory=list)  # mean NLL of each held-out window
+    bands: list[dict[str, Any]] = field(default_factory=list)  # {"ranks": [lo, hi], "tokens", "loss", "ppl"}
+    accuracy: float = 0.0  # top-1
+    ece: float = 0.0
+    temperature: float = 1.0
+    loss_at_temperature: float = 0.0  # mean NLL after dividing the log-probs by `temperature`
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Quality:
+        return cls(**obj)
+
+
+class QualitySums:
+    """Running sums over chunks of (rows, V) log-probabilities; `result()` turns them into a `Quality`."""
+
+    def __init__(self, band_edges: list[int], rank_of: np.ndarray, betas: np.ndarray = BETAS) -> None:
+        self.edges = [int(e) for e in band_edges]  # [0, c_0, ..., V]
+        self.rank_of = np.asarray(rank_of, dtype=np.int64)  # (V,) id -> frequency rank
+        self.betas = np.asarray(betas, dtype=np.float64)
+        self.nll = 0.0
+        self.tokens = 0
+        self.windows: list[float] = []
+        self.band_nll = np.zeros(len(self.edges) - 1)
+        self.band_tokens = np.zeros(len(self.edges) - 1, dtype=np.int64)
+        self.bin_count = np.zeros(N_BINS, dtype=np.int64)
+        self.bin_conf = np.zeros(N_BINS)
+        self.bin_correct = np.zeros(N_BINS)
+        self.beta_nll = np.zeros(len(self.betas))
+
+    def add(self, logp: Any, target: Any, window: int) -> None:
+        """One chunk: logp (n, V) fp32 log-probabilities by token id, target (n,) ids, `window` tokens per window."""
+        import torch
+
+        logp = logp.float()
+        target_lp = logp.gather(1, target[:, None]).squeeze(1)  # (n,)
+        nll = (-target_lp).double().cpu().numpy()
+        self.nll += float(nll.sum())
+        self.tokens += nll.size
+        self.windows += nll.reshape(-1, window).mean(axis=1).tolist()
+        band = np.searchsorted(self.edges[1:-1], self.rank_of[target.cpu().numpy()], side="right")
+        self.band_nll += np.bincount(band, weights=nll, minlength=len(self.band_nll))
+        self.band_tokens += np.bincount(band, minlength=len(self.band_tokens))
+        top_lp, top_id = logp.max(dim=1)  # (n,)
+        conf = top_lp.exp().double().cpu().numpy()
+        correct = (top_id == target).double().cpu().numpy()
+        b = np.minimum((conf * N_BINS).astype(np.int64), N_BINS - 1)
+        self.bin_count += np.bincount(b, minlength=N_BINS)
+        self.bin_conf += np.bincount(b, weights=conf, minlength=N_BINS)
+        self.bin_correct += np.bincount(b, weights=correct, minlength=N_BINS)
+        for i, beta in enumerate(self.betas):  # NLL of softmax(beta * log p): -beta * lp_t + logsumexp(beta * lp)
+            lse = torch.logsumexp(logp * float(beta), dim=1)
+            self.beta_nll[i] += float((lse - float(beta) * target_lp).double().sum())
+
+    def result(self) -> Quality:
+        n = max(self.tokens, 1)
+        loss = self.nll / n
+        bands = [
+            {
+                "ranks": [lo, hi],
+                "tokens": int(t),
+                "loss": float(s / t) if t else None,
+                "ppl": float(math.exp(min(s / t, 700.0))) if t else None,
+            }
+            for lo, hi, s, t in zip(self.edges[:-1], self.edges[1:], self.band_nll, self.band_tokens)
+        ]
+        beta, beta_loss = best_beta(self.betas, self.beta_nll / n)
+        return Quality(
+            loss=loss,
+            ppl=math.exp(min(loss, 700.0)),
+            tokens=self.tokens,
+            window_losses=self.windows,
+            bands=bands,
+            accuracy=float(self.bin_correct.sum() / n),
+            ece=expected_calibration_error(self.bin_count, self.bin_conf, self.bin_correct),
+            temperature=1.0 / beta,
+            loss_at_temperature=beta_loss,
+        )
+
+
+def expected_calibration_error(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> float:
+    """sum_b (n_b / n) |accuracy_b - confidence_b| from per-bin counts and sums."""
+    n = max(int(count.sum()), 1)
+    return float(np.abs(correct_sum - conf_sum).sum() / n)  # n_b/n * |sum_correct/n_b - sum_conf/n_b|
+
+
+def best_beta(betas: np.ndarray, mean_nll: np.ndarray) -> tuple[float, float]:
+    """(beta, NLL) at the minimum of a convex curve sampled at `betas`: the best sample, refined by the parabola
+    through it and its neighbours (kept only when it lands between them)."""
+    i = int(np.argmin(mean_nll))
+    if 0 < i < len(betas) - 1:
+        x, y = betas[i - 1 : i + 2], mean_nll[i - 1 : i + 2]
+        a, b, c = np.polyfit(x, y, 2)
+        if a > 0 and x[0] < -b / (2 * a) < x[2]:
+            xm = -b / (2 * a)
+            return float(xm), float(min(a * xm * xm + b * xm + c, y[1]))
+    return float(betas[i]), float(mean_nll[i])
+
+
+def heldout_quality(
+    body: Any,
+    head: Any,
+    data: Any,
+    *,
+    seq_len: int,
+    eval_tokens: int,
+    dev: Any,
+    autocast: Any,
+    band_edges: list[int],
+    rank_of: np.ndarray,
+) -> Quality:
+    """The `Quality` of body + head on the first `eval_tokens` held-out tokens (consecutive windows of seq_len).
+
+    The same windows as `training.heldout_loss`, so `loss` equals it up to float summation order.
+    """
+    import torch
+
+    held = torch.from_numpy(data.ids[data.split :]).to(dev)
+    n_win = max(1, min(eval_tokens // seq_len, (held.numel() - 1) // seq_len))
+    x = held[: n_win * seq_len + 1]
+    inp, tgt = x[:-1].view(n_win, seq_len), x[1:].view(n_win, seq_len)  # (W, T)
+    sums = QualitySums(band_edges, rank_of)
+    was = body.training, head.training
+    body.eval(), head.eval()
+    with torch.no_grad():
+        for i in range(0, n_win, CHUNK_WINDOWS):
+            with autocast:
+                logp = head.log_prob(body(inp[i : i + CHUNK_WINDOWS]))  # (w, T, V) fp32
+            logp = logp.reshape(-1, head_vocab(head))  # (w * T, V)
+            sums.add(logp, tgt[i : i + CHUNK_WINDOWS].reshape(-1), seq_len)
+    body.train(was[0]), head.train(was[1])
+    return sums.result()
+
+
+def head_vocab(head: Any) -> int:
+    """V of an adaptive layer (config.vocab_size) or of a full-softmax nn.Linear (out_features)."""
+    config = getattr(head, "config", None)
+    return int(config.vocab_size) if config is not None else int(head.out_features)

@@ -1,0 +1,175 @@
+"""The speed-quality trade-off of `tune`: penalties with uncertainty, learning-curve fits, the monotone penalty model
+along the frontier, and the tolerance decision. numpy and scipy only.
+
+Inputs: per run (design x seed) the held-out loss of every window and the held-out learning curve (step, loss);
+per design its capacity and predicted step time. Outputs: plain numbers and dicts (JSON-ready).
+
+Penalty of a design = its held-out perplexity over the full softmax's, minus 1 (= exp(loss_d - loss_f) - 1), both
+trained identically (same seed, batches, steps, optimizer). Two estimates:
+- at the end of the run: the per-window loss differences (paired: the same held-out windows for both layers),
+  averaged over seeds, resampled by a bootstrap over windows -> a 95% interval;
+- at a training length (`steps`, or the asymptote when None): the design's and the full softmax's held-out
+  curves (every seed's points) are fitted together, L(t) = a + b t^-c with one exponent c for both (least squares,
+  scipy), the fit's parameter covariance sampled, and the fitted losses at that length differenced. Early in
+  training a small head is often *ahead* of the full softmax (fewer parameters, unigram-initialised biases); the
+  fit is what corrects for that short-run bias.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DRAWS = 2000  # bootstrap resamples / parameter draws per interval
+LEVEL = 0.95
+
+
+def penalty_at_end(design_windows: list[list[float]], full_windows: list[list[float]], seed: int = 0) -> dict:
+    """Penalty measured at the end of the run, with a bootstrap interval over held-out windows.
+
+    Args:
+        design_windows, full_windows: per seed, the mean loss of each held-out window (same windows, same order).
+    """
+    diff = np.mean(np.asarray(design_windows, float) - np.asarray(full_windows, float), axis=0)  # (W,) seed mean
+    rng = np.random.default_rng(seed)
+    boot = diff[rng.integers(0, diff.size, size=(DRAWS, diff.size))].mean(axis=1)  # (DRAWS,)
+    return _summary(float(diff.mean()), boot)
+
+
+@dataclass
+class PairFit:
+    """A design's and the full softmax's held-out curves fitted together with one exponent:
+    L_design(t) = a_d + b_d t^-c and L_full(t) = a_f + b_f t^-c (the same body, optimizer and batches: one learning
+    dynamic, two output layers). `cov` is the covariance of (a_d, b_d, a_f, b_f, c)."""
+
+    params: np.ndarray  # (5,) a_d, b_d, a_f, b_f, c
+    cov: np.ndarray  # (5, 5)
+
+    def gap(self, design_steps: float | None, full_steps: float | None = None, draws: np.ndarray | None = None):
+        """L_design(design_steps) - L_full(full_steps or design_steps); None steps = the asymptote. For the fit, or
+        for each row of `draws` (n, 5)."""
+        p = self.params[None, :] if draws is None else draws
+        full_steps = design_steps if full_steps is None else full_steps
+        design = p[:, 0] + (0.0 if design_steps is None else p[:, 1] * float(design_steps) ** -p[:, 4])
+        full = p[:, 2] + (0.0 if full_steps is None else p[:, 3] * float(full_steps) ** -p[:, 4])
+        return design - full
+
+    def draws(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, 5) parameter draws from the fit's normal approximation (b >= 0, c > 0 kept)."""
+        p = rng.multivariate_normal(self.params, self.cov, size=n, check_valid="ignore")
+        p[:, [1, 3]] = np.maximum(p[:, [1, 3]], 0.0)
+        p[:, 4] = np.maximum(p[:, 4], 1e-3)
+        return p
+
+
+def fit_pair(design_curves: list[list[tuple]], full_curves: list[list[tuple]]) -> PairFit | None:
+    """Least-squares fit of both curves (every seed's points) with a shared exponent; None when the fit fails
+    (fewer than 4 points per layer, no convergence, an undetermined covariance)."""
+    from scipy.optimize import curve_fit
+
+    d = np.array([p for curve in design_curves for p in curve], float)  # (n, 2) step, loss
+    f = np.array([p for curve in full_curves for p in curve], float)
+    if len(d) < 4 or len(f) < 4 or not (np.all(np.isfinite(d)) and np.all(np.isfinite(f))):
+        return None
+    t = np.concatenate([d[:, 0], f[:, 0]])
+    is_design = np.concatenate([np.ones(len(d)), np.zeros(len(f))])
+
+    def law(_: np.ndarray, a_d: float, b_d: float, a_f: float, b_f: float, c: float) -> np.ndarray:
+        return np.where(is_design > 0, a_d + b_d * t**-c, a_f + b_f * t**-c)
+
+    y = np.concatenate([d[:, 1], f[:, 1]])
+    span = max(float(y.max() - y.min()), 1e-3)
+    scale = span * float(t.min()) ** 0.5
+    p0 = [max(float(d[:, 1].min()) - 0.5 * span, 0.0), scale, max(float(f[:, 1].min()) - 0.5 * span, 0.0), scale, 0.5]
+    bounds = ([0.0, 0.0, 0.0, 0.0, 0.05], [np.inf, np.inf, np.inf, np.inf, 3.0])
+    try:
+        popt, pcov = curve_fit(law, t, y, p0=p0, bounds=bounds, maxfev=20000)
+    except (RuntimeError, ValueError):
+        return None
+    if not np.all(np.isfinite(pcov)):
+        return None
+    return PairFit(np.asarray(popt), np.asarray(pcov))
+
+
+def penalty_at_length(fit: PairFit, steps: float | None, seed: int = 0) -> dict:
+    """Penalty between the fitted curves at `steps` (None: the asymptote), with an interval from the fit's
+    parameter uncertainty."""
+    rng = np.random.default_rng(seed)
+    return _summary(float(fit.gap(steps)[0]), fit.gap(steps, draws=fit.draws(DRAWS, rng)))
+
+
+def _summary(loss_diff: float, draws: np.ndarray) -> dict:
+    """{penalty, low, high} as perplexity ratios - 1 from a loss difference and its draws."""
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return {"penalty": math.expm1(loss_diff), "low": math.expm1(float(lo)), "high": math.expm1(float(hi))}
+
+
+def isotonic_decreasing(x: list[float], y: list[float]) -> np.ndarray:
+    """Least-squares fit of y that does not increase with x (pool-adjacent-violators), at the sorted x."""
+    order = np.argsort(x, kind="stable")
+    blocks: list[list[float]] = []  # [sum, count] per pooled block, in increasing x
+    for v in np.asarray(y, float)[order]:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
+            s, n = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += n
+    fitted = np.concatenate([np.full(int(n), s / n) for s, n in blocks])
+    out = np.empty_like(fitted)
+    out[order] = fitted
+    return out
+
+
+def penalty_model(measured: list[dict]) -> dict[str, Any]:
+    """A monotone model of the penalty along the frontier: penalty and its upper bound, each non-increasing in
+    capacity (isotonic), interpolated linearly in capacity between measured designs.
+
+    Args:
+        measured: one dict per trained design with "capacity", "penalty" and "high" (the interval's upper end).
+    Returns:
+        {"capacity": [...], "penalty": [...], "high": [...], "monotone_violations": n} with capacities sorted; a
+        violation is a design whose interval lies wholly above that of a design with less capacity.
+    """
+    cap = np.array([m["capacity"] for m in measured], float)
+    order = np.argsort(cap, kind="stable")
+    pen = isotonic_decreasing(cap, [m["penalty"] for m in measured])[order]
+    high = isotonic_decreasing(cap, [m["high"] for m in measured])[order]
+    lows = np.array([m["low"] for m in measured])[order]
+    highs = np.array([m["high"] for m in measured])[order]
+    violations = sum(int(lows[j] > highs[i]) for i in range(len(order)) for j in range(i + 1, len(order)))
+    return {
+        "capacity": cap[order].tolist(),
+        "penalty": pen.tolist(),
+        "high": high.tolist(),
+        "monotone_violations": violations,
+    }
+
+
+def predict_penalty(model: dict[str, Any], capacity: float) -> dict[str, float] | None:
+    """The model's penalty and upper bound at `capacity`; None outside the measured range (no extrapolation)."""
+    caps = model["capacity"]
+    if not caps or capacity < caps[0] - 1e-12 or capacity > caps[-1] + 1e-12:
+        return None
+    return {
+        "penalty": float(np.interp(capacity, caps, model["penalty"])),
+        "high": float(np.interp(capacity, caps, model["high"])),
+    }
+
+
+def choose(frontier: list[dict], model: dict[str, Any], tolerance: float) -> tuple[dict, bool]:
+    """The fastest frontier design whose modelled upper bound is within `tolerance`, and True; else the design with
+    the lowest modelled upper bound, and False (no design met the tolerance)."""
+    scored = []
+    for design in frontier:
+        pred = predict_penalty(model, design["capacity"])
+        if pred is not None:
+            scored.append({**design, "predicted_penalty": pred["penalty"], "predicted_high": pred["high"]})
+    if not scored:
+        raise ValueError("no frontier design lies within the measured capacity range")
+    within = [d for d in scored if d["predicted_high"] <= tolerance]
+    if within:
+        return min(within, key=lambda d: d["time_ms"]), True
+    return min(scored, key=lambda d: (d["predicted_high"], d["time_ms"])), False

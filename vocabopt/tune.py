@@ -1,0 +1,301 @@
+"""The tune stage: a corpus, a tokenizer, a device profile -> the fastest output layer whose *measured* held-out
+perplexity is within a tolerance of the full softmax's, on the user's own corpus and width.
+
+Inputs: CorpusStats, the corpus sources and tokenizer they were counted from, the hidden size, the tokens per step
+and a DeviceProfile (for the speed side, as `optimize`). Output: a `Plan` whose provenance["tune"] holds the
+evidence: every trained design with its penalty and interval, the fitted penalty model, the tolerance, the basis of
+the comparison and whether the tolerance was met.
+
+Method:
+1. candidates: `optimize`'s time-capacity frontier (designs slower than the full softmax dropped), a few spanning
+   its capacity range, plus the folklore designs when asked;
+2. quality: each candidate and the full softmax train the same proxy LM (`vocabopt.training`: same seed, batches,
+   optimizer, in lockstep) for several seeds; held-out loss per window and learning curves are recorded;
+3. penalty of each design with a 95% interval (`vocabopt.tradeoff`): at the training length the user plans
+   (`train_tokens`), else at the fitted asymptote; at the end of the run when the curves cannot be fitted;
+4. a penalty model monotone in capacity, interpolated along the frontier; the fastest frontier design whose upper
+   bound is within the tolerance is chosen. If none is, the one with the lowest upper bound, flagged `met: false`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from . import tradeoff
+from .device import DTYPES, device_name, resolve_device
+from .errors import InputError
+from .optimize import optimize
+from .plan import Plan
+from .quality import heldout_quality
+from .search import SearchSpace
+from .training import MODELS, TokenStream, TrainSettings, train_lockstep
+from .validate import batch_offsets, load_tokens
+
+FULL = "full softmax"
+BAND_COVERAGE = (0.5, 0.9, 0.99)  # quality bands: the ids covering the first 50%, 90%, 99% of tokens, and the rest
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+def tune(
+    stats: Any,
+    *,
+    sources: str | list[str],
+    tokenizer: str,
+    hidden: int,
+    batch_tokens: int,
+    profile: Any,
+    tolerance: float = 0.01,
+    seeds: int = 2,
+    candidates: int = 4,
+    folklore: bool = False,
+    train_tokens: int | None = None,
+    train: TrainSettings | None = None,
+    heldout: float = 0.05,
+    max_tokens: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    space: SearchSpace | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """The fastest design within `tolerance` of the full softmax's held-out perplexity, measured on `sources`.
+
+    Args:
+        stats: CorpusStats of the corpus, counted with `tokenizer`.
+        sources, tokenizer: the corpus and tokenizer to train the proxy LM on (as `vocabopt validate` takes them).
+        hidden, batch_tokens, profile: the width, the tokens per step and the device the design is for.
+        tolerance: allowed perplexity penalty over the full softmax (0.01 = 1%), on the interval's upper end.
+        seeds: proxy-LM trainings per design (each with the full softmax beside it).
+        candidates: frontier designs to train; `folklore` adds the folklore designs.
+        train_tokens: the length of the real training run, in tokens: penalties are compared there (fitted learning
+            curves); None compares at the curves' fitted asymptote.
+        train: the proxy LM's settings (model, seq_len, batch_size, steps, lr, eval_tokens; eval_every defaults to
+            steps // 8 so that each curve has 8 points).
+        heldout, max_tokens, device, dtype: as for `vocabopt.validate`.
+        space: the optimizer's search space (projection rule, cluster counts).
+        progress: called as progress(what, done, total).
+
+    Example:
+        >>> plan = vocabopt.tune(stats, sources=["corpora/kjv.txt"], tokenizer="corpora/kjv-bpe-8k/tokenizer.json",
+        ...                      hidden=256, batch_tokens=2048, profile=prof)
+        >>> plan.provenance["tune"]["chosen"]
+    """
+    import torch
+
+    space, train = space or SearchSpace(), _train_settings(train)
+    _check(tolerance, seeds, candidates, train, dtype)
+    base = optimize(stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, min_capacity=0.0, **asdict(space))
+    full_ms = base.predicted["full_softmax"]["time_ms"]
+    frontier = [d for d in base.predicted["frontier"] if d["time_ms"] < full_ms]
+    picks = select_candidates(frontier, candidates)
+    if folklore:
+        picks += [f for f in base.predicted["folklore"] if f["time_ms"] < full_ms]
+    dev = torch.device(resolve_device(device))
+    data = load_tokens(base, sources, tokenizer, heldout=heldout, seq_len=train.seq_len, max_tokens=max_tokens)
+    layers = {
+        d["name"]: Plan.from_cutoffs(stats, hidden=hidden, cutoffs=d["cutoffs"], proj_dims=d["proj_dims"])
+        for d in picks
+    }
+    runs = _train_seeds(layers, base, data, train, seeds, dev, getattr(torch, dtype), progress)
+    steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
+    measured, basis = _measure(picks, runs, steps_at, train.steps)
+    model = tradeoff.penalty_model(measured)
+    chosen, met = tradeoff.choose(frontier, model, tolerance)
+    plan = optimize(
+        stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, cutoffs=chosen["cutoffs"], **asdict(space)
+    )
+    plan.provenance["method"] = "vocabopt.tune"
+    plan.provenance["tune"] = {
+        "tolerance": tolerance,
+        "met": met,
+        "basis": _basis_text(basis, train_tokens, train.steps),
+        "chosen": chosen,
+        "measured": measured,
+        "model": model,
+        "full_softmax": _full_record(runs[FULL]),
+        "proxy": {**asdict(train), "seeds": seeds, "device": device_name(dev.type), "dtype": dtype},
+        "train_tokens": train_tokens,
+        "bands": "ids covering 50%, 90%, 99% of the corpus's tokens, then the rest",
+    }
+    return plan
+
+
+def select_candidates(frontier: list[dict], k: int) -> list[dict]:
+    """Up to `k` frontier designs spanning its capacity range: the fastest, the most capacious, and those nearest
+    to evenly spaced capacities between them. Each gets a name "d<i>" (by increasing capacity)."""
+    if not frontier:
+        raise InputError("no design on the frontier is faster than the full softmax; the full softmax is the answer")
+    by_cap = sorted(frontier, key=lambda d: d["capacity"])
+    caps = np.array([d["capacity"] for d in by_cap])
+    targets = np.linspace(caps[0], caps[-1], max(k, 1))
+    idx = sorted({int(np.argmin(np.abs(caps - t))) for t in targets})
+    return [{**by_cap[i], "name": f"d{n}"} for n, i in enumerate(idx)]
+
+
+def _train_settings(train: TrainSettings | None) -> TrainSettings:
+    train = train or TrainSettings()
+    if train.eval_every:
+        return train
+    return TrainSettings(**{**asdict(train), "eval_every": max(1, train.steps // 8)})
+
+
+def _check(tolerance: float, seeds: int, candidates: int, train: TrainSettings, dtype: str) -> None:
+    if not 0 <= tolerance < 1:
+        raise InputError(f"tolerance={tolerance}: must be a share in [0, 1), e.g. 0.01 for 1%")
+    if seeds < 1 or candidates < 2:
+        raise InputError(f"seeds={seeds}, candidates={candidates}: need seeds >= 1 and candidates >= 2")
+    if train.model not in MODELS:
+        raise InputError(f"model {train.model!r} is not one of {MODELS}")
+    if train.steps < 8:
+        raise InputError(f"steps={train.steps}: need at least 8 steps to draw a learning curve")
+    if dtype not in DTYPES:
+        raise InputError(f"dtype {dtype!r} is not one of {DTYPES}")
+
+
+def _train_seeds(
+    layers: dict[str, Plan],
+    base: Plan,
+    data: TokenStream,
+    train: TrainSettings,
+    seeds: int,
+    dev: Any,
+    tdtype: Any,
+    progress: Progress | None,
+) -> dict[str, list[dict]]:
+    """name -> one record per seed: step times, the held-out curve, the held-out quality at the end."""
+    runs: dict[str, list[dict]] = {name: [] for name in [FULL, *layers]}
+    edges = _band_edges(base)
+    last = next(reversed(runs))
+    for s in range(seeds):
+        seeded = TrainSettings(**{**asdict(train), "seed": train.seed + s})
+        offsets = batch_offsets(data.split, train.seq_len, train.batch_size, train.steps, seeded.seed)
+
+        def report(name: str, step: int, steps: int, loss: float, s: int = s) -> None:
+            if progress and name == last:  # once per lockstep round
+                progress(f"seed {s + 1}/{seeds}, {len(runs)} layers", s * steps + step, seeds * steps)
+
+        trainers, batches = train_lockstep(
+            {FULL: None, **layers}, base, data, offsets, seeded, dev=dev, tdtype=tdtype, progress=report
+        )
+        for tr in trainers:
+            final = heldout_quality(
+                tr.body,
+                tr.head,
+                data,
+                seq_len=train.seq_len,
+                eval_tokens=train.eval_tokens,
+                dev=dev,
+                autocast=batches.autocast,
+                band_edges=edges,
+                rank_of=base.rank_of,
+            )
+            curve = [*tr.eval_curve, (train.steps, final.loss)]
+            runs[tr.name].append(
+                {"step_ms": statistics.median(tr.step_ms[2:] or tr.step_ms), "curve": curve, "quality": final}
+            )
+    return runs
+
+
+def _band_edges(plan: Plan) -> list[int]:
+    """Rank edges of the quality bands: the ids covering BAND_COVERAGE of the tokens, then the rest."""
+    cum = np.cumsum(plan.counts_by_rank) / max(int(plan.counts_by_rank.sum()), 1)
+    cuts = sorted({int(np.searchsorted(cum, c) + 1) for c in BAND_COVERAGE} - {0, plan.vocab_size})
+    return [0, *[c for c in cuts if 0 < c < plan.vocab_size], plan.vocab_size]
+
+
+def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, steps: int) -> dict[str, Any]:
+    """One trained design: penalty at the end and at the training length, equal-time penalty, step times, bands."""
+    mine, full = runs[pick["name"]], runs[FULL]
+    at_end = tradeoff.penalty_at_end(
+        [r["quality"].window_losses for r in mine], [r["quality"].window_losses for r in full]
+    )
+    fit = tradeoff.fit_pair([r["curve"] for r in mine], [r["curve"] for r in full])
+    at_length = tradeoff.penalty_at_length(fit, steps_at) if fit is not None else None
+    ratio = _median_step(full) / _median_step(mine)  # steps this layer takes in the full softmax's time per step
+    # the full softmax after `steps` steps vs this layer after as many steps as it takes in the same time
+    equal_time = float(np.expm1(fit.gap(steps * ratio, steps)[0])) if fit is not None else None
+    return {
+        "name": pick["name"],
+        "cutoffs": pick["cutoffs"],
+        "proj_dims": pick["proj_dims"],
+        "capacity": pick["capacity"],
+        "predicted_ms": pick["time_ms"],
+        "proxy_step_ms": _median_step(mine),
+        "proxy_speedup": ratio,
+        "heldout_ppl": _mean_ppl(mine),
+        "at_end": at_end,
+        "at_length": at_length,
+        "fitted": fit is not None,
+        "equal_time_penalty": equal_time,
+        "bands": _mean_bands(mine, full),
+        "ece": float(np.mean([r["quality"].ece for r in mine])),
+        "temperature": float(np.mean([r["quality"].temperature for r in mine])),
+    }
+
+
+def _measure(picks: list[dict], runs: dict, steps_at: float | None, steps: int) -> tuple[list[dict], str]:
+    """Every trained design's evidence, its decision penalty taken at the training length when every pair of
+    curves could be fitted ("length"), else at the end of the run ("end") for all alike."""
+    measured = [_evidence(d, runs, steps_at, steps) for d in picks]
+    basis = "length" if all(m["fitted"] for m in measured) else "end"
+    for m in measured:
+        m.update(m["at_length"] if basis == "length" else m["at_end"])
+    return measured, basis
+
+
+def _full_record(records: list[dict]) -> dict[str, float]:
+    return {
+        "heldout_ppl": _mean_ppl(records),
+        "proxy_step_ms": _median_step(records),
+        "ece": float(np.mean([r["quality"].ece for r in records])),
+        "temperature": float(np.mean([r["quality"].temperature for r in records])),
+    }
+
+
+def _median_step(records: list[dict]) -> float:
+    return float(statistics.median(r["step_ms"] for r in records))
+
+
+def _mean_ppl(records: list[dict]) -> float:
+    return float(np.exp(np.mean([r["quality"].loss for r in records])))
+
+
+def _mean_bands(mine: list[dict], full: list[dict]) -> list[dict]:
+    """Per quality band: this layer's and the full softmax's perplexity (seeds averaged in log space)."""
+    out = []
+    for b, band in enumerate(mine[0]["quality"].bands):
+        losses = [r["quality"].bands[b]["loss"] for r in mine]
+        full_losses = [r["quality"].bands[b]["loss"] for r in full]
+        if None in losses or None in full_losses:
+            continue
+        out.append(
+            {
+                "ranks": band["ranks"],
+                "ppl": float(np.exp(np.mean(losses))),
+                "full_ppl": float(np.exp(np.mean(full_losses))),
+            }
+        )
+    return out
+
+
+def _basis_text(basis: str, train_tokens: int | None, steps: int) -> str:
+    if basis == "end":
+        return (
+            f"measured after {steps} proxy steps (learning curves could not be fitted; short runs favour small heads)"
+        )
+    if train_tokens is None:
+        return "fitted asymptote of the held-out learning curves"
+    return f"fitted held-out learning curves at {train_tokens:,} training tokens"
+
+
+def design_rows(plan: Plan) -> list[dict]:
+    """The tune evidence of a tuned plan, one row per trained design (for tables and plots)."""
+    evidence = plan.provenance.get("tune")
+    if not evidence:
+        raise InputError("this plan was not made by `vocabopt tune` (no provenance['tune']); run tune first")
+    return evidence["measured"]
