@@ -40,10 +40,12 @@ def random_monotone_profile(seed: int):
     return synthetic_profile(fn, grid=SMALL_GRID)
 
 
-def brute_force(prof, counts, hidden, n, J, projs):
+def brute_force(prof, counts, hidden, n, J, projs, min_tail=1):
     V = len(counts)
     best = (np.inf, None)
     for cut in itertools.combinations(range(1, V), J):
+        if min(np.diff([*cut, V])) < min_tail:
+            continue
         t = cost.predict(prof, counts, hidden=hidden, cutoffs=list(cut), proj_dims=projs, batch_tokens=n).time_ms
         if t < best[0]:
             best = (t, list(cut))
@@ -57,17 +59,22 @@ def brute_force(prof, counts, hidden, n, J, projs):
     seed=st.integers(0, 2**16),
     n=st.sampled_from([16, 40, 64]),
     max_j=st.integers(1, 3),
+    min_tail=st.sampled_from([1, 2, 3]),
 )
-def test_dp_equals_brute_force(v, alpha, seed, n, max_j):
+def test_dp_equals_brute_force(v, alpha, seed, n, max_j, min_tail):
+    """Over every cutoff set whose tails hold at least `min_tail` ids (1: every cutoff set)."""
     counts = np.sort(
         (1000 / np.arange(1, v + 1) ** alpha).astype(np.int64) + np.random.default_rng(seed).integers(0, 3, v)
     )[::-1]
     prof = random_monotone_profile(seed)
     hidden = 16
-    found = search(prof, counts, hidden, n, space=SearchSpace(max_clusters=max_j))
+    found = search(prof, counts, hidden, n, space=SearchSpace(max_clusters=max_j, min_tail=min_tail))
     for J in range(1, min(max_j, v - 1) + 1):
         projs = proj_dims(hidden, J)
-        t_bf, cut_bf = brute_force(prof, counts, hidden, n, J, projs)
+        t_bf, cut_bf = brute_force(prof, counts, hidden, n, J, projs, min_tail)
+        if cut_bf is None:  # no J-tail design with tails this large fits
+            assert J not in found["per_clusters"]
+            continue
         design = found["per_clusters"][J]
         assert design.time_ms == pytest.approx(t_bf, rel=1e-9), (J, design.cutoffs, cut_bf)
         # the DP's number is the cost model's number for the design it returns
@@ -87,3 +94,12 @@ def test_search_space_checks_name_the_option():
         search(prof, counts, 16, 64, space=SearchSpace(candidates=1))
     with pytest.raises(InputError, match="div_value=-1"):
         search(prof, counts, 16, 64, space=SearchSpace(div_value=-1))
+
+
+def test_default_min_tail_keeps_one_id_clusters_out():
+    """Infer/greedy on a steep distribution once proposed J=3 [31, 32, 288]: a one-id tail is a head logit."""
+    prof = synthetic_profile(lambda kernel, *c: 0.01 + 1e-7 * np.prod(c, axis=0))
+    counts = np.round(1e7 / np.arange(1, 5001) ** 1.3).astype(np.int64)
+    found = search(prof, counts, 64, 256, mode="infer", decode="greedy", space=SearchSpace(max_clusters=4))
+    for design in [*found["per_clusters"].values(), *found["frontier"]]:
+        assert min(np.diff([*design.cutoffs, 5000])) >= 8, design.cutoffs  # the profile's alignment

@@ -133,6 +133,7 @@ def optimize(
     min_head: int | None = None,
     max_head: int | None = None,
     candidates: int = 256,
+    min_tail: int | None = None,
     tolerance: float = 0.02,
     min_capacity: float | None = None,
     cutoffs: list[int] | None = None,
@@ -152,6 +153,7 @@ def optimize(
             or explicit sizes, which also cap the number of clusters).
         min_head, max_head: bounds on the head's shortlist size.
         candidates: size of the log-spaced cutoff grid (every rank when the vocabulary is smaller).
+        min_tail: the smallest tail cluster, in ids (default: the profile's alignment, at most V // 64).
         tolerance: recommend the highest-capacity frontier design within this share of the fastest time.
         min_capacity: only designs with at least this capacity are recommended. Default: the capacity of the
             paper's [2000, 10000] design on this corpus, capped at 0.9 (see `default_min_capacity`; on the shipped
@@ -166,7 +168,7 @@ def optimize(
     """
     t0 = time.perf_counter()
     order, counts = _distribution(stats)
-    space = SearchSpace(max_clusters, div_value, min_proj, proj_dims, min_head, max_head, candidates)
+    space = SearchSpace(max_clusters, div_value, min_proj, proj_dims, min_head, max_head, candidates, min_tail)
     space.check(len(counts), hidden)
     min_capacity, floor_reason = _floor(counts, hidden, space, min_capacity)
     found = search(profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=space)
@@ -174,7 +176,7 @@ def optimize(
     if cutoffs is not None:
         best = _given(counts, hidden, list(cutoffs), space)
     options = {
-        **asdict(space),  # max_clusters, div_value, min_proj, proj_dims, min_head, max_head, candidates
+        **asdict(space),  # max_clusters, div_value, min_proj, proj_dims, min_head, max_head, candidates, min_tail
         "tolerance": tolerance,
         "min_capacity": round(min_capacity, 6),
         "min_capacity_rule": floor_reason,
@@ -250,7 +252,8 @@ def _predicted(
         "decode": decode,
         "batch_tokens": n,
         "best_per_clusters": {str(j): d.to_json() for j, d in found["per_clusters"].items()},
-        "frontier": [d.to_json() for d in _thin(found["frontier"], 12)],
+        # a design slower than the full softmax is dominated by it (capacity 1): not on the frontier
+        "frontier": [d.to_json() for d in _thin([d for d in found["frontier"] if d.time_ms < full.time_ms], 12)],
         "search": {"candidates": found["candidates"]},  # no wall time: same inputs, byte-identical plan
     }, full.time_ms
 

@@ -62,6 +62,8 @@ class SearchSpace:
     min_head: int | None = None
     max_head: int | None = None
     candidates: int = 256  # cutoff grid size
+    # smallest tail cluster in ids; None: the profile's alignment, at most V // 64 (a 1-id tail is a head logit)
+    min_tail: int | None = None
 
     def dims(self, hidden: int, n_tails: int) -> list[int]:
         """Projection sizes for `n_tails` tails: the explicit ones, else `design.proj_dims`'s rule."""
@@ -106,6 +108,7 @@ class _Search:
         positions: np.ndarray,
         mode: str,
         decode: str,
+        min_tail: int = 1,
     ) -> None:
         self.profile, self.hidden, self.n, self.mode, self.decode = (
             profile,
@@ -120,10 +123,12 @@ class _Search:
         self.ends = np.append(self.pos, self.vocab)  # (m+1,) candidate ends
         cum = np.concatenate([[0.0], np.cumsum(self.counts, dtype=np.float64)])
         self.cum_share = cum / max(cum[-1], 1.0)  # (V+1,) share of targets in ranks [0, r)
+        self.min_tail = min_tail
         self._tail: dict[int, np.ndarray] = {}
 
     def tail_matrix(self, proj: int) -> np.ndarray:
-        """(m, m+1) predicted ms of a tail [pos[a], ends[b]) with projection `proj`; inf where b <= a."""
+        """(m, m+1) predicted ms of a tail [pos[a], ends[b]) with projection `proj`; inf where b <= a or the tail
+        would hold fewer than `min_tail` ids."""
         if proj not in self._tail:
             m = len(self.pos)
             a, b = np.triu_indices(m, k=1, m=m + 1)
@@ -133,7 +138,7 @@ class _Search:
                 self.profile, self.n, self.hidden, proj=proj, size=size, share=share, mode=self.mode, decode=self.decode
             )
             mat = np.full((m, m + 1), np.inf)
-            mat[a, b] = ms
+            mat[a, b] = np.where(size >= self.min_tail, ms, np.inf)
             self._tail[proj] = mat
         return self._tail[proj]
 
@@ -181,9 +186,11 @@ def search(
         raise InputError(f"batch_tokens must be >= 1 (tokens per step), got {batch_tokens}")
     space.check(vocab, hidden)
     head_lo, head_hi = max(1, space.min_head or 1), min(vocab - 1, space.max_head or vocab)
-    positions = candidate_grid(vocab, space.candidates, getattr(profile, "alignment", 8))
+    positions = candidate_grid(vocab, space.candidates, int(getattr(profile, "alignment", 8)))
     positions = np.unique(np.concatenate([positions, [head_lo, min(head_hi, vocab - 1)]]))
-    dp = _Search(profile, counts, hidden, batch_tokens, positions, mode, decode)
+    alignment = int(getattr(profile, "alignment", 8))
+    min_tail = space.min_tail if space.min_tail is not None else min(alignment, max(1, vocab // 64))
+    dp = _Search(profile, counts, hidden, batch_tokens, positions, mode, decode, min_tail)
     max_j = space.max_clusters if space.proj_dims is None else min(space.max_clusters, len(space.proj_dims))
     per_j: dict[int, Design] = {}
     family: list[Design] = []
@@ -240,5 +247,7 @@ def _check_space(space: SearchSpace, vocab: int, hidden: int) -> None:
     if space.proj_dims is not None:
         design.check_proj_dims(space.proj_dims, hidden)
     design.check_div_value(space.div_value)
+    if space.min_tail is not None and space.min_tail < 1:
+        raise InputError(f"min_tail={space.min_tail}: a tail cluster holds at least 1 id")
     if space.candidates < 2:
         raise InputError(f"candidates={space.candidates} (--candidates): need at least 2 grid points")

@@ -152,7 +152,9 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
         f"({p['speedup']:.2f}x), memory {human_bytes(p['plan']['memory_bytes'])} vs "
         f"{human_bytes(full['memory_bytes'])}" + (" [extrapolated]" if p["plan"]["extrapolated"] else "")
     )
-    if not plan.provenance["options"].get("cutoffs"):
+    if plan.provenance["options"].get("cutoffs"):
+        click.echo(f"  capacity {plan.capacity:.3f} (share-weighted width / d; 1 = full softmax)")
+    else:
         click.echo(
             f"  capacity {plan.capacity:.3f}; floor (--min-capacity): {plan.provenance['options']['min_capacity_rule']}"
             " (a heuristic, not measured quality: `vocabopt tune` measures it)"
