@@ -23,6 +23,7 @@ from _sections import DOCS, command, machine, write_section  # noqa: E402
 
 import vocabopt  # noqa: E402
 from vocabopt.optimize import FOLKLORE  # noqa: E402
+from vocabopt.plots import curves_png  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS, TOKENIZER = ROOT / "corpora" / "kjv.txt", ROOT / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
@@ -41,7 +42,7 @@ def run_one(stats, profile, d: int, args) -> vocabopt.ValidationResult:
         if step % 50 == 0 or step == total:
             print(f"  d={d} {name:<13} {step:>5}/{total} loss {loss:.3f}", file=sys.stderr)
 
-    return vocabopt.validate(
+    result = vocabopt.validate(
         plan,
         [str(CORPUS)],
         str(TOKENIZER),
@@ -54,9 +55,10 @@ def run_one(stats, profile, d: int, args) -> vocabopt.ValidationResult:
         eval_every=max(1, args.steps // 5),
         device=args.device,
         dtype=args.dtype,
-        plot=png,
         progress=progress,
     )
+    png.write_bytes(curves_png(result))
+    return result
 
 
 def table(results: dict[int, vocabopt.ValidationResult]) -> str:
