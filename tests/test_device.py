@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -31,6 +33,24 @@ def test_time_ms_is_per_call():
     calls = []
     ms = device.time_ms(lambda: calls.append(1), "cpu", reps=5)
     assert len(calls) == 5 and 0 <= ms < 50
+
+
+class _SlowFlush:
+    """Stands in for the GPU's L2-flush buffer: counts its zero_() calls, each taking 20 ms."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def zero_(self):
+        self.log.append("flush")
+        time.sleep(0.02)
+
+
+def test_time_ms_flushes_before_every_call_outside_the_timed_region():
+    log: list[str] = []
+    ms = device.time_ms(lambda: log.append("step"), "cpu", reps=4, flush=_SlowFlush(log))
+    assert log == ["flush", "step"] * 4  # cold cache for every call, not once per sample
+    assert 0 <= ms < 10  # the 20 ms flushes are not timed
 
 
 def test_interleaved_ms_rounds_warmup_and_order():
@@ -69,3 +89,14 @@ def test_cuda_peak_bytes():
         pytest.skip("no CUDA device")
     x = torch.zeros(1 << 20, device="cuda")
     assert device.cuda_peak_bytes(lambda: x * 2) >= 4 << 20  # one (1M,) fp32 result
+
+
+@pytest.mark.gpu
+def test_cuda_time_ms_with_flush_times_each_call_cold():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    flush = torch.empty(64 * 2**20, dtype=torch.int32, device="cuda")  # 256 MB
+    x = torch.randn(4096, 4096, device="cuda")
+    cold = device.time_ms(lambda: x.sum(), torch.device("cuda"), reps=20, flush=flush)
+    flush_only = device.time_ms(lambda: flush.zero_(), torch.device("cuda"), reps=5)
+    assert 0 < cold < flush_only  # a 64 MB read timed without the 256 MB write before it

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,6 +35,8 @@ from vocabopt.optimize import optimize
 from vocabopt.plan import Plan
 from vocabopt.profile import DeviceProfile, synthetic_profile
 from vocabopt.stats import CorpusStats
+
+ABSENT_DEVICE = "mps" if torch.cuda.is_available() else "cuda"
 
 ROOT = Path(__file__).resolve().parents[1]
 BPE = ROOT / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
@@ -453,7 +456,12 @@ CASES = [
         "choose a file path",
     ),
     # profile
-    Case("profile-absent-device", ["profile", "--device", "cuda", "-o", "{o}"], "'cuda'", "use --device cpu"),
+    Case(  # a device this machine lacks: cuda where torch sees no GPU, else mps (never on a CUDA machine)
+        "profile-absent-device",
+        ["profile", "--device", ABSENT_DEVICE, "-o", "{o}"],
+        f"'{ABSENT_DEVICE}'",
+        "use --device cpu",
+    ),
     Case(
         "profile-output-dev-full",
         ["profile", "--device", "cpu", "--quick", "-o", "/dev/full"],

@@ -1,6 +1,7 @@
 """The adaptive-softmax layer against references: torch's ALSWL, F.cross_entropy, gradcheck, full log_prob."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from scipy import stats as sps
 
+from vocabopt import adaptive_head
+from vocabopt.adaptive_head import DroppedTokensWarning
 from vocabopt.errors import InputError
 from vocabopt.layer import build_layer, load_alswl
 from vocabopt.plan import Plan
@@ -238,13 +241,117 @@ def test_static_path_counts_dropped_tokens(plan):
     ids = layer.order[torch.full((1024,), 250)]  # every token in the rarest cluster: far above its capacity
     cap = layer.capacity(1024)[1]
     assert cap < 1024
-    loss = layer(x, ids, reduction="none")
+    with pytest.warns(DroppedTokensWarning, match=f"{1024 - cap} target tokens dropped"):
+        loss = layer(x, ids, reduction="none")
     assert int(layer.dropped_tokens) == 1024 - cap
     assert int((loss != 0).sum()) == cap
     exact = build_layer(plan, path="exact")
     exact.load_state_dict(layer.state_dict())
     kept = loss != 0
-    torch.testing.assert_close(loss[kept], exact(x, ids, reduction="none")[kept])
+    want = exact(x, ids, reduction="none")
+    torch.testing.assert_close(loss[kept], want[kept])
+    layer.eval()  # evaluation never drops: every tail runs on all N rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(layer(x, ids, reduction="none"), want)
+    assert int(layer.dropped_tokens) == 1024 - cap
+
+
+def test_dropped_token_warning_is_rate_limited(plan, monkeypatch):
+    """The drop counter is read (one host sync on a GPU) at calls 1, 2, 4, ..., 256, then every 256th."""
+    layer = build_layer(plan, path="static", capacity_factor=1.0)
+    reads = []
+    monkeypatch.setattr(adaptive_head, "int", lambda t: reads.append(1) or int(t), raising=False)  # counts reads
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(1100):  # the check each static training forward makes, driven directly
+            adaptive_head._note_dropped(layer.dropped_tokens, id(layer))
+        assert len(reads) == 12 and caught == []  # calls 1, 2, 4, ..., 1024 and 768; the counter did not grow
+        layer.dropped_tokens.add_(5)
+        for _ in range(1280 - 1100):
+            adaptive_head._note_dropped(layer.dropped_tokens, id(layer))
+    assert len(reads) == 13 and len(caught) == 1 and "5 target tokens dropped" in str(caught[0].message)
+
+
+def test_auto_path_is_exact_in_eager_mode(plan):
+    """auto = exact in eager mode on every device: no dropped tokens, whatever the targets."""
+    layer = build_layer(plan)
+    ids = layer.order[torch.full((512,), 250)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(torch.randn(512, D), ids).backward()
+    assert int(layer.dropped_tokens) == 0
+
+
+def _aten_ops_of_compiled_step(layer, x, ids):
+    """The aten ops of the forward and backward graphs torch.compile(fullgraph=True) captures for one step."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    ops, unbacked = set(), []
+
+    def record(gm, _inputs):
+        for node in gm.graph.nodes:
+            if node.op == "call_function":
+                ops.add(str(node.target))
+            val = node.meta.get("val")
+            if isinstance(val, torch.Tensor) and free_unbacked_symbols(val):
+                unbacked.append(str(node.target))
+        return make_boxed_func(gm)
+
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=False, capture_scalar_outputs=False):
+        step = torch.compile(layer, fullgraph=True, backend=aot_autograd(fw_compiler=record, bw_compiler=record))
+        loss = step(x, ids)
+        loss.backward()
+    torch._dynamo.reset()
+    return ops, unbacked, loss
+
+
+SYNC_OPS = {"bincount", "nonzero", "_local_scalar_dense", "masked_select", "_unique2", "unique_dim", "item"}
+
+
+def test_static_step_is_sync_free_when_compiled(plan):
+    """CPU proxy for "no host sync": the compiled training step of the static path (fwd + bwd) holds no op that
+    reads a device value to the host and no tensor whose shape depends on data (an unbacked size).
+    torch 2.13 traces bincount with an unbacked size even with capture_dynamic_output_shape_ops=False, so the
+    graphs are inspected rather than trusting a graph break."""
+    layer = build_layer(plan, path="static", check_targets="never")
+    x = torch.randn(64, D, requires_grad=True)
+    _, ids = zipf_ids(layer, 64)
+    ops, unbacked, loss = _aten_ops_of_compiled_step(layer, x, ids)
+    assert any("scatter_add" in op for op in ops)  # the per-cluster row counts
+    assert not [op for op in ops if op.startswith("aten.") and op.split(".")[1] in SYNC_OPS], sorted(ops)
+    assert unbacked == []
+    eager = build_layer(plan, path="static", check_targets="never")
+    eager.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(loss, eager(x, ids))
+
+
+def test_compiled_head_warns_on_dropped_tokens(plan):
+    """Off-distribution targets through a compiled head: the drop is warned about, from outside the graph."""
+    layer = build_layer(plan, capacity_factor=1.0)  # auto: static under torch.compile
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=False):
+        compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+        ids = layer.order[torch.full((1024,), 250)]
+        with pytest.warns(DroppedTokensWarning, match="dropped"):
+            compiled(torch.randn(1024, D), ids)
+    torch._dynamo.reset()  # another N or capacity_factor would recompile with them symbolic (see the report)
+    assert int(layer.dropped_tokens) == 1024 - layer.capacity(1024)[1]
+
+
+def test_sample_draws_where_the_generator_lives(plan):
+    """`sample` draws with torch.multinomial on the generator's device: on CPU, exactly torch's own draws
+    (the CUDA case, a CPU generator for CUDA hidden states, is in tests/test_gpu.py)."""
+    layer = build_layer(plan)
+    x = torch.randn(32, D)
+    a = layer.sample(x, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(layer.sample(x, generator=torch.Generator().manual_seed(3)), a)
+    probs = torch.softmax(torch.randn(4, 7), 1)
+    want = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(adaptive_head._multinomial(probs, torch.Generator().manual_seed(5)), want)
 
 
 def test_bad_inputs_name_the_value(plan):

@@ -17,10 +17,14 @@ Training forward, two exact paths with identical results:
                per forward (free on CPU, where there is no device to wait for).
     "static" : no host-device synchronisation and static shapes (torch.compile(fullgraph=True), CUDA graphs):
                each tail runs on a fixed number of rows, `capacity(N)`, sized from the plan's cluster shares with
-               a wide margin. A token whose cluster exceeds it in one batch is dropped from the loss (like an
-               ignored token) and counted in the `dropped_tokens` buffer; read it now and then (one sync) and
-               raise `capacity_factor` if it ever grows. "auto" (default) picks "exact" on CPU in eager mode and
-               "static" on accelerators or under torch.compile.
+               a wide margin. In training mode a token whose cluster exceeds it in one batch is dropped from the
+               loss (like an ignored token), counted in the `dropped_tokens` buffer and reported by a
+               `DroppedTokensWarning` (checked at calls 1, 2, 4, ..., 256, then every 256th: one host read each,
+               from outside any compiled graph; skipped during CUDA-graph capture and under
+               torch.cuda.set_sync_debug_mode). In eval mode every tail runs on all N rows: nothing is dropped.
+               "auto" (default) picks "exact" in eager mode on every device (one sync costs less than running
+               each tail on its capacity) and "static" under torch.compile; ask for "static" to capture CUDA
+               graphs in eager mode.
 Every parameter takes part in every forward (a tail with no rows is run on zero rows), so every parameter gets a
 gradient every step: DDP works without find_unused_parameters.
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -309,6 +314,7 @@ class AdaptiveSoftmax(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self._scratch = _Scratch(slots=2 * (self.n_tails + 2))  # log-probs + softmax per cluster + spares (CPU)
         self._targets_checked = False
+        self._warn_key = id(self)  # this layer's entry in the dropped-token warning's rate limit
         self.last_tail_evals = {"evaluated": 0, "skipped": 0}  # of the last topk / predict / sample call
         if cfg.unigram_init and counts is not None:
             self.init_biases_from_counts(torch.as_tensor(counts))
@@ -403,6 +409,8 @@ class AdaptiveSoftmax(nn.Module):
         if self._use_static(x):
             tail, kept = self._tails_static(x, rank, cluster)
             valid = valid & kept
+            if self.training:
+                _note_dropped(self.dropped_tokens, self._warn_key)
         else:
             tail = self._tails_exact(x, rank, cluster)
         nll = torch.where(valid, nll + tail, 0.0)
@@ -410,8 +418,8 @@ class AdaptiveSoftmax(nn.Module):
 
     def _use_static(self, x: torch.Tensor) -> bool:
         path = self.config.path
-        if path == "auto":
-            return _is_compiling() or x.device.type != "cpu"
+        if path == "auto":  # eager: exact on every device (one host read); compiled: static shapes
+            return _is_compiling()
         return path == "static"
 
     def _tail_nll(self, i: int, x: torch.Tensor, rel_target: torch.Tensor) -> torch.Tensor:
@@ -470,11 +478,14 @@ class AdaptiveSoftmax(nn.Module):
         """Each tail on a fixed number of rows: no host sync, static shapes. Returns (tail nll, kept mask)."""
         N = x.shape[0]
         perm = torch.argsort(cluster, stable=True)  # (N,) rows grouped by cluster
-        counts = torch.bincount(cluster, minlength=self.n_tails + 1)  # (J+1,) stays on the device
+        # (J+1,) rows per cluster, on the device. Not bincount: it reads the input's range to the host.
+        counts = torch.zeros(self.n_tails + 1, dtype=torch.long, device=x.device)
+        counts = counts.scatter_add_(0, cluster, torch.ones_like(cluster))
         starts = torch.cumsum(counts, 0) - counts  # (J+1,) first sorted position of each cluster
         tail = x.new_zeros(N, dtype=torch.promote_types(x.dtype, torch.float32))
         kept = torch.ones(N, dtype=torch.bool, device=x.device)
-        for i, cap in enumerate(self.capacity(N)):
+        caps = self.capacity(N) if self.training else [N] * self.n_tails  # evaluation never drops a token
+        for i, cap in enumerate(caps):
             slot = torch.arange(cap, device=x.device)  # (cap,)
             live = slot < counts[i + 1]  # (cap,) slots holding a token of this cluster
             rows = perm[(starts[i + 1] + slot).clamp(max=N - 1)]  # (cap,) token rows (junk where not live)
@@ -595,14 +606,14 @@ class AdaptiveSoftmax(nn.Module):
         N = x.shape[0]
         if top_k is not None:
             vals, ids = self.topk(x, top_k)  # (N, k)
-            pick = torch.multinomial(torch.softmax(vals / temperature, dim=1), 1, generator=generator)
+            pick = _multinomial(torch.softmax(vals / temperature, dim=1), generator)
             return ids.gather(1, pick).reshape(hidden.shape[:-1])
         if temperature != 1.0:
             probs = torch.softmax(self.log_prob(x) / temperature, dim=1)  # (N, V) by original id
             self.last_tail_evals = {"evaluated": N * self.n_tails, "skipped": 0}
-            return torch.multinomial(probs, 1, generator=generator).reshape(hidden.shape[:-1])
+            return _multinomial(probs, generator).reshape(hidden.shape[:-1])
         head_p = torch.softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
-        choice = torch.multinomial(head_p, 1, generator=generator).squeeze(1)  # (N,) shortlist rank or slot
+        choice = _multinomial(head_p, generator).squeeze(1)  # (N,) shortlist rank or slot
         rank = choice.clone()  # (N,) final ranks: tail draws overwrite the cluster slots below
         evaluated = 0
         for i in range(self.n_tails):
@@ -611,7 +622,7 @@ class AdaptiveSoftmax(nn.Module):
                 continue
             evaluated += rows.numel()
             p = self._tail_log_prob(i, x[rows]).exp()  # (n, size_i)
-            rank[rows] = torch.multinomial(p, 1, generator=generator).squeeze(1) + self.edges[i + 1]
+            rank[rows] = _multinomial(p, generator).squeeze(1) + self.edges[i + 1]
         self.last_tail_evals = {"evaluated": evaluated, "skipped": N * self.n_tails - evaluated}
         return self.order[rank].reshape(hidden.shape[:-1])
 
@@ -623,6 +634,67 @@ class AdaptiveSoftmax(nn.Module):
 def _is_compiling() -> bool:
     fn = getattr(torch.compiler, "is_compiling", None)
     return bool(fn()) if fn is not None else False
+
+
+def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(n, C) probabilities -> (n, 1) draws. The draw runs where `generator` lives (torch.multinomial rejects a
+    CPU generator for CUDA probabilities), so a seeded CPU generator gives the same ids on every device."""
+    if generator is None or generator.device == probs.device:
+        return torch.multinomial(probs, 1, generator=generator)
+    return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
+
+
+class DroppedTokensWarning(UserWarning):
+    """The static path dropped target tokens from the loss: a tail cluster had more rows than its capacity."""
+
+
+_drop_checks: dict[int, tuple[int, int]] = {}  # layer key -> (static training calls, dropped tokens last read)
+
+
+def _check_dropped(counter: torch.Tensor, key: int) -> None:
+    """Warn when `counter` (a layer's `dropped_tokens`) grew since the last check. Rate-limited: reads it (one
+    host sync) at calls 1, 2, 4, ..., 256 and then every 256th; never during CUDA-graph capture or when the user
+    asked torch to flag syncs (torch.cuda.set_sync_debug_mode)."""
+    calls, seen = _drop_checks.get(key, (0, 0))
+    calls += 1
+    _drop_checks[key] = (calls, seen)
+    if (calls & (calls - 1)) and calls % 256:  # not a power of two, nor a multiple of 256
+        return
+    if counter.device.type == "cuda" and (
+        torch.cuda.is_current_stream_capturing() or torch.cuda.get_sync_debug_mode() != 0
+    ):
+        return
+    total = int(counter)
+    if total > seen:
+        warnings.warn(
+            f"adaptive head (static path): {total - seen} target tokens dropped from the loss since the last check "
+            f"({total} in all; the layer's dropped_tokens buffer): a tail cluster got more rows than its capacity. "
+            "Raise capacity_factor, give the plan's cluster shares, or train eagerly with path='exact'",
+            DroppedTokensWarning,
+            stacklevel=2,
+        )
+    _drop_checks[key] = (calls, total)
+
+
+# Under torch.compile the check runs as an opaque custom op, so its Python (and the warning) runs outside the
+# compiled graph, without a graph break. One registration per process, shared by every copy of this file.
+_custom_op = getattr(torch.library, "custom_op", None)  # torch >= 2.4
+if _custom_op is not None and not hasattr(torch.ops.vocabopt_head, "check_dropped"):
+
+    @_custom_op("vocabopt_head::check_dropped", mutates_args=("counter",))  # declared so the op is never pruned
+    def _check_dropped_op(counter: torch.Tensor, key: int) -> None:
+        _check_dropped(counter, key)
+
+    @_check_dropped_op.register_fake
+    def _(counter: torch.Tensor, key: int) -> None:
+        return None
+
+
+def _note_dropped(counter: torch.Tensor, key: int) -> None:
+    if not _is_compiling():
+        _check_dropped(counter, key)
+    elif _custom_op is not None:
+        torch.ops.vocabopt_head.check_dropped(counter, key)
 
 
 # --- plan (filled in by `vocabopt export`; None in the library copy) ----------------------------------------------

@@ -15,9 +15,9 @@ The recipes below list the kernels `vocabopt.adaptive_head.AdaptiveSoftmax` runs
                     of its n_i rows, projection d -> d_i (fwd + dinput + dweight), and the output linear + NLL
                     d_i -> k_i, fwd + bwd: kept logits up to CHUNK_ABOVE elements, else the fused chunked kernel
                     that recomputes them in backward (`linear_nll_*`)
-On CPU the layer runs each tail on exactly its n_i rows ("exact" path); a tail with no targets still runs on
-zero rows, so only its fixed part is paid. On accelerators it runs each tail on a fixed capacity of rows
-("static" path, no host sync), which the recipes follow when the profile's device is one.
+In eager mode the layer runs each tail on exactly its n_i rows ("exact" path) on every device; a tail with no
+targets still runs on zero rows, so only its fixed part is paid. (The "static" path, for torch.compile and CUDA
+graphs, runs each tail on `design.static_rows`; the recipes model the eager default.)
 """
 
 from __future__ import annotations
@@ -109,8 +109,6 @@ def tail_ms(
     share = np.clip(np.asarray(share, dtype=float), 0.0, 1.0)
     if recipe == "infer_full":  # every row needs every cluster: no gather
         rows, p_busy = np.full(share.shape, float(n)), np.ones(share.shape)
-    elif getattr(profile, "device_type", "cpu") in ("cuda", "mps"):  # static path: fixed capacity, always run
-        rows, p_busy = design.static_rows(n, share), np.ones(share.shape)
     else:  # exact path: the rows whose target (train) or argmax (greedy, ~ target share) falls here
         p_busy = -np.expm1(n * np.log1p(-np.minimum(share, 1 - 1e-12)))  # P(at least one row) = 1 - (1-p)^N
         rows = np.maximum(share * n / np.maximum(p_busy, 1e-300), 1.0)  # rows given at least one
@@ -196,8 +194,6 @@ def _rows(profile: Any, n: int, share: float, mode: str, decode: str) -> float:
     """Expected rows a tail runs on (for memory)."""
     if mode == "infer" and decode == "full":
         return float(n)
-    if getattr(profile, "device_type", "cpu") in ("cuda", "mps"):
-        return float(design.static_rows(n, share))
     return share * n
 
 

@@ -88,19 +88,41 @@ def sync(device: Any) -> None:
 
 
 def time_ms(step: Callable[[], Any], device: Any, *, reps: int = 1, flush: Any = None) -> float:
-    """Milliseconds per call of `step`, over `reps` back-to-back calls, with the device synchronised around them.
+    """Milliseconds per call of `step`, over `reps` calls, with the device synchronised around the timed region.
 
-    `flush`: a device buffer zeroed before the timed region (e.g. 64 MB on a GPU, to evict L2 so the sample starts
-    cold, as a kernel does inside a model step); None on CPU.
+    `flush`: a device buffer zeroed before EVERY call, outside the timed region (e.g. 256 MB on a GPU, to evict L2
+    so each call starts cold, as a kernel does inside a model step); None (CPU): the calls run back to back. On
+    CUDA each flushed call is timed with a pair of CUDA events and the device is synchronised once at the end.
     """
-    if flush is not None:
-        flush.zero_()
-    sync(device)
-    t0 = time.perf_counter()
+    if flush is None:
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            step()
+        sync(device)
+        return (time.perf_counter() - t0) * 1e3 / reps
+    if getattr(device, "type", device) == "cuda":
+        import torch
+
+        events = []
+        for _ in range(reps):
+            flush.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            events.append((start, end))
+        torch.cuda.synchronize()
+        return sum(start.elapsed_time(end) for start, end in events) / reps
+    total = 0.0
     for _ in range(reps):
+        flush.zero_()
+        sync(device)
+        t0 = time.perf_counter()
         step()
-    sync(device)
-    return (time.perf_counter() - t0) * 1e3 / reps
+        sync(device)
+        total += time.perf_counter() - t0
+    return total * 1e3 / reps
 
 
 def interleaved_ms(

@@ -16,7 +16,7 @@ from .plan import Plan
 
 
 def replace_lm_head(model: Any, plan: Plan, **overrides: Any) -> AdaptiveSoftmax:
-    """Replace `model.lm_head` by the adaptive head of `plan` (same device, fresh weights); return the head.
+    """Replace `model.lm_head` by the adaptive head of `plan` (the old head's device and dtype, fresh weights).
 
     The model's own forward can no longer produce (N, V) logits; train with `causal_lm_loss(model, ...)` and
     generate with `head.sample` / `head.predict` / `head.topk` on the base model's hidden states.
@@ -39,8 +39,8 @@ def replace_lm_head(model: Any, plan: Plan, **overrides: Any) -> AdaptiveSoftmax
         )
     old = getattr(model, "lm_head", None)
     head = build_layer(plan, **overrides)
-    if old is not None and hasattr(old, "weight"):
-        head = head.to(device=old.weight.device)
+    if old is not None and hasattr(old, "weight"):  # the old head's device and dtype (a bf16 model trains in bf16)
+        head = head.to(device=old.weight.device, dtype=old.weight.dtype)
     if hasattr(config, "tie_word_embeddings"):
         config.tie_word_embeddings = False  # the adaptive head has no (V, d) matrix to tie to the input embedding
     model.lm_head = head

@@ -28,7 +28,9 @@ SCHEMA_VERSION = 1
 ARTIFACT = "vocabopt.DeviceProfile"
 
 # Grids: rows, in, out for linear kernels; rows x width for row-wise kernels; log-spaced. With the measuring
-# budget (max FLOPs and elements per call) and the samples per point, they are the profile's `settings`.
+# budget and the samples per point, they are the profile's `settings`. Budget: max FLOPs and elements per call
+# (memory) on every device; on CUDA also time: a point whose warm-up call takes over `max_call_ms` is left to the
+# roofline, and sampling stops after as many rounds as fit `budget_s` (at least `min_samples`).
 GRIDS: dict[str, dict[str, Any]] = {
     "full": {
         "rows": [8, 32, 128, 512, 2048, 8192],
@@ -56,7 +58,47 @@ GRIDS: dict[str, dict[str, Any]] = {
         "samples": 20,
         "min_sample_ms": 0.2,
     },
+    # CUDA (profile_device picks these on a GPU): LLM shapes, N to 16K, d to 8K, widths to 262,144. The largest
+    # linear, 16384 x 8192 x 262144, is 7e13 FLOPs: ~90 ms at an H200's ~790 TFLOP/s bf16.
+    "cuda": {
+        "rows": [16, 128, 1024, 4096, 8192, 16384],
+        "in": [16, 64, 256, 1024, 4096, 8192],
+        "out": [64, 512, 4096, 32768, 131072, 262144],
+        "width": [64, 512, 4096, 32768, 131072, 262144],
+        "tokens": [1024, 8192, 16384],
+        "hidden": [256, 2048, 8192],
+        "elements": [2**14, 2**20, 2**26, 2**30],
+        "max_flops": 1e14,
+        "max_elements": 2**31,  # per operand (4 GB in bf16); the operand pools take 2x that
+        "max_call_ms": 150.0,
+        "budget_s": 300.0,
+        "min_samples": 5,
+        "samples": 20,
+        "min_sample_ms": 1.0,
+    },
+    "cuda-quick": {  # log-spaced by 8 below the LLM shapes; what benchmarks/gpu_suite.py runs (a few minutes)
+        "rows": [16, 128, 1024, 8192, 16384],
+        "in": [16, 128, 1024, 4096, 8192],
+        "out": [64, 512, 4096, 32768, 262144],
+        "width": [64, 512, 4096, 32768, 262144],
+        "tokens": [1024, 8192],
+        "hidden": [256, 4096],
+        "elements": [2**14, 2**22, 2**30],
+        "max_flops": 1e14,
+        "max_elements": 2**31,
+        "max_call_ms": 100.0,
+        "budget_s": 150.0,
+        "min_samples": 5,
+        "samples": 20,
+        "min_sample_ms": 0.5,
+    },
 }
+
+
+def grid_name(device_type: str, quick: bool) -> str:
+    """The GRIDS entry a profile of `device_type` starts from: the CUDA grids on a GPU, the CPU grids elsewhere."""
+    base = "cuda" if device_type == "cuda" else "full"
+    return ("cuda-quick" if base == "cuda" else "quick") if quick else base
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The `profile` stage's measuring harness: a torch device and dtype -> a `DeviceProfile` of the layer's kernels.
 
-Inputs: a device ("auto", "cpu", "cuda", "mps"), a dtype, a grid of shapes (`profile.GRIDS`) and a work budget.
+Inputs: a device ("auto", "cpu", "cuda", "mps"), a dtype, a grid of shapes (`profile.GRIDS`: CPU grids, or LLM
+shapes on CUDA) and a budget (FLOPs and elements per call; on CUDA also ms per call and seconds in all).
 Output: a `DeviceProfile` with one timing table per kernel of `kernels.KERNEL_AXES`.
 
 What is timed is the code the layer runs: its loss kernel through its public entry point
@@ -12,9 +13,10 @@ compares with; its forward is the log-softmax the layer runs at inference.
 Method: every point is warmed up and given enough repetitions per sample to stand above the timer's resolution;
 then samples are taken in rounds that visit all points in a shuffled order (interleaved, so slow drift of the
 machine spreads over all points instead of biasing a few), synchronising around each timed region and flushing the
-L2 cache between GPU samples (`device.interleaved_ms`). Points whose work exceeds the grid's budget are not
-measured; they are filled along the roofline fitted to the measured ones (`kernels.fill_unmeasured`) and marked
-`measured: false`.
+L2 cache before every timed GPU call (`device.interleaved_ms`). Points whose work exceeds the grid's budget (or,
+with `max_call_ms`, whose warm-up call takes longer) are not measured; they are filled along the roofline fitted
+to the measured ones (`kernels.fill_unmeasured`) and marked `measured: false`. With `budget_s`, sampling stops
+after as many rounds as fit it (never fewer than `min_samples`); `settings["samples"]` records the rounds taken.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 from .device import DTYPES, device_name, environment, interleaved_ms, resolve_device, time_ms
 from .errors import InputError
 from .kernels import ELEMENT_BYTES, KERNEL_AXES
-from .profile import GRIDS, DeviceProfile, kernel_table, timestamp
+from .profile import GRIDS, DeviceProfile, grid_name, kernel_table, timestamp
 
 Step = Callable[[], Any]  # one call of a kernel at one grid point
 
@@ -49,7 +51,8 @@ def profile_device(
         device: "auto" (cuda, then mps, then cpu), "cpu", "cuda" or "mps".
         dtype: "float32", "bfloat16" or "float16".
         quick: a coarser grid with a smaller work budget (~1.5 minutes on a 2-core CPU).
-        grid: overrides of the grid settings (axes lists, max_flops, max_elements, samples, min_sample_ms).
+        grid: overrides of the grid settings (axes lists, max_flops, max_elements, max_call_ms, budget_s,
+            min_samples, samples, min_sample_ms). On CUDA the defaults are `GRIDS["cuda"]` / `["cuda-quick"]`.
         seed: for the visiting order and the random inputs.
         progress: called as progress(samples_done, samples_total).
 
@@ -62,13 +65,14 @@ def profile_device(
     if dtype not in DTYPES:
         raise InputError(f"dtype {dtype!r} is not one of {DTYPES}")
     dev = resolve_device(device)
-    settings = {**GRIDS["quick" if quick else "full"], **(grid or {})}
+    settings = {**GRIDS[grid_name(dev, quick)], **(grid or {})}
     if settings["samples"] < 1:
         raise InputError("samples must be >= 1")
     harness = _Harness(dev, getattr(torch, dtype), settings, seed)
     points = harness.points()
     total = len(points) * settings["samples"]
     results = harness.run(points, progress=(lambda k: progress(k, total)) if progress else None)
+    settings["samples"] = harness.rounds
     _split_fixed(results)
     kernels = _tables(results, settings, ELEMENT_BYTES[dtype])
     alignment = harness.alignment()
@@ -135,13 +139,17 @@ class _Harness:
 
         self.torch, self.dev, self.dtype, self.settings = torch, dev, dtype, settings
         self.rng = np.random.default_rng(seed)
-        gen = torch.Generator().manual_seed(seed)
         n = int(settings["max_elements"])
-        # Two operand pools; every input is a view into them, so no point pays for creating its inputs.
-        self.pool = ((torch.rand(2 * n, generator=gen) - 0.5) * 0.2).to(device=dev, dtype=dtype)
+        # Two operand pools; every input is a view into them, so no point pays for creating its inputs. Drawn on
+        # the device itself on CUDA (billions of elements there; the CPU stream stays as it was for CPU profiles).
+        gen = torch.Generator(device=dev if dev == "cuda" else "cpu").manual_seed(seed)
+        pool = torch.rand(2 * n, generator=gen, device=gen.device, dtype=dtype if dev == "cuda" else torch.float32)
+        self.pool = pool.sub_(0.5).mul_(0.2).to(device=dev, dtype=dtype)
         # 256 MB zeroed before each GPU sample: evicts L2 so every sample starts cold, as inside a model step
         self.flush = torch.empty(64 * 2**20, dtype=torch.int32, device=dev) if dev == "cuda" else None
         self.wall_s = 0.0
+        self.rounds = int(settings["samples"])  # sampling rounds taken (fewer than `samples` if budget_s binds)
+        self.sample_ms: list[float] = []  # expected ms of one sample of each kept point
         self.seconds: dict[str, float] = {}  # wall time spent per kernel (warm-up excluded), for the record
         self.layer = adaptive_head
         self.chunk = adaptive_head.AdaptiveHeadConfig.tail_chunk  # classes per chunk of a large tail's loss
@@ -283,6 +291,7 @@ class _Harness:
             proj_dims=[1] * tails,
             unigram_init=False,
             check_targets="never",
+            path="exact",  # the path `cost` models on every device: one row per tail, so no N-row gather here
         )
         layer = self.layer.AdaptiveSoftmax(cfg, order=torch.arange(tails + 2)).to(self.dev, self.dtype)
         target = torch.zeros(n, dtype=torch.long, device=self.dev)
@@ -305,8 +314,11 @@ class _Harness:
     def run(self, points: list[tuple[str, tuple[int, ...], Step]], progress: Callable[[int], None] | None):
         """kernel name -> grid index -> (median, p20, p80) ms per call."""
         start = time.perf_counter()
+        reps = [self._reps(step) for _, _, step in points]
+        points = [p for p, r in zip(points, reps, strict=True) if r is not None]  # within max_call_ms
+        reps = [r for r in reps if r is not None]
         steps = [step for _, _, step in points]
-        reps = [self._reps(step) for step in steps]
+        self.rounds = self._rounds(reps)
         done = 0
 
         def on_sample(i: int, _round: int, seconds: float) -> None:
@@ -319,7 +331,7 @@ class _Harness:
         samples = interleaved_ms(
             steps,
             self.dev,
-            rounds=self.settings["samples"],
+            rounds=self.rounds,
             reps=reps,
             shuffle=self.rng,  # a fresh order every round
             flush=self.flush,
@@ -331,11 +343,26 @@ class _Harness:
             out.setdefault(kname, {})[idx] = tuple(float(v) for v in np.percentile(s, [50, 20, 80]))
         return out
 
-    def _reps(self, step: Step) -> int:
-        """Warm `step` up, then choose repetitions per sample so a sample lasts >= min_sample_ms (at most 1000)."""
+    def _reps(self, step: Step) -> int | None:
+        """Warm `step` up, then choose repetitions per sample so a sample lasts >= min_sample_ms (at most 1000);
+        None when one call takes longer than the grid's `max_call_ms` (the point is left to the roofline)."""
         step()
         ms = time_ms(step, self.dev, flush=self.flush)
-        return int(min(max(1, math.ceil(self.settings["min_sample_ms"] / max(ms, 1e-6))), 1000))
+        if ms > self.settings.get("max_call_ms", math.inf):
+            return None
+        reps = int(min(max(1, math.ceil(self.settings["min_sample_ms"] / max(ms, 1e-6))), 1000))
+        self.sample_ms.append(reps * ms)
+        return reps
+
+    def _rounds(self, reps: list[int]) -> int:
+        """Sampling rounds: `samples`, or as many as fit `budget_s` given the warm-up timings (>= min_samples)."""
+        samples = int(self.settings["samples"])
+        budget = self.settings.get("budget_s")
+        if budget is None:
+            return samples
+        per_round_s = sum(self.sample_ms) / 1e3  # one sample of every kept point
+        fit = int(budget // max(per_round_s, 1e-9))
+        return max(min(samples, fit), min(samples, int(self.settings.get("min_samples", 1))))
 
     def alignment(self) -> int:
         """64 if a width just off a multiple of 64 runs measurably slower than the aligned one, else 8."""
