@@ -95,6 +95,7 @@ def test_the_exported_layer_is_standalone():
 LAYERS = [
     ("errors", "artifacts", "version"),
     ("design",),
+    ("tradeoff",),
     ("corpus",),
     ("zipf",),
     ("stats",),
@@ -113,7 +114,6 @@ LAYERS = [
     ("bench",),
     ("training",),
     ("quality",),
-    ("tradeoff",),
     ("validate",),
     ("tune",),
     ("plots",),

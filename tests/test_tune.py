@@ -99,6 +99,35 @@ def test_cli_tune(tiny, tmp_path):
     assert "penalty" in res.output and "chosen:" in res.output
     assert (tmp_path / "tune.png").read_bytes()[:4] == b"\x89PNG"
     assert "tune" in Plan.load(tmp_path / "plan.json").provenance
+    replan = CliRunner().invoke(
+        main,
+        ["optimize", str(tmp_path / "stats.json"), "--hidden", "16", "--batch-tokens", "4096", "--profile",
+         str(tmp_path / "prof.json"), "--from-tune", str(tmp_path / "plan.json"), "-o", str(tmp_path / "p2.json")],
+    )  # fmt: skip
+    assert replan.exit_code == 0, replan.output
+    assert "measured quality (--from-tune" in replan.output
+    assert "from_tune" in Plan.load(tmp_path / "p2.json").provenance["options"]
     bad = CliRunner().invoke(main, [*args[:-4], "--tolerance", "2", "-o", str(tmp_path / "x.json")])
     assert bad.exit_code == 1 and "tolerance=2" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x.json").exists()
+
+
+def test_optimize_from_tune_recommends_on_the_measured_model(tiny):
+    """With a tuned plan's penalty model, optimize picks the fastest frontier design whose modelled upper bound is
+    within tune's tolerance, on any profile or batch size (quality does not depend on the device)."""
+    _, stats, prof = tiny
+    tuned = Plan.from_cutoffs(stats, hidden=16, cutoffs=[100])
+    model = {"capacity": [0.5, 1.0], "penalty": [0.04, 0.0], "high": [0.05, 0.0], "monotone_violations": 0}
+    tuned.provenance["tune"] = {"model": model, "tolerance": 0.01, "basis": "test model"}
+    plan = vocabopt.optimize(stats, hidden=16, profile=prof, batch_tokens=4096, from_tune=tuned, min_capacity=0.0)
+    measured = plan.provenance["options"]["from_tune"]
+    assert measured["met"] and measured["predicted_high"] <= 0.01
+    assert plan.capacity >= 0.9 - 1e-9  # high(c) = 0.05 * (1 - c) / 0.5 <= 0.01 <=> c >= 0.9
+    faster = [d for d in plan.predicted["frontier"] if d["time_ms"] < plan.predicted["plan"]["time_ms"] - 1e-9]
+    assert all(d["capacity"] < 0.9 for d in faster)  # every faster frontier design misses the tolerance
+    with pytest.raises(vocabopt.MismatchError, match="hidden=16"):
+        vocabopt.optimize(stats, hidden=32, profile=prof, batch_tokens=4096, from_tune=tuned)
+    with pytest.raises(InputError, match="not a plan made by `vocabopt tune`"):
+        vocabopt.optimize(
+            stats, hidden=16, profile=prof, batch_tokens=4096, from_tune=Plan.from_cutoffs(stats, 16, [9])
+        )

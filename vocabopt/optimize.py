@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import cost, design
+from . import cost, design, tradeoff
 from .errors import InputError, MismatchError
 from .plan import Plan
 from .search import Design, SearchSpace, search
@@ -138,6 +138,7 @@ def optimize(
     min_capacity: float | None = None,
     cutoffs: list[int] | None = None,
     paths: dict[str, str | None] | None = None,
+    from_tune: Plan | None = None,
 ) -> Plan:
     """Recommend an adaptive-softmax design for a corpus, a device and a batch size.
 
@@ -149,18 +150,18 @@ def optimize(
         mode: "train" (forward + backward, a tail runs only for its targets) or "infer".
         decode: for infer, "full" (every cluster for every row) or "greedy" (a tail for its share of rows).
         max_clusters: search 1..max_clusters tail clusters.
-        div_value, min_proj, proj_dims: the capacity rule (hidden // div_value**(i+1), at least min_proj;
-            or explicit sizes, which also cap the number of clusters).
-        min_head, max_head: bounds on the head's shortlist size.
-        candidates: size of the log-spaced cutoff grid (every rank when the vocabulary is smaller).
-        min_tail: the smallest tail cluster, in ids (default: the profile's alignment, at most V // 64).
+        div_value, min_proj, proj_dims: projections hidden // div_value**(i+1), at least min_proj; or these sizes.
+        min_head, max_head, candidates, min_tail: head-size bounds, cutoff-grid size, smallest tail (in ids): see
+            `vocabopt.search.SearchSpace`.
         tolerance: recommend the highest-capacity frontier design within this share of the fastest time.
-        min_capacity: only designs with at least this capacity are recommended. Default: the capacity of the
-            paper's [2000, 10000] design on this corpus, capped at 0.9 (see `default_min_capacity`; on the shipped
-            corpus the fastest designs, near 0.65, trained to 7-8% worse held-out perplexity than the full softmax
-            in 300 steps, while 0.9 matched it: docs/benchmarks.md, "validate"). 0 gives the fastest design.
+        min_capacity: only designs with at least this capacity are recommended; default `default_min_capacity`,
+            a heuristic floor (docs/optimizer.md), not measured quality (`from_tune` is). 0: the fastest design.
         cutoffs: evaluate this design instead of recommending one (the search still runs, for the comparison).
         paths: where the inputs came from, recorded in the plan's provenance: {"stats": path, "profile": path}.
+        from_tune: a plan made by `vocabopt.tune` for this corpus and width: recommend the fastest design whose
+            *measured* penalty model (its provenance["tune"]) keeps the upper bound within tune's tolerance,
+            instead of the capacity floor. Quality does not depend on the device, so tune once, plan for any
+            profile or batch size.
 
     Example:
         >>> plan = vocabopt.optimize(stats, hidden=512, profile=prof, batch_tokens=2048)
@@ -172,9 +173,9 @@ def optimize(
     space.check(len(counts), hidden)
     min_capacity, floor_reason = _floor(counts, hidden, space, min_capacity)
     found = search(profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=space)
-    best = recommend(found["frontier"], tolerance, min_capacity)
-    if cutoffs is not None:
-        best = _given(counts, hidden, list(cutoffs), space)
+    best, measured = _choose(
+        found["frontier"], counts, hidden, space, tolerance, min_capacity, cutoffs, from_tune, stats
+    )
     options = {
         **asdict(space),  # max_clusters, div_value, min_proj, proj_dims, min_head, max_head, candidates, min_tail
         "tolerance": tolerance,
@@ -182,7 +183,7 @@ def optimize(
         "min_capacity_rule": floor_reason,
         "cutoffs": list(cutoffs) if cutoffs is not None else None,
         "decode": decode,
-    }
+    } | ({"from_tune": measured} if measured is not None else {})
     predicted, full_ms = _predicted(
         profile, counts, hidden, batch_tokens, mode=mode, decode=decode, best=best, found=found
     )
@@ -202,6 +203,50 @@ def optimize(
         predicted=predicted,
         provenance=_provenance(stats, profile, options, paths or {}),
     )
+
+
+def _choose(
+    frontier: list[Design],
+    counts: np.ndarray,
+    hidden: int,
+    space: SearchSpace,
+    tolerance: float,
+    min_capacity: float,
+    cutoffs: list[int] | None,
+    from_tune: Plan | None,
+    stats: Any,
+) -> tuple[Design, dict | None]:
+    """The design the plan holds: given cutoffs, else the measured choice (`from_tune`), else `recommend`."""
+    best, measured = recommend(frontier, tolerance, min_capacity), None
+    if from_tune is not None:
+        best, measured = _recommend_measured(frontier, from_tune, stats, hidden)
+    if cutoffs is not None:
+        best = _given(counts, hidden, list(cutoffs), space)
+    return best, measured
+
+
+def _recommend_measured(frontier: list[Design], tuned: Plan, stats: Any, hidden: int) -> tuple[Design, dict]:
+    """The fastest frontier design within the tuned plan's tolerance under its measured penalty model."""
+    evidence = tuned.provenance.get("tune") if isinstance(tuned, Plan) else None
+    if not evidence:
+        raise InputError("from_tune: not a plan made by `vocabopt tune` (no provenance['tune']); run tune first")
+    if tuned.hidden != hidden:
+        raise MismatchError(f"from_tune: tuned at hidden={tuned.hidden}, not {hidden}; tune at this width")
+    tok = getattr(stats, "tokenizer", None)
+    tuned_tok = tuned.provenance.get("tokenizer") or {}
+    if tok is not None and tuned_tok.get("sha256") not in (None, tok.sha256):
+        raise MismatchError("from_tune: tuned with another tokenizer than these stats'; tune with this one")
+    try:
+        chosen, met = tradeoff.choose([d.to_json() for d in frontier], evidence["model"], evidence["tolerance"])
+    except ValueError:
+        raise InputError(
+            "from_tune: no design on this frontier lies in the capacity range tune measured; tune with this profile"
+        ) from None
+    best = next(d for d in frontier if d.cutoffs == chosen["cutoffs"] and d.proj_dims == chosen["proj_dims"])
+    keys = ("predicted_penalty", "predicted_high")
+    return best, {"tolerance": evidence["tolerance"], "met": met, "basis": evidence["basis"]} | {
+        k: chosen[k] for k in keys
+    }
 
 
 def _distribution(stats: Any) -> tuple[np.ndarray, np.ndarray]:

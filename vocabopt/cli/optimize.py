@@ -70,6 +70,14 @@ from .group import main
     help="Recommend only designs with at least this capacity (share-weighted width / d; 1 = full softmax). "
     "[default: the capacity of the paper's [2000, 10000] on this corpus, at most 0.9]",
 )
+@click.option(
+    "--from-tune",
+    "from_tune",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A plan from `vocabopt tune` (same corpus, tokenizer, width): recommend on its measured penalty model "
+    "instead of the capacity floor.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="plan.json", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the frontier/breakdown PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan's JSON instead of tables.")
@@ -93,6 +101,7 @@ def optimize_cmd(
     candidates: int,
     tolerance: float,
     min_capacity: float | None,
+    from_tune: str | None,
     output: str,
     plot: str | None,
     as_json: bool,
@@ -124,6 +133,7 @@ def optimize_cmd(
         min_capacity=min_capacity,
         cutoffs=cutoffs,
         paths={"stats": stats, "profile": profile_path or None},
+        from_tune=Plan.load(from_tune) if from_tune else None,
     )
     seconds = time.perf_counter() - t0
     png = plan_png(plan) if plot else None  # rendered before anything is written
@@ -152,8 +162,16 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
         f"({p['speedup']:.2f}x), memory {human_bytes(p['plan']['memory_bytes'])} vs "
         f"{human_bytes(full['memory_bytes'])}" + (" [extrapolated]" if p["plan"]["extrapolated"] else "")
     )
+    measured = plan.provenance["options"].get("from_tune")
     if plan.provenance["options"].get("cutoffs"):
         click.echo(f"  capacity {plan.capacity:.3f} (share-weighted width / d; 1 = full softmax)")
+    elif measured:
+        click.echo(
+            f"  capacity {plan.capacity:.3f}; measured quality (--from-tune, {measured['basis']}): modelled penalty "
+            f"{measured['predicted_penalty']:+.2%}, upper {measured['predicted_high']:+.2%} "
+            + ("within" if measured["met"] else "NOT within")
+            + f" the {measured['tolerance']:.1%} tolerance"
+        )
     else:
         click.echo(
             f"  capacity {plan.capacity:.3f}; floor (--min-capacity): {plan.provenance['options']['min_capacity_rule']}"
