@@ -128,7 +128,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=2048, help="N, tokens per step")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seed", type=int, default=1, help="design seed (default 1: held out; the fill rule was tuned on seed 0)"
+    )
     ap.add_argument(
         "--full-softmax", type=int, nargs="*", default=[32768, 65536], help="also time full softmaxes of these V"
     )
@@ -154,13 +156,19 @@ def main() -> None:
         tables.append(table)
     if args.no_write:
         return
+    sample = (
+        "held-out designs: the fill rule was tuned on seed 0"
+        if args.seed
+        else "IN-SAMPLE: the fill rule was tuned on these"
+    )
     write_section(
         HEADING,
         f"""
 Machine: {machine()}. Command: `{command()}`. N = {args.tokens} tokens, d = {args.hidden}, fp32,
 forward+backward of `build_layer(plan)`, median of {args.reps} steps after a warm-up, designs visited in a
 fresh shuffled order each round; {len(plans)} random designs (V in [32K, 256K], Zipf exponent in [0.9, 1.3],
-1-4 tail clusters, d/4^i projections), seed {args.seed}. Every profile predicts the same measured steps.
+1-4 tail clusters, d/4^i projections), seed {args.seed} ({sample}). Every profile predicts the same measured
+steps.
 Targets: median <= 15%, rho >= 0.9.
 
 {chr(10).join("- " + x for x in summaries)}
