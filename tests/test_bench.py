@@ -142,3 +142,83 @@ def test_result_round_trips_through_save_and_load(result, tmp_path):
     back = BenchResult.load(tmp_path / "bench.json")
     assert back == result
     assert back.to_json() == result.to_json()
+
+
+def test_decode_bench_rows_exactness_and_full_head(plan):
+    res = vocabopt.bench_decode(
+        plan, device="cpu", batches=[1, 4], decodes=["greedy", "topk", "sample", "topp"], reps=1
+    )
+    names = {r.decode for r in res.rows}
+    assert names == {
+        "greedy",
+        "top-50",
+        "sample T=0.7",
+        "sample T=0.7 top-50",
+        "sample T=1.0",
+        "sample T=1.0 top-50",
+        "top-p 0.9",
+    }
+    for r in res.rows:
+        assert r.ms_per_call > 0 and r.ms_per_token == pytest.approx(r.ms_per_call / r.batch)
+        if r.method == "vocabopt":
+            assert r.exact is True and r.tails_evaluated + r.tails_skipped == r.batch * len(plan.cutoffs)
+        else:
+            assert r.tails_evaluated is None and r.exact is None
+    assert res.speedup("greedy", 4) == pytest.approx(
+        res.row("greedy", 4, "full lm_head").ms_per_call / res.row("greedy", 4).ms_per_call
+    )
+
+
+def test_full_head_scores_like_the_adaptive_head_where_rows_correspond(plan):
+    import torch
+
+    from vocabopt.decode import _full_head
+    from vocabopt.layer import build_layer
+
+    layer = build_layer(plan)
+    x = torch.randn(5, D)
+    with torch.no_grad():
+        lin = _full_head(layer)
+        logits = lin(x)  # (5, V) by original id
+        short = layer.order[: plan.cutoffs[0]]
+        torch.testing.assert_close(logits[:, short], layer.head(x)[:, : plan.cutoffs[0]], atol=1e-5, rtol=1e-5)
+        tail0 = layer.order[plan.cutoffs[0] : plan.cutoffs[1]]
+        torch.testing.assert_close(logits[:, tail0], layer.out[0](layer.proj[0](x)), atol=1e-4, rtol=1e-4)
+
+
+def test_cli_bench_infer_prints_and_writes(plan, tmp_path):
+    plan.save(tmp_path / "plan.json")
+    out = tmp_path / "decode.json"
+    args = ["bench", str(tmp_path / "plan.json"), "--mode", "infer", "--batch", "1,2", "--decode", "greedy"]
+    res = CliRunner().invoke(main, [*args, "--reps", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "greedy" in res.output and "checked" in res.output
+    assert len(vocabopt.DecodeResult.load(out).rows) == 4
+    bad = CliRunner().invoke(main, [*args[:-1], "beam", "--reps", "1"])
+    assert bad.exit_code == 1 and "beam" in bad.output and "Traceback" not in bad.output
+    bad = CliRunner().invoke(main, [*args[:4], "--batch", "1,x"])
+    assert bad.exit_code == 1 and "--batch" in bad.output
+
+
+def test_decode_latency_benchmark_smoke_run():
+    """benchmarks/decode_latency.py end to end on a tiny shape (seconds); it never writes docs without --docs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_latency.py"
+    args = [
+        sys.executable,
+        str(script),
+        "--shapes",
+        "4000:32",
+        "--batch",
+        "1",
+        "--reps",
+        "1",
+        "--decode",
+        "greedy,topk",
+    ]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| 4000 | 32 | greedy | 1 |" in out.stdout and "| 4000 | 32 | top-50 | 1 |" in out.stdout

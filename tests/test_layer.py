@@ -379,3 +379,98 @@ def test_compile_fullgraph_cpu(plan):
     torch.testing.assert_close(loss, layer(x, ids), atol=1e-5, rtol=1e-5)
     loss.backward()
     assert x.grad is not None and layer.out[1].weight.grad is not None
+
+
+def brute_nucleus(lp_row: torch.Tensor, top_p: float, temperature: float, top_k: int | None = None):
+    """Reference nucleus from the full (V,) log-probs: sort, temper, cut at the first cumulative mass >= top_p."""
+    v, ids = (lp_row / temperature).double().sort(descending=True)
+    if top_k is not None:
+        v, ids = v[:top_k], ids[:top_k]
+    p = torch.softmax(v, 0)
+    n = int((p.cumsum(0) < top_p).sum()) + 1
+    return ids[:n], torch.softmax(v[:n], 0)
+
+
+def trained_like(plan, seed=0):
+    """A layer whose tails have spread-out weights and biases, so bounds are not trivially loose or tight."""
+    torch.manual_seed(seed)
+    layer = build_layer(plan)
+    with torch.no_grad():
+        layer.head.weight.normal_(std=0.4)
+        for out in layer.out:
+            out.weight.normal_(std=0.6)
+            out.bias.add_(torch.randn_like(out.bias))
+    return layer
+
+
+@pytest.mark.parametrize(
+    "temperature, top_p, top_k",
+    [(1.0, 0.9, None), (0.7, 0.5, None), (1.4, 0.95, None), (1.0, 1.0, None), (0.8, 0.9, 30)],
+)
+def test_nucleus_equals_the_full_distributions(plan, temperature, top_p, top_k):
+    layer = trained_like(plan)
+    x = torch.randn(64, D) * 1.5
+    lp = layer.log_prob(x)
+    got_lp, got_ids = layer.nucleus(x, top_p, temperature=temperature, top_k=top_k)
+    for r in range(x.shape[0]):
+        ids, probs = brute_nucleus(lp[r], top_p, temperature, top_k)
+        keep = got_lp[r] > -torch.inf
+        assert torch.equal(got_ids[r][keep], ids)
+        torch.testing.assert_close(got_lp[r][keep].exp().double(), probs, atol=1e-5, rtol=1e-4)
+
+
+def test_nucleus_skips_tails_that_cannot_enter_it(plan):
+    layer = build_layer(plan)  # unigram-initialised: tails carry little mass per token
+    x = torch.randn(200, D)
+    lp = layer.log_prob(x)
+    got_lp, got_ids = layer.nucleus(x, 0.5)
+    assert layer.last_tail_evals["skipped"] > 0
+    for r in range(0, 200, 7):
+        ids, _ = brute_nucleus(lp[r], 0.5, 1.0)
+        assert torch.equal(got_ids[r][got_lp[r] > -torch.inf], ids)
+
+
+@pytest.mark.parametrize("temperature, top_p, top_k", [(1.0, 0.8, None), (0.7, 0.6, None), (1.3, 0.9, 20)])
+def test_sample_top_p_matches_distribution(plan, temperature, top_p, top_k):
+    layer = trained_like(plan, seed=2)
+    torch.manual_seed(1)
+    x = torch.randn(1, D).expand(20_000, D)
+    draws = layer.sample(
+        x, temperature=temperature, top_k=top_k, top_p=top_p, generator=torch.Generator().manual_seed(5)
+    )
+    with torch.no_grad():
+        lp = layer.log_prob(x[:1])[0]
+    ids, p = brute_nucleus(lp, top_p, temperature, top_k)
+    probs = torch.zeros(V, dtype=torch.float64).index_put_((ids,), p)
+    assert probs[draws].min() > 0  # never outside the nucleus
+    assert chi2_pvalue(draws, probs) > 1e-3
+
+
+def test_topk_exact_on_spread_tails_and_bounds_follow_weight_edits(plan):
+    layer = trained_like(plan, seed=3)
+    x = torch.randn(128, D) * 2
+    for _ in range(2):
+        lp = layer.log_prob(x)
+        for k in (1, 7, 50):
+            vals, ids = layer.topk(x, k)
+            torch.testing.assert_close(vals, lp.topk(k, dim=-1).values, atol=1e-5, rtol=0)
+            torch.testing.assert_close(lp.gather(1, ids), vals, atol=1e-5, rtol=0)
+        with torch.no_grad():  # in-place edits bump the version counter: the cached bound constants follow
+            layer.out[1].weight.mul_(3.0)
+            layer.out[1].bias.mul_(2.0)
+
+
+def test_bound_constants_are_dropped_by_eval_and_refresh(plan):
+    layer = trained_like(plan, seed=4)
+    x = torch.randn(64, D) * 2
+    layer.topk(x, 5)
+    layer.out[0].weight.data.mul_(4.0)  # `.data` edits bypass the version counter ...
+    layer.eval()  # ... so eval() (or refresh_bounds()) drops the cached constants
+    with torch.no_grad():
+        lp = layer.log_prob(x)
+    torch.testing.assert_close(layer.topk(x, 5)[0], lp.topk(5, dim=-1).values, atol=1e-5, rtol=0)
+    layer.out[1].bias.data.add_(3.0)
+    layer.refresh_bounds()
+    with torch.no_grad():
+        lp = layer.log_prob(x)
+    torch.testing.assert_close(layer.topk(x, 5)[0], lp.topk(5, dim=-1).values, atol=1e-5, rtol=0)

@@ -13,6 +13,7 @@ from typing import Any
 # be shadowed by the submodule as soon as anything imports it.
 from .analyze import analyze, compare  # noqa: E402,F401
 from .bench import bench  # noqa: E402,F401
+from .drift import drift  # noqa: E402,F401
 from .optimize import optimize  # noqa: E402,F401
 from .tune import tune  # noqa: E402,F401
 from .validate import validate  # noqa: E402,F401
@@ -41,11 +42,19 @@ _EXPORTS = {
     "Prediction": "cost",
     "BenchResult": "bench",
     "BenchRow": "bench",
+    "bench_decode": "decode",
+    "DecodeResult": "decode",
+    "DecodeRow": "decode",
     "ValidationResult": "validate",
     "ValidationRun": "validate",
+    "expand_head": "expand",
+    "Expansion": "expand",
+    "replan_head": "replan",
+    "Replan": "replan",
+    "DriftReport": "drift",
 }
 
-__all__ = sorted([*_EXPORTS, "analyze", "bench", "compare", "optimize", "tune", "validate", "__version__"])
+__all__ = sorted([*_EXPORTS, "analyze", "bench", "compare", "drift", "optimize", "tune", "validate", "__version__"])
 
 
 def __getattr__(name: str) -> Any:

@@ -547,37 +547,92 @@ class AdaptiveSoftmax(nn.Module):
     def _tail_log_prob(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self._tail_logits(i, self.proj[i](x)).float(), dim=-1)  # (n, size_i), no dropout
 
+    def _tail_lp_z(self, i: int, z: torch.Tensor) -> torch.Tensor:
+        """(n, p_i) projected rows -> (n, size_i) fp32 log p(token | cluster i)."""
+        return torch.log_softmax(self._tail_logits(i, z).float(), dim=-1)
+
+    def _bound_stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-weights constants of the tail bounds, cached until a tail parameter changes (in place or replaced).
+
+        Returns the projections stacked, (sum p_i, d), so one matmul projects a row for every tail; and per tail
+        (J,) R_i = max_j ||W_j - mean_j W_j||, G_i = max_j b_j - mean_j b_j - log size_i, and A_i = the largest
+        |logit| scale (max_j ||W_j|| and max |b_j|) for the rounding slack. Weights changed through `.data`
+        bypass the version counter: `train()`/`eval()` drop the cache, and so does `refresh_bounds()`.
+        """
+        params = [*self.proj.parameters(), *self.out.parameters()]
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        cached = getattr(self, "_bounds_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        pins = [p.detach() for p in params]  # keep these storages alive, so no new weight reuses their address
+        stacked = torch.cat([p.weight for p in self.proj], 0).detach()  # (sum p_i, d)
+        R, G, A = [], [], []
+        for out, lo, hi in zip(self.out, self.edges[1:-1], self.edges[2:], strict=True):
+            w = out.weight.detach().float()  # (size_i, p_i)
+            R.append((w - w.mean(0)).norm(dim=1).max())
+            b = out.bias.detach().float() if out.bias is not None else w.new_zeros(1)
+            G.append(b.max() - b.mean() - math.log(hi - lo))
+            A.append(torch.maximum(w.norm(dim=1).max(), b.abs().max()))
+        stats = (stacked, torch.stack(R), torch.stack(G), torch.stack(A))
+        self._bounds_cache = (key, stats, pins)
+        return stats
+
+    def refresh_bounds(self) -> None:
+        """Drop the cached tail-bound constants (only needed after editing tail weights through `.data`)."""
+        self._bounds_cache = None
+
+    def train(self, mode: bool = True) -> AdaptiveSoftmax:
+        self.refresh_bounds()  # weights may have been edited in any way since the last generation call
+        return super().train(mode)
+
+    def _head_and_bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """The shared work of one generation call, computed once: head log-probs (N, shortlist + J), every tail's
+        projection [(N, p_i)], and (N, J) upper bounds on the log-prob of any token of each tail.
+
+        Bound (Jensen on the tail's normaliser, lse(s) >= log C + mean(s), then Cauchy-Schwarz): with tail logits
+        s_j = z.W_j + b_j, log p(j | tail) = s_j - lse(s) <= ||z|| R + G (see `_bound_stats`); it is capped at 0,
+        added to the cluster's head log-prob, and widened by a rounding slack so it also bounds computed values.
+        """
+        head_lp = torch.log_softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
+        stacked, R, G, A = self._bound_stats()
+        zs = torch.nn.functional.linear(x, stacked).split(self.config.proj_dims, dim=1)  # [(N, p_i)]
+        norms = torch.stack([z.float().norm(dim=1) for z in zs], 1)  # (N, J)
+        eps = torch.finfo(stacked.dtype).eps if stacked.dtype.is_floating_point else 1e-7
+        slack = 1e-4 + 64 * eps * (norms * A + A)  # (N, J) log units
+        bound = head_lp[:, self.shortlist :] + (norms * R + G).clamp(max=0.0) + slack  # (N, J)
+        return head_lp, list(zs), bound
+
     @torch.no_grad()
     def topk(self, hidden: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact top-k (log-probs, original ids), each (..., k), evaluating a tail only where it can matter.
 
-        Every token of tail cluster i has log-prob <= the head's log-prob of cluster i, so a row skips cluster i
-        when that bound is below its current k-th best. Counts land in `last_tail_evals`. Rows needing a tail
-        are gathered with a data-dependent shape (inference only).
+        Every token of tail cluster i has log-prob <= a bound computed without the tail's (size_i, p_i) matmul
+        (`_head_and_bounds`), so a row skips cluster i when that bound is below its current k-th best. Tails are
+        visited in order of their largest bound. Counts land in `last_tail_evals`. Rows needing a tail are
+        gathered with a data-dependent shape (inference only).
         """
         if not 1 <= k <= self.config.vocab_size:
             raise self.invalid_input(f"k={k} must be in [1, vocab_size={self.config.vocab_size}]")
         x = self._flat_hidden(hidden)
-        N = x.shape[0]
-        head_lp = torch.log_softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
-        bound = head_lp[:, self.shortlist :]  # (N, J) upper bound on every log-prob in each tail
-        kk = min(k, self.shortlist)
-        vals, idx = head_lp[:, : self.shortlist].topk(kk, dim=1)  # (N, kk), idx are ranks
+        N, S = x.shape[0], self.shortlist
+        head_lp, zs, bound = self._head_and_bounds(x)
+        kk = min(k, S)
+        vals, idx = head_lp[:, :S].topk(kk, dim=1)  # (N, kk), idx are ranks
         if kk < k:  # pad so every row has k slots; -inf slots lose to any real token
             vals = torch.cat([vals, vals.new_full((N, k - kk), -math.inf)], dim=1)
             idx = torch.cat([idx, idx.new_zeros(N, k - kk)], dim=1)
         evaluated = 0
-        for i in sorted(range(self.n_tails), key=lambda j: -float(bound[:, j].max()) if N else 0):
+        visit = bound.amax(0).argsort(descending=True).tolist() if N else []  # one host read
+        for i in visit:
             need = (bound[:, i] > vals[:, -1]).nonzero().squeeze(1)  # (n,) rows this cluster can change
             if need.numel() == 0:
                 continue
             evaluated += need.numel()
-            lo = self.edges[i + 1]
-            lp = self._tail_log_prob(i, x[need]) + bound[need, i, None]  # (n, size_i)
+            lp = self._tail_lp_z(i, zs[i][need]) + head_lp[need, S + i, None]  # (n, size_i)
             tv, ti = lp.topk(min(k, lp.shape[1]), dim=1)
             mv, mi = torch.cat([vals[need], tv], 1).topk(k, dim=1)
             vals[need] = mv
-            idx[need] = torch.cat([idx[need], ti + lo], 1).gather(1, mi)
+            idx[need] = torch.cat([idx[need], ti + self.edges[i + 1]], 1).gather(1, mi)
         self.last_tail_evals = {"evaluated": evaluated, "skipped": N * self.n_tails - evaluated}
         shape = (*hidden.shape[:-1], k)
         return vals.reshape(shape), self.order[idx].reshape(shape)
@@ -587,23 +642,102 @@ class AdaptiveSoftmax(nn.Module):
         return self.topk(hidden, 1)[1].squeeze(-1)
 
     @torch.no_grad()
+    def nucleus(
+        self, hidden: torch.Tensor, top_p: float, temperature: float = 1.0, top_k: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact nucleus (top-p) of softmax(log_prob / temperature): (..., M) log-probs renormalised over the
+        nucleus, in descending order, and their (..., M) original ids; entries past a row's nucleus are -inf.
+
+        The nucleus is the shortest prefix of the tokens sorted by probability whose mass reaches `top_p` (at
+        least one token); with `top_k` it is taken within the exact top k (HF's order: temperature, top-k, top-p).
+        Without top_k a tail is evaluated only while it could hold a nucleus token or move the cut: its tokens'
+        bound must sit below the cut token and the bounds on its tempered mass must leave the cut where it is
+        (at temperature 1 the head gives every cluster's mass exactly).
+        """
+        if not 0.0 < top_p <= 1.0:
+            raise self.invalid_input(f"top_p must be in (0, 1], got {top_p}")
+        if temperature <= 0:
+            raise self.invalid_input(f"temperature must be > 0, got {temperature}")
+        x = self._flat_hidden(hidden)
+        if top_k is not None:
+            vals, ids = self.topk(x, top_k)  # (N, k), sorted descending
+            sv = vals / temperature
+            n = _cut(sv.double().exp().cumsum(1), top_p).clamp(max=sv.shape[1])  # (N,)
+        else:
+            sv, ranks, n = self._nucleus_ranks(x, top_p, 1.0 / temperature)
+            ids = self.order[ranks]
+        m = int(n.max()) if n.numel() else 1
+        sv, ids = sv[:, :m], ids[:, :m]
+        inside = torch.arange(m, device=x.device) < n[:, None]  # (N, M)
+        sv = sv.masked_fill(~inside, -math.inf)
+        lp = sv - sv.logsumexp(1, keepdim=True)
+        shape = (*hidden.shape[:-1], m)
+        return lp.reshape(shape), ids.reshape(shape)
+
+    def _nucleus_ranks(self, x: torch.Tensor, top_p: float, a: float):
+        """(N, M) tempered log-values a * log p sorted descending, their (N, M) ranks, (N,) nucleus sizes."""
+        S, J, N = self.shortlist, self.n_tails, x.shape[0]
+        head_lp, zs, bound = self._head_and_bounds(x)
+        log_mass = head_lp[:, S:].double()  # (N, J) log P_i, exact
+        ub = bound.double().minimum(log_mass)  # (N, J) bound on the largest log p in each tail
+        log_c = torch.tensor([math.log(hi - lo) for lo, hi in zip(self.edges[1:-1], self.edges[2:])], device=x.device)
+        log_c = log_c.double()
+        # Bounds on a tail's tempered mass sum_j p_j^a (power means and p_j <= e^ub), exact at a = 1.
+        low = (1 - a) * log_c + a * log_mass if a >= 1 else log_mass + (a - 1) * ub
+        high = log_mass + (a - 1) * ub if a >= 1 else (1 - a) * log_c + a * log_mass
+        m_lo, m_hi, top = low.exp(), high.exp(), bound * a  # (N, J) each
+        vals, cols = head_lp[:, :S] * a, [torch.arange(S, device=x.device)]  # (N, M) values, (M,) their ranks
+        shut = torch.zeros(N, J, dtype=torch.bool, device=x.device)  # tails evaluated per row
+        n_eval = torch.full((N,), S, dtype=torch.long, device=x.device)
+        evaluated = 0
+        while True:
+            mass = vals.double().exp().sum(1)  # (N,) tempered mass of the evaluated tokens
+            z_lo, z_hi = mass + (m_lo * ~shut).sum(1), mass + (m_hi * ~shut).sum(1)
+            sv, si, n_lo, n_hi = _sorted_prefix(vals, top_p, z_lo, z_hi)
+            open_bound = top.masked_fill(shut, -math.inf)  # (N, J) bounds of the tails not yet evaluated
+            open_top = open_bound.amax(1)  # (N,)
+            v_cut = sv.gather(1, (n_hi.clamp(max=n_eval) - 1)[:, None]).squeeze(1)
+            ok = ((n_lo == n_hi) & (n_hi <= n_eval) & (open_top < v_cut)) | shut.all(1)
+            if bool(ok.all()):
+                break
+            todo = (~ok).nonzero().squeeze(1)
+            pick = open_bound.argmax(1)[todo]  # each unsettled row evaluates its most promising open tail
+            for i in pick.unique().tolist():
+                rows = todo[pick == i]
+                lo, hi = self.edges[i + 1], self.edges[i + 2]
+                block = vals.new_full((N, hi - lo), -math.inf)
+                block[rows] = (self._tail_lp_z(i, zs[i][rows]) + head_lp[rows, S + i, None]) * a
+                vals, cols = torch.cat([vals, block], 1), [*cols, torch.arange(lo, hi, device=x.device)]
+                shut[rows, i] = True
+                n_eval[rows] += hi - lo
+                evaluated += rows.numel()
+        self.last_tail_evals = {"evaluated": evaluated, "skipped": N * J - evaluated}
+        return sv, torch.cat(cols)[si], n_hi.clamp(max=n_eval)
+
+    @torch.no_grad()
     def sample(
         self,
         hidden: torch.Tensor,
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        top_p: float | None = None,
     ) -> torch.Tensor:
-        """(..., d) -> (...) original ids drawn exactly from softmax(log_prob / temperature) (restricted to top_k).
+        """(..., d) -> (...) original ids drawn exactly from softmax(log_prob / temperature), restricted to the
+        top_k and then to the top_p nucleus when given (HF's order).
 
-        temperature == 1 without top_k: two-stage draw (head, then only the chosen tail cluster: at most one tail
-        per row). With top_k: exact `topk` (skipping tails), then a draw among those k. temperature != 1 without
-        top_k needs every cluster's normaliser, so it evaluates the full distribution (nothing skipped).
+        temperature == 1 without top_k/top_p: two-stage draw (head, then only the chosen tail cluster: at most one
+        tail per row). With top_k: exact `topk` (skipping tails), then a draw among those k. With top_p: the
+        exact `nucleus` (skipping tails that cannot enter it). temperature != 1 with neither needs every cluster's
+        normaliser, so it evaluates the full distribution (nothing skipped).
         """
         if temperature <= 0:
             raise self.invalid_input(f"temperature must be > 0, got {temperature}; use predict() for greedy decoding")
         x = self._flat_hidden(hidden)
         N = x.shape[0]
+        if top_p is not None:
+            lp, ids = self.nucleus(x, top_p, temperature=temperature, top_k=top_k)  # (N, M)
+            return ids.gather(1, _multinomial(lp.exp(), generator)).reshape(hidden.shape[:-1])
         if top_k is not None:
             vals, ids = self.topk(x, top_k)  # (N, k)
             pick = _multinomial(torch.softmax(vals / temperature, dim=1), generator)
@@ -634,6 +768,29 @@ class AdaptiveSoftmax(nn.Module):
 def _is_compiling() -> bool:
     fn = getattr(torch.compiler, "is_compiling", None)
     return bool(fn()) if fn is not None else False
+
+
+def _cut(csum: torch.Tensor, top_p: float, total: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, M) cumulative masses of values sorted descending -> (N,) nucleus sizes: 1 + the number of positions
+    whose cumulative mass is below top_p of the (N,) total (default: csum's last column)."""
+    total = csum[:, -1] if total is None else total
+    return (csum < top_p * total[:, None]).sum(1) + 1
+
+
+def _sorted_prefix(vals: torch.Tensor, top_p: float, z_lo: torch.Tensor, z_hi: torch.Tensor):
+    """The largest values of each row of (N, M) `vals`, sorted, far enough to hold the nucleus cut for a total
+    tempered mass of z_lo and of z_hi (N,): (sv, si) (N, w), cut sizes n_lo, n_hi (N,), n <= w unless w = M.
+    Tries a partial sort (top 1024) before sorting whole rows of up to V values."""
+    M = vals.shape[1]
+    if M > 4096:  # a short partial sort settles most peaked rows; torch's topk is slower than sort for wide k
+        sv, si = vals.topk(1024, dim=1)  # sorted descending
+        csum = sv.double().exp().cumsum(1)  # (N, 1024)
+        n_lo, n_hi = _cut(csum, top_p, z_lo), _cut(csum, top_p, z_hi)
+        if bool((n_hi <= 1024).all()):
+            return sv, si, n_lo, n_hi
+    sv, si = vals.sort(1, descending=True)
+    csum = sv.double().exp().cumsum(1)  # (N, M)
+    return sv, si, _cut(csum, top_p, z_lo), _cut(csum, top_p, z_hi)
 
 
 def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -22,6 +22,23 @@ from .group import main
     help="A DeviceProfile for the predicted column (default: none, predictions omitted).",
 )
 @click.option("--reps", type=int, default=7, show_default=True, help="Timed steps per method.")
+@click.option(
+    "--mode",
+    type=click.Choice(["train", "infer"]),
+    default="train",
+    show_default=True,
+    help="train: fwd+bwd of a training step; infer: per-token decode latency (exactness checked) vs the full lm_head.",
+)
+@click.option("--batch", "batches", default="1,8,64", show_default=True, help="infer: rows per call, comma-separated.")
+@click.option(
+    "--decode",
+    "decodes",
+    default="greedy,topk,sample",
+    show_default=True,
+    help="infer: comma-separated from greedy, topk, sample (T 0.7 and 1.0, with and without top-k), topp.",
+)
+@click.option("--top-k", "top_k", type=int, default=50, show_default=True, help="infer: k of topk and top-k sampling.")
+@click.option("--top-p", "top_p", type=float, default=0.9, show_default=True, help="infer: nucleus mass of topp.")
 @click.option("--no-full", is_flag=True, help="Skip the full softmax rows (seconds per step on a CPU at V=50K).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write the result JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print predicted and measured figures per row as JSON.")
@@ -33,6 +50,11 @@ def bench_cmd(
     batch_tokens: int | None,
     profile_path: str | None,
     reps: int,
+    mode: str,
+    batches: str,
+    decodes: str,
+    top_k: int,
+    top_p: float,
     no_full: bool,
     output: str | None,
     as_json: bool,
@@ -46,6 +68,9 @@ def bench_cmd(
         if path:
             check_writable(path)  # before minutes of work, so a bad path fails fast
     plan = Plan.load(plan_path)
+    if mode == "infer":
+        _infer(plan, device, batches, decodes, top_k, top_p, reps, not no_full, output, as_json)
+        return
     prof = DeviceProfile.load(profile_path) if profile_path else None
     if prof is not None:
         for w in mismatch_warnings(prof, None if device == "auto" else device, dtype):
@@ -68,5 +93,35 @@ def bench_cmd(
         click.echo(f"{r.method:<24}{r.measured_ms:>12.1f}{pred:>11}{err:>8}{vs:>9}{human_bytes(r.saved_bytes):>10}")
     for note in result.notes:
         click.echo(note)
+    if output:
+        click.echo(f"wrote {output}")
+
+
+def _infer(plan, device, batches, decodes, top_k, top_p, reps, full, output, as_json) -> None:
+    from ..decode import bench_decode
+    from ..errors import InputError
+
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise InputError(f"--batch {batches!r}: expected comma-separated integers, e.g. --batch 1,8,64") from None
+    names = [d.strip() for d in decodes.split(",") if d.strip()]
+    result = bench_decode(plan, device=device, batches=sizes, decodes=names, k=top_k, top_p=top_p, reps=reps, full=full)
+    if output:
+        result.save(output)
+    if as_json:
+        echo_json(result.to_json())
+        return
+    click.echo(f"{result.device}, d={result.hidden}, V={result.vocab_size}: ms per token (per call / batch)")
+    click.echo(f"{'decode':<24}{'batch':>6}{'vocabopt':>11}{'full':>11}{'speed-up':>10}{'tails run/skipped':>19}")
+    for r in result.rows:
+        if r.method != "vocabopt":
+            continue
+        full_row = result.row(r.decode, r.batch, "full lm_head")
+        f = f"{full_row.ms_per_token:.3f}" if full_row else "-"
+        up = f"{result.speedup(r.decode, r.batch):.1f}x" if full_row else "-"
+        tails = f"{r.tails_evaluated}/{r.tails_skipped}"
+        click.echo(f"{r.decode:<24}{r.batch:>6}{r.ms_per_token:>11.3f}{f:>11}{up:>10}{tails:>19}")
+    click.echo("every adaptive decode was checked against the head's own full log_prob in this run")
     if output:
         click.echo(f"wrote {output}")
