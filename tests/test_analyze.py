@@ -34,8 +34,8 @@ def test_fast_path_reported(tokenizer_files, corpus_slice):
 
 
 def test_limits(tmp_path, plain):
-    full = analyze([str(plain)], "bytes")
-    part = analyze([str(plain)], "bytes", limit_bytes=60)
+    full = analyze([str(plain)], "bytes", sequence="line")
+    part = analyze([str(plain)], "bytes", sequence="line", limit_bytes=60)
     assert 0 < part.total < full.total
 
 
@@ -61,3 +61,18 @@ def test_count_path_reason_is_the_counters(tokenizer_files, corpus_slice):
     for kind in ("bytes", "word"):
         stats = analyze([str(corpus_slice)], kind)
         assert (stats.options["count_path"], stats.options["count_path_reason"]) == (kind, "exact by construction")
+
+
+def test_whitespace_tokens_a_mode_leaves_out_are_warned(tmp_path, tokenizer_files):
+    """Line mode drops newlines: the newline token occurs in the raw text yet gets count 0, and analyze says so;
+    the default (documents, newlines kept) counts it and does not warn."""
+    path = tmp_path / "c.txt"
+    path.write_text("In the beginning\nGod created\nthe heaven and the earth.\n")
+    warnings: list[str] = []
+    line = analyze([str(path)], str(tokenizer_files["bpe"]), sequence="line", on_warning=warnings.append)
+    newline = line.tokens.index("Ċ")
+    assert line.counts[newline] == 0
+    assert len(warnings) == 1 and "'Ċ'" in warnings[0] and "--sequence document" in warnings[0]
+    warnings.clear()
+    document = analyze([str(path)], str(tokenizer_files["bpe"]), on_warning=warnings.append)
+    assert document.counts[newline] == 2 and document.options["sequence"] == "document" and not warnings

@@ -28,7 +28,10 @@ def test_analyze_json_and_stdin(corpus_slice):
     r = CliRunner().invoke(main, ["analyze", "-", "--json", "-q"], input=text)
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)["summary"]
-    assert summary["total_tokens"] == len("".join(line for line in text.split("\n") if line.strip()).encode())
+    # the default counts documents (blank-line-separated blocks) with the newlines inside them
+    documents = [d.strip("\n") for d in text.split("\n\n") if d.strip()]
+    assert summary["total_tokens"] == len("".join(documents).encode())
+    assert summary["sequences"] == len(documents)
 
 
 def test_merge_and_compare(tmp_path, corpus_slice, tokenizer_files):
@@ -75,3 +78,20 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, corpus_slice, tokenizer
 def test_python_dash_m_runs():
     r = subprocess.run([sys.executable, "-m", "vocabopt", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "analyze" in r.stdout
+
+
+def test_analyze_reports_under_trained_ids(corpus_slice, tokenizer_files):
+    r = CliRunner().invoke(main, ["analyze", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    never = out["under_trained"]["never"]
+    assert sum(g["n"] for g in never.values()) == out["summary"]["never_seen_ids"]
+    r = CliRunner().invoke(main, ["analyze", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "-q"])
+    assert "under-trained  never seen:" in r.output
+
+
+def test_unknown_tokenizer_file_is_one_line(tmp_path, corpus_slice):
+    bad = tmp_path / "weights.bin"
+    bad.write_bytes(b"\x00\x01")
+    r = CliRunner().invoke(main, ["analyze", str(corpus_slice), "-t", str(bad), "-q"])
+    assert r.exit_code == 1 and "SentencePiece .model" in r.output and "Traceback" not in r.output

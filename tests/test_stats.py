@@ -92,3 +92,30 @@ def test_from_counts_validates():
     with pytest.raises(MismatchError):
         CorpusStats.from_counts([1, -1])
     assert math.isclose(CorpusStats.from_counts([2.0, 1.0]).summary()["coverage_top_k"]["1"], 2 / 3)
+
+
+def test_under_trained_groups_by_kind():
+    """Hand-made vocabulary: each never/rarely seen id lands in the group its string says (SentencePiece-style)."""
+    tokens = ["<unk>", "<0x41>", "▁", "▁▁", "a", "b", "ab", "[CLS]", "zq", "c"]
+    counts = [0, 0, 5, 0, 100, 100, 0, 1, 0, 2]
+    report = CorpusStats.from_counts(counts, tokens=tokens).under_trained()
+    assert report["never"] == {
+        "special": {"n": 1, "examples": ["<unk>"]},
+        "byte": {"n": 1, "examples": ["<0x41>"]},
+        "whitespace": {"n": 1, "examples": ["▁▁"]},
+        "unreached_merge": {"n": 1, "examples": ["ab"]},  # "a" and "b" are common, "ab" never occurs
+        "other": {"n": 1, "examples": ["zq"]},
+    }
+    assert report["rare"] == {"special": {"n": 1, "examples": ["[CLS]"]}, "other": {"n": 1, "examples": ["c"]}}
+
+
+def test_under_trained_covers_every_rare_id_of_a_real_run(corpus_slice, tokenizer_files):
+    """Byte-level BPE on real text: the groups partition the never-seen and rarely-seen ids (an independent count),
+    and the byte group holds exactly the unseen one-character tokens of the byte alphabet."""
+    stats = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
+    report = stats.under_trained()
+    assert sum(g["n"] for g in report["never"].values()) == int((stats.counts == 0).sum())
+    assert sum(g["n"] for g in report["rare"].values()) == int(((stats.counts > 0) & (stats.counts <= 2)).sum())
+    unseen_single = sum(1 for t, c in zip(stats.tokens, stats.counts) if len(t) == 1 and c == 0)
+    assert report["never"]["byte"]["n"] == unseen_single
+    assert all(stats.counts[stats.tokens.index(t)] == 0 for g in report["never"].values() for t in g["examples"])

@@ -148,3 +148,13 @@ def test_result_round_trips_through_save_and_load(result, tmp_path):
     back = ValidationResult.load(tmp_path / "v.json")
     assert back == res
     assert back.summary() == res.summary()
+
+
+@pytest.mark.parametrize("sequence", [None, "line"])
+def test_load_tokens_tokenises_as_analyze_counts(tiny, sequence):
+    """The held-out stream holds the tokens analyze counted (same sequence mode: newlines kept by default)."""
+    path, plan = tiny
+    data = load_tokens(plan, [str(path)], str(BPE), heldout=0.1, seq_len=16, sequence=sequence)
+    stats = vocabopt.analyze([str(path)], str(BPE), sequence=sequence, add_special_tokens=False)
+    np.testing.assert_array_equal(np.bincount(data.ids, minlength=stats.vocab_size), stats.counts)
+    assert (stats.counts[stats.tokens.index("Ċ")] > 0) == (sequence is None)

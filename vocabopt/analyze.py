@@ -1,7 +1,8 @@
 """The `analyze` stage: a corpus and a tokenizer in, CorpusStats out.
 
 Inputs: sources (files, directories, globs, fsspec URLs, stdin; see vocabopt.corpus.files) and a tokenizer spec
-(a tokenizer.json, `word` or `bytes`; see vocabopt.corpus.tokenizer).
+(a tokenizer.json, transformers folder, SentencePiece .model, tiktoken rank file, tekken JSON, `word` or `bytes`;
+see vocabopt.corpus.tokenizer).
 Outputs: `CorpusStats` with exact counts indexed by the tokenizer's ids, totals, summary statistics and Zipf fits.
 The machinery lives in vocabopt.corpus. Two engines fill one `Tally` (counts and totals that add up across parts of
 a corpus): local (corpus.pool: the main process reads and batches text, worker processes count batches) and Dask
@@ -12,6 +13,7 @@ Memory is bounded by the vocabulary, the distinct chunks per worker and the batc
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +22,11 @@ import numpy as np
 
 from .corpus.cluster import count_on_cluster
 from .corpus.counters import CountOptions
-from .corpus.files import SourceInfo, resolve
+from .corpus.files import SourceInfo, file_kind, resolve
 from .corpus.pool import count_local
 from .corpus.reader import SourceOptions
 from .corpus.tally import Progress, Tally
-from .corpus.tokenizer import TokenizerSpec, byte_token_strings, hf_token_strings, load_spec
+from .corpus.tokenizer import TokenizerSpec, byte_token_strings, load_spec, shared_tokenizer, token_strings
 from .corpus.words import build_word_vocab
 from .errors import InputError
 from .stats import CorpusStats, TokenizerInfo
@@ -58,11 +60,13 @@ def analyze(
 
     Args:
         sources: files, directories, globs, fsspec URLs (s3://..., file://...) or "-" (stdin).
-        tokenizer: a tokenizer.json path (or directory holding one), "word", or "bytes".
+        tokenizer: a tokenizer.json, a transformers folder, a SentencePiece .model, a tiktoken rank file (with its
+            regex), a tekken JSON (see vocabopt.corpus.formats), "word", or "bytes".
         dataset: a local `datasets` folder (save_to_disk, or data files load_dataset can stream).
         split: the dataset split to read.
         field: text field of JSON-lines/parquet/arrow/dataset records (dotted for nested fields).
-        sequence: "line" or "document" (default: line for text files, document for records).
+        sequence: "document" (the default: a blank-line-separated block of a text file with its newlines, or one
+            record, as a language model is trained on it) or "line" (each line without its newline).
         add_special_tokens: count the post-processor's special tokens once per sequence.
         min_count, max_vocab: prune the word vocabulary (`tokenizer="word"`); pruned words count as <unk>.
         skip_bad_lines: skip malformed JSON lines (counted in the stats) instead of failing.
@@ -109,7 +113,24 @@ def analyze(
     options = _recorded_options(source_options, count_options, tally, dataset=dataset, limit_tokens=limit_tokens)
     if engine == "dask":
         options["engine"] = "dask"
-    return _corpus_stats(tally, spec, infos, options, min_count=min_count, max_vocab=max_vocab)
+    stats = _corpus_stats(tally, spec, infos, options, min_count=min_count, max_vocab=max_vocab)
+    _report_counting(stats, tally, spec, paths, source_options.sequence or "document", warn)
+    return stats
+
+
+def _report_counting(
+    stats: CorpusStats, tally: Tally, spec: TokenizerSpec, paths: list[str], sequence: str, warn: Callable[[str], None]
+) -> None:
+    """Log a switch to plain encoding (timing: kept out of the stats); warn of whitespace tokens left uncounted."""
+    if tally.switched:
+        log.info(
+            "%d of %d sequences counted by encode_batch_fast: the %s path measured slower on this corpus",
+            tally.switched,
+            tally.n_sequences,
+            stats.options["count_path"],
+        )
+    if spec.kind == "hf":
+        _warn_uncounted_whitespace(stats, spec, paths, sequence, warn)
 
 
 @dataclass(frozen=True)
@@ -233,7 +254,7 @@ def _corpus_stats(
     elif spec.kind == "bytes":
         counts, tokens = tally.counts, byte_token_strings()
     else:
-        counts, tokens = tally.counts, hf_token_strings(spec)
+        counts, tokens = tally.counts, token_strings(spec)
     assert counts is not None
     stats = CorpusStats(
         counts=counts,
@@ -249,9 +270,51 @@ def _corpus_stats(
     return stats
 
 
+SAMPLE_CHARS = 1 << 16  # characters of each text file encoded whole to find whitespace tokens a mode leaves out
+
+
+def _warn_uncounted_whitespace(
+    stats: CorpusStats, spec: TokenizerSpec, paths: list[str], sequence: str, warn: Callable[[str], None]
+) -> None:
+    """Warn when a whitespace token (a newline, a tab, a run of spaces) that the tokenizer emits on the raw text of a
+    source (its first SAMPLE_CHARS characters, encoded whole as a model trained on the file would see them) got a
+    zero count: the sequence mode left its text out (line mode drops newlines; document mode the blank lines
+    between documents). Local plain-text files only: they can be read again cheaply."""
+    tok = shared_tokenizer(spec)
+    unseen = np.flatnonzero(stats.counts == 0)
+    if not any(_is_whitespace_token(tok, i) for i in unseen.tolist()):
+        return  # no whitespace token to miss: nothing to encode
+    for path in paths:
+        if path == "-" or "://" in path or file_kind(path) != ("text", None) or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace", newline=None) as f:
+            sample = f.read(SAMPLE_CHARS)
+        seen = np.unique(np.asarray(tok.encode(sample, add_special_tokens=False).ids, dtype=np.int64))
+        seen = seen[seen < stats.counts.size]
+        zero = [i for i in seen[stats.counts[seen] == 0].tolist() if _is_whitespace_token(tok, i)]
+        if not zero:
+            continue
+        names = ", ".join(f"{stats.tokens[i]!r} (id {i}, {tok.decode([i])!r})" for i in zero[:4])
+        more = f" and {len(zero) - 4} more" if len(zero) > 4 else ""
+        why = (
+            "--sequence line drops every newline; count with --sequence document (the default) to see the text "
+            "as a model trained on it does"
+            if sequence == "line"
+            else "blank lines are document boundaries in --sequence document; if training reads each file as "
+            "one stream, blank lines included, give each file's text as one JSON-lines record (--field text)"
+        )
+        warn(f"{path}: whitespace token(s) {names}{more} occur in the raw text but got count 0: {why}")
+        return
+
+
+def _is_whitespace_token(tok: Any, i: int) -> bool:
+    text = tok.decode([i], skip_special_tokens=False)
+    return bool(text) and text.isspace()
+
+
 def _path_report(spec: TokenizerSpec, tally: Tally) -> tuple[str, str]:
     """(counting path, reason) as the counters took and explained it: "+"-joined when sequences took several."""
-    if spec.kind != "hf":
+    if spec.kind not in ("hf", "spm"):
         return spec.kind, tally.path_reason
     used = tally.paths
     main = max(used, key=lambda k: used[k]) if used else "chunks"
@@ -269,7 +332,7 @@ def _recorded_options(
     """How the counts were made, as CorpusStats.options records it (keys in this order; absent when default)."""
     path_name, reason = _path_report(count_options.spec, tally)
     options: dict[str, Any] = {
-        "sequence": source_options.sequence or "auto",
+        "sequence": source_options.sequence or "document",
         "add_special_tokens": count_options.add_special_tokens,
         "count_path": path_name,
         "count_path_reason": reason,

@@ -40,7 +40,20 @@ def summary_text(stats: CorpusStats) -> str:
         )
     if zm.get("s") is not None:
         lines.append(f"Zipf-Mandelbrot p(r) ∝ (r + {zm['q']:.2f})^-{zm['s']:.3f} over {zm['V']:,} ranks")
+    lines += _under_trained_lines(stats)
     return "\n".join(lines)
+
+
+def _under_trained_lines(stats: CorpusStats) -> list[str]:
+    """Never / rarely seen ids by kind, with a few examples each (see CorpusStats.under_trained)."""
+    report = stats.under_trained(examples=3)
+    lines = []
+    for name, label in (("never", "never seen"), ("rare", f"seen 1-{report['rare_count']}x")):
+        groups = sorted(report[name].items(), key=lambda kv: -kv[1]["n"])
+        if groups:
+            parts = [f"{kind} {g['n']:,} ({', '.join(map(repr, g['examples']))})" for kind, g in groups]
+            lines.append(f"{'under-trained' if not lines else '':<14} {label}: " + "; ".join(parts))
+    return lines
 
 
 def compare_text(rows: list[dict[str, Any]]) -> str:

@@ -24,6 +24,7 @@ from .errors import ArtifactError, MismatchError
 SCHEMA_VERSION = 1
 ARTIFACT = "vocabopt.CorpusStats"
 COVERAGE_TARGETS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
+RARE_COUNT = 2  # "almost never seen": at most this many occurrences in the corpus (under_trained)
 
 
 @dataclass
@@ -104,6 +105,27 @@ class CorpusStats:
     def summary(self) -> dict[str, Any]:
         """Summary statistics (JSON-ready): totals, entropy, coverage, hapaxes, Good-Turing unseen mass."""
         return summarize(self.counts, n_bytes=self.n_bytes, n_words=self.n_words, n_sequences=self.n_sequences)
+
+    def under_trained(self, rare: int = RARE_COUNT, examples: int = 6) -> dict[str, Any]:
+        """Ids the corpus never or almost never shows (count 0, or 1..`rare`), grouped by kind: the corpus-side
+        complement of weight-based detectors (Magikarp): an id seen this rarely gets almost no gradient.
+
+        Returns {"rare_count": rare, "never": {kind: {"n": int, "examples": [token, ...]}}, "rare": {...}} with
+        kinds "byte" (byte tokens: byte-level alphabet, <0xNN>), "whitespace" (runs of spaces, newlines, tabs),
+        "special" (<...>, [...] markers), "unreached_merge" (both halves of some split are common, count >= the
+        median of seen ids, yet the whole never occurs) and "other". Empty for the bytes and word tokenizers.
+        """
+        out: dict[str, Any] = {"rare_count": rare, "never": {}, "rare": {}}
+        if self.tokenizer.kind in ("bytes", "word"):
+            return out
+        kinds = _token_kinds(self.tokens, self.counts)
+        for name, mask in (("never", self.counts == 0), ("rare", (self.counts > 0) & (self.counts <= rare))):
+            for i in np.flatnonzero(mask).tolist():
+                group = out[name].setdefault(kinds[i], {"n": 0, "examples": []})
+                group["n"] += 1
+                if len(group["examples"]) < examples:
+                    group["examples"].append(self.tokens[i])
+        return out
 
     # --- persistence ----------------------------------------------------------------------------------------------
 
@@ -268,3 +290,32 @@ def _merge_by_string(stats: list[CorpusStats]) -> tuple[np.ndarray, list[str]]:
             totals[tok] = totals.get(tok, 0) + c
     tokens = word_vocab_order(totals)
     return np.array([totals[t] for t in tokens], dtype=np.int64), tokens
+
+
+# GPT-2's ByteLevel alphabet: the character each byte is written as in a byte-level vocabulary.
+_KEPT = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+_BYTE_CHAR = {b: chr(b) if b in _KEPT else chr(256 + sum(1 for c in range(b) if c not in _KEPT)) for b in range(256)}
+_WS_CHARS = {_BYTE_CHAR[b] for b in b" \t\n\r\x0b\x0c"} | {"▁", " ", "\t", "\n", "\r"}
+
+
+def _token_kinds(tokens: list[str], counts: np.ndarray) -> list[str]:
+    """The kind of every id's token string (see `CorpusStats.under_trained`)."""
+    vocab = {t: i for i, t in enumerate(tokens) if t}
+    byte_level = all(c in vocab for c in _BYTE_CHAR.values())
+    seen = counts[counts > 0]
+    common = float(np.median(seen)) if seen.size else 1.0
+    kinds = []
+    for i, t in enumerate(tokens):
+        if (byte_level and len(t) == 1) or (len(t) == 6 and t.startswith("<0x") and t.endswith(">")):
+            kinds.append("byte")
+        elif t and all(c in _WS_CHARS for c in t):
+            kinds.append("whitespace")
+        elif len(t) >= 3 and t[0] + t[-1] in ("<>", "[]") and " " not in t:
+            kinds.append("special")
+        elif counts[i] == 0 and any(
+            counts[vocab.get(t[:k], i)] >= common and counts[vocab.get(t[k:], i)] >= common for k in range(1, len(t))
+        ):
+            kinds.append("unreached_merge")
+        else:
+            kinds.append("other")
+    return kinds

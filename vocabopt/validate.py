@@ -226,8 +226,12 @@ def load_tokens(
     heldout: float = 0.05,
     seq_len: int = 64,
     max_tokens: int | None = None,
+    sequence: str | None = None,
 ) -> TokenStream:
     """Tokenize `sources` into one id stream and split off its end as the held-out part.
+
+    Sequences are read as `analyze` counts them (`sequence`: "document", the default, keeps each document's
+    newlines; "line" encodes each line alone), so the held-out tokens are the tokens the plan was counted on.
 
     Raises MismatchError when the tokenizer is not the plan's (hash or vocabulary size), InputError when the
     corpus is too small for one training window and one held-out window.
@@ -255,6 +259,11 @@ def load_tokens(
         tok = Tokenizer.from_str(spec.json)
         size = hf_vocab_size(tok)
         encode = lambda lines: [e.ids for e in tok.encode_batch(lines, add_special_tokens=False)]  # noqa: E731
+    elif spec.kind == "spm":  # a SentencePiece .model: its own encoder
+        from .corpus.spm import processor
+
+        sp = processor(spec.blob, spec.name)
+        size, encode = sp.get_piece_size(), sp.encode
     else:  # bytes
         size = 256
         encode = lambda lines: [list(s.encode("utf-8")) for s in lines]  # noqa: E731
@@ -264,12 +273,13 @@ def load_tokens(
             "optimize the plan from stats counted with this tokenizer"
         )
     reader = src.Reader(
-        src_files.resolve([sources] if isinstance(sources, str) else list(sources)), src.SourceOptions()
+        src_files.resolve([sources] if isinstance(sources, str) else list(sources)),
+        src.SourceOptions(sequence=sequence),
     )
     pieces, total = [], 0
-    for item in reader:
-        lines = [ln for ln in item.text.split("\n") if ln.strip()]
-        ids = [i for seq in encode(lines) for i in seq]
+    for item in reader:  # a Block: whole lines (line mode); a Text: one document, newlines kept
+        texts = [ln for ln in item.text.split("\n") if ln.strip()] if isinstance(item, src.Block) else [item.text]
+        ids = [i for seq in encode(texts) for i in seq]
         pieces.append(np.asarray(ids, dtype=np.int64))
         total += len(ids)
         if max_tokens is not None and total >= max_tokens:

@@ -28,3 +28,9 @@ def test_piece_keys_count_what_str_split_counts(sequences):
 
 def test_unicode_spaces_are_all_non_ascii_whitespace():
     assert chunks._UNICODE_SPACES == "".join(chr(c) for c in range(0x80, 0x110000) if chr(c).isspace())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=list("ab é中\t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000"), max_size=30), max_size=8))
+def test_count_words_is_str_split(texts):
+    assert chunks.count_words(texts) == len(" ".join(texts).split())

@@ -112,7 +112,7 @@ def test_lines_longer_than_max_chars_equal_local(scheduler, tmp_path, corpus_sli
     path = tmp_path / "long.txt"
     path.write_text("short line\n" * 50 + long_line * 2 + "\n" + "another\n" * 50 + long_line * 3 + "\nend\n")
     tok = "word" if tokenizer == "word" else str(tokenizer_files[tokenizer])
-    local, dask, _, _ = both([str(path)], tok, scheduler, partition_bytes=700_000)
+    local, dask, _, _ = both([str(path)], tok, scheduler, sequence="line", partition_bytes=700_000)
     assert_same(local, dask)
     assert local.n_sequences == 50 + 1 + 50 + 1 + 1
 
@@ -184,7 +184,7 @@ def test_fsspec_urls_equal_local(scheduler, tmp_path, corpus_slice, tokenizer_fi
     """Sources given as fsspec URLs (file:// here; s3://, gs://, ... alike) are listed, split and read through
     fsspec, by both engines."""
     text = corpus_slice.read_text()
-    cut = text.rfind("\n", 0, 150_000) + 1  # at a line end: the two files hold the slice's lines
+    cut = text.rfind("\n\n", 0, 150_000) + 2  # at a blank line: the two files hold the slice's documents
     (tmp_path / "a.txt").write_text(text[:cut])
     with gzip.open(tmp_path / "b.txt.gz", "wt") as f:
         f.write(text[cut:])

@@ -40,11 +40,14 @@ def documents_of(path) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram", "split_regex", "split_custom"])
 @pytest.mark.parametrize("path", [None, "pretokens", "encode"])
-def test_counts_equal_encode_batch(tokenizer_files, corpus_slice, kind, path):
-    stats = analyze([str(corpus_slice)], str(tokenizer_files[kind]), force_path=path)
-    ref = reference_counts(tokenizer_files[kind], lines_of(corpus_slice))
+@pytest.mark.parametrize("sequence", [None, "line"])
+def test_counts_equal_encode_batch(tokenizer_files, corpus_slice, kind, path, sequence):
+    """The default (documents: newlines counted, as training sees the text) and line mode, on every path."""
+    stats = analyze([str(corpus_slice)], str(tokenizer_files[kind]), force_path=path, sequence=sequence)
+    sequences = lines_of(corpus_slice) if sequence == "line" else documents_of(corpus_slice)
+    ref = reference_counts(tokenizer_files[kind], sequences)
     np.testing.assert_array_equal(stats.counts, ref)
-    assert stats.n_sequences == len(lines_of(corpus_slice))
+    assert stats.n_sequences == len(sequences)
     assert stats.n_words == sum(len(line.split()) for line in lines_of(corpus_slice))
 
 
@@ -62,7 +65,7 @@ def test_added_token_text_takes_the_encode_path(tmp_path, tokenizer_files):
     path = tmp_path / "c.txt"
     lines = ["In the beginning<|endoftext|>God created", "plain line here", "x <|endoftext|> y"]
     path.write_text("\n".join(lines) + "\n")
-    stats = analyze([str(path)], str(tokenizer_files["bpe"]))
+    stats = analyze([str(path)], str(tokenizer_files["bpe"]), sequence="line")
     np.testing.assert_array_equal(stats.counts, reference_counts(tokenizer_files["bpe"], lines))
     assert stats.options["sequences_per_path"] == {"chunks": 1, "encode": 2}
 
@@ -141,19 +144,19 @@ def test_long_lines_are_cut_at_whitespace(tmp_path, tokenizer_files):
     old = reader.DEFAULT_MAX_CHARS
     reader.DEFAULT_MAX_CHARS = 1000
     try:
-        opts = reader.SourceOptions(max_chars=1000)
+        opts = reader.SourceOptions(sequence="line", max_chars=1000)
         pieces = list(reader.Reader([str(path)], opts))
     finally:
         reader.DEFAULT_MAX_CHARS = old
     assert all(len(p.text) <= 1000 for p in pieces if isinstance(p, reader.Text))
     # The pieces reassemble the line, and the chunk path counts them exactly (one sequence, not one per piece).
-    stats = analyze([str(path)], str(tokenizer_files["bpe"]))
+    stats = analyze([str(path)], str(tokenizer_files["bpe"]), sequence="line")
     np.testing.assert_array_equal(stats.counts, reference_counts(tokenizer_files["bpe"], [words, "short line"]))
 
 
 def test_word_and_bytes_tokenizers(corpus_slice):
     lines = lines_of(corpus_slice)
-    stats = analyze([str(corpus_slice)], "bytes")
+    stats = analyze([str(corpus_slice)], "bytes", sequence="line")
     ref = np.bincount(np.frombuffer("".join(lines).encode(), dtype=np.uint8), minlength=256)
     np.testing.assert_array_equal(stats.counts, ref)
 
@@ -161,11 +164,37 @@ def test_word_and_bytes_tokenizers(corpus_slice):
     from collections import Counter
 
     words = Counter(w for line in lines for w in re.findall(r"\w+|[^\w\s]+", line))
-    stats = analyze([str(corpus_slice)], "word")
+    stats = analyze([str(corpus_slice)], "word", sequence="line")
     assert stats.tokens[0] == "<unk>" and stats.counts[0] == 0
     assert dict(zip(stats.tokens[1:], stats.counts[1:].tolist())) == dict(words)
     assert list(stats.counts[1:]) == sorted(stats.counts[1:], reverse=True)
 
-    pruned = analyze([str(corpus_slice)], "word", min_count=3, max_vocab=500)
+    pruned = analyze([str(corpus_slice)], "word", sequence="line", min_count=3, max_vocab=500)
     assert pruned.vocab_size == 500 and pruned.total == stats.total
     assert pruned.counts[0] == stats.total - pruned.counts[1:].sum()
+
+
+def test_a_path_slower_than_encoding_switches_to_encode_and_stays_exact(tokenizer_files, corpus_slice, monkeypatch):
+    """Never slower than the tokenizer: a chunk path made slow (a sleep per batch) loses to encode_batch_fast in the
+    trial on the first batch's head; the counter encodes from then on, the counts stay exact, and the stats still
+    record the tokenizer's path (timing never reaches the artifact)."""
+    import time
+
+    from vocabopt.corpus import counters
+
+    real = counters.chunk_groups
+
+    def slow(texts):
+        time.sleep(0.5)
+        return real(texts)
+
+    monkeypatch.setattr(counters, "chunk_groups", slow)
+    lines = lines_of(corpus_slice)
+    counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=True)
+    results = [counter.count([(s, False) for s in lines[i : i + 300]]) for i in range(0, 1500, 300)]
+    assert counter.path == "encode" and counter.configured == "chunks"
+    assert all(r.switched == 300 for r in results)  # the trial on batch 0's head lost: every batch is encoded
+    assert [dict(r.paths) for r in results] == [{"chunks": 300}] * 5
+    np.testing.assert_array_equal(
+        sum(r.counts for r in results), reference_counts(tokenizer_files["bpe"], lines[:1500])
+    )

@@ -30,7 +30,7 @@ def test_long_lines_are_cut_the_same_wherever_the_read_blocks_fall(tmp_path, mon
     path = tmp_path / f"long{block}.txt"
     path.write_text("\n".join(lines) + "\n")
     got = []
-    for item in reader.Reader([str(path)], reader.SourceOptions(max_chars=max_chars)):
+    for item in reader.Reader([str(path)], reader.SourceOptions(sequence="line", max_chars=max_chars)):
         if isinstance(item, reader.Block):
             got += unpack(item.text, max_chars)[0]
         else:
@@ -67,3 +67,30 @@ def test_document_mode_keeps_long_lines_whole(tmp_path, lines):
             want.append("\n".join(current))
             current = []
     assert docs == want + (["\n".join(current)] if current else [])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.lists(
+        st.sampled_from(["a", "bc", " ", "  ", "\n", "\n\n", " \n", "\t\n", "\u3000", "word "]), max_size=200
+    ).map("".join),
+    block=st.sampled_from([1, 3, 7, 64]),
+)
+def test_documents_read_in_blocks_are_cut_as_whole_documents(tmp_path_factory, monkeypatch, text, block):
+    """Document mode reads blocks and passes long documents on as it reads them: the items are exactly
+    cut_long(document) for every blank-line-separated document, wherever the blocks fall."""
+    from vocabopt.corpus import reader
+
+    monkeypatch.setattr(reader, "BLOCK_CHARS", block)
+    path = tmp_path_factory.mktemp("d") / "t.txt"
+    path.write_text(text)
+    got = [(t.text, t.continuation) for t in reader.Reader([str(path)], reader.SourceOptions(max_chars=5))]
+    docs, current = [], []
+    for line in text.split("\n"):
+        if line.strip():
+            current.append(line)
+        elif current:
+            docs.append("\n".join(current))
+            current = []
+    docs += ["\n".join(current)] if current else []
+    assert got == [(p, k > 0) for d in docs for k, p in enumerate(reader.cut_long(d, 5))]

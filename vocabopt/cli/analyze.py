@@ -25,7 +25,8 @@ def _corpus_options(fn):
         click.option(
             "--sequence",
             type=click.Choice(["line", "document"]),
-            help="What one sequence is. [default: line for text files, document for records]",
+            help="What one sequence is: document = a blank-line-separated block with its newlines, or a record (as "
+            "a model trains on it); line = each line without its newline. [default: document]",
         ),
         click.option(
             "--add-special-tokens/--no-add-special-tokens",
@@ -82,7 +83,8 @@ def _run_analyze(sources, tokenizer, quiet, **kw) -> CorpusStats:
     "--tokenizer",
     default="bytes",
     show_default=True,
-    help="A tokenizer.json (or a directory holding one), 'word', or 'bytes'.",
+    help="A tokenizer.json, a transformers folder, a SentencePiece .model, a tiktoken rank file (a known name "
+    "such as cl100k_base.tiktoken, or FILE.regex beside it), a tekken .json, 'word', or 'bytes'.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write CorpusStats here (JSON + .npy).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the rank-frequency plot (PNG) here.")
@@ -121,6 +123,7 @@ def analyze(sources, tokenizer, output, plot, save_tokenizer, as_json, quiet, **
         echo_json(
             {
                 "summary": stats.summary(),
+                "under_trained": stats.under_trained(),
                 "fits": stats.fits,
                 "tokenizer": stats.tokenizer.__dict__,
                 "options": stats.options,
@@ -169,7 +172,7 @@ def merge_cmd(inputs, output, as_json):
     "tokenizers",
     multiple=True,
     required=True,
-    help="Repeat for each tokenizer: a tokenizer.json, 'word' or 'bytes'; or saved stats (*.json).",
+    help="Repeat for each tokenizer (any format -t of analyze takes); or saved stats (*.json).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @_corpus_options

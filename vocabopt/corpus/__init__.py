@@ -6,6 +6,8 @@ the data flows (each imports only the ones above it):
 - `records`: JSON-lines fields, parquet and arrow columns, local `datasets` datasets.
 - `reader`: `Reader`, the stream of `Text` and `Block` items; `SourceOptions`; `cut_long`.
 - `words`: the word vocabulary of `--tokenizer word`.
+- `regex_safety`: whether a Split regex lets the chunk path cut before spaces (parsed, not whitelisted).
+- `formats`: transformers folders, tiktoken rank files, tekken JSON (as tokenizer.json); `spm`: SentencePiece .model.
 - `tokenizer`: `TokenizerSpec` (`load_spec`), the counting path a tokenizer allows (`choose_path`), token strings.
 - `chunks`: the numpy byte-key machinery of the "chunks" path, and `IdStore`, the ids of distinct pieces.
 - `counters`: `HFCounter`, `BytesCounter`, `WordCounter` (`make_counter` from `CountOptions`) -> `BatchCounts`.

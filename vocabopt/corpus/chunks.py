@@ -59,6 +59,15 @@ def _scan(texts: list[str]) -> tuple[list[int], int]:
     return _flagged_texts(lengths, len(texts), positions), n_words
 
 
+def count_words(texts: list[str]) -> int:
+    """len(" ".join(texts).split()), from the UTF-8 bytes when the only whitespace is ASCII (~10x faster)."""
+    joined = "\n".join(texts)
+    if not joined.isascii() and _UNICODE_SPACE.search(joined):
+        return len(joined.split())
+    ws = np.frombuffer(utf8(joined).translate(_WS_TABLE), dtype=bool)
+    return int(np.count_nonzero(ws[:-1] > ws[1:])) + int(ws.size > 0 and not ws[0])  # word starts
+
+
 def _flagged_texts(lengths, n: int, positions: np.ndarray) -> list[int]:
     """Indices of the texts (of these `lengths`, joined by one separator) holding a flagged pair's characters."""
     ends = np.cumsum(np.fromiter(lengths, dtype=np.int64, count=n) + 1)
@@ -265,3 +274,45 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The positions starts[j], ..., starts[j] + lengths[j] - 1, for each j in turn."""
     total = int(lengths.sum())
     return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+
+
+Groups = list[tuple[str, Any, np.ndarray]]  # (kind, distinct keys, counts): see `IdStore`
+Tokenize = Callable[[list[str]], tuple[np.ndarray, np.ndarray, np.ndarray]]  # texts -> (ids, starts, lengths)
+
+
+def chunk_groups(texts: list[str]) -> tuple[Groups, int]:
+    """The distinct chunks of `texts` by kind of key, and the number of whitespace-separated words."""
+    raw, exact, n_words = chunk_counts(texts)
+    groups = [
+        ("key", raw.keys, raw.key_counts),
+        ("pair", raw.pairs, raw.pair_counts),
+        ("raw", list(raw.strings), _values(raw.strings)),
+        ("exact", list(exact), _values(exact)),
+    ]
+    return groups, n_words
+
+
+def _values(counter: Counter) -> np.ndarray:
+    return np.fromiter(counter.values(), dtype=np.int64, count=len(counter))
+
+
+def add_distinct(store: IdStore, groups: Groups, counts: np.ndarray, tokenize: Tokenize) -> None:
+    """counts[id] += n for the ids of each distinct piece of each group, tokenizing (once, in one call) only the
+    pieces the store has not seen."""
+    if store.full(sum(len(keys) for _, keys, _ in groups)):
+        store.clear()
+    rows = [store.rows_of(kind, keys) for kind, keys, _ in groups]
+    todo = [np.flatnonzero(r < 0) for r in rows]
+    missing = [
+        keys[t] if isinstance(keys, np.ndarray) else [keys[k] for k in t.tolist()]
+        for (_, keys, _), t in zip(groups, todo)
+    ]
+    texts = [text for (kind, _, _), m in zip(groups, missing) for text in TEXTS_OF[kind](m)]
+    if texts:
+        ids, starts, lengths = tokenize(texts)
+        at = 0
+        for (kind, _, _), r, t, m in zip(groups, rows, todo, missing):
+            r[t] = store.add(kind, m, ids, starts[at : at + t.size], lengths[at : at + t.size])
+            at += t.size
+    weights = np.concatenate([w for _, _, w in groups])
+    counts += store.weighted_counts(np.concatenate(rows), weights, counts.size)

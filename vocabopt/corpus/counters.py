@@ -25,17 +25,27 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .chunks import CACHE_LIMIT, TEXTS_OF, IdStore, chunk_counts, utf8
+from . import spm
+from .chunks import CACHE_LIMIT, IdStore, add_distinct, chunk_groups, count_words, utf8
 from .reader import DEFAULT_MAX_CHARS, cut_long
 from .tokenizer import TokenizerSpec, byte_level_sizes, choose_path, config_of, hf_vocab_size, shared_tokenizer
 
 JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
+# Never slower than the tokenizer: before its first batch, each counter counts the batch's first PROBE_CHARS
+# characters both ways (a trial, its counts thrown away); on batches 0..PROBE_BATCHES the chosen path's time is
+# compared with `encode_batch_fast` + bincount on the batch's first PROBE_CHARS characters, scaled to the batch. When
+# the path loses (by more than COLD_MARGIN while its cache is cold: the trial and batch 0), the counter counts the
+# rest by encoding (exact either way).
+PROBE_BATCHES = 3
+PROBE_CHARS = 1 << 16
+COLD_MARGIN = 1.5
 EXACT_BY_CONSTRUCTION = "exact by construction"  # the reason the bytes and word counters give
 
 
@@ -55,8 +65,9 @@ class BatchCounts:
     n_sequences: int = 0
     n_bytes: int = 0  # UTF-8 bytes of the counted text (line terminators excluded)
     n_words: int = 0  # whitespace-separated words
-    paths: Counter = field(default_factory=Counter)  # sequences per counting path
+    paths: Counter = field(default_factory=Counter)  # sequences per counting path (the tokenizer's, not timing's)
     path_reason: str = ""  # why the counter counts as it does (the reason for its path)
+    switched: int = 0  # of those, sequences counted by encoding after the path measured slower (not recorded)
 
 
 Payload = str | list[tuple[str, bool]]  # a block of whole lines (one sequence per non-blank line), or sequences
@@ -78,7 +89,7 @@ def _totals(out: BatchCounts, texts: list[str], n_starts: int, words: bool = Tru
     out.n_sequences = n_starts
     out.n_bytes = len(utf8("".join(texts)))
     if words:
-        out.n_words = len(" ".join(texts).split())
+        out.n_words = count_words(texts)
 
 
 @dataclass
@@ -88,6 +99,11 @@ class _Prepared:
     out: BatchCounts  # totals and special tokens filled in
     plain: list[str]  # texts to encode whole
     groups: list[tuple[str, Any, np.ndarray]]  # (kind, distinct keys, counts): see `IdStore`
+    path: str = "encode"  # the path the batch was cut for
+    seconds: float = 0.0  # spent preparing, s
+    first: bool = False  # the counter's first batch (its cache was cold)
+    probe: list[str] | None = None  # texts to time encode_batch_fast on (see PROBE_BATCHES)
+    probe_scale: float = 0.0  # characters of the batch's fast texts / characters of the probe
 
 
 class HFCounter:
@@ -120,6 +136,10 @@ class HFCounter:
         self.normalizer = tok.normalizer
         self.token_bytes = byte_level_sizes(tok, config) if self.path == "chunks" else None
         self.store = IdStore()  # distinct piece -> ids, remembered across batches
+        self.configured = self.path  # what the stats record; self.path may become "encode" (see PROBE_BATCHES)
+        self.probe_batches = PROBE_BATCHES if force_path is None else 0
+        self.n_batches, self.tried = 0, False
+        self._encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # ids only, where available
 
     def _special_ids(self) -> np.ndarray:
         """Ids the post-processor adds to one sequence (their multiset does not depend on the text)."""
@@ -133,11 +153,14 @@ class HFCounter:
 
     def prepare(self, payload: Payload) -> _Prepared:
         texts, n_starts = unpack(payload, self.max_chars)
+        if not self.tried and self.path != "encode" and self.probe_batches:
+            self._trial(texts)
+        start, path = time.perf_counter(), self.path
         out = BatchCounts(counts=np.zeros(self.vocab_size, np.int64), path_reason=self.reason)
-        _totals(out, texts, n_starts, words=self.path != "chunks")
+        _totals(out, texts, n_starts, words=path != "chunks")
         if self.special_ids.size and n_starts:
             np.add.at(out.counts, self.special_ids, n_starts)
-        if self.path == "encode":
+        if path == "encode":
             plain, fast = texts, []
         elif self._any_added(texts):
             plain, fast = [], []
@@ -146,61 +169,74 @@ class HFCounter:
         else:
             plain, fast = [], texts
         if plain:
-            out.paths["encode"] += len(plain)
-            if self.path == "chunks":
-                out.n_words += len(" ".join(plain).split())
+            self._record_plain(out, plain, path)
         groups: list[tuple[str, Any, np.ndarray]] = []
         if fast:
-            out.paths[self.path] += len(fast)
-            if self.path == "chunks":
-                raw, exact, n_words = chunk_counts(fast)
+            out.paths[path] += len(fast)
+            if path == "chunks":
+                groups, n_words = chunk_groups(fast)
                 out.n_words += n_words
-                groups = [
-                    ("key", raw.keys, raw.key_counts),
-                    ("pair", raw.pairs, raw.pair_counts),
-                    ("raw", list(raw.strings), _values(raw.strings)),
-                    ("exact", list(exact), _values(exact)),
-                ]
             else:
                 pretokens = self._pretoken_counts(fast)
                 groups = [("piece", list(pretokens), _values(pretokens))]
-        return _Prepared(out, plain, groups)
+        prepared = _Prepared(out, plain, groups, path, first=self.n_batches == 0)
+        self.n_batches += 1
+        if fast and path != "encode" and self.n_batches <= 1 + self.probe_batches:
+            prepared.probe = _head(fast, PROBE_CHARS)
+            prepared.probe_scale = sum(map(len, fast)) / max(1, sum(map(len, prepared.probe)))
+        prepared.seconds = time.perf_counter() - start
+        return prepared
+
+    def _record_plain(self, out: BatchCounts, plain: list[str], path: str) -> None:
+        """Sequences per path of the texts encoded whole: the added tokens' and, once switched to encoding (see
+        PROBE_BATCHES), the others under the tokenizer's own path, so that timing never changes the stats."""
+        n_added = len(plain)
+        if path != self.configured:
+            n_added = sum(self._any_added([t]) for t in plain) if self._any_added(plain) else 0
+            out.switched = len(plain) - n_added
+            if out.switched:
+                out.paths[self.configured] += out.switched
+        if n_added:
+            out.paths["encode"] += n_added
+        if path == "chunks":
+            out.n_words += len(" ".join(plain).split())
 
     def finish(self, prepared: _Prepared) -> BatchCounts:
-        out = prepared.out
+        start, out = time.perf_counter(), prepared.out
         if prepared.plain:
-            encs = self.tok.encode_batch(prepared.plain, add_special_tokens=False)
-            ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64)
-            out.counts += np.bincount(ids, minlength=self.vocab_size)
+            out.counts += self._encode_counts(prepared.plain)
         if prepared.groups:
-            self._add_distinct(prepared.groups, out.counts)
+            add_distinct(self.store, prepared.groups, out.counts, lambda texts: self._tokenize(texts, prepared.path))
+        if prepared.probe:
+            self._probe(prepared, prepared.seconds + time.perf_counter() - start)
         return out
 
-    def _add_distinct(self, groups: list[tuple[str, Any, np.ndarray]], counts: np.ndarray) -> None:
-        """counts[id] += n for the ids of each distinct piece of each group, tokenizing (once, in one call) only
-        the pieces the store has not seen."""
-        store = self.store
-        if store.full(sum(len(keys) for _, keys, _ in groups)):
-            store.clear()
-        rows = [store.rows_of(kind, keys) for kind, keys, _ in groups]
-        todo = [np.flatnonzero(r < 0) for r in rows]
-        missing = [
-            keys[t] if isinstance(keys, np.ndarray) else [keys[k] for k in t.tolist()]
-            for (_, keys, _), t in zip(groups, todo)
-        ]
-        texts = [text for (kind, _, _), m in zip(groups, missing) for text in TEXTS_OF[kind](m)]
-        if texts:
-            ids, starts, lengths = self._tokenize(texts)
-            at = 0
-            for (kind, _, _), r, t, m in zip(groups, rows, todo, missing):
-                r[t] = store.add(kind, m, ids, starts[at : at + t.size], lengths[at : at + t.size])
-                at += t.size
-        weights = np.concatenate([w for _, _, w in groups])
-        counts += store.weighted_counts(np.concatenate(rows), weights, counts.size)
+    def _encode_counts(self, texts: list[str]) -> np.ndarray:
+        """(V,) int64 counts of plain encoding (the peer the fast paths must beat)."""
+        encs = self._encode_batch(texts, add_special_tokens=False)
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64)
+        return np.bincount(ids, minlength=self.vocab_size)
 
-    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _trial(self, texts: list[str]) -> None:
+        """Count the head of the first batch with the chosen path (a probed batch of its own, see PROBE_BATCHES),
+        so that a path that loses switches before the first real batch; the counts are thrown away."""
+        self.tried = True
+        sample = _head(texts, PROBE_CHARS) if texts else []
+        if sum(map(len, sample)) >= PROBE_CHARS // 2:  # small corpora: nothing to gain
+            self.finish(self.prepare([(t, False) for t in sample]))
+        self.n_batches = 0  # the real first batch is probed as the first, too
+
+    def _probe(self, prepared: _Prepared, seconds: float) -> None:
+        """Switch to plain encoding when it would have counted this batch faster than its path did."""
+        start = time.perf_counter()
+        self._encode_counts(prepared.probe or [])
+        margin = COLD_MARGIN if prepared.first else 1.0
+        if (time.perf_counter() - start) * prepared.probe_scale * margin < seconds:
+            self.path, self.probe_batches = "encode", 0
+
+    def _tokenize(self, texts: list[str], path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, starts, lengths): texts[j]'s token ids are ids[starts[j]:starts[j] + lengths[j]]."""
-        if self.path == "chunks":
+        if path == "chunks":
             return self._encode_chunks(texts)
         pieces = [[t.id for t in self.tok.model.tokenize(piece)] for piece in texts]
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
@@ -305,8 +341,50 @@ def _ids_of(encs: list) -> tuple[np.ndarray, np.ndarray]:
     return ids, n_tokens
 
 
+def _head(texts: list[str], chars: int) -> list[str]:
+    """The first texts holding about `chars` characters (at least one)."""
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    return texts[: int(np.searchsorted(ends, chars)) + 1]
+
+
 def _values(counter: Counter) -> np.ndarray:
     return np.fromiter(counter.values(), dtype=np.int64, count=len(counter))
+
+
+class SPCounter:
+    """Counts with a SentencePiece model exactly as its own `encode` would: distinct words, each encoded once
+    (see vocabopt.corpus.spm), or whole sequences where the model's options do not allow that. A bare .model has no
+    post-processor: no special tokens are added per sequence."""
+
+    def __init__(self, spec: TokenizerSpec, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+        self.sp = spm.processor(spec.blob, spec.name)
+        self.path, self.reason = spm.word_path(self.sp)
+        self.vocab_size = self.sp.get_piece_size()
+        self.store = IdStore()
+        self.max_chars = max_chars
+
+    def count(self, payload: Payload) -> BatchCounts:
+        texts, n_starts = unpack(payload, self.max_chars)
+        out = BatchCounts(counts=np.zeros(self.vocab_size, np.int64), path_reason=self.reason)
+        _totals(out, texts, n_starts)
+        out.paths[self.path] += len(texts)
+        if self.path == "encode":
+            ids = np.fromiter(itertools.chain.from_iterable(self.sp.encode(texts)), dtype=np.int64)
+            out.counts += np.bincount(ids, minlength=self.vocab_size)
+            return out
+        # Normalized, a text's words are "▁"-prefixed; as spaces, they are the chunks of the chunk machinery, and
+        # encoding " w" alone gives the word's pieces.
+        words = [t.replace("▁", " ") for t in self.sp.normalize(texts)]
+        groups, _ = chunk_groups([w for w in words if w])
+        if groups:
+            add_distinct(self.store, groups, out.counts, self._tokenize)
+        return out
+
+    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pieces = self.sp.encode(texts)
+        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        ids = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=int(lengths.sum()))
+        return ids, np.cumsum(lengths) - lengths, lengths
 
 
 class BytesCounter:
@@ -358,11 +436,16 @@ class WordCounter:
         return out
 
 
-def make_counter(options: CountOptions, max_chars: int = DEFAULT_MAX_CHARS) -> HFCounter | BytesCounter | WordCounter:
+def make_counter(options: CountOptions, max_chars: int = DEFAULT_MAX_CHARS) -> AnyCounter:
     """The counter of `options.spec`'s kind (built once per worker: it caches the ids of distinct pieces)."""
     spec = options.spec
     if spec.kind == "hf":
         return HFCounter(spec, options.add_special_tokens, options.force_path, max_chars)
+    if spec.kind == "spm":
+        return SPCounter(spec, max_chars)
     if spec.kind == "bytes":
         return BytesCounter(max_chars)
     return WordCounter(max_chars)
+
+
+AnyCounter = HFCounter | SPCounter | BytesCounter | WordCounter

@@ -6,8 +6,9 @@ file paths, `SourceOptions`, optionally one byte range of one uncompressed file 
 `ranges`). Outputs: `Text` items (one sequence, or a piece of a long one) and `Block` items (whole lines of a text
 file in line mode), plus one `SourceInfo` per source (sequences seen, replaced bytes, skipped lines).
 
-What one sequence is: with `sequence="line"`, each non-empty line; with `"document"`, a blank-line-separated block of
-a text file, or one record of a JSON-lines/parquet/arrow/dataset source (the default for records).
+What one sequence is: with `sequence="document"` (the default), a blank-line-separated block of a text file with its
+newlines, or one record of a JSON-lines/parquet/arrow/dataset source; with `"line"`, each non-empty line without its
+newline (what `datasets.load_dataset("text")` yields: the newline token is then never counted).
 Sequences longer than `max_chars` are cut at a space that follows a non-space character (`cut_long`, so that
 pre-tokenization is unchanged for the tokenizers the fast path accepts); the pieces are marked as continuations so
 per-sequence special tokens are still counted once.
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import codecs
 import io
-import itertools
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from .ranges import RANGED, ByteSlice, open_range
 from .records import LONE_SURROGATE, arrow_texts, dataset_texts, field_error, get_field, parquet_texts
 
 DEFAULT_MAX_CHARS = 1 << 20  # 1 Mi characters: longer sequences are cut at whitespace
+_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")  # a line end, then one or more lines of whitespace only
 BLOCK_CHARS = 1 << 20  # characters read at once in line mode (~1 MB: bounds per-worker memory)
 
 
@@ -57,7 +59,7 @@ class SourceOptions:
     """How sources are read into sequences: the same for every source of a run (picklable, sent to Dask tasks)."""
 
     field: str | None = None  # JSON/parquet/arrow/dataset field, dotted for nested structs
-    sequence: str | None = None  # "line" | "document"; None: line for text, document for records
+    sequence: str | None = None  # "line" | "document"; None: document (text files and records alike)
     skip_bad_lines: bool = False
     max_chars: int = DEFAULT_MAX_CHARS
     dataset_split: str = "train"
@@ -157,12 +159,12 @@ class Reader:
         if self.byte_range is None:
             raw, base = open_stream(path, compression)
         else:
-            raw, base = open_range(path, *self.byte_range, document=self.options.sequence == "document")
+            raw, base = open_range(path, *self.byte_range, document=self.options.sequence != "line")
         self._current = base.tell
         try:
             text = io.TextIOWrapper(raw, encoding="utf-8", errors=_REPLACED.name, newline=None)
             before = _REPLACED.replaced
-            if (self.options.sequence or "line") == "line":
+            if self.options.sequence == "line":
                 yield from self._line_blocks(i, path, text)
             else:
                 yield from self._documents(i, path, text)
@@ -203,23 +205,33 @@ class Reader:
             yield Block(block, i)
 
     def _documents(self, i: int, path: str, text: io.TextIOWrapper) -> Iterator[Text]:
-        lines: list[str] = []
-        pieces: list[str] = []  # of a line longer than max_chars, which _lines reads in pieces
-        for piece in itertools.chain(_lines(text, self.options.max_chars, path), ["\n"]):
-            if self._limit_reached():
+        """Blank-line-separated documents (their lines joined by "\n"), read a block at a time and cut with one regex
+        (a line of whitespace only is blank, as str.strip() sees it). A document longer than a few max_chars is
+        passed on in the pieces `cut_long` would cut it into, as it is read, so memory stays bounded."""
+        carry, started = "\n", False  # started: pieces of the document in `carry` were passed on already
+        while True:
+            block = text.read(self._block_size()) if not self._limit_reached() else ""
+            parts = _BLANK_LINES.split(carry + (block or "\n\n"))  # at the end, "\n\n" closes the last document
+            for k, part in enumerate(parts[:-1] if block else parts):
+                if self._limit_reached():
+                    return
+                going = started and k == 0  # the rest of a document begun before
+                doc = part[1:] if part[:1] == "\n" and not going else part  # part may start at the carry's "\n"
+                if going or doc.strip():
+                    yield from self._cut(i, doc, continuing=going)
+            if not block:
                 return
-            pieces.append(piece)
-            if not piece.endswith("\n"):
-                continue
-            line = "".join(pieces)[:-1]  # a whole line again: its pieces join with nothing between
-            pieces = []
-            if line.strip():
-                lines.append(line)
-            elif lines:
-                yield from self._cut(i, "\n".join(lines))
-                lines = []
-        if lines:
-            yield from self._cut(i, "\n".join(lines))
+            carry, started = ("\n" + parts[-1], False) if len(parts) > 1 else (parts[-1], started)
+            if len(carry) > 4 * self.options.max_chars and not self._limit_reached():
+                doc = carry if started else carry[1:]
+                # The document is sure up to its last line end while the line after it may still become blank.
+                end = doc.rfind("\n")
+                sure, tail = (doc[:end], doc[end:]) if end >= 0 and doc[end:].isspace() else (doc, "")
+                pieces = cut_long(sure, self.options.max_chars)
+                self._count_chars(i, sure[: len(sure) - len(pieces[-1])])
+                for k, piece in enumerate(pieces[:-1]):
+                    yield Text(piece, i, continuation=started or k > 0)
+                carry, started = pieces[-1] + tail, started or len(pieces) > 1
 
     def _block_size(self) -> int:
         if self.options.limit_chars is None:
@@ -233,10 +245,10 @@ class Reader:
         self._chars += len(text)
         self.infos[i].sequences += 1  # here: pieces seen, for the empty-source warning
 
-    def _cut(self, i: int, text: str) -> Iterator[Text]:
+    def _cut(self, i: int, text: str, continuing: bool = False) -> Iterator[Text]:
         self._count_chars(i, text)
         for k, piece in enumerate(cut_long(text, self.options.max_chars)):
-            yield Text(piece, i, continuation=k > 0)
+            yield Text(piece, i, continuation=continuing or k > 0)
 
     def _jsonl(self, i: int, path: str, compression: str | None) -> Iterator[Text]:
         if self.byte_range is None:
@@ -308,36 +320,6 @@ class Reader:
         for line in value.replace("\r\n", "\n").split("\n"):
             if line.strip():
                 yield from self._cut(i, line)
-
-
-def _lines(text: io.TextIOWrapper, max_chars: int, path: str) -> Iterator[str]:
-    """Lines of a text stream, reading at most `max_chars` characters at a time (a huge line is yielded in pieces,
-    each ending at a cut point; the last piece carries the newline)."""
-    pending = ""
-    try:
-        while True:
-            chunk = text.readline(max_chars)
-            if not chunk:
-                break
-            if chunk.endswith("\n") or len(chunk) < max_chars:
-                yield pending + chunk
-                pending = ""
-                continue
-            # A line longer than max_chars: emit up to its last cut point, keep the rest.
-            pending += chunk
-            cut = _last_cut(pending)
-            if cut > 0:
-                yield pending[:cut]
-                pending = pending[cut:]
-            if len(pending) > 4 * max_chars:  # no whitespace at all for a long stretch: hard cut
-                yield pending
-                pending = ""
-        if pending:
-            yield pending
-    except OSError as e:
-        raise InputError(f"{path}: read failed ({e}); the file may be truncated or corrupt") from None
-    except EOFError:
-        raise InputError(f"{path}: compressed stream ends early; the file is truncated") from None
 
 
 def _long_line(start: str, text: io.TextIOWrapper, max_chars: int, path: str) -> Iterator[str]:

@@ -39,6 +39,7 @@ class Tally:
     words: Counter = field(default_factory=Counter)  # word tokenizer: string-keyed counts
     paths: Counter = field(default_factory=Counter)  # sequences per counting path
     path_reason: str = ""  # the counters' reason for their path ("" before the first batch)
+    switched: int = 0  # sequences counted by encoding after the path measured slower (timing: not in the stats)
     sources: dict[int, list[int]] = field(default_factory=dict)  # source -> [bytes, sequences, replaced, skipped]
     n_sequences: int = 0
     n_words: int = 0
@@ -57,6 +58,7 @@ class Tally:
             self.n_tokens += sum(result.words.values())
         self.paths.update(result.paths)
         self.path_reason = self.path_reason or result.path_reason
+        self.switched += result.switched
         self.n_sequences += result.n_sequences
         self.n_words += result.n_words
         self.n_bytes += result.n_bytes
@@ -78,6 +80,7 @@ class Tally:
         self.words.update(other.words)
         self.paths.update(other.paths)
         self.path_reason = self.path_reason or other.path_reason
+        self.switched += other.switched
         for i, theirs in other.sources.items():
             mine = self.source(i)
             for k, v in enumerate(theirs):

@@ -1,16 +1,19 @@
 """Tokenizer specs: parse `--tokenizer`, identify the tokenizer, and choose how its counts are made.
 
 Job: everything the analyze stage knows about a tokenizer before counting. Inputs: `--tokenizer PATH|word|bytes`
-(a Hugging Face tokenizer.json, or a directory holding one). Outputs: `TokenizerSpec` (picklable: what worker
+(a Hugging Face tokenizer.json, a transformers folder, a tiktoken rank file or tekken JSON, converted by `formats`;
+a SentencePiece .model, counted by `spm`). Outputs: `TokenizerSpec` (picklable: what worker
 processes need to rebuild the tokenizer, with its name and sha256), the tokenizer's config and shared instance per
 process, the counting path its config allows (`choose_path`), its vocabulary size and token strings.
 
 The counting paths (see vocabopt.corpus.counters for how each counts):
 - "chunks": the normalizer is character-local and the pre-tokenizer always splits before a run of spaces that
-  follows a non-space character (GPT-2 byte-level, Metaspace, BERT, Whitespace; Split with GPT-4's cl100k regex as
-  Llama 3 ships it, or Qwen2's, when ByteLevel follows), so a sequence can be cut at those points.
+  follows a non-space character (GPT-2 byte-level, Metaspace, BERT, Whitespace; Split regexes that the analysis of
+  `regex_safety` proves do: cl100k, o200k, Qwen2, tekken, DeepSeek ...), so a sequence can be cut at those points.
 - "pretokens": any other deterministic model.
-- "encode": BPE dropout (not deterministic). Sequences holding an added token's text take it whatever the path.
+- "encode": BPE dropout (not deterministic), or a pre-tokenizer that does not split (nothing repeats). Sequences
+  holding an added token's text take it whatever the path, and so does every batch after a path measured slower
+  than encoding (see counters.PROBE_BATCHES).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import TokenizerError
+from . import spm
+from .formats import FORMATS, add_config_tokens, detect, read_ranks, tekken_parts, tiktoken_json, tiktoken_pattern
+from .regex_safety import split_safety
 from .words import WORD_UNK
 
 # Normalizers that act on each character independently (never across a space), so cutting the raw text at a space
@@ -33,31 +39,23 @@ from .words import WORD_UNK
 _LOCAL_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Nmt"}
 _WS_DROPPING = {"Whitespace", "WhitespaceSplit", "BertPreTokenizer"}
 _PIECE_LOCAL = {"Punctuation", "Digits", "Whitespace", "WhitespaceSplit", "BertPreTokenizer"}
-# Split regexes that cut before every space following a non-space and match a piece alone as they do in context: no
-# alternative matches a non-space followed by a space (so each such point ends a match), and no lookahead reaches past
-# a piece's last character, a non-space. GPT-4's cl100k as Llama 3 ships it (digits in threes), and Qwen2's (single
-# digits). Other regexes take the "pretokens" path.
-_SAFE_SPLITS = {
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+",
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+",
-}
 
 
 @dataclass(frozen=True)
 class TokenizerSpec:
     """What worker processes need to rebuild a tokenizer (picklable)."""
 
-    kind: str  # "hf" | "word" | "bytes"
+    kind: str  # "hf" | "spm" | "word" | "bytes"
     name: str
     sha256: str
     json: str = ""  # hf: the tokenizer's canonical JSON
     options: dict[str, Any] = field(default_factory=dict)
+    blob: bytes = b""  # spm: the .model file's bytes
 
 
 def load_spec(spec: str, min_count: int = 1, max_vocab: int | None = None) -> TokenizerSpec:
-    """Parse `--tokenizer`: a tokenizer.json (or a directory holding one), `word`, or `bytes`."""
+    """Parse `--tokenizer`: a tokenizer.json, a transformers folder, a SentencePiece .model, a tiktoken rank file, a
+    tekken JSON (see vocabopt.corpus.formats), `word`, or `bytes`."""
     if spec == "bytes":
         return TokenizerSpec("bytes", "bytes", _sha({"kind": "bytes", "version": 1}))
     if spec == "word":
@@ -68,22 +66,50 @@ def load_spec(spec: str, min_count: int = 1, max_vocab: int | None = None) -> To
         opts = {"min_count": min_count, "max_vocab": max_vocab, "pre_tokenizer": "Whitespace"}
         return TokenizerSpec("word", "word", _sha({"kind": "word", "version": 1, **opts}), options=opts)
     path = Path(spec)
-    if path.is_dir():
-        path = path / "tokenizer.json"
     if not path.exists():
-        raise TokenizerError(
-            f"{spec}: no tokenizer.json there; pass a tokenizer.json, a directory holding one, 'word' or 'bytes'"
-        )
+        raise TokenizerError(f"{spec}: no such file (no tokenizer.json there); pass {FORMATS}")
+    fmt = detect(path)
+    if fmt == "spm":
+        return _spm_spec(path / "tokenizer.model" if path.is_dir() else path)
+    if fmt in ("tiktoken", "tekken"):
+        return _hf_spec(_rank_tokenizer(path, fmt), path, fmt)
+    json_path = path / "tokenizer.json" if path.is_dir() else path
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = json_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"{path}: cannot read ({e}); pass a readable tokenizer.json") from None
-    tok = _from_str(raw, str(path))
+        raise TokenizerError(f"{json_path}: cannot read ({e}); pass a readable tokenizer.json") from None
+    tok = _from_str(raw, str(json_path))
+    if fmt == "transformers":
+        add_config_tokens(tok, path)
+    return _hf_spec(tok, json_path, fmt)
+
+
+def _hf_spec(tok, path: Path, fmt: str) -> TokenizerSpec:
     canonical = tok.to_str()
     _share(canonical, tok)
     model = config_of(canonical).get("model", {}).get("type", "model")
-    name = f"{path.parent.name or path.stem}/{path.name} ({model}, {tok.get_vocab_size(with_added_tokens=True)} ids)"
+    ids = tok.get_vocab_size(with_added_tokens=True)
+    origin = {"hf": "", "transformers": "transformers folder, ", "tiktoken": "tiktoken ranks, ", "tekken": "tekken, "}
+    name = f"{path.parent.name or path.stem}/{path.name} ({origin[fmt]}{model}, {ids} ids)"
     return TokenizerSpec("hf", name, hashlib.sha256(canonical.encode("utf-8")).hexdigest(), json=canonical)
+
+
+def _rank_tokenizer(path: Path, fmt: str):
+    """A tiktoken rank file or tekken JSON as a byte-level BPE Tokenizer (see `formats.tiktoken_json`)."""
+    if path.is_dir():
+        path = path / "tekken.json"
+    if fmt == "tekken":
+        ranks, pattern, offset = tekken_parts(path)
+    else:
+        ranks, pattern, offset = read_ranks(path), tiktoken_pattern(path), 0
+    return _from_str(tiktoken_json(ranks, pattern, offset), str(path))
+
+
+def _spm_spec(path: Path) -> TokenizerSpec:
+    blob = path.read_bytes()
+    sp = spm.processor(blob, str(path))
+    name = f"{path.parent.name or path.stem}/{path.name} (SentencePiece, {sp.get_piece_size()} ids)"
+    return TokenizerSpec("spm", name, hashlib.sha256(blob).hexdigest(), blob=blob)
 
 
 def _from_str(raw: str, where: str):
@@ -137,11 +163,12 @@ def choose_path(config: dict) -> tuple[str, str]:
         return "encode", "BPE dropout makes the model non-deterministic"
     pre = config.get("pre_tokenizer")
     norm = config.get("normalizer")
-    if pre is None:
-        return "pretokens", "no pre-tokenizer: each sequence is one pre-token"
+    if pre is None or (pre.get("type") == "Metaspace" and not pre.get("split", True)):
+        # one pre-token per sequence (Llama 2 / Mistral's SentencePiece layout): nothing repeats to count once
+        return "encode", "the pre-tokenizer does not split a sequence: counted by plain encoding"
     splitter = _splitter_kind(pre)
     if splitter is None:
-        return "pretokens", f"pre-tokenizer {pre.get('type')} may not split at spaces"
+        return "pretokens", f"pre-tokenizer {pre.get('type')} may not split at spaces{_unsafe_split_reason(pre)}"
     if not _normalizer_local(norm, allow_deleting=splitter == "drops"):
         return "pretokens", f"normalizer {(norm or {}).get('type')} is not character-local"
     return "chunks", f"{pre.get('type')} splits before spaces"
@@ -156,21 +183,51 @@ def _splitter_kind(pre: dict) -> str | None:
         return "prefix"
     if kind == "Metaspace" and pre.get("split", True):
         return "prefix"
-    if (
-        kind == "Split"
-        and (pre.get("pattern") or {}).get("Regex") in _SAFE_SPLITS
-        and pre.get("behavior") == "Isolated"
-        and not pre.get("invert")
-    ):
-        return "prefix"
+    if kind == "Split":
+        return "prefix" if _split_kind(pre)[0] == "cuts" else None
     if kind == "Sequence":
-        members = pre.get("pretokenizers") or []
-        if not members:
-            return None
-        first = _splitter_kind(members[0])
-        rest_ok = all(m.get("type") in _PIECE_LOCAL or (m.get("type") == "ByteLevel") for m in members[1:])
-        return first if rest_ok else None
+        return _sequence_kind(pre.get("pretokenizers") or [])
     return None
+
+
+def _split_kind(pre: dict) -> tuple[str | None, str]:
+    """('cuts' | 'respects' | None, reason) of a Split pre-tokenizer (see `regex_safety`)."""
+    regex = (pre.get("pattern") or {}).get("Regex")
+    if regex is None or pre.get("behavior") != "Isolated" or pre.get("invert"):
+        return None, "a Split other than an isolated regex"
+    respects, cuts, reason = split_safety(regex)
+    return ("cuts" if cuts else "respects") if respects else None, reason
+
+
+def _sequence_kind(members: list[dict]) -> str | None:
+    """A Sequence is cut-safe when every Split in it respects the cut, one member cuts there (a Split, or the first
+    member's own splitting), and every other member acts on each piece alone."""
+    found = None
+    for k, m in enumerate(members):
+        kind = m.get("type")
+        if kind == "Split":
+            split, _ = _split_kind(m)
+            if split is None:
+                return None
+            found = found or ("prefix" if split == "cuts" else None)
+        elif k == 0:
+            found = _splitter_kind(m)
+            if found is None:
+                return None
+        elif kind not in _PIECE_LOCAL and kind != "ByteLevel":
+            return None
+    return found
+
+
+def _unsafe_split_reason(pre: dict) -> str:
+    """Why the first unsafe Split regex of a pre-tokenizer is unsafe ("" if none is)."""
+    members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
+    for m in members:
+        if m.get("type") == "Split":
+            split, reason = _split_kind(m)
+            if split is None:
+                return f": its Split regex is not cut-safe ({reason})"
+    return ""
 
 
 def _normalizer_local(norm: dict | None, allow_deleting: bool) -> bool:
@@ -209,6 +266,13 @@ def hf_token_strings(spec: TokenizerSpec) -> list[str]:
         if 0 <= i < n:
             tokens[i] = s
     return tokens
+
+
+def token_strings(spec: TokenizerSpec) -> list[str]:
+    """The token string of every id of an hf or spm tokenizer."""
+    if spec.kind == "spm":
+        return spm.token_strings(spm.processor(spec.blob, spec.name))
+    return hf_token_strings(spec)
 
 
 def byte_token_strings() -> list[str]:
