@@ -159,3 +159,17 @@ def test_modules_and_functions_stay_small():
                 if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
                     too_long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert too_long == []
+
+
+def test_readme_layout_names_every_module():
+    """README's Layout block lists every module of the package (so the listing and the README tell one story)."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```\nvocabopt/\n")
+    block = readme[start : readme.index("```\n", start + 4)]
+    missing = [
+        path.name if path.parent == PACKAGE else f"{path.parent.name}/{path.stem}"
+        for path in PACKAGE.rglob("*.py")
+        if not path.name.startswith("__") and path.parent.name != "cli"
+        if (path.name if path.parent == PACKAGE else path.stem) not in block
+    ]
+    assert missing == []
