@@ -107,3 +107,33 @@ def test_choose_takes_the_fastest_design_whose_upper_bound_is_within_tolerance()
     assert met and chosen["cutoffs"] == [2] and chosen["predicted_high"] <= 0.01
     chosen, met = tradeoff.choose(frontier, model, tolerance=0.0005)
     assert not met and chosen["cutoffs"] == [3]  # nothing within: the lowest upper bound, flagged
+
+
+def test_choose_does_not_let_pooling_hide_a_trained_designs_own_bound():
+    """Isotonic pooling averages neighbours' bounds; a trained design must also clear its own measured bound."""
+    measured = [
+        {"cutoffs": [1], "proj_dims": [4], "capacity": 0.6, "penalty": -0.01, "low": -0.02, "high": -0.005},
+        {"cutoffs": [2], "proj_dims": [4], "capacity": 0.8, "penalty": 0.012, "low": 0.005, "high": 0.02},
+    ]
+    model = tradeoff.penalty_model(measured)
+    assert model["high"][1] < 0.01  # pooled: the model alone would call the 0.8 design within 1%
+    frontier = [
+        {"cutoffs": [2], "proj_dims": [4], "time_ms": 1.0, "capacity": 0.8},
+        {"cutoffs": [3], "proj_dims": [4], "time_ms": 2.0, "capacity": 0.6},
+    ]
+    chosen, met = tradeoff.choose(frontier, model, 0.01, measured)
+    assert chosen["cutoffs"] == [3] and met  # the slower design, whose bound holds
+    assert chosen["measured"] is False  # interpolated: [3] was not trained
+    chosen, _ = tradeoff.choose(frontier, model, 0.01)  # without the measured bounds, pooling decides
+    assert chosen["cutoffs"] == [2]
+
+
+def test_a_wild_interval_does_not_overflow():
+    p = tradeoff._summary(2000.0, np.array([-5000.0, 0.0, 5000.0]))
+    assert math.isfinite(p["penalty"]) and math.isfinite(p["high"]) and p["low"] >= -1
+
+
+def test_a_fit_whose_exponent_sits_on_a_bound_is_refused():
+    """Curves straight in log t never level off: the asymptote is undetermined, so no fit (end-of-run basis)."""
+    log_linear = [(t, 6.0 - 0.5 * math.log(t)) for t in T]
+    assert tradeoff.fit_pair([log_linear], [[(t, y - 0.01) for t, y in log_linear]]) is None

@@ -38,6 +38,8 @@ def test_candidates_span_the_frontier():
     assert max(np.diff(caps)) < 0.5  # spread along the range, not bunched at one end
     assert [p["name"] for p in picks] == ["d0", "d1", "d2", "d3"]
     assert len(select_candidates(_frontier([0.5]), 4)) == 1
+    bunched = select_candidates(_frontier([0.60, 0.61, 0.62, 0.63, 0.95]), 4)
+    assert len(bunched) == 4 and len({p["capacity"] for p in bunched}) == 4  # no design picked twice
     with pytest.raises(InputError, match="full softmax is the answer"):
         select_candidates([], 4)
 

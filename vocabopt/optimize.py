@@ -173,9 +173,7 @@ def optimize(
     space.check(len(counts), hidden)
     min_capacity, floor_reason = _floor(counts, hidden, space, min_capacity)
     found = search(profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=space)
-    best, measured = _choose(
-        found["frontier"], counts, hidden, space, tolerance, min_capacity, cutoffs, from_tune, stats
-    )
+    best, measured = _choose(found, counts, hidden, space, tolerance, min_capacity, cutoffs, from_tune, stats)
     options = {
         **asdict(space),  # max_clusters, div_value, min_proj, proj_dims, min_head, max_head, candidates, min_tail
         "tolerance": tolerance,
@@ -206,7 +204,7 @@ def optimize(
 
 
 def _choose(
-    frontier: list[Design],
+    found: dict[str, Any],
     counts: np.ndarray,
     hidden: int,
     space: SearchSpace,
@@ -217,9 +215,14 @@ def _choose(
     stats: Any,
 ) -> tuple[Design, dict | None]:
     """The design the plan holds: given cutoffs, else the measured choice (`from_tune`), else `recommend`."""
-    best, measured = recommend(frontier, tolerance, min_capacity), None
-    if from_tune is not None:
-        best, measured = _recommend_measured(frontier, from_tune, stats, hidden)
+    best, measured = recommend(found["frontier"], tolerance, min_capacity), None
+    if from_tune is not None and cutoffs is not None:
+        raise InputError("from_tune and cutoffs both choose the design; pass one of them")
+    if from_tune is not None:  # only designs faster than the full softmax: a slower one is dominated by it
+        faster = [d for d in found["frontier"] if d.time_ms < found["full_ms"]]
+        if not faster:
+            raise InputError("from_tune: no design is predicted faster than the full softmax here; keep it")
+        best, measured = _recommend_measured(faster, from_tune, stats, hidden)
     if cutoffs is not None:
         best = _given(counts, hidden, list(cutoffs), space)
     return best, measured
@@ -237,7 +240,9 @@ def _recommend_measured(frontier: list[Design], tuned: Plan, stats: Any, hidden:
     if tok is not None and tuned_tok.get("sha256") not in (None, tok.sha256):
         raise MismatchError("from_tune: tuned with another tokenizer than these stats'; tune with this one")
     try:
-        chosen, met = tradeoff.choose([d.to_json() for d in frontier], evidence["model"], evidence["tolerance"])
+        chosen, met = tradeoff.choose(
+            [d.to_json() for d in frontier], evidence["model"], evidence["tolerance"], evidence.get("measured")
+        )
     except ValueError:
         raise InputError(
             "from_tune: no design on this frontier lies in the capacity range tune measured; tune with this profile"

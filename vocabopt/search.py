@@ -208,9 +208,13 @@ def search(
         raise InputError(
             f"no design fits: vocabulary {vocab}, head size in [{head_lo}, {head_hi}], "
             f"up to {space.max_clusters} clusters; "
-            "loosen --min-head/--max-head or lower --max-clusters"
+            "loosen --min-head/--max-head, lower --max-clusters or min_tail"
         )
-    return {"per_clusters": per_j, "frontier": pareto(family), "candidates": len(positions)}
+    full = cost.predict(
+        profile, counts, hidden=hidden, cutoffs=[], proj_dims=[], batch_tokens=batch_tokens, mode=mode, decode=decode
+    )
+    # full_ms: a frontier design slower than the full softmax is dominated by it (capacity 1)
+    return {"per_clusters": per_j, "frontier": pareto(family), "candidates": len(positions), "full_ms": full.time_ms}
 
 
 def pareto(designs: list[Design]) -> list[Design]:

@@ -25,6 +25,8 @@ import numpy as np
 
 DRAWS = 2000  # bootstrap resamples / parameter draws per interval
 LEVEL = 0.95
+EXPONENT_BOUNDS = (0.05, 3.0)  # c of L(t) = a + b t^-c; a fit that ends on a bound is refused
+MAX_GAP = 50.0  # nats: loss differences are clipped here before exp (a wild draw must not overflow)
 
 
 def penalty_at_end(design_windows: list[list[float]], full_windows: list[list[float]], seed: int = 0) -> dict:
@@ -84,13 +86,15 @@ def fit_pair(design_curves: list[list[tuple]], full_curves: list[list[tuple]]) -
     span = max(float(y.max() - y.min()), 1e-3)
     scale = span * float(t.min()) ** 0.5
     p0 = [max(float(d[:, 1].min()) - 0.5 * span, 0.0), scale, max(float(f[:, 1].min()) - 0.5 * span, 0.0), scale, 0.5]
-    bounds = ([0.0, 0.0, 0.0, 0.0, 0.05], [np.inf, np.inf, np.inf, np.inf, 3.0])
+    bounds = ([0.0, 0.0, 0.0, 0.0, EXPONENT_BOUNDS[0]], [np.inf, np.inf, np.inf, np.inf, EXPONENT_BOUNDS[1]])
     try:
         popt, pcov = curve_fit(law, t, y, p0=p0, bounds=bounds, maxfev=20000)
     except (RuntimeError, ValueError):
         return None
     if not np.all(np.isfinite(pcov)):
         return None
+    if not EXPONENT_BOUNDS[0] + 1e-6 < popt[4] < EXPONENT_BOUNDS[1] - 1e-6 or min(popt[0], popt[2]) < 1e-6:
+        return None  # exponent on a bound, or a loss floor of 0 nats: the curves do not show where they level off
     return PairFit(np.asarray(popt), np.asarray(pcov))
 
 
@@ -103,8 +107,9 @@ def penalty_at_length(fit: PairFit, steps: float | None, seed: int = 0) -> dict:
 
 def _summary(loss_diff: float, draws: np.ndarray) -> dict:
     """{penalty, low, high} as perplexity ratios - 1 from a loss difference and its draws."""
-    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return {"penalty": math.expm1(loss_diff), "low": math.expm1(float(lo)), "high": math.expm1(float(hi))}
+    lo, hi = np.clip(np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]), -MAX_GAP, MAX_GAP)
+    point = float(np.clip(loss_diff, -MAX_GAP, MAX_GAP))
+    return {"penalty": math.expm1(point), "low": math.expm1(float(lo)), "high": math.expm1(float(hi))}
 
 
 def isotonic_decreasing(x: list[float], y: list[float]) -> np.ndarray:
@@ -159,14 +164,28 @@ def predict_penalty(model: dict[str, Any], capacity: float) -> dict[str, float] 
     }
 
 
-def choose(frontier: list[dict], model: dict[str, Any], tolerance: float) -> tuple[dict, bool]:
-    """The fastest frontier design whose modelled upper bound is within `tolerance`, and True; else the design with
-    the lowest modelled upper bound, and False (no design met the tolerance)."""
+def choose(
+    frontier: list[dict], model: dict[str, Any], tolerance: float, measured: list[dict] | None = None
+) -> tuple[dict, bool]:
+    """The fastest frontier design whose upper bound is within `tolerance`, and True; else the design with the
+    lowest upper bound, and False (no design met the tolerance).
+
+    A design's upper bound is the model's (isotonic, so pooled with its neighbours) and, when the design was
+    trained (one of `measured`, matched by cutoffs and projections), also its own measured bound: pooling must not
+    lift a design over the tolerance that its own interval does not clear. The choice says whether it was trained
+    (`measured`) or interpolated.
+    """
+    own = {(tuple(m["cutoffs"]), tuple(m.get("proj_dims") or ())): m for m in measured or []}
     scored = []
     for design in frontier:
         pred = predict_penalty(model, design["capacity"])
-        if pred is not None:
-            scored.append({**design, "predicted_penalty": pred["penalty"], "predicted_high": pred["high"]})
+        if pred is None:
+            continue
+        mine = own.get((tuple(design["cutoffs"]), tuple(design.get("proj_dims") or ())))
+        high = pred["high"] if mine is None else max(pred["high"], mine["high"])
+        scored.append(
+            {**design, "predicted_penalty": pred["penalty"], "predicted_high": high, "measured": mine is not None}
+        )
     if not scored:
         raise ValueError("no frontier design lies within the measured capacity range")
     within = [d for d in scored if d["predicted_high"] <= tolerance]

@@ -105,14 +105,17 @@ def tune(
     steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
     measured, basis = _measure(picks, runs, steps_at, train.steps)
     model = tradeoff.penalty_model(measured)
-    chosen, met = tradeoff.choose(frontier, model, tolerance)
+    chosen, met = tradeoff.choose(frontier, model, tolerance, measured)
     plan = optimize(
         stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, cutoffs=chosen["cutoffs"], **asdict(space)
     )
     plan.provenance["method"] = "vocabopt.tune"
+    plan.provenance["options"].update(cutoffs=None, tolerance=tolerance, min_capacity_rule="measured: see tune")
     plan.provenance["tune"] = {
         "tolerance": tolerance,
-        "met": met,
+        # at the end of the run short-run bias favours small heads: no pass is claimed on that basis
+        "met": met and basis == "length",
+        "met_at_end_of_run": met if basis == "end" else None,
         "basis": _basis_text(basis, train_tokens, train.steps),
         "chosen": chosen,
         "measured": measured,
@@ -132,9 +135,11 @@ def select_candidates(frontier: list[dict], k: int) -> list[dict]:
         raise InputError("no design on the frontier is faster than the full softmax; the full softmax is the answer")
     by_cap = sorted(frontier, key=lambda d: d["capacity"])
     caps = np.array([d["capacity"] for d in by_cap])
-    targets = np.linspace(caps[0], caps[-1], max(k, 1))
-    idx = sorted({int(np.argmin(np.abs(caps - t))) for t in targets})
-    return [{**by_cap[i], "name": f"d{n}"} for n, i in enumerate(idx)]
+    picked: set[int] = set()
+    for target in np.linspace(caps[0], caps[-1], min(max(k, 1), len(by_cap))):
+        free = [i for i in range(len(caps)) if i not in picked]  # the nearest design not already taken
+        picked.add(min(free, key=lambda i: abs(caps[i] - target)))
+    return [{**by_cap[i], "name": f"d{n}"} for n, i in enumerate(sorted(picked))]
 
 
 def _train_settings(train: TrainSettings | None) -> TrainSettings:
@@ -217,8 +222,10 @@ def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, s
     fit = tradeoff.fit_pair([r["curve"] for r in mine], [r["curve"] for r in full])
     at_length = tradeoff.penalty_at_length(fit, steps_at) if fit is not None else None
     ratio = _median_step(full) / _median_step(mine)  # steps this layer takes in the full softmax's time per step
-    # the full softmax after `steps` steps vs this layer after as many steps as it takes in the same time
-    equal_time = float(np.expm1(fit.gap(steps * ratio, steps)[0])) if fit is not None else None
+    # the full softmax after L steps vs this layer after as many steps as it takes in the same time, L = the real
+    # run's length when given, else the proxy's (a short-run figure: the proxy's speed-up, not the user's device)
+    at = steps_at or steps
+    equal_time = float(np.expm1(np.clip(fit.gap(at * ratio, at)[0], -50, 50))) if fit is not None else None
     return {
         "name": pick["name"],
         "cutoffs": pick["cutoffs"],
@@ -232,6 +239,7 @@ def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, s
         "at_length": at_length,
         "fitted": fit is not None,
         "equal_time_penalty": equal_time,
+        "equal_time_at_steps": steps_at or steps,
         "bands": _mean_bands(mine, full),
         "ece": float(np.mean([r["quality"].ece for r in mine])),
         "temperature": float(np.mean([r["quality"].temperature for r in mine])),

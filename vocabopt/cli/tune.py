@@ -49,11 +49,15 @@ def tune_cmd(
     for path in (output, plot):
         if path:
             check_writable(path)  # before minutes of work, so a bad path fails fast
-    show = not quiet and sys.stderr.isatty()
+    tty = sys.stderr.isatty()
 
-    def progress(what: str, done: int, total: int) -> None:
-        if show:
+    def progress(what: str, done: int, total: int) -> None:  # a live line on a terminal, every 10% in a log
+        if quiet:
+            return
+        if tty:
             click.echo(f"\r{what}: step {done}/{total}\x1b[K", err=True, nl=done == total)
+        elif done == total or done % max(1, total // 10) == 0:
+            click.echo(f"{what}: step {done}/{total}", err=True)
 
     train = TrainSettings(
         model=kw.pop("model"), seq_len=kw.pop("seq_len"), batch_size=kw.pop("batch_size"), steps=kw.pop("steps")
@@ -97,13 +101,24 @@ def _print_table(plan: Any) -> None:
             f"{m['heldout_ppl']:>9.2f}{full_ms / m['predicted_ms']:>7.2f}x{m['proxy_speedup']:>7.2f}x{eq:>11}"
         )
     c = t["chosen"]
-    verdict = "within" if t["met"] else "NO design met"
+    if t["met"]:
+        verdict = f"within the {t['tolerance']:.1%} tolerance"
+    elif t.get("met_at_end_of_run"):
+        verdict = "within the tolerance at the end of the run only: provisional (short runs favour small heads)"
+    else:
+        verdict = f"NO design met the {t['tolerance']:.1%} tolerance: the best trade-off measured, not a pass"
+    how = "trained" if c.get("measured") else "interpolated, not trained"
     click.echo(
-        f"chosen: cutoffs {c['cutoffs']}, proj_dims {c['proj_dims']}: {plan.predicted['speedup']:.2f}x predicted "
-        f"speed-up; modelled penalty {_pct(c['predicted_penalty'])} (upper {_pct(c['predicted_high'])}); "
-        f"{verdict} the {t['tolerance']:.1%} tolerance"
-        + ("" if t["met"] else " — this is the best trade-off measured, not a pass")
+        f"chosen: cutoffs {c['cutoffs']}, proj_dims {c['proj_dims']} ({how}): "
+        f"{plan.predicted['speedup']:.2f}x predicted speed-up; modelled penalty {_pct(c['predicted_penalty'])} "
+        f"(upper {_pct(c['predicted_high'])}); {verdict}"
     )
+    if t["model"]["monotone_violations"]:
+        click.echo(
+            f"warning: {t['model']['monotone_violations']} pair(s) of designs contradict a penalty that falls with "
+            "capacity (a design's interval lies wholly above a less capacious one's): the model pooled them",
+            err=True,
+        )
 
 
 def _pct(share: float) -> str:
