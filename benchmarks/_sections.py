@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import sys
+import sysconfig
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,3 +37,19 @@ def write_section(heading: str, body: str, path: Path = DOCS) -> None:
         text = text[:start] + section + (text[nxt:] if nxt >= 0 else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def stdlib_text(limit: int) -> str:
+    """The first `limit` bytes (whole files, sorted by path) of the running interpreter's standard library source
+    (PSF License v2): a real text of another kind than the shipped corpus, available offline."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    out, size = [], 0
+    for f in sorted(stdlib.rglob("*.py")):
+        if "site-packages" in f.parts or "test" in f.parts or "tests" in f.parts:
+            continue
+        text = f.read_text(encoding="utf-8", errors="replace")
+        out.append(text)
+        size += len(text.encode("utf-8"))
+        if size >= limit:
+            break
+    return "\n".join(out)

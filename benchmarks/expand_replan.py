@@ -25,7 +25,6 @@ import contextlib
 import copy
 import re
 import sys
-import sysconfig
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sections import command, machine, write_section  # noqa: E402
+from _sections import command, machine, stdlib_text, write_section  # noqa: E402
 
 import vocabopt  # noqa: E402
 from vocabopt.expand import HF_COV_SCALE  # noqa: E402
@@ -43,21 +42,6 @@ from vocabopt.training import TokenStream, _body, _full_softmax, heldout_loss  #
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "Living vocabularies: expand and replan (benchmarks/expand_replan.py)"
 KJV_TOKENIZER = ROOT / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
-
-
-def stdlib_text(limit: int) -> str:
-    """The first `limit` bytes (whole files, sorted by path) of the running interpreter's standard library."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    out, size = [], 0
-    for f in sorted(stdlib.rglob("*.py")):
-        if "site-packages" in f.parts or "test" in f.parts or "tests" in f.parts:
-            continue
-        text = f.read_text(encoding="utf-8", errors="replace")
-        out.append(text)
-        size += len(text.encode("utf-8"))
-        if size >= limit:
-            break
-    return "\n".join(out)
 
 
 def encode(tok, text: str) -> np.ndarray:

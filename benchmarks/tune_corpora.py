@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sections import command, machine, write_section  # noqa: E402
+from _sections import command, machine, stdlib_text, write_section  # noqa: E402
 
 import vocabopt  # noqa: E402
 from vocabopt.optimize import FOLKLORE  # noqa: E402
@@ -44,18 +43,10 @@ def python_stdlib(tmp: Path) -> tuple[Path, Path, str]:
     """~4 MB of the running interpreter's standard library source, and an 8K byte-level BPE trained on it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    out, size = [], 0
-    for f in sorted(stdlib.rglob("*.py")):
-        if "site-packages" in f.parts or "test" in f.parts or "tests" in f.parts:
-            continue
-        text = f.read_text(encoding="utf-8", errors="replace")
-        out.append(text)
-        size += len(text.encode("utf-8"))
-        if size >= STDLIB_BYTES:
-            break
+    text = stdlib_text(STDLIB_BYTES)
+    size = len(text.encode("utf-8"))
     corpus = tmp / "python-stdlib.txt"
-    corpus.write_text("\n".join(out), encoding="utf-8")
+    corpus.write_text(text, encoding="utf-8")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

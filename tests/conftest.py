@@ -110,3 +110,13 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
         files[name] = out / f"{name}.json"
         split.save(str(files[name]))
     return files
+
+
+@pytest.fixture
+def plain(tmp_path):
+    """Three KJV lines in a text file (tests.shared.LINES)."""
+    from tests.shared import LINES
+
+    path = tmp_path / "plain.txt"
+    path.write_text("\n".join(LINES) + "\n")
+    return path

@@ -12,20 +12,6 @@ from vocabopt.errors import TokenizerError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-LINES = [
-    "In the beginning God created the heaven and the earth.",
-    "And the earth was without form, and void;",
-    "and darkness was upon the face of the deep.",
-]
-
-
-@pytest.fixture
-def plain(tmp_path):
-    path = tmp_path / "plain.txt"
-    path.write_text("\n".join(LINES) + "\n")
-    return path
-
-
 def test_fast_path_reported(tokenizer_files, corpus_slice):
     stats = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
     assert stats.options["count_path"] == "chunks"

@@ -10,25 +10,9 @@ import lzma
 import numpy as np
 import pytest
 
+from tests.shared import LINES, counts
 from vocabopt import analyze
 from vocabopt.errors import InputError
-
-LINES = [
-    "In the beginning God created the heaven and the earth.",
-    "And the earth was without form, and void;",
-    "and darkness was upon the face of the deep.",
-]
-
-
-@pytest.fixture
-def plain(tmp_path):
-    path = tmp_path / "plain.txt"
-    path.write_text("\n".join(LINES) + "\n")
-    return path
-
-
-def counts(*args, **kw) -> np.ndarray:
-    return analyze(*args, **kw).counts
 
 
 @pytest.mark.parametrize("opener, ext", [(gzip.open, ".gz"), (bz2.open, ".bz2"), (lzma.open, ".xz")])

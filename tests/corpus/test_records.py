@@ -6,29 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
+from tests.shared import LINES, counts
 from vocabopt import analyze
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-LINES = [
-    "In the beginning God created the heaven and the earth.",
-    "And the earth was without form, and void;",
-    "and darkness was upon the face of the deep.",
-]
-
-
-@pytest.fixture
-def plain(tmp_path):
-    path = tmp_path / "plain.txt"
-    path.write_text("\n".join(LINES) + "\n")
-    return path
-
-
-def counts(*args, **kw) -> np.ndarray:
-    return analyze(*args, **kw).counts
 
 
 def test_jsonl_dotted_field_and_sequences(tmp_path, plain):
