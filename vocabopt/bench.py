@@ -3,8 +3,9 @@
 Inputs: a `Plan`, a device and dtype, the tokens per step N, optionally a `DeviceProfile` for predictions.
 Outputs: `BenchResult`, one row per method: the plan's layer (`build_layer(plan)`), the full softmax
 (nn.Linear + F.cross_entropy), `F.linear_cross_entropy` where torch has it, and torch's
-AdaptiveLogSoftmaxWithLoss (ALSWL) with the same weights when the plan's projections follow ALSWL's
-`d // div_value**(i+1)` rule. Targets are drawn from the plan's own frequency distribution (its counts).
+AdaptiveLogSoftmaxWithLoss (ALSWL) at the same design (its own weights, not the timed layer's: issue 18) when
+the plan's projections follow ALSWL's `d // div_value**(i+1)` rule. Targets are drawn from the plan's own frequency
+distribution (its counts).
 
 Time: median of interleaved fwd+bwd steps after a warm-up (rounds visit every method, so a machine's drift
 spreads over all of them). Memory: bytes autograd saves for backward on every device; on CUDA also the peak
