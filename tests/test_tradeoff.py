@@ -137,3 +137,20 @@ def test_a_fit_whose_exponent_sits_on_a_bound_is_refused():
     """Curves straight in log t never level off: the asymptote is undetermined, so no fit (end-of-run basis)."""
     log_linear = [(t, 6.0 - 0.5 * math.log(t)) for t in T]
     assert tradeoff.fit_pair([log_linear], [[(t, y - 0.01) for t, y in log_linear]]) is None
+
+
+def test_choose_trained_only_keeps_the_fastest_trained_design_within_tolerance():
+    measured = [
+        {"cutoffs": [1], "proj_dims": [4], "capacity": 0.6, "penalty": 0.03, "low": 0.02, "high": 0.04},
+        {"cutoffs": [3], "proj_dims": [4], "capacity": 1.0, "penalty": 0.0, "low": -0.002, "high": 0.002},
+    ]
+    model = tradeoff.penalty_model(measured)
+    frontier = [
+        {"cutoffs": [1], "proj_dims": [4], "time_ms": 1.0, "capacity": 0.6},
+        {"cutoffs": [2], "proj_dims": [4], "time_ms": 2.0, "capacity": 0.95},  # interpolated high 0.0039
+        {"cutoffs": [3], "proj_dims": [4], "time_ms": 3.0, "capacity": 1.0},
+    ]
+    chosen, met = tradeoff.choose(frontier, model, 0.01, measured)
+    assert chosen["cutoffs"] == [2] and met and not chosen["measured"]
+    chosen, met = tradeoff.choose(frontier, model, 0.01, measured, trained_only=True)
+    assert chosen["cutoffs"] == [3] and met and chosen["measured"]

@@ -165,7 +165,12 @@ def predict_penalty(model: dict[str, Any], capacity: float) -> dict[str, float] 
 
 
 def choose(
-    frontier: list[dict], model: dict[str, Any], tolerance: float, measured: list[dict] | None = None
+    frontier: list[dict],
+    model: dict[str, Any],
+    tolerance: float,
+    measured: list[dict] | None = None,
+    *,
+    trained_only: bool = False,
 ) -> tuple[dict, bool]:
     """The fastest frontier design whose upper bound is within `tolerance`, and True; else the design with the
     lowest upper bound, and False (no design met the tolerance).
@@ -173,7 +178,7 @@ def choose(
     A design's upper bound is the model's (isotonic, so pooled with its neighbours) and, when the design was
     trained (one of `measured`, matched by cutoffs and projections), also its own measured bound: pooling must not
     lift a design over the tolerance that its own interval does not clear. The choice says whether it was trained
-    (`measured`) or interpolated.
+    (`measured`) or interpolated; `trained_only` considers the trained designs alone.
     """
     own = {(tuple(m["cutoffs"]), tuple(m.get("proj_dims") or ())): m for m in measured or []}
     scored = []
@@ -182,6 +187,8 @@ def choose(
         if pred is None:
             continue
         mine = own.get((tuple(design["cutoffs"]), tuple(design.get("proj_dims") or ())))
+        if trained_only and mine is None:
+            continue
         high = pred["high"] if mine is None else max(pred["high"], mine["high"])
         scored.append(
             {**design, "predicted_penalty": pred["penalty"], "predicted_high": high, "measured": mine is not None}

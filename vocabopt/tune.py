@@ -51,7 +51,7 @@ def tune(
     batch_tokens: int,
     profile: Any,
     tolerance: float = 0.01,
-    seeds: int = 2,
+    seeds: int = 1,
     candidates: int = 4,
     folklore: bool = False,
     train_tokens: int | None = None,
@@ -61,6 +61,7 @@ def tune(
     device: str = "cpu",
     dtype: str = "float32",
     space: SearchSpace | None = None,
+    refine: int = 2,
     progress: Progress | None = None,
 ) -> Plan:
     """The fastest design within `tolerance` of the full softmax's held-out perplexity, measured on `sources`.
@@ -78,6 +79,8 @@ def tune(
             steps // 8 so that each curve has 8 points).
         heldout, max_tokens, device, dtype: as for `vocabopt.validate`.
         space: the optimizer's search space (projection rule, cluster counts).
+        refine: rounds that train the model's interpolated choice (with the same seeds and batches, paired with the
+            full softmax runs already made); the choice is then always a trained design. 0: keep the interpolation.
         progress: called as progress(what, done, total).
 
     Example:
@@ -101,11 +104,24 @@ def tune(
         d["name"]: Plan.from_cutoffs(stats, hidden=hidden, cutoffs=d["cutoffs"], proj_dims=d["proj_dims"])
         for d in picks
     }
-    runs = _train_seeds(layers, base, data, train, seeds, dev, getattr(torch, dtype), progress)
+    tdtype = getattr(torch, dtype)
+    runs = _train_seeds(layers, base, data, train, seeds, dev, tdtype, progress)
     steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
     measured, basis = _measure(picks, runs, steps_at, train.steps)
     model = tradeoff.penalty_model(measured)
     chosen, met = tradeoff.choose(frontier, model, tolerance, measured)
+    for r in range(refine):  # train the interpolated choice itself; the model then narrows around the crossing
+        if chosen["measured"] or not met:
+            break
+        probe = {**chosen, "name": f"r{r + 1}", "round": r + 1}
+        plan_r = Plan.from_cutoffs(stats, hidden=hidden, cutoffs=probe["cutoffs"], proj_dims=probe["proj_dims"])
+        runs.update(_train_seeds({probe["name"]: plan_r}, base, data, train, seeds, dev, tdtype, progress, runs[FULL]))
+        picks.append(probe)
+        measured, basis = _measure(picks, runs, steps_at, train.steps)
+        model = tradeoff.penalty_model(measured)
+        chosen, met = tradeoff.choose(frontier, model, tolerance, measured)
+    if refine and not chosen["measured"]:  # rounds spent: keep the fastest design whose own measurement passed
+        chosen, met = tradeoff.choose(frontier, model, tolerance, measured, trained_only=True)
     plan = optimize(
         stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, cutoffs=chosen["cutoffs"], **asdict(space)
     )
@@ -171,9 +187,13 @@ def _train_seeds(
     dev: Any,
     tdtype: Any,
     progress: Progress | None,
+    full_runs: list[dict] | None = None,
 ) -> dict[str, list[dict]]:
-    """name -> one record per seed: step times, the held-out curve, the held-out quality at the end."""
-    runs: dict[str, list[dict]] = {name: [] for name in [FULL, *layers]}
+    """name -> one record per seed: step times, the held-out curve, the held-out quality at the end.
+
+    The full softmax trains beside the layers unless `full_runs` holds its records from an earlier call: with the
+    same seeds and batches (and no dropout) its run would be the same, so the pairing stays exact."""
+    runs: dict[str, list[dict]] = {name: [] for name in [*([] if full_runs else [FULL]), *layers]}
     edges = _band_edges(base)
     last = next(reversed(runs))
     for s in range(seeds):
@@ -185,7 +205,14 @@ def _train_seeds(
                 progress(f"seed {s + 1}/{seeds}, {len(runs)} layers", s * steps + step, seeds * steps)
 
         trainers, batches = train_lockstep(
-            {FULL: None, **layers}, base, data, offsets, seeded, dev=dev, tdtype=tdtype, progress=report
+            {**({} if full_runs else {FULL: None}), **layers},
+            base,
+            data,
+            offsets,
+            seeded,
+            dev=dev,
+            tdtype=tdtype,
+            progress=report,
         )
         for tr in trainers:
             final = heldout_quality(
@@ -203,6 +230,8 @@ def _train_seeds(
             runs[tr.name].append(
                 {"step_ms": statistics.median(tr.step_ms[2:] or tr.step_ms), "curve": curve, "quality": final}
             )
+    if full_runs:
+        runs[FULL] = full_runs
     return runs
 
 
@@ -228,6 +257,7 @@ def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, s
     equal_time = float(np.expm1(np.clip(fit.gap(at * ratio, at)[0], -50, 50))) if fit is not None else None
     return {
         "name": pick["name"],
+        "round": pick.get("round", 0),  # 0: the first round; k: refinement k (the full softmax's runs reused)
         "cutoffs": pick["cutoffs"],
         "proj_dims": pick["proj_dims"],
         "capacity": pick["capacity"],

@@ -22,8 +22,11 @@ from .group import main
 @click.option("--tolerance", type=float, default=0.01, show_default=True, help="Allowed perplexity penalty (0.01=1%).")
 @click.option("--steps", type=int, default=300, show_default=True, help="Proxy-LM steps per run.")
 @click.option("--model", type=click.Choice(["lstm", "transformer"]), default="lstm", show_default=True)
-@click.option("--seeds", type=int, default=2, show_default=True, help="Trainings per design.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Trainings per design (GPU: 2-3).")
 @click.option("--candidates", type=int, default=4, show_default=True, help="Frontier designs to train.")
+@click.option(
+    "--refine", type=int, default=2, show_default=True, help="Rounds training the interpolated choice (0: none)."
+)
 @click.option("--folklore", is_flag=True, help="Also train the folklore designs.")
 @click.option("--train-tokens", type=int, default=None, help="Tokens of your real run: compare there (else asymptote).")
 @click.option("--seq-len", type=int, default=64, show_default=True)
