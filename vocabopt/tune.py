@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -100,26 +100,16 @@ def tune(
         picks += [f for f in base.predicted["folklore"] if f["time_ms"] < full_ms]
     dev = torch.device(resolve_device(device))
     data = load_tokens(base, sources, tokenizer, heldout=heldout, seq_len=train.seq_len, max_tokens=max_tokens)
-    layers = {
-        d["name"]: Plan.from_cutoffs(stats, hidden=hidden, cutoffs=d["cutoffs"], proj_dims=d["proj_dims"])
-        for d in picks
-    }
-    tdtype = getattr(torch, dtype)
-    runs = _train_seeds(layers, base, data, train, seeds, dev, tdtype, progress)
+    rounds = _Rounds(stats, base, data, train, seeds, dev, getattr(torch, dtype), progress)
+    runs = rounds.run(picks)
     steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
-    measured, basis = _measure(picks, runs, steps_at, train.steps)
-    model = tradeoff.penalty_model(measured)
-    chosen, met = tradeoff.choose(frontier, model, tolerance, measured)
+    measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, train.steps, tolerance)
     for r in range(refine):  # train the interpolated choice itself; the model then narrows around the crossing
         if chosen["measured"] or not met:
             break
-        probe = {**chosen, "name": f"r{r + 1}", "round": r + 1}
-        plan_r = Plan.from_cutoffs(stats, hidden=hidden, cutoffs=probe["cutoffs"], proj_dims=probe["proj_dims"])
-        runs.update(_train_seeds({probe["name"]: plan_r}, base, data, train, seeds, dev, tdtype, progress, runs[FULL]))
-        picks.append(probe)
-        measured, basis = _measure(picks, runs, steps_at, train.steps)
-        model = tradeoff.penalty_model(measured)
-        chosen, met = tradeoff.choose(frontier, model, tolerance, measured)
+        picks.append({**chosen, "name": f"r{r + 1}", "round": r + 1})
+        runs.update(rounds.run(picks[-1:], full_runs=runs[FULL]))
+        measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, train.steps, tolerance)
     if refine and not chosen["measured"]:  # rounds spent: keep the fastest design whose own measurement passed
         chosen, met = tradeoff.choose(frontier, model, tolerance, measured, trained_only=True)
     plan = optimize(
@@ -128,17 +118,12 @@ def tune(
     plan.provenance["method"] = "vocabopt.tune"
     plan.provenance["options"].update(cutoffs=None, tolerance=tolerance, min_capacity_rule="measured: see tune")
     plan.provenance["tune"] = {
-        "tolerance": tolerance,
-        # at the end of the run short-run bias favours small heads: no pass is claimed on that basis
-        "met": met and basis == "length",
-        "met_at_end_of_run": met if basis == "end" else None,
-        "basis": _basis_text(basis, train_tokens, train.steps),
+        **_verdict(met, basis, tolerance, train_tokens, train.steps),
         "chosen": chosen,
         "measured": measured,
         "model": model,
         "full_softmax": _full_record(runs[FULL]),
         "proxy": {**asdict(train), "seeds": seeds, "device": device_name(dev.type), "dtype": dtype},
-        "train_tokens": train_tokens,
         "bands": "ids covering 50%, 90%, 99% of the corpus's tokens, then the rest",
     }
     return plan
@@ -176,6 +161,38 @@ def _check(tolerance: float, seeds: int, candidates: int, train: TrainSettings, 
         raise InputError(f"steps={train.steps}: need at least 8 steps to draw a learning curve")
     if dtype not in DTYPES:
         raise InputError(f"dtype {dtype!r} is not one of {DTYPES}")
+
+
+@dataclass
+class _Rounds:
+    """What every training round shares: the corpus, the proxy LM's settings, the seeds, the device."""
+
+    stats: Any
+    base: Plan
+    data: TokenStream
+    train: TrainSettings
+    seeds: int
+    dev: Any
+    tdtype: Any
+    progress: Progress | None
+
+    def run(self, picks: list[dict], full_runs: list[dict] | None = None) -> dict[str, list[dict]]:
+        """Train each picked design (and the full softmax unless its runs are given) for every seed."""
+        hidden = self.base.hidden
+        layers = {
+            d["name"]: Plan.from_cutoffs(self.stats, hidden=hidden, cutoffs=d["cutoffs"], proj_dims=d["proj_dims"])
+            for d in picks
+        }
+        args = (self.base, self.data, self.train, self.seeds, self.dev, self.tdtype, self.progress)
+        return _train_seeds(layers, *args, full_runs)
+
+
+def _decide(frontier: list[dict], picks: list[dict], runs: dict, steps_at: float | None, steps: int, tolerance: float):
+    """(measured, basis, penalty model, chosen design, met) from the runs so far."""
+    measured, basis = _measure(picks, runs, steps_at, steps)
+    model = tradeoff.penalty_model(measured)
+    chosen, met = tradeoff.choose(frontier, model, tolerance, measured)
+    return measured, basis, model, chosen, met
 
 
 def _train_seeds(
@@ -319,6 +336,17 @@ def _mean_bands(mine: list[dict], full: list[dict]) -> list[dict]:
             }
         )
     return out
+
+
+def _verdict(met: bool, basis: str, tolerance: float, train_tokens: int | None, steps: int) -> dict[str, Any]:
+    return {
+        "tolerance": tolerance,
+        # at the end of the run short-run bias favours small heads: no pass is claimed on that basis
+        "met": met and basis == "length",
+        "met_at_end_of_run": met if basis == "end" else None,
+        "basis": _basis_text(basis, train_tokens, steps),
+        "train_tokens": train_tokens,
+    }
 
 
 def _basis_text(basis: str, train_tokens: int | None, steps: int) -> str:
