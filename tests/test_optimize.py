@@ -1,9 +1,10 @@
-"""The optimizer: well-formed designs, the capacity floor, the head at the inflection, bad input (the DP itself:
-tests/test_search.py)."""
+"""The optimizer: well-formed designs, the capacity floor (the paper's design's capacity, no ceiling), the head at the
+inflection, infer plans that fit in the full softmax's memory, bad input (the DP itself: tests/test_search.py)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from vocabopt.design import capacity, proj_dims
 from vocabopt.errors import InputError
 from vocabopt.optimize import optimize
 from vocabopt.plan import Plan
-from vocabopt.profile import synthetic_profile
+from vocabopt.profile import DeviceProfile, synthetic_profile
 from vocabopt.stats import CorpusStats
 
 
@@ -37,15 +38,29 @@ def counts_by_rank_shares(stats: CorpusStats, cutoffs: list[int]) -> list[float]
     return [c[a:b].sum() / c.sum() for a, b in zip(edges, edges[1:])]
 
 
-def test_default_capacity_floor_is_capped_at_0_9(affine_prof):
+def test_default_capacity_floor_is_the_paper_design_with_no_ceiling(affine_prof):
     stats = zipf_stats(3000, alpha=1.4)  # [2000, 10000] -> [2000]: nearly all mass in the head
     shares = counts_by_rank_shares(stats, [2000])
-    assert shares[0] + shares[1] / 4 > 0.9
+    floor = shares[0] + shares[1] * 64 / 256  # d=256: the tail projects to 64
+    assert floor > 0.9  # the old 0.9 ceiling would have lowered it
     plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024)
-    assert plan.provenance["options"]["min_capacity"] == 0.9
-    assert capacity(plan.cluster_shares, 256, plan.proj_dims) >= 0.9 - 1e-9
+    options = plan.provenance["options"]
+    assert options["min_capacity"] == pytest.approx(floor, abs=1e-6)
+    assert options["min_capacity_rule"].startswith(f"{floor:.3f}, the capacity of paper/Lua [2000]")
+    assert capacity(plan.cluster_shares, 256, plan.proj_dims) >= floor - 1e-6
     given = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, min_capacity=0.5)
     assert given.provenance["options"]["min_capacity_rule"] == "0.5 (given)"
+
+
+def test_default_floor_without_a_paper_cutoff_is_the_full_softmax(affine_prof):
+    """V <= 2000: the paper's design is the full softmax (capacity 1), so the most capacious design faster than it
+    is recommended."""
+    stats = zipf_stats(1500)
+    plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024)
+    assert plan.provenance["options"]["min_capacity"] == 1.0
+    frontier = plan.predicted["frontier"]
+    assert plan.capacity == pytest.approx(max(f["capacity"] for f in frontier), abs=1e-6)
+    assert plan.predicted["speedup"] > 1
 
 
 def test_plan_is_well_formed(affine_prof):
@@ -53,7 +68,8 @@ def test_plan_is_well_formed(affine_prof):
     plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024)
     assert isinstance(plan, Plan)
     assert plan.cutoffs == sorted(set(plan.cutoffs)) and 0 < plan.cutoffs[0] and plan.cutoffs[-1] < 30000
-    assert plan.proj_dims == proj_dims(256, len(plan.cutoffs))
+    assert plan.proj_dims == proj_dims(256, len(plan.cutoffs), min_proj=8)  # the profile's alignment: no 4, 1
+    assert plan.provenance["options"]["min_proj"] == 8
     assert np.array_equal(plan.order, stats.frequency_order())
     assert np.all(np.diff(plan.counts_by_rank) <= 0)  # counts by rank
     pred = plan.predicted
@@ -64,11 +80,11 @@ def test_plan_is_well_formed(affine_prof):
     times = [f["time_ms"] for f in pred["frontier"]]
     caps = [f["capacity"] for f in pred["frontier"]]
     assert times == sorted(times) and caps == sorted(caps)  # a Pareto frontier: slower only for more capacity
+    assert times[-1] < pred["full_softmax"]["time_ms"]  # none dominated by the full softmax
     # The recommendation: at least the default floor, within the tolerance of the fastest such design. The floor is
-    # min(0.9, the capacity of the paper's [2000, 10000] on these counts), computed here by hand.
+    # the capacity of the paper's [2000, 10000] on these counts, computed here by hand.
     shares = counts_by_rank_shares(stats, [2000, 10000])
-    floor = min(0.9, shares[0] + shares[1] / 4 + shares[2] / 16)
-    assert floor < 0.9  # Zipf(1.1) over 30K ids: this test covers the paper-design branch
+    floor = shares[0] + shares[1] / 4 + shares[2] / 16
     assert plan.provenance["options"]["min_capacity"] == pytest.approx(floor, abs=1e-6)
     eligible = [f for f in pred["frontier"] if f["capacity"] >= floor - 1e-6]
     assert capacity(plan.cluster_shares, 256, plan.proj_dims) >= floor - 1e-6
@@ -116,6 +132,8 @@ def test_constraints_are_honoured(affine_prof):
     assert plan.proj_dims == [100, 50][: len(plan.cutoffs)]
     plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, min_proj=32)
     assert min(plan.proj_dims) >= 32
+    plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, min_proj=1, min_capacity=0.0)
+    assert plan.provenance["options"]["min_proj"] == 1 and plan.proj_dims == proj_dims(256, len(plan.cutoffs))
     plan = optimize(stats, hidden=256, profile=affine_prof, batch_tokens=1024, mode="infer", decode="greedy")
     assert plan.mode == "infer" and plan.predicted["decode"] == "greedy"
 
@@ -218,5 +236,42 @@ def test_cli_given_cutoffs_beyond_the_vocabulary(files):
     args = optimize_args(files)
     r = CliRunner().invoke(main, [*args, "--cutoffs", "2000,10000"])
     assert r.exit_code == 0 and "given: cutoffs [2000, 10000]" in r.output
+    stats = CorpusStats.load(files / "stats.json")
+    cap = capacity(counts_by_rank_shares(stats, [2000, 10000]), 256, [64, 16])
+    assert f"capacity {cap:.3f} (share-weighted width / d" in r.output  # the given design's own capacity
     r = CliRunner().invoke(main, [*args, "--cutoffs", "2000,60000"])
     assert r.exit_code == 1 and "60000" in r.output and "20,000" in r.output
+
+
+CPU_PROFILE = Path(__file__).resolve().parents[1] / "configs" / "devices" / "cpu-xeon-2core-float32.json"
+
+
+def test_infer_plans_never_need_more_memory_than_the_full_softmax(files):
+    """On the shipped CPU profile: greedy plans need less memory than the full softmax; in full-distribution
+    inference every design needs more (it assembles the (N, V) log-probs), so none is proposed and the error says
+    why. A given design is still evaluated."""
+    prof = DeviceProfile.load(CPU_PROFILE)
+    stats = zipf_stats(8000, alpha=1.2)
+    kw = {"hidden": 512, "profile": prof, "batch_tokens": 2048, "mode": "infer"}
+    greedy = optimize(stats, decode="greedy", **kw)
+    assert greedy.predicted["plan"]["memory_bytes"] <= greedy.predicted["full_softmax"]["memory_bytes"]
+    assert all(c % prof.alignment == 0 for c in greedy.cutoffs)
+    with pytest.raises(InputError, match="keep the full softmax, or plan for --decode greedy"):
+        optimize(stats, decode="full", **kw)
+    given = optimize(stats, decode="full", cutoffs=[2000], **kw)
+    assert given.predicted["plan"]["memory_bytes"] > given.predicted["full_softmax"]["memory_bytes"]
+    stats.save(files / "big.json")
+    args = ["optimize", str(files / "big.json"), "--hidden", "512", "--profile", str(CPU_PROFILE)]
+    args += ["--batch-tokens", "2048", "--mode", "infer", "--decode", "full", "-o", str(files / "i.json")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "more activation memory" in r.output and "Traceback" not in r.output
+
+
+def test_cli_says_the_floor_measures_no_quality(files):
+    r = CliRunner().invoke(main, optimize_args(files))
+    assert r.exit_code == 0, r.output
+    floor_line = next(line for line in r.output.splitlines() if "floor (--min-capacity)" in line)
+    assert "paper/Lua [2000, 10000]" in floor_line and "measures no quality" in floor_line
+    assert "vocabopt tune" in floor_line and "--from-tune" in floor_line
+    help_text = " ".join(CliRunner().invoke(main, ["optimize", "--help"]).output.split())
+    assert "measures no quality" in help_text and "0.9" not in help_text

@@ -6,8 +6,9 @@ best design for each number of tail clusters, the Pareto frontier over (time, ca
 designs.
 
 The search itself (dynamic programming over cutoffs, Grave et al. 2017, §4) is `vocabopt.search`; this module
-chooses among its designs (the capacity floor, the tolerance), compares them with the folklore cutoffs, and
-records what was predicted and from which inputs.
+chooses among its designs (the capacity floor — a heuristic, not measured quality — or a tuned plan's measured
+penalty model, `from_tune`), compares them with the folklore cutoffs, and records what was predicted and from which
+inputs.
 """
 
 from __future__ import annotations
@@ -35,36 +36,42 @@ FOLKLORE: dict[str, list[int]] = {
 }
 
 
-# The default capacity floor. CAPACITY_CEILING: on the shipped corpus (docs/benchmarks.md, "validate") a 0.9 design
-# trained as well as the full softmax while the fastest designs (~0.65, with 2-16-dimensional tails) trained 7-8%
-# worse, so more than 0.9 is never required. Below that, the floor is the capacity the paper's own design
-# (REFERENCE_DESIGN, clipped to the vocabulary, same projection rule) has on the user's distribution: a design that
-# trained to near-full-softmax perplexity on large vocabularies (Grave et al. 2017), so the plan is never less
-# expressive than the design a user would otherwise type in, only faster.
-CAPACITY_CEILING = 0.9
+# The default capacity floor: the capacity the paper's own design (REFERENCE_DESIGN, clipped to the vocabulary, same
+# projection rule) has on the user's distribution, so the plan is never less expressive than the design a user would
+# otherwise type in, only faster. A heuristic that measures no quality: capacity is a proxy for picking candidates.
+# `vocabopt tune` measures held-out perplexity, and `optimize --from-tune` chooses on that evidence instead.
 REFERENCE_DESIGN = "paper/Lua"
+FLOOR_CAVEAT = "a heuristic that measures no quality; `vocabopt tune` / `optimize --from-tune` measure it"
 
 
 def default_min_capacity(counts_by_rank: np.ndarray, hidden: int, space: SearchSpace) -> tuple[float, str]:
-    """(floor, why): min(CAPACITY_CEILING, the capacity of REFERENCE_DESIGN on `counts_by_rank`)."""
+    """(floor, why): the capacity of REFERENCE_DESIGN on `counts_by_rank` under `space`'s projection rule.
+
+    Clipped to the vocabulary; with explicit `proj_dims` it keeps one cutoff per given size. With no cutoff below V
+    the reference is the full softmax (capacity 1): the most capacious design faster than it is recommended.
+    """
     cut = design.clip_cutoffs(FOLKLORE[REFERENCE_DESIGN], len(counts_by_rank))
-    if not cut or not space.fits(len(cut)):
-        return CAPACITY_CEILING, f"{CAPACITY_CEILING} (no {REFERENCE_DESIGN} design fits this vocabulary)"
+    if space.proj_dims is not None:
+        cut = cut[: len(space.proj_dims)]
+    if not cut:
+        return 1.0, f"1.0: {REFERENCE_DESIGN} has no cutoff below V={len(counts_by_rank):,} (the full softmax)"
     dims = space.dims(hidden, len(cut))
     ref = design.capacity(design.cluster_shares(counts_by_rank, cut), hidden, dims)
-    if ref >= CAPACITY_CEILING:
-        return CAPACITY_CEILING, f"{CAPACITY_CEILING} ({REFERENCE_DESIGN} {cut} has {ref:.3f}: more is not needed)"
-    return ref, f"{ref:.3f}, the capacity of {REFERENCE_DESIGN} {cut} here (below {CAPACITY_CEILING})"
+    return ref, f"{ref:.3f}, the capacity of {REFERENCE_DESIGN} {cut} (proj_dims {dims}) on this corpus"
 
 
 def recommend(frontier: list[Design], tolerance: float, min_capacity: float = 0.0) -> Design:
     """The highest-capacity design within `tolerance` (relative) of the fastest one with at least `min_capacity`
     (the most capacious design if none reaches it)."""
-    if not (math.isfinite(tolerance) and tolerance >= 0):
-        raise InputError(f"tolerance={tolerance}: must be a share >= 0 of the fastest time, e.g. 0.02")
+    _check_tolerance(tolerance)
     eligible = [d for d in frontier if d.capacity >= min_capacity] or [max(frontier, key=lambda d: d.capacity)]
     fastest = min(d.time_ms for d in eligible)
     return max((d for d in eligible if d.time_ms <= fastest * (1 + tolerance)), key=lambda d: d.capacity)
+
+
+def _check_tolerance(tolerance: float) -> None:
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise InputError(f"tolerance={tolerance}: must be a share >= 0 of the fastest time, e.g. 0.02")
 
 
 def folklore(
@@ -150,12 +157,13 @@ def optimize(
         mode: "train" (forward + backward, a tail runs only for its targets) or "infer".
         decode: for infer, "full" (every cluster for every row) or "greedy" (a tail for its share of rows).
         max_clusters: search 1..max_clusters tail clusters.
-        div_value, min_proj, proj_dims: projections hidden // div_value**(i+1), at least min_proj; or these sizes.
+        div_value, min_proj, proj_dims: projections hidden // div_value**(i+1), at least min_proj (default
+            `search.default_min_proj`: the profile's alignment; 1: no floor); or these sizes.
         min_head, max_head, candidates, min_tail: head-size bounds, cutoff-grid size, smallest tail (in ids): see
             `vocabopt.search.SearchSpace`.
         tolerance: recommend the highest-capacity frontier design within this share of the fastest time.
-        min_capacity: only designs with at least this capacity are recommended; default `default_min_capacity`,
-            a heuristic floor (docs/optimizer.md), not measured quality (`from_tune` is). 0: the fastest design.
+        min_capacity: recommend only designs with at least this capacity; default `default_min_capacity`, the
+            paper's [2000, 10000]'s: a heuristic that measures no quality (`tune`/`from_tune` do). 0: the fastest.
         cutoffs: evaluate this design instead of recommending one (the search still runs, for the comparison).
         paths: where the inputs came from, recorded in the plan's provenance: {"stats": path, "profile": path}.
         from_tune: a plan made by `vocabopt.tune` for this corpus and width: recommend the fastest design whose
@@ -171,6 +179,7 @@ def optimize(
     order, counts = _distribution(stats)
     space = SearchSpace(max_clusters, div_value, min_proj, proj_dims, min_head, max_head, candidates, min_tail)
     space.check(len(counts), hidden)
+    space = space.resolved(profile, len(counts), hidden)  # the profile's defaults: min_proj, min_tail
     min_capacity, floor_reason = _floor(counts, hidden, space, min_capacity)
     found = search(profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=space)
     best, measured = _choose(found, counts, hidden, space, tolerance, min_capacity, cutoffs, from_tune, stats)
@@ -215,17 +224,30 @@ def _choose(
     stats: Any,
 ) -> tuple[Design, dict | None]:
     """The design the plan holds: given cutoffs, else the measured choice (`from_tune`), else `recommend`."""
-    best, measured = recommend(found["frontier"], tolerance, min_capacity), None
     if from_tune is not None and cutoffs is not None:
         raise InputError("from_tune and cutoffs both choose the design; pass one of them")
-    if from_tune is not None:  # only designs faster than the full softmax: a slower one is dominated by it
-        faster = [d for d in found["frontier"] if d.time_ms < found["full_ms"]]
-        if not faster:
-            raise InputError("from_tune: no design is predicted faster than the full softmax here; keep it")
-        best, measured = _recommend_measured(faster, from_tune, stats, hidden)
     if cutoffs is not None:
-        best = _given(counts, hidden, list(cutoffs), space)
-    return best, measured
+        return _given(counts, hidden, list(cutoffs), space), None
+    _check_tolerance(tolerance)
+    if not found["frontier"]:  # search keeps only designs faster than the full softmax and no larger in memory
+        raise InputError(_no_design(found))
+    if from_tune is not None:
+        return _recommend_measured(found["frontier"], from_tune, stats, hidden)
+    return recommend(found["frontier"], tolerance, min_capacity), None
+
+
+def _no_design(found: dict[str, Any]) -> str:
+    """Why no design is proposed: none is faster than the full softmax with no more memory."""
+    why = ""
+    if found["over_memory"]:
+        why = f"; {found['over_memory']} designs need more activation memory than it"
+        if found["mode"] == "infer" and found["decode"] == "full":
+            why += " (full-distribution inference assembles the (N, V) log-probs from the clusters)"
+    return (
+        f"no adaptive design is predicted faster than the full softmax ({found['full_ms']:.2f} ms) with no more "
+        f"activation memory ({found['full_memory_bytes'] / 2**20:,.1f} MiB) here{why}; keep the full softmax"
+        + (", or plan for --decode greedy" if found["mode"] == "infer" and found["decode"] == "full" else "")
+    )
 
 
 def _recommend_measured(frontier: list[Design], tuned: Plan, stats: Any, hidden: int) -> tuple[Design, dict]:
@@ -271,7 +293,7 @@ def _floor(counts: np.ndarray, hidden: int, space: SearchSpace, given: float | N
     if given is None:
         return default_min_capacity(counts, hidden, space)
     if not (math.isfinite(given) and 0 <= given <= 1):
-        raise InputError(f"min_capacity={given}: must be a share in [0, 1], e.g. 0.9")
+        raise InputError(f"min_capacity={given}: must be a share in [0, 1], e.g. 0.8")
     return given, f"{given} (given)"
 
 
@@ -302,8 +324,7 @@ def _predicted(
         "decode": decode,
         "batch_tokens": n,
         "best_per_clusters": {str(j): d.to_json() for j, d in found["per_clusters"].items()},
-        # a design slower than the full softmax is dominated by it (capacity 1): not on the frontier
-        "frontier": [d.to_json() for d in _thin([d for d in found["frontier"] if d.time_ms < full.time_ms], 12)],
+        "frontier": [d.to_json() for d in _thin(found["frontier"], 12)],  # search left out the dominated designs
         "search": {"candidates": found["candidates"]},  # no wall time: same inputs, byte-identical plan
     }, full.time_ms
 

@@ -9,7 +9,7 @@ import click
 
 from ..artifacts import atomic_write_bytes, check_writable
 from ..device import DTYPES
-from ..optimize import folklore_skipped, optimize, planning_profile
+from ..optimize import FLOOR_CAVEAT, folklore_skipped, optimize, planning_profile
 from ..plan import Plan
 from ..plots import plan_png
 from ..profile import DeviceProfile
@@ -45,7 +45,13 @@ from .group import main
 )
 @click.option("--max-clusters", type=int, default=4, show_default=True)
 @click.option("--div-value", type=float, default=4.0, show_default=True, help="Projection rule: d // div^(i+1).")
-@click.option("--min-proj", type=int, default=None, help="Lower bound on every projection size.")
+@click.option(
+    "--min-proj",
+    type=int,
+    default=None,
+    help="Lower bound on every projection size. [default: the profile's alignment (8 on CPU): smaller ones are "
+    "predicted no faster; 1: no floor]",
+)
 @click.option("--proj-dims", callback=int_list, default=None, help="Explicit projection sizes, e.g. 256,64,16.")
 @click.option("--min-head", type=int, default=None, help="Smallest head shortlist to consider.")
 @click.option("--max-head", type=int, default=None, help="Largest head shortlist to consider.")
@@ -68,7 +74,8 @@ from .group import main
     type=float,
     default=None,
     help="Recommend only designs with at least this capacity (share-weighted width / d; 1 = full softmax). "
-    "[default: the capacity of the paper's [2000, 10000] on this corpus, at most 0.9]",
+    "[default: the capacity of the paper's [2000, 10000] on this corpus: a heuristic that measures no quality; "
+    "`vocabopt tune` / --from-tune measure it]",
 )
 @click.option(
     "--from-tune",
@@ -175,7 +182,7 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
     else:
         click.echo(
             f"  capacity {plan.capacity:.3f}; floor (--min-capacity): {plan.provenance['options']['min_capacity_rule']}"
-            " (a heuristic, not measured quality: `vocabopt tune` measures it)"
+            f" ({FLOOR_CAVEAT})"
         )
     click.echo(f"  {'cluster':<8} {'ranks':>19} {'share':>8} {'dim':>5} {'ms':>9}")
     edges = [0, *plan.cutoffs, plan.vocab_size]
@@ -193,7 +200,7 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str, plot: str | None
             f"  capacity {d['capacity']:.3f}"
         )
     click.echo("")
-    click.echo("Pareto frontier (time vs capacity = sum of share x dim / d; params):")
+    click.echo("Pareto frontier (time vs capacity = sum of share x dim / d; params; faster than the full softmax):")
     for d in p["frontier"]:
         click.echo(
             f"  {str(d['cutoffs']):<36} {str(d['proj_dims']):<18} {d['time_ms']:>9.2f} ms  "
