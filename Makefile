@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,dask,tokenizers]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,dask,tokenizers,hf]'
 	touch $(STAMP)
 
 # The whole chain on the shipped corpus: count tokens, time this machine's kernels, choose the design, export it.
@@ -35,17 +35,35 @@ lint: $(STAMP)
 	$(BIN)/ruff check vocabopt tests benchmarks
 	$(BIN)/ruff format --check vocabopt tests benchmarks
 
-# Regenerates docs/benchmarks.md. Run it on a quiet machine; on another machine than the shipped profile's, pass
-# your own: `make bench PROFILE=out/device.json` (from `vocabopt profile -o out/device.json`).
+# Regenerates docs/benchmarks.md: every script whose figures README.md and docs/ quote (benchmarks/README.md maps
+# each figure to its script and section). Hours on a 2-core CPU (tune_corpora ~40 min, expand_replan ~30 min,
+# validate_kjv ~8 min, layer_speed ~3 min, ...). Run it on a quiet machine; on another machine than the shipped
+# profile's, pass your own: `make bench PROFILE=out/device.json` (from `vocabopt profile -o out/device.json`).
 PROFILE ?= configs/devices/cpu-xeon-2core-float32.json
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze_throughput.py
+	$(BIN)/python benchmarks/analyze_scale.py
 	$(BIN)/python benchmarks/analyze_dask.py
 	$(BIN)/python benchmarks/layer_speed.py --quick
 	$(BIN)/python benchmarks/cost_model_fidelity.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/optimizer_speed.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/plan_vs_folklore.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/validate_kjv.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/tune_corpora.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/expand_replan.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/decode_latency.py --quick --docs
+
+# A sanity run of the same scripts with their quick/smoke options (minutes); writes nothing (--no-write, and
+# decode_latency without --docs). analyze_scale, analyze_dask and validate_kjv have no quick mode and are left out.
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/analyze_throughput.py --quick --no-write
+	$(BIN)/python benchmarks/layer_speed.py --quick --reps 3 --no-write
+	$(BIN)/python benchmarks/cost_model_fidelity.py --profile $(PROFILE) --quick --no-write
+	$(BIN)/python benchmarks/optimizer_speed.py --profile $(PROFILE) --quick --no-write
+	$(BIN)/python benchmarks/plan_vs_folklore.py --profile $(PROFILE) --quick --no-write
+	$(BIN)/python benchmarks/tune_corpora.py --profile $(PROFILE) --corpus kjv --steps 40 --seeds 1 --no-write
+	$(BIN)/python benchmarks/expand_replan.py --profile $(PROFILE) --quick --no-write
+	$(BIN)/python benchmarks/decode_latency.py --shapes 4000:32 --batch 1 --reps 1
 
 clean:
 	rm -rf $(VENV) out
