@@ -158,3 +158,18 @@ def test_load_tokens_tokenises_as_analyze_counts(tiny, sequence):
     stats = vocabopt.analyze([str(path)], str(BPE), sequence=sequence, add_special_tokens=False)
     np.testing.assert_array_equal(np.bincount(data.ids, minlength=stats.vocab_size), stats.counts)
     assert (stats.counts[stats.tokens.index("Ċ")] > 0) == (sequence is None)
+
+
+def test_load_tokens_reads_the_corpus_in_the_mode_the_plans_stats_were_counted_in(tiny):
+    """A plan made from line-mode stats records the mode; validate and tune then read lines without being told."""
+    path, _ = tiny
+    stats = vocabopt.analyze([str(path)], str(BPE), sequence="line", add_special_tokens=False)
+    plan = Plan.from_cutoffs(stats, hidden=32, cutoffs=[200, 1000])
+    assert plan.provenance["tokenizer"]["sequence"] == "line"
+    data = load_tokens(plan, [str(path)], str(BPE), heldout=0.1, seq_len=16)
+    np.testing.assert_array_equal(np.bincount(data.ids, minlength=stats.vocab_size), stats.counts)
+    prof = vocabopt.profile.synthetic_profile(lambda kernel, *c: 0.01 + 1e-7 * np.prod(c, axis=0))
+    optimized = vocabopt.optimize(stats, hidden=32, profile=prof, batch_tokens=512)
+    assert optimized.provenance["tokenizer"]["sequence"] == "line"
+    document = load_tokens(plan, [str(path)], str(BPE), heldout=0.1, seq_len=16, sequence="document")
+    assert document.ids.size > data.ids.size  # an explicit mode still wins (document keeps the newlines)

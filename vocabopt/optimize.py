@@ -23,7 +23,7 @@ import numpy as np
 
 from . import cost, design, tradeoff
 from .errors import InputError, MismatchError
-from .plan import Plan
+from .plan import Plan, tokenizer_record
 from .search import Design, SearchSpace, search
 from .version import __version__
 
@@ -332,7 +332,7 @@ def _predicted(
 def _provenance(stats: Any, profile: Any, options: dict[str, Any], paths: dict[str, str | None]) -> dict[str, Any]:
     """Which stats, profile and options made the plan; `paths` adds where the stats and profile were read from."""
     tok = getattr(stats, "tokenizer", None)
-    tokenizer = {"name": tok.name, "sha256": tok.sha256, "kind": tok.kind} if tok is not None else None
+    tokenizer = tokenizer_record(stats)
     provenance: dict[str, Any] = {
         "method": "vocabopt.optimize",
         "vocabopt": __version__,

@@ -98,7 +98,7 @@ class Plan:
         provenance = dict(kw.pop("provenance", {}) or {})
         tok = getattr(stats, "tokenizer", None)
         if tok is not None:
-            provenance.setdefault("tokenizer", {"name": tok.name, "sha256": tok.sha256, "kind": tok.kind})
+            provenance.setdefault("tokenizer", tokenizer_record(stats))
         provenance.setdefault("method", "from_cutoffs")
         return cls(
             vocab_size=int(counts.size),
@@ -266,3 +266,14 @@ class Plan:
             raise
         except (KeyError, TypeError, ValueError, InputError) as e:
             raise ArtifactError(f"{path}: malformed Plan ({type(e).__name__}: {e}); regenerate it") from None
+
+
+def tokenizer_record(stats: Any) -> dict[str, Any] | None:
+    """How the stats turned text into ids: the tokenizer and the sequence mode the counts were made with, so that
+    validate and tune read the corpus the same way."""
+    tok = getattr(stats, "tokenizer", None)
+    if tok is None:
+        return None
+    record = {"name": tok.name, "sha256": tok.sha256, "kind": tok.kind}
+    sequence = (getattr(stats, "options", None) or {}).get("sequence")
+    return {**record, "sequence": sequence} if sequence else record

@@ -230,8 +230,9 @@ def load_tokens(
 ) -> TokenStream:
     """Tokenize `sources` into one id stream and split off its end as the held-out part.
 
-    Sequences are read as `analyze` counts them (`sequence`: "document", the default, keeps each document's
-    newlines; "line" encodes each line alone), so the held-out tokens are the tokens the plan was counted on.
+    Sequences are read as `analyze` counted the plan's stats (`sequence`: default the mode the plan records, else
+    "document", which keeps each document's newlines; "line" encodes each line alone), so the held-out tokens are
+    the tokens the plan was counted on.
 
     Raises MismatchError when the tokenizer is not the plan's (hash or vocabulary size), InputError when the
     corpus is too small for one training window and one held-out window.
@@ -241,6 +242,7 @@ def load_tokens(
     from .corpus.tokenizer import hf_vocab_size, load_spec
 
     spec = load_spec(tokenizer)
+    sequence = sequence or (plan.provenance.get("tokenizer") or {}).get("sequence")
     if spec.kind == "word":
         raise TokenizerError(
             "validate needs a fixed tokenizer: pass the tokenizer.json written by "
