@@ -112,6 +112,7 @@ LAYERS = [
     ("layer",),
     ("export", "hf"),
     ("expand", "replan", "drift"),
+    ("convert",),
     ("bench", "decode"),
     ("training",),
     ("quality",),

@@ -175,6 +175,7 @@ API: dict[str, str] = {
     "torch.Generator(device=)": OLD,
     "torch.get_num_threads": OLD,
     "torch.linalg.cholesky": OLD,
+    "torch.linalg.eigh": OLD,
     "torch.linalg.lstsq": OLD,
     "torch.linalg.lstsq(driver=)": OLD,
     "torch.linalg.lstsq(rcond=)": OLD,

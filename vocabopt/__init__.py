@@ -51,6 +51,7 @@ _EXPORTS = {
     "Expansion": "expand",
     "replan_head": "replan",
     "Replan": "replan",
+    "convert_head": "convert",
     "DriftReport": "drift",
 }
 
