@@ -14,8 +14,9 @@ from click.testing import CliRunner
 import vocabopt
 from vocabopt import Plan, build_layer
 from vocabopt.cli import main
-from vocabopt.convert import ConvertReport, convert_head, factor_tail, read_weights
+from vocabopt.convert import ConvertReport, convert_head, read_weights
 from vocabopt.errors import InputError, MismatchError
+from vocabopt.replan import factor_tail
 
 V, D, CUT, PROJ = 300, 32, [40, 140], [8, 3]
 

@@ -33,7 +33,7 @@ from typing import Any
 from . import artifacts
 from .errors import ArtifactError, InputError, MismatchError
 from .plan import Plan
-from .replan import RCOND
+from .replan import RCOND, factor_tail
 
 SCHEMA_VERSION = 1
 ARTIFACT = "vocabopt.ConvertReport"
@@ -203,38 +203,6 @@ def _check_shapes(w: Any, b: Any, plan: Plan) -> None:
         raise MismatchError(f"the lm_head bias is {tuple(b.shape)}; the plan needs ({V},)")
     if not bool(w.isfinite().all()) or (b is not None and not bool(b.isfinite().all())):
         raise InputError("the lm_head weight or bias holds NaN/inf; convert a finite checkpoint")
-
-
-def factor_tail(E: Any, p: int) -> tuple[Any, Any, dict[str, float]]:
-    """Best rank-p fit of the (n, d) block E (fp64): projection (p, d), output rows (n, p), and the fit.
-
-    A tall block (n > 2d, every large tail) is factored through its (d, d) Gram matrix, so memory stays O(n p):
-    E^T E = V S^2 V^T and U_k S_k = E V_k. A short one takes the SVD with a full (d, d) V^T, so p may exceed n.
-    """
-    import torch
-
-    n, d = E.shape
-    if n > 2 * d:
-        evals, evecs = torch.linalg.eigh(E.T @ E)  # ascending, (d,), (d, d)
-        S2, Vt = evals.flip(0).clamp(min=0.0), evecs.flip(1).T  # (d,), (d, d) descending
-        S = S2.sqrt()
-    else:
-        U, S, Vt = torch.linalg.svd(E, full_matrices=n < d)  # (n, k'), (k',), (d, d)
-        S2 = S.square()
-    k = min(p, S.numel())
-    s_all = torch.zeros(p, dtype=E.dtype)
-    s_all[:k] = S[:k]
-    floor = 1e-2 * float(S[0].sqrt()) if S.numel() and float(S[0]) > 0 else 1.0
-    scale = s_all.sqrt().clamp(min=floor)  # (p,) projection row norms
-    proj = Vt[:p] * scale[:, None]  # (p, d)
-    rows = torch.zeros(n, p, dtype=E.dtype)
-    if n > 2 * d:
-        rows[:, :k] = (E @ Vt[:k].T) / scale[:k]  # (n, k) = U_k S_k / s
-    else:
-        rows[:, :k] = U[:, :k] * (S[:k] / scale[:k])  # (n, p): rows @ proj = U_k S_k V_k^T
-    norm = float(torch.linalg.norm(E))
-    discarded = float(S2[k:].sum().sqrt())
-    return proj, rows, {"relative_error": discarded / norm if norm else 0.0, "discarded_singular_norm": discarded}
 
 
 def _cluster_targets(x: Any, W: Any, b: Any, blocks: list[Any]) -> Any:

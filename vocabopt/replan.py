@@ -102,27 +102,41 @@ def log_offsets(state: dict[str, Any], plan: Plan, hidden: Any) -> Any:
     return torch.stack(out)
 
 
-def _svd_tail(E: Any, p: int) -> tuple[Any, Any, dict[str, float]]:
-    """Best rank-p fit of the (n, d) rows E: projection (p, d), rows (n, p), and the fit's error.
+def factor_tail(E: Any, p: int) -> tuple[Any, Any, dict[str, float]]:
+    """Best rank-p fit of the (n, d) block E (fp64): projection (p, d), output rows (n, p), and the fit (the error
+    relative to E's norm and the norm of the discarded singular values: Eckart-Young). Used by replan and convert.
 
     The factors are balanced, rows = U sqrt(S) and projection = sqrt(S) V^T (same product as U S and V^T): with
     all the scale on one side an optimizer's step moves the logits far more through the other, and fine-tuning
-    diverges. Directions beyond the rank get orthonormal projection rows (scaled like the smallest kept one) and
-    zero token rows: the product is unchanged and both still get gradients.
+    diverges. Directions beyond the rank keep nonzero projection rows (a small floor), so they still get gradients.
+
+    A tall block (n > 2d, every large tail) is factored through its (d, d) Gram matrix, so memory stays O(n p):
+    E^T E = V S^2 V^T and U_k S_k = E V_k. A short one takes the SVD with a full (d, d) V^T, so p may exceed n.
     """
     import torch
 
-    U, S, Vt = torch.linalg.svd(E, full_matrices=True)  # (n, n), (k,), (d, d)
+    n, d = E.shape
+    if n > 2 * d:
+        evals, evecs = torch.linalg.eigh(E.T @ E)  # ascending, (d,), (d, d)
+        S2, Vt = evals.flip(0).clamp(min=0.0), evecs.flip(1).T  # (d,), (d, d) descending
+        S = S2.sqrt()
+    else:
+        U, S, Vt = torch.linalg.svd(E, full_matrices=n < d)  # (n, k'), (k',), (d, d)
+        S2 = S.square()
     k = min(p, S.numel())
-    root = S[:k].sqrt()
-    rows = torch.zeros(E.shape[0], p, dtype=E.dtype)
-    rows[:, :k] = U[:, :k] * root
-    proj = Vt[:p].clone()
-    proj[:k] *= root[:, None]
-    proj[k:] *= root[-1] if k else 1.0
-    err = float(torch.linalg.norm(E - rows @ proj))
-    discarded = float(S[k:].square().sum().sqrt())
-    return proj, rows, {"fit_error": err, "discarded_singular_norm": discarded, "norm": float(torch.linalg.norm(E))}
+    s_all = torch.zeros(p, dtype=E.dtype)
+    s_all[:k] = S[:k]
+    floor = 1e-2 * float(S[0].sqrt()) if S.numel() and float(S[0]) > 0 else 1.0
+    scale = s_all.sqrt().clamp(min=floor)  # (p,) projection row norms
+    proj = Vt[:p] * scale[:, None]  # (p, d)
+    rows = torch.zeros(n, p, dtype=E.dtype)
+    if n > 2 * d:
+        rows[:, :k] = (E @ Vt[:k].T) / scale[:k]  # (n, k) = U_k S_k / s
+    else:
+        rows[:, :k] = U[:, :k] * (S[:k] / scale[:k])  # (n, p): rows @ proj = U_k S_k V_k^T
+    norm = float(torch.linalg.norm(E))
+    discarded = float(S2[k:].sum().sqrt())
+    return proj, rows, {"relative_error": discarded / norm if norm else 0.0, "discarded_singular_norm": discarded}
 
 
 def _check_plans(plan: Plan, new_plan: Plan) -> None:
@@ -177,7 +191,9 @@ def replan_head(
     S = new_plan.cutoffs[0]
     tails = []
     for j, ((lo, hi), p) in enumerate(zip(new_plan.bounds[1:], new_plan.proj_dims, strict=True)):
-        proj, rows, fit = _svd_tail(E[lo:hi], p)
+        proj, rows, fit = factor_tail(E[lo:hi], p)
+        fit["fit_error"] = float(torch.linalg.norm(E[lo:hi] - rows @ proj))
+        fit["norm"] = float(torch.linalg.norm(E[lo:hi]))
         state[f"proj.{j}.weight"], state[f"out.{j}.weight"] = proj.to(dtype), rows.to(dtype)
         if "out.0.bias" in head_state:
             state[f"out.{j}.bias"] = b[lo:hi].to(dtype)
