@@ -22,7 +22,8 @@ demo: $(STAMP)
 	$(BIN)/vocabopt optimize out/kjv-stats.json --hidden 512 --batch-tokens 2048 --profile out/device.json \
 		-o out/plan.json --plot out/frontier.png
 	$(BIN)/vocabopt export out/plan.json -o out/adaptive_head.py
-	@echo "demo done: out/kjv-rank.png, out/plan.json, out/frontier.png, out/adaptive_head.py"
+	$(BIN)/vocabopt report out/kjv-stats.json out/device.json out/plan.json -o out/report.html
+	@echo "demo done: out/kjv-rank.png, out/plan.json, out/frontier.png, out/adaptive_head.py, out/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

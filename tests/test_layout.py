@@ -119,6 +119,7 @@ LAYERS = [
     ("validate",),
     ("tune",),
     ("plots",),
+    ("html_report",),
     ("cli", "__main__"),
 ]
 

@@ -7,7 +7,20 @@ Library errors (vocabopt.errors) become one-line messages with exit code 1; anyt
 from __future__ import annotations
 
 # Verbs register themselves on `main` (cli/group.py) when imported; one module per verb (or family of verbs).
-from . import analyze, bench, convert, drift, expand, export, optimize, profile, replan, tune, validate  # noqa: F401
+from . import (  # noqa: F401
+    analyze,
+    bench,
+    convert,
+    drift,
+    expand,
+    export,
+    optimize,
+    profile,
+    replan,
+    report,
+    tune,
+    validate,
+)
 from .group import main
 
 __all__ = ["main"]
