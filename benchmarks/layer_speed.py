@@ -1,11 +1,12 @@
 """Benchmark: forward+backward time and memory of the output layer — vocabopt's adaptive softmax vs torch's
-AdaptiveLogSoftmaxWithLoss (identical design) vs full softmax (nn.Linear + F.cross_entropy, F.linear_cross_entropy).
+AdaptiveLogSoftmaxWithLoss (identical design and weights) vs the full softmax (nn.Linear + F.cross_entropy), its
+torch.compile'd form, and torch's chunked F.linear_cross_entropy (options=LinearCrossEntropyOptions(), torch >= 2.13).
 
 Targets are Zipf-distributed (p(rank r) ~ 1/(r+1)): uniform targets would put almost every token in the rarest
 cluster and misrepresent every adaptive method. Prints a table and rewrites this benchmark's section of
 docs/benchmarks.md. Medians of repeated fwd+bwd steps, all measured in one run; ratios are against vocabopt.
 
-    python benchmarks/layer_speed.py --quick            # CPU, ~3 minutes
+    python benchmarks/layer_speed.py --quick            # CPU, minutes (the chunked CE is slow there)
     python benchmarks/layer_speed.py --device cuda --dtype bf16
 """
 
@@ -23,14 +24,22 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vocabopt.device import cuda_peak_bytes, device_name, saved_bytes, time_ms  # noqa: E402  (as `vocabopt bench`)
+from vocabopt.device import (  # noqa: E402  (as `vocabopt bench`)
+    device_name,
+    module_bytes,
+    saved_bytes,
+    step_peak_bytes,
+    time_ms,
+)
 from vocabopt.layer import build_layer, load_alswl  # noqa: E402
 from vocabopt.plan import Plan  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sections import write_section  # noqa: E402
 
-SLOW = ("full softmax", "F.linear_cross_entropy")  # seconds per step on CPU: fewer repetitions
+CHUNKED = "F.linear_cross_entropy (chunked)"  # torch's LinearCrossEntropyOptions() defaults, same weights and bias
+COMPILED = "full softmax (torch.compile)"
+SLOW = ("full softmax", CHUNKED, COMPILED)  # seconds per step on CPU: fewer repetitions
 SECTION = "## Layer speed (benchmarks/layer_speed.py)"
 # (N tokens, d, V, cutoffs); projections d/4^i (ALSWL's div_value=4) so that ALSWL can run the identical design
 CONFIGS_QUICK = [
@@ -39,6 +48,7 @@ CONFIGS_QUICK = [
     (2048, 512, 8000, [1152, 2328]),  # `vocabopt optimize` on the shipped KJV corpus (BPE 8K): proj [128, 32]
     (2048, 512, 262_144, [2000, 10_000, 50_000]),  # word-level vocabulary (WT103-sized), paper-style cutoffs
 ]
+CONFIGS_SMOKE = [(256, 64, 4000, [500, 1500])]  # seconds: checks the script runs, every peer included; no figures
 CONFIGS_FULL = CONFIGS_QUICK + [(4096, 1024, 128_000, [4000, 20_000, 60_000]), (8192, 256, 32_000, [2000, 8000])]
 
 
@@ -79,14 +89,15 @@ def layer_at_revision(rev: str, like):
     return layer
 
 
-def methods(N, d, V, cutoffs, device, dtype, full: bool, baseline_rev: str | None = None):
+def methods(N, d, V, cutoffs, device, dtype, full: bool, baseline_rev: str | None = None, compile_: bool = True):
     plan = zipf_plan(V, d, cutoffs)
     ranks = zipf_targets(N, V).to(device)
     h = torch.randn(N, d, device=device, requires_grad=True)
     ours = build_layer(plan, path="exact").to(device)
     static = build_layer(plan, path="static").to(device)
-    alswl = torch.nn.AdaptiveLogSoftmaxWithLoss(d, V, cutoffs, div_value=4.0).to(device)
-    load_alswl(ours, alswl)
+    head_bias = ours.head.bias is not None
+    alswl = torch.nn.AdaptiveLogSoftmaxWithLoss(d, V, cutoffs, div_value=4.0, head_bias=head_bias).to(device)
+    load_alswl(ours, alswl)  # ALSWL's weights into ours: the two compute the same loss (tests/test_bench.py)
     static.load_state_dict(ours.state_dict())
     ids = ours.order[ranks]  # original ids (identity order here: the Zipf counts are already sorted)
     ac = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -103,17 +114,40 @@ def methods(N, d, V, cutoffs, device, dtype, full: bool, baseline_rev: str | Non
         "vocabopt static": fwd(lambda: static(h, ids)),
         "ALSWL": fwd(lambda: alswl(h, ranks).loss),
     }
+    modules = {"vocabopt": [ours], "vocabopt static": [static], "ALSWL": [alswl]}
     if baseline_rev:
         old = layer_at_revision(baseline_rev, ours).to(device)
         out[f"vocabopt @ {baseline_rev}"] = fwd(lambda: old(h, ids))
     if full:
         lin = torch.nn.Linear(d, V, device=device)
         out["full softmax"] = fwd(lambda: F.cross_entropy(lin(h).float(), ranks))
-        if hasattr(F, "linear_cross_entropy"):
-            out["F.linear_cross_entropy"] = fwd(
-                lambda: F.linear_cross_entropy(h, lin.weight, ranks, linear_bias=lin.bias)
-            )
-    return out
+        if hasattr(torch.nn, "LinearCrossEntropyOptions"):  # without `options` it is the full softmax again
+            opts = torch.nn.LinearCrossEntropyOptions()
+            out[CHUNKED] = fwd(lambda: F.linear_cross_entropy(h, lin.weight, ranks, linear_bias=lin.bias, options=opts))
+        else:
+            print(f"  {CHUNKED}: skipped, torch {torch.__version__} has no LinearCrossEntropyOptions", file=sys.stderr)
+        compiled = _compiled(lambda: F.cross_entropy(lin(h).float(), ranks), fwd) if compile_ else None
+        if compiled is not None:
+            out[COMPILED] = compiled
+        for name in ("full softmax", CHUNKED, COMPILED):
+            modules[name] = [lin]
+    return out, modules
+
+
+def _compiled(loss_fn, fwd):
+    """torch.compile'd `loss_fn`, compiled (and warmed up) here, outside any timing; None, with the reason printed,
+    where compiling fails (no C++ compiler, an unsupported torch)."""
+    try:
+        step = fwd(torch.compile(loss_fn))
+        step().backward()  # compiles forward and backward
+        step().backward()
+        return step
+    except Exception as e:  # noqa: BLE001  (any compiler failure means: no compiled peer on this machine)
+        print(
+            f"  {COMPILED}: skipped, compiling failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+            file=sys.stderr,
+        )
+        return None
 
 
 def matmul_floor(N: int, d: int, V: int, cutoffs: list[int], reps: int = 5) -> dict:
@@ -146,10 +180,10 @@ def run(args) -> list[dict]:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     torch.manual_seed(0)
     rows = []
-    configs = list(enumerate(CONFIGS_QUICK if args.quick else CONFIGS_FULL))
+    configs = list(enumerate(CONFIGS_SMOKE if args.smoke else CONFIGS_QUICK if args.quick else CONFIGS_FULL))
     for ci, (N, d, V, cutoffs) in [configs[i] for i in args.design] if args.design else configs:
         full = ci == 0 or not args.quick  # full softmax is slow on CPU: only for the headline config in --quick
-        fns = methods(N, d, V, cutoffs, device, dtype, full, args.baseline_rev)
+        fns, modules = methods(N, d, V, cutoffs, device, dtype, full, args.baseline_rev, not args.no_compile)
         # Interleave the methods round by round so a shared machine's load drifts over all of them alike.
         times: dict[str, dict[int, float]] = {name: {} for name in fns}  # method -> round -> ms
         for rep in range(args.reps + 1):
@@ -164,7 +198,7 @@ def run(args) -> list[dict]:
             med = statistics.median(times[name].values())
             # Ratio to vocabopt in the same round, then the median: robust to load that comes and goes.
             ratio = statistics.median(ms / ours[rep] for rep, ms in times[name].items())
-            peak = cuda_peak_bytes(lambda fwd=fwd: fwd().backward()) if device.type == "cuda" else None
+            peak = step_peak_bytes(lambda fwd=fwd: fwd().backward(), device.type)  # CPU: RSS high-water delta
             rows.append(
                 dict(
                     N=N,
@@ -177,26 +211,25 @@ def run(args) -> list[dict]:
                     n=len(times[name]),
                     saved=saved_bytes(fwd),
                     peak=peak,
+                    resident=module_bytes(*modules.get(name, []))[0],
                 )
             )
-            print(f"  {N:>5} {d:>5} {V:>7} {str(cutoffs):<22} {name:<24} {med:9.1f} ms {ratio:6.2f}x", file=sys.stderr)
+            print(f"  {N:>5} {d:>5} {V:>7} {str(cutoffs):<22} {name:<34} {med:9.1f} ms {ratio:6.2f}x", file=sys.stderr)
     return rows
 
 
 def table(rows: list[dict]) -> str:
+    mb = lambda b: "-" if b is None else f"{b / 1e6:.0f}"  # noqa: E731
     lines = [
-        "| N | d | V | cutoffs | method | fwd+bwd median (ms) | vs vocabopt | saved for backward (MB) |"
-        + (" peak (MB) |" if rows and rows[0]["peak"] is not None else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if rows and rows[0]["peak"] is not None else ""),
+        "| N | d | V | cutoffs | method | fwd+bwd median (ms) | vs vocabopt | saved for backward (MB) "
+        "| step peak (MB) | resident (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        line = (
+        lines.append(
             f"| {r['N']} | {r['d']} | {r['V']} | {r['cutoffs']} | {r['method']} | {r['ms']:.1f} | {r['ratio']:.2f}x | "
-            f"{r['saved'] / 1e6:.0f} |"
+            f"{mb(r['saved'])} | {mb(r['peak'])} | {mb(r['resident'])} |"
         )
-        if r["peak"] is not None:
-            line += f" {r['peak'] / 1e6:.0f} |"
-        lines.append(line)
     return "\n".join(lines)
 
 
@@ -213,6 +246,8 @@ def main() -> None:
         help="run only design #i of the list (repeatable); "
         "a fresh process sees the allocator as a short training script does",
     )
+    ap.add_argument("--smoke", action="store_true", help="one tiny design, every peer: checks the script (no write)")
+    ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile'd full softmax")
     ap.add_argument("--floor", action="store_true", help="time each design's matmuls alone (CPU) and exit")
     ap.add_argument("--baseline-rev", help="also time the layer as it was at this git revision (never written)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"))
@@ -238,7 +273,15 @@ def main() -> None:
         "shared machine's passing load distorts less than a ratio of medians. `vocabopt` = `build_layer(plan)` "
         "(exact path, the CPU default); `vocabopt static` = the sync-free static-shape path (the accelerator / "
         "torch.compile default); ALSWL = torch.nn.AdaptiveLogSoftmaxWithLoss with the identical design and weights. "
-        "'saved for backward' = bytes autograd keeps between forward and backward. Projections are d/4^i (ALSWL's "
+        f"`{CHUNKED}` = `F.linear_cross_entropy(h, W, y, linear_bias=b, options=LinearCrossEntropyOptions())` "
+        "(torch's defaults; the chunked kernel, which keeps no (N, V) logits; without `options` it would be the full "
+        f"softmax again), on the full softmax's weights and bias; `{COMPILED}` = the full softmax under torch.compile "
+        "(compile time excluded, warm-up included). 'saved for backward' = bytes autograd keeps between forward and "
+        "backward (including gradients a custom function precomputes in forward); 'step peak' = peak memory of one "
+        "whole fwd+bwd step above what was in use before it (CUDA: max_memory_allocated; CPU: resident-set "
+        "high-water mark after handing free heap back to the OS, so memory a method keeps between steps is not in "
+        "it); 'resident' = what the method keeps between steps (parameters, gradients, buffers, scratch). "
+        "Projections are d/4^i (ALSWL's "
         "div_value=4) so ALSWL runs the identical design; V=8000 [1152, 2328] is what `vocabopt optimize` recommends "
         "for the shipped KJV corpus (BPE 8K) at d=512 and 2048 tokens (projections [128, 32]), timed here with Zipf "
         "targets like the other designs.\n\n"
@@ -246,7 +289,9 @@ def main() -> None:
         f"- torch {torch.__version__}, python {platform.python_version()}, {datetime.date.today().isoformat()}\n"
         f"- command: `{cmd}`\n\n{tab}\n"
     )
-    if not args.no_write and not args.design and not args.baseline_rev:  # only complete, current runs are written
+    if (
+        not args.no_write and not args.design and not args.baseline_rev and not args.smoke
+    ):  # only complete, current runs are written
         write_section(SECTION.removeprefix("## "), body, Path(args.out))
 
 

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import vocabopt
-from vocabopt.bench import BenchResult, sample_ranks
+from vocabopt.bench import CHUNKED, BenchResult, BenchRow, noise_warnings, sample_ranks
 from vocabopt.cli import main
 from vocabopt.design import alswl_div_value
 from vocabopt.errors import InputError
 from vocabopt.plan import Plan
 from vocabopt.profile import synthetic_profile
 
-V, D, N = 3000, 32, 256
+V, D, N = 3000, 128, 256  # D: the chunked linear CE runs ~2V/D chunks; fewer keep the test fast
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def result(plan):
 
 def test_rows_and_the_measured_layer_is_the_plans(result, plan):
     methods = [r.method for r in result.rows]
-    assert methods[0] == "vocabopt" and {"ALSWL", "full softmax"} <= set(methods)
+    assert methods[0] == "vocabopt" and {"ALSWL", "full softmax", CHUNKED} <= set(methods)
     ours = result.rows[0]
     assert (ours.cutoffs, ours.proj_dims) == (plan.cutoffs, plan.proj_dims)
     assert (result.vocab_size, result.hidden, result.batch_tokens) == (V, D, N)
@@ -126,7 +127,7 @@ def test_cli_json_and_errors(plan, tmp_path):
         ],
     )
     assert run.exit_code == 0, run.output
-    out = json.loads(run.output)
+    out = json.loads(run.stdout)  # progress lines go to stderr
     assert out["rows"][0]["method"] == "vocabopt" and out["rows"][0]["cutoffs"] == plan.cutoffs
     assert json.loads((tmp_path / "bench.json").read_text())["batch_tokens"] == 64
     text = CliRunner().invoke(
@@ -142,6 +143,145 @@ def test_result_round_trips_through_save_and_load(result, tmp_path):
     back = BenchResult.load(tmp_path / "bench.json")
     assert back == result
     assert back.to_json() == result.to_json()
+
+
+def _bench_methods(plan, n, full=True):
+    """The closures `bench` times, built exactly as it builds them."""
+    import torch
+
+    from vocabopt.bench import _methods, _needs
+
+    notes: list[str] = []
+    out = _methods(plan, n, torch.device("cpu"), torch.float32, full, 0, _needs(plan, {}, n), notes)
+    return out, notes
+
+
+def test_alswl_runs_with_the_timed_layers_own_weights(plan):
+    """Issue 18 item 2: ALSWL (rank space) and the timed layer (tokenizer ids) give the same loss on one batch."""
+    import torch
+
+    out, _ = _bench_methods(plan, 128, full=False)
+    ours, alswl = out["vocabopt"]["modules"][0], out["ALSWL"]["modules"][0]
+    assert torch.equal(ours.head.weight, alswl.head.weight) and torch.equal(
+        ours.proj[1].weight, alswl.tail[1][0].weight
+    )
+    assert not torch.equal(ours.order, torch.arange(V))  # the targets really are mapped through the order
+    torch.testing.assert_close(out["vocabopt"]["fn"](), out["ALSWL"]["fn"](), rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_linear_cross_entropy_really_chunks():
+    """Issue 18 item 1: at N >= d, V > d the chunked kernel keeps no (N, V) logits: far less saved and peak memory
+    than the full softmax on the same weights, and the same loss."""
+    import torch
+
+    from vocabopt.device import rss_peak_bytes, saved_bytes
+
+    n, d, v = 1024, 128, 12_000  # (N, V) fp32 logits: 49 MB, above glibc's largest mmap threshold
+    counts = np.round(1e7 / np.arange(1, v + 1)).astype(np.int64)
+    out, _ = _bench_methods(Plan.from_cutoffs(counts, hidden=d, cutoffs=[500, 3000]), n)
+    full, chunked = out["full softmax"]["fn"], out[CHUNKED]["fn"]
+    torch.testing.assert_close(full(), chunked(), rtol=1e-5, atol=1e-5)
+    logits = 4 * n * v
+    assert saved_bytes(full) >= logits
+    assert saved_bytes(chunked) < logits / 3  # its precomputed gradients: (V, d) + (N, d) + (V,) fp32
+    assert saved_bytes(chunked) >= 4 * v * d  # ... which the ctx-stash count does see
+    peak_full = rss_peak_bytes(lambda: full().backward())
+    if peak_full is None:
+        pytest.skip("no /proc/self/clear_refs: the resident-set peak cannot be read here")
+    assert peak_full >= 2 * logits  # logits and their log-softmax at least
+    assert rss_peak_bytes(lambda: chunked().backward()) < logits
+
+
+def test_memory_rows_match_independent_counts(result, plan):
+    full, chunked, ours = result.row("full softmax"), result.row(CHUNKED), result.rows[0]
+    weights = 4 * (V * D + V)  # nn.Linear(D, V) fp32 weight and bias
+    assert full.resident_bytes == 2 * weights and full.scratch_bytes == 0  # parameters and their gradients
+    assert chunked.resident_bytes == 2 * weights
+    from vocabopt.layer import build_layer
+
+    layer = build_layer(plan)
+    own = sum(4 * p.numel() for p in layer.parameters()) + sum(b.nbytes for b in layer.buffers())
+    assert ours.resident_bytes == own + sum(4 * p.numel() for p in layer.parameters()) + ours.scratch_bytes
+    for r in result.rows:
+        assert r.peak_bytes is None or r.peak_bytes >= 0
+    assert full.saved_bytes > chunked.saved_bytes
+
+
+def test_older_result_files_load(result, tmp_path):
+    js = result.to_json()
+    for r in js["rows"]:
+        del r["resident_bytes"], r["scratch_bytes"]
+    (tmp_path / "old.json").write_text(json.dumps(js))
+    back = BenchResult.load(tmp_path / "old.json")
+    assert back.rows[0].resident_bytes is None and back.rows[0].measured_ms == result.rows[0].measured_ms
+
+
+def test_a_method_that_cannot_fit_is_skipped_with_a_note(plan, monkeypatch, tmp_path):
+    """Issue 18 item 9: the cost model's memory against the available memory, before anything is allocated."""
+    bench_mod = sys.modules["vocabopt.bench"]  # `vocabopt.bench` the attribute is the function
+
+    full_need = 8 * 64 * V  # the cost model's (N, V) fp32 log-probs and gradient, N=64
+    monkeypatch.setattr(bench_mod, "available_bytes", lambda device_type: full_need // 2)
+    res = vocabopt.bench(plan, device="cpu", batch_tokens=64, reps=1)
+    assert [r.method for r in res.rows] == ["vocabopt", "ALSWL"]
+    assert any(n.startswith("full softmax skipped: it needs") and "available" in n for n in res.notes)
+    plan.save(tmp_path / "plan.json")
+    run = CliRunner().invoke(
+        main, ["bench", str(tmp_path / "plan.json"), "--device", "cpu", "--batch-tokens", "64", "--reps", "1"]
+    )
+    assert run.exit_code == 0 and "full softmax skipped" in run.output and "Traceback" not in run.output
+
+
+def test_an_allocation_failure_becomes_a_skip_note(plan, monkeypatch, tmp_path):
+    import torch.nn.functional as F
+
+    def oom(*a, **k):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 18700000000 bytes.")
+
+    monkeypatch.setattr(F, "cross_entropy", oom)  # only the full softmax row calls it
+    res = vocabopt.bench(plan, device="cpu", batch_tokens=64, reps=1)
+    assert res.row("full softmax") is None and res.row(CHUNKED) is not None
+    assert any(n.startswith("full softmax skipped: its allocation failed") for n in res.notes)
+    plan.save(tmp_path / "plan.json")
+    run = CliRunner().invoke(
+        main, ["bench", str(tmp_path / "plan.json"), "--device", "cpu", "--batch-tokens", "64", "--reps", "1"]
+    )
+    assert run.exit_code == 0 and "allocation failed" in run.output and "Traceback" not in run.output
+
+
+def test_noise_warning_names_the_spread():
+    def row(method, p20, p80):
+        return BenchRow(method, [], [], measured_ms=(p20 + p80) / 2, p20_ms=p20, p80_ms=p80, samples=7, saved_bytes=0)
+
+    quiet = [row("vocabopt", 55.0, 58.0), row("full softmax", 900.0, 950.0)]
+    assert noise_warnings(quiet) == []
+    (w,) = noise_warnings([*quiet, row("ALSWL", 551.0, 783.0)])
+    assert "noisy" in w and "ALSWL 551.0-783.0 ms (1.42x)" in w and "vocabopt" not in w
+
+
+def test_cli_shows_spread_progress_and_noise(plan, tmp_path, monkeypatch):
+    import vocabopt.cli.bench as cli_bench
+
+    monkeypatch.setattr(cli_bench, "PROGRESS_EVERY_S", 0.0)
+    plan.save(tmp_path / "plan.json")
+    args = ["bench", str(tmp_path / "plan.json"), "--device", "cpu", "--batch-tokens", "64", "--reps", "2", "--no-full"]
+    run = CliRunner().invoke(main, args)  # CliRunner's stderr is no terminal: plain lines
+    assert run.exit_code == 0, run.output
+    assert "p20-p80 ms" in run.stdout and "resident" in run.stdout
+    assert "bench: warm-up, vocabopt ran" in run.stderr and "bench: round 2/2" in run.stderr
+    noisy = [BenchRow("vocabopt", [], [], measured_ms=60.0, p20_ms=55.0, p80_ms=583.0, samples=7, saved_bytes=0)]
+    fake = BenchResult("p", V, D, 64, "cpu", "float32", noisy, {}, [])
+    monkeypatch.setattr(sys.modules["vocabopt.bench"], "bench", lambda *a, **k: fake)
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 0 and "Warning: the machine was noisy" in run.stderr and "55.0-583.0" in run.stderr
+
+
+def test_inference_plan_says_the_timed_step_is_training(plan):
+    import dataclasses
+
+    infer = dataclasses.replace(plan, mode="infer")
+    res = vocabopt.bench(infer, device="cpu", batch_tokens=64, reps=1, full_softmax=False)
+    assert any("training step" in n and "--mode infer" in n for n in res.notes)
 
 
 def test_decode_bench_rows_exactness_and_full_head(plan):
@@ -222,3 +362,20 @@ def test_decode_latency_benchmark_smoke_run():
     out = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "| 4000 | 32 | greedy | 1 |" in out.stdout and "| 4000 | 32 | top-50 | 1 |" in out.stdout
+
+
+def test_layer_speed_benchmark_smoke_run():
+    """benchmarks/layer_speed.py end to end on its tiny design with every eager peer (seconds); --smoke never writes."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "layer_speed.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--no-compile", "--reps", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    for method in ("vocabopt", "ALSWL", "full softmax", CHUNKED):
+        assert f"| 256 | 64 | 4000 | [500, 1500] | {method} |" in out.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -100,3 +101,58 @@ def test_cuda_time_ms_with_flush_times_each_call_cold():
     cold = device.time_ms(lambda: x.sum(), torch.device("cuda"), reps=20, flush=flush)
     flush_only = device.time_ms(lambda: flush.zero_(), torch.device("cuda"), reps=5)
     assert 0 < cold < flush_only  # a 64 MB read timed without the 256 MB write before it
+
+
+def test_saved_bytes_sees_tensors_a_custom_function_stashes_on_its_context():
+    class Stash(torch.autograd.Function):  # keeps its gradient as a ctx attribute, as torch's chunked CE does
+        @staticmethod
+        def forward(ctx, x):
+            ctx.grad = torch.full_like(x, 2.0)  # (1000,) fp32: 4000 bytes
+            return (x * x).sum()
+
+        @staticmethod
+        def backward(ctx, g):
+            return ctx.grad * g
+
+    x = torch.randn(1000, requires_grad=True)
+    assert device.saved_bytes(lambda: Stash.apply(x)) == 4000
+    assert device.saved_bytes(lambda: (x * x).sum()) == 4000  # `x` saved twice, one storage: counted once
+
+
+def test_rss_peak_counts_a_step_that_allocates_200_mb():
+    big = device.rss_peak_bytes(lambda: torch.ones(50_000_000))  # 200 MB, touched
+    if big is None:
+        pytest.skip("no /proc/self/clear_refs here")
+    assert 0.95 * 200e6 <= big <= 260e6
+    small = device.rss_peak_bytes(lambda: torch.ones(1000).sum())
+    assert small < 20e6
+
+
+def test_module_bytes_counts_parameters_gradients_buffers_and_scratch():
+    import numpy as np
+
+    from vocabopt.layer import build_layer
+    from vocabopt.plan import Plan
+
+    counts = np.round(1e6 / np.arange(1, 2001)).astype(np.int64)
+    layer = build_layer(Plan.from_cutoffs(counts, hidden=32, cutoffs=[400, 1000]))
+    params = sum(p.nbytes for p in layer.parameters())
+    buffers = sum(b.nbytes for b in layer.buffers())
+    assert device.module_bytes(layer) == (params + buffers, 0)
+    layer(torch.randn(1024, 32), torch.randint(0, 2000, (1024,))).backward()  # (1024, 402) head: 1.6 MB scratch
+    pool = sum(b.untyped_storage().nbytes() for b, _ in layer._scratch.bases)  # the layer's CPU scratch pool
+    assert pool > 1 << 20
+    assert device.module_bytes(layer) == (2 * params + buffers + pool, pool)
+    layer.release_scratch()
+    assert device.module_bytes(layer) == (2 * params + buffers, 0)
+
+
+def test_available_bytes_and_out_of_memory():
+    avail = device.available_bytes("cpu")
+    assert avail is None or 0 < avail <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert device.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
+    assert device.is_out_of_memory(MemoryError())
+    assert not device.is_out_of_memory(RuntimeError("expected scalar type Float but found BFloat16"))
+    with pytest.raises(RuntimeError) as e:
+        torch.empty(1 << 62, dtype=torch.uint8)  # 4 EiB: torch's own allocation failure
+    assert device.is_out_of_memory(e.value)

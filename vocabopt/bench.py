@@ -2,14 +2,19 @@
 
 Inputs: a `Plan`, a device and dtype, the tokens per step N, optionally a `DeviceProfile` for predictions.
 Outputs: `BenchResult`, one row per method: the plan's layer (`build_layer(plan)`), the full softmax
-(nn.Linear + F.cross_entropy), `F.linear_cross_entropy` where torch has it, and torch's
-AdaptiveLogSoftmaxWithLoss (ALSWL) at the same design (its own weights, not the timed layer's: issue 18) when
-the plan's projections follow ALSWL's `d // div_value**(i+1)` rule. Targets are drawn from the plan's own frequency
-distribution (its counts).
+(nn.Linear + F.cross_entropy), torch's chunked `F.linear_cross_entropy` (with `LinearCrossEntropyOptions()`, the
+memory-saving kernel; same weights and bias as the full softmax) where torch has it, and torch's
+AdaptiveLogSoftmaxWithLoss (ALSWL) holding the timed layer's own weights (`load_alswl(ours, alswl)`), when the plan's
+projections follow ALSWL's `d // div_value**(i+1)` rule. Targets are drawn from the plan's own frequency
+distribution (its counts). A plan made with `--mode infer` is benched as a training step all the same (a note says
+so; `vocabopt bench --mode infer` times decoding).
 
 Time: median of interleaved fwd+bwd steps after a warm-up (rounds visit every method, so a machine's drift
-spreads over all of them). Memory: bytes autograd saves for backward on every device; on CUDA also the peak
-allocated during one step above what was allocated before it. torch is imported lazily.
+spreads over all of them); p20-p80 give the spread. Memory per method: bytes autograd keeps for backward; the peak
+of one whole step above the memory in use before it (CUDA: max_memory_allocated; CPU: resident-set high-water mark,
+see `device.rss_peak_bytes`); what the method's modules keep between steps (parameters, gradients, buffers, scratch).
+A method the cost model says cannot fit in the available memory is skipped with a note, and so is one whose
+allocation fails. torch is imported lazily.
 """
 
 from __future__ import annotations
@@ -23,13 +28,26 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts, design
-from .device import DTYPES, cuda_peak_bytes, device_name, interleaved_ms, resolve_device, saved_bytes
+from . import artifacts, cost, design
+from .device import (
+    DTYPES,
+    available_bytes,
+    device_name,
+    interleaved_ms,
+    is_out_of_memory,
+    module_bytes,
+    resolve_device,
+    saved_bytes,
+    step_peak_bytes,
+)
 from .errors import ArtifactError, InputError
 from .plan import Plan
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # rows gained optional fields (resident_bytes, scratch_bytes); older files still load
 ARTIFACT = "vocabopt.BenchResult"
+FULL = "full softmax"
+CHUNKED = "F.linear_cross_entropy (chunked)"  # torch >= 2.13's chunked kernel, given `options`
+NOISY_SPREAD = 1.25  # p80 / p20 above this for any method: the machine was too busy for its figures to be quoted
 TORCH_DTYPES = {
     "float32": "float32",
     "fp32": "float32",
@@ -44,7 +62,7 @@ TORCH_DTYPES = {
 class BenchRow:
     """One method's measured (and, with a profile, predicted) cost of a training step of the output layer."""
 
-    method: str  # "vocabopt" | "full softmax" | "F.linear_cross_entropy" | "ALSWL"
+    method: str  # "vocabopt" | "full softmax" | "F.linear_cross_entropy (chunked)" | "ALSWL"
     cutoffs: list[int]  # [] for the full softmax
     proj_dims: list[int]
     measured_ms: float  # median fwd+bwd, ms
@@ -52,9 +70,11 @@ class BenchRow:
     p80_ms: float
     samples: int
     saved_bytes: int  # bytes autograd keeps between forward and backward
-    peak_bytes: int | None = None  # CUDA: peak allocated during one step, above the baseline; None on CPU
+    peak_bytes: int | None = None  # peak of one whole fwd+bwd step above the memory in use before it (see module doc)
     predicted_ms: float | None = None
     predicted_bytes: int | None = None
+    resident_bytes: int | None = None  # kept between steps: parameters, their gradients, buffers, scratch
+    scratch_bytes: int | None = None  # the part of resident_bytes that is scratch/caches the module holds
 
     @property
     def error(self) -> float | None:
@@ -134,6 +154,18 @@ def sample_ranks(counts_by_rank: np.ndarray, n: int, seed: int = 0) -> np.ndarra
     return np.random.default_rng(seed).choice(p.size, size=n, p=p).astype(np.int64)
 
 
+def noise_warnings(rows: list[BenchRow], limit: float = NOISY_SPREAD) -> list[str]:
+    """One warning naming every method whose p80/p20 spread exceeds `limit` (the machine was busy), else []."""
+    noisy = [r for r in rows if r.p20_ms > 0 and r.p80_ms / r.p20_ms > limit]
+    if not noisy:
+        return []
+    figs = "; ".join(f"{r.method} {r.p20_ms:.1f}-{r.p80_ms:.1f} ms ({r.p80_ms / r.p20_ms:.2f}x)" for r in noisy)
+    return [
+        f"the machine was noisy: p20-p80 spread above {limit:.2f}x for {figs}; "
+        "re-run on a quiet machine (or with more --reps) before quoting these figures"
+    ]
+
+
 # --- the stage ----------------------------------------------------------------------------------------------
 
 
@@ -149,19 +181,20 @@ def bench(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> BenchResult:
-    """Measure one training step (fwd+bwd) of the plan's layer next to the full softmax and ALSWL.
+    """Measure one training step (fwd+bwd) of the plan's layer next to the full softmax, chunked CE and ALSWL.
 
     Args:
         plan: the design to measure (`Plan.load("plan.json")`).
         device: "auto", "cpu", "cuda" or "mps".
         dtype: "float32", "bfloat16" or "float16" (autocast around the layer; parameters stay fp32).
         batch_tokens: tokens per step N; default the plan's own `batch_tokens` (else 2048).
-        profile: a `DeviceProfile` for predicted figures; without it, predictions are omitted.
-        reps: timed steps per method (the full softmax rows get fewer when they are slow).
-        full_softmax: also measure the full softmax and `F.linear_cross_entropy` (seconds per step on a CPU
-            at V=50K).
+        profile: a `DeviceProfile` for predicted figures; without it, predictions are omitted (the memory check
+            then uses the plan's own predictions).
+        reps: timed steps per method (methods slower than 1 s per step stop after 3).
+        full_softmax: also measure the full softmax and the chunked `F.linear_cross_entropy` (seconds per step on
+            a CPU at V=50K).
         seed: for the targets and the hidden states.
-        progress: called as progress(method, round_done, rounds).
+        progress: called as progress(method, round_done, rounds) after every timed step.
 
     Example:
         >>> result = vocabopt.bench(vocabopt.Plan.load("plan.json"), device="cpu")
@@ -181,16 +214,31 @@ def bench(
     if reps < 1:
         raise InputError(f"reps must be >= 1, got {reps}")
     torch.manual_seed(seed)
-    fns, designs, notes = _methods(plan, n, dev, getattr(torch, dtype), full_softmax, seed)
-    times = _time_interleaved(fns, dev, reps, progress)
+    notes: list[str] = []
+    if plan.mode == "infer":
+        notes.append(
+            "this plan was optimized for inference (--mode infer), but the step timed here is a training step "
+            "(fwd+bwd); for decode latency run `vocabopt bench PLAN --mode infer`"
+        )
     preds = _predictions(plan, profile, n)
-    rows = [_row(name, fn, designs[name], times[name], preds, dev) for name, fn in fns.items()]
+    methods = _methods(plan, n, dev, getattr(torch, dtype), full_softmax, seed, _needs(plan, preds, n), notes)
+    failed: dict[str, str] = {}
+    steps = {name: _guarded(name, m["fn"], failed) for name, m in methods.items()}
+    for name, step in steps.items():  # the warm-up: the first step of each method, before any is timed
+        step()
+        if progress:
+            progress(name, 0, reps)
+    times = _time_interleaved({k: v for k, v in steps.items() if k not in failed}, dev, reps, progress)
+    rows = [_row(name, m, times[name], preds, dev, steps[name], failed) for name, m in methods.items() if name in times]
+    rows = [r for r in rows if r is not None]  # a method can also fail while its memory is measured
+    notes += [f"{name} skipped: {why}" for name, why in failed.items()]
     env = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "reps": reps,
         "seed": seed,
         "profile": getattr(profile, "device", None),
+        "peak_memory": {"cuda": "max_memory_allocated", "cpu": "resident-set high-water mark"}.get(dev.type),
         "date": datetime.date.today().isoformat(),
     }
     return BenchResult(
@@ -206,31 +254,89 @@ def bench(
     )
 
 
-def _row(name: str, fn: Callable[[], Any], design: tuple, times: list[float], preds: dict, dev: Any) -> BenchRow:
+def _guarded(name: str, fn: Callable[[], Any], failed: dict[str, str]) -> Callable[[], None]:
+    """One fwd+bwd step of `fn` that records an allocation failure in `failed[name]` instead of raising."""
+
+    def step() -> None:
+        if name in failed:
+            return
+        try:
+            fn().backward()
+        except (RuntimeError, MemoryError) as e:
+            if not is_out_of_memory(e):
+                raise
+            failed[name] = f"its allocation failed ({str(e).splitlines()[0][:160]})"
+
+    return step
+
+
+def _row(
+    name: str, m: dict, times: list[float], preds: dict, dev: Any, step: Callable[[], None], failed: dict[str, str]
+) -> BenchRow | None:
     """One method's row: median and spread of its timed steps, memory, and the cost model's prediction."""
     q = np.percentile(times, [20, 80])
-    pred = preds.get("full" if name in ("full softmax", "F.linear_cross_entropy") else "plan")
-    if name == "ALSWL":
-        pred = None  # a different kernel set from the one the cost model describes
+    pred = preds.get("full" if name == FULL else "plan" if name == "vocabopt" else None)  # others: other kernels
+    peak = step_peak_bytes(step, dev.type)  # one more whole step (the guarded one: a failure lands in `failed`)
+    if name in failed:
+        return None
+    resident, scratch = module_bytes(*m["modules"])
     return BenchRow(
         method=name,
-        cutoffs=design[0],
-        proj_dims=design[1],
+        cutoffs=m["design"][0],
+        proj_dims=m["design"][1],
         measured_ms=float(statistics.median(times)),
         p20_ms=float(q[0]),
         p80_ms=float(q[1]),
         samples=len(times),
-        saved_bytes=saved_bytes(fn),
-        peak_bytes=cuda_peak_bytes(lambda: fn().backward()) if dev.type == "cuda" else None,
+        saved_bytes=saved_bytes(m["fn"]),
+        peak_bytes=peak,
         predicted_ms=None if pred is None else float(pred.time_ms),
         predicted_bytes=None if pred is None else int(pred.memory_bytes),
+        resident_bytes=resident,
+        scratch_bytes=scratch,
     )
 
 
-def _methods(plan: Plan, n: int, dev: Any, tdtype: Any, full: bool, seed: int):
-    """name -> a closure returning the loss of one forward; name -> (cutoffs, proj_dims)."""
+def _needs(plan: Plan, preds: dict[str, Any], n: int) -> dict[str, float | None]:
+    """Predicted activation bytes of one step: "plan" (the adaptive layer) and "full" (the full softmax).
+
+    From the profile's predictions when given, else from the plan's own (made by `optimize` at its batch size;
+    every term is rows x width, so they scale linearly with N), else, for the full softmax, the cost model's
+    per-cluster rule.
+    """
+    out: dict[str, float | None] = {}
+    recorded = plan.predicted or {}
+    for key, rec_key in (("plan", "plan"), ("full", "full_softmax")):
+        rec, at = recorded.get(rec_key) or {}, recorded.get("batch_tokens") or plan.batch_tokens
+        if key in preds:
+            out[key] = float(preds[key].memory_bytes)
+        elif "memory_bytes" in rec and at:
+            out[key] = float(rec["memory_bytes"]) * n / float(at)
+        else:
+            out[key] = None
+    if out["full"] is None:
+        saved, transient = cost.cluster_bytes(
+            n, plan.hidden, 0, plan.vocab_size, mode="train", element_bytes=4, tail=False
+        )
+        out["full"] = float(saved + transient)
+    return out
+
+
+def _fits(name: str, need: float | None, dev: Any, notes: list[str]) -> bool:
+    """False, with a note, when `need` bytes exceed what the device can allocate now."""
+    avail = available_bytes(dev.type)
+    if need is None or avail is None or need <= avail:
+        return True
+    notes.append(
+        f"{name} skipped: it needs ~{need / 1e9:.1f} GB (cost model: activations, plus weights and gradients), "
+        f"{avail / 1e9:.1f} GB available on {dev.type}; pass a smaller --batch-tokens or --no-full"
+    )
+    return False
+
+
+def _methods(plan: Plan, n: int, dev: Any, tdtype: Any, full: bool, seed: int, needs: dict, notes: list[str]):
+    """name -> {"fn": a closure returning the loss of one forward, "design": (cutoffs, proj_dims), "modules"}."""
     import torch
-    import torch.nn.functional as F
 
     from .layer import build_layer, load_alswl
 
@@ -239,55 +345,90 @@ def _methods(plan: Plan, n: int, dev: Any, tdtype: Any, full: bool, seed: int):
     ours = build_layer(plan).to(dev)
     ids = ours.order[ranks]  # (N,) the tokenizer's own ids: what the plan's layer takes
     h = torch.randn(n, d, device=dev, requires_grad=True)  # (N, d) hidden states
-    ac = torch.autocast(dev.type, dtype=tdtype, enabled=tdtype != torch.float32)
+    run = _autocast_runner(dev, tdtype)
+    weight_bytes = 4 * sum(p.numel() for p in ours.parameters())  # fp32 parameters
+    out: dict[str, dict] = {}
+    design_ = (list(plan.cutoffs), list(plan.proj_dims))
+    if _fits("vocabopt", None if needs["plan"] is None else needs["plan"] + 2 * weight_bytes, dev, notes):
+        out["vocabopt"] = {"fn": run(lambda: ours(h, ids)), "design": design_, "modules": [ours]}
+    div = design.alswl_div_value(plan.hidden, plan.proj_dims)
+    if div is None:
+        notes.append("ALSWL not measured: its projections follow d // div_value**(i+1), the plan's do not")
+    elif "vocabopt" in out:
+        head_bias = ours.head.bias is not None
+        alswl = torch.nn.AdaptiveLogSoftmaxWithLoss(d, V, plan.cutoffs, div_value=div, head_bias=head_bias).to(dev)
+        load_alswl(ours, alswl)  # the timed layer now holds exactly ALSWL's weights (tail biases zero)
+        out["ALSWL"] = {"fn": run(lambda: alswl(h, ranks).loss), "design": design_, "modules": [alswl]}  # rank space
+        try:
+            out["ALSWL"]["fn"]().backward()
+        except (RuntimeError, MemoryError) as e:  # torch 2.13's ALSWL mixes dtypes under bf16/fp16 autocast
+            why = "its allocation failed" if is_out_of_memory(e) else f"it fails under autocast({tdtype})"
+            notes.append(f"ALSWL skipped: {why}: {str(e).splitlines()[0][:160]}")
+            del out["ALSWL"]
+    if full:
+        try:
+            out.update(_full_methods(n, d, V, h, ranks, dev, run, needs["full"], notes))
+        except (RuntimeError, MemoryError) as e:  # the (V, d) weights themselves did not fit
+            if not is_out_of_memory(e):
+                raise
+            notes.append(
+                f"{FULL} and {CHUNKED} skipped: allocating their weights failed ({str(e).splitlines()[0][:160]})"
+            )
+    return out
 
-    def under_autocast(fn: Callable[[], Any]) -> Callable[[], Any]:
+
+def _full_methods(n: int, d: int, V: int, h: Any, ranks: Any, dev: Any, run: Callable, need: float, notes: list[str]):
+    """The full softmax and, where torch has it, its chunked fused linear cross-entropy, on the same weights."""
+    import torch
+    import torch.nn.functional as F
+
+    weight_bytes = 4 * (V * d + V)  # fp32 (V, d) weight and (V,) bias
+    out: dict[str, dict] = {}
+    if not _fits(FULL, need + 2 * weight_bytes, dev, notes):  # weights and their gradients
+        return out
+    lin = torch.nn.Linear(d, V, device=dev)
+    out[FULL] = {"fn": run(lambda: F.cross_entropy(lin(h).float(), ranks)), "design": ([], []), "modules": [lin]}
+    options_cls = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+    if options_cls is None:
+        notes.append(f"{CHUNKED} not measured: torch {torch.__version__} has no LinearCrossEntropyOptions (>= 2.13)")
+        return out
+    # Weight, its gradient precomputed in forward, one weight-sized scratch (acc_policy "balanced"/"accurate");
+    # the chunk's logits are sized like the (N, d) input by the "aspect_ratio" chunking heuristic.
+    if _fits(CHUNKED, 3 * weight_bytes + 4 * 4 * n * d, dev, notes):
+        opts = options_cls()  # torch's defaults; the bias (C,) is supported by the chunked path
+        out[CHUNKED] = {
+            "fn": run(lambda: F.linear_cross_entropy(h, lin.weight, ranks, linear_bias=lin.bias, options=opts)),
+            "design": ([], []),
+            "modules": [lin],
+        }
+    return out
+
+
+def _autocast_runner(dev: Any, tdtype: Any) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    """Wraps a forward so it runs under autocast to `tdtype` (a no-op for float32)."""
+    import torch
+
+    def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
-            with ac:
+            with torch.autocast(dev.type, dtype=tdtype, enabled=tdtype != torch.float32):
                 return fn()
 
         return run
 
-    notes: list[str] = []
-    fns = {"vocabopt": under_autocast(lambda: ours(h, ids))}
-    designs = {"vocabopt": (list(plan.cutoffs), list(plan.proj_dims))}
-    div = design.alswl_div_value(plan.hidden, plan.proj_dims)
-    if div is None:
-        notes.append("ALSWL not measured: its projections follow d // div_value**(i+1), the plan's do not")
-    else:
-        alswl = torch.nn.AdaptiveLogSoftmaxWithLoss(d, V, plan.cutoffs, div_value=div).to(dev)
-        load_alswl(build_layer(plan), alswl)  # checks the design matches, projection by projection
-        fns["ALSWL"] = under_autocast(lambda: alswl(h, ranks).loss)  # ALSWL works in rank space
-        designs["ALSWL"] = designs["vocabopt"]
-        try:
-            fns["ALSWL"]().backward()
-        except RuntimeError as e:  # torch 2.13's ALSWL mixes dtypes under bf16/fp16 autocast (index_copy_)
-            notes.append(f"ALSWL skipped: it fails under autocast({tdtype}): {str(e).splitlines()[0]}")
-            del fns["ALSWL"], designs["ALSWL"]
-    if full:
-        lin = torch.nn.Linear(d, V, device=dev)
-        fns["full softmax"] = under_autocast(lambda: F.cross_entropy(lin(h).float(), ranks))
-        designs["full softmax"] = ([], [])
-        if hasattr(F, "linear_cross_entropy"):
-            fns["F.linear_cross_entropy"] = under_autocast(
-                lambda: F.linear_cross_entropy(h, lin.weight, ranks, linear_bias=lin.bias)
-            )
-            designs["F.linear_cross_entropy"] = ([], [])
-    return fns, designs, notes
+    return wrap
 
 
 def _time_interleaved(
-    fns: dict[str, Callable[[], Any]], dev: Any, reps: int, progress: Callable[[str, int, int], None] | None
+    steps: dict[str, Callable[[], None]], dev: Any, reps: int, progress: Callable[[str, int, int], None] | None
 ) -> dict[str, list[float]]:
-    """ms per fwd+bwd for each method; round 0 warms up. Methods slower than 1 s per step stop after 3 samples."""
-    names = list(fns)
+    """ms per fwd+bwd step of each method (already warmed up). Methods slower than 1 s per step stop after 3."""
+    names = list(steps)
     samples = interleaved_ms(
-        [lambda fn=fn: fn().backward() for fn in fns.values()],
+        list(steps.values()),
         dev,
         rounds=reps,
-        warmup_rounds=1,
         give_up_ms=1000.0,
-        on_sample=(lambda i, rnd, _s: progress(names[i], rnd, reps + 1)) if progress else None,
+        on_sample=(lambda i, rnd, _s: progress(names[i], rnd + 1, reps)) if progress else None,
     )
     return dict(zip(names, samples, strict=True))
 
@@ -295,8 +436,6 @@ def _time_interleaved(
 def _predictions(plan: Plan, profile: Any, n: int) -> dict[str, Any]:
     if profile is None:
         return {}
-    from . import cost
-
     return {
         "plan": cost.predict(
             profile,

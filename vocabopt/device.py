@@ -2,12 +2,14 @@
 
 Inputs: a device name ("auto", "cpu", "cuda", "mps") and callables that run one step on it. Outputs: the resolved
 device, its person-readable name and environment record, and measurements of a step: milliseconds (synchronised
-around the timed region, samples interleaved across steps), CUDA peak bytes, bytes autograd saves for backward.
-torch is imported lazily, so `import vocabopt` stays light.
+around the timed region, samples interleaved across steps), bytes autograd keeps for backward, the peak memory of
+a whole step (CUDA: max_memory_allocated; CPU: the process's resident-set high-water mark), the memory a module keeps
+between steps, and the memory available to allocate. torch is imported lazily, so `import vocabopt` stays light.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import time
@@ -161,20 +163,38 @@ def interleaved_ms(
 
 
 def saved_bytes(forward: Callable[[], Any]) -> int:
-    """Bytes of tensors autograd keeps for backward (the activation memory) during one call of `forward`."""
+    """Bytes of tensors autograd keeps for backward (the activation memory) during one call of `forward`.
+
+    Counts what `save_for_backward` packs and the tensors a custom autograd function stashes as attributes of its
+    context instead (torch 2.13's chunked `F.linear_cross_entropy` keeps its precomputed gradients that way: the
+    saved-tensor hooks never see them). Each storage is counted once.
+    """
     import torch
 
-    total = 0
+    seen: dict[int, int] = {}  # storage data_ptr -> bytes
+
+    def count(t: torch.Tensor) -> None:
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
+        count(t)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = forward()
-    del loss
-    return total
+    nodes, stack = set(), [getattr(loss, "grad_fn", None)]
+    while stack:  # every node of the graph; Python-function contexts may hold tensors as plain attributes
+        node = stack.pop()
+        if node is None or node in nodes:
+            continue
+        nodes.add(node)
+        for v in getattr(node, "__dict__", {}).values():
+            if isinstance(v, torch.Tensor):
+                count(v)
+        stack.extend(f for f, _ in node.next_functions)
+    del loss, nodes
+    return sum(seen.values())
 
 
 def cuda_peak_bytes(step: Callable[[], Any]) -> int:
@@ -187,3 +207,119 @@ def cuda_peak_bytes(step: Callable[[], Any]) -> int:
     step()
     torch.cuda.synchronize()
     return int(torch.cuda.max_memory_allocated() - base)
+
+
+def step_peak_bytes(step: Callable[[], Any], device_type: str) -> int | None:
+    """Peak memory of one call of `step` above what was in use before it: CUDA `cuda_peak_bytes`, CPU
+    `rss_peak_bytes`; None where neither can be read (MPS, a system without /proc)."""
+    if device_type == "cuda":
+        return cuda_peak_bytes(step)
+    if device_type == "cpu":
+        return rss_peak_bytes(step)
+    return None
+
+
+def rss_peak_bytes(step: Callable[[], Any]) -> int | None:
+    """Bytes by which one call of `step` raised the process's resident set at its peak (Linux; None elsewhere).
+
+    Free heap memory is first handed back to the OS (glibc `malloc_trim`), then the high-water mark is reset
+    (writing "5" to /proc/self/clear_refs) and the figure is VmHWM after the step minus VmRSS before it. What it
+    means: the physical memory the step had to obtain on top of the steady state. Tensors above glibc's mmap
+    threshold (at most 32 MiB) always come fresh from the OS, so the large (N, V) buffers are counted in full;
+    memory the process already holds and reuses (a layer's scratch kept between steps, small freed chunks
+    malloc_trim cannot return) is not, and neither are pages allocated but never touched. Other threads of the
+    process allocating at the same time would add to it.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: freed memory may stay resident and the figure is a lower bound
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _proc_status_bytes("VmRSS")
+    except OSError:
+        return None
+    step()
+    return max(0, _proc_status_bytes("VmHWM") - base)
+
+
+def _proc_status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        line = next(ln for ln in f if ln.startswith(key + ":"))
+    return int(line.split()[1]) * 1024  # the kernel reports kB
+
+
+def module_bytes(*modules: Any) -> tuple[int, int]:
+    """(resident, scratch) bytes the modules keep between steps, each storage counted once.
+
+    resident: parameters, their `.grad`, buffers, and every tensor a module holds outside those (scratch pools,
+    caches: found in its attributes, down through lists, tuples, dicts and plain objects); scratch: that last part.
+    """
+    import torch
+
+    counted: dict[int, int] = {}
+    scratch = 0
+
+    def add(t: torch.Tensor) -> int:
+        s = t.untyped_storage()
+        if s.data_ptr() in counted or s.nbytes() == 0:
+            return 0
+        counted[s.data_ptr()] = s.nbytes()
+        return s.nbytes()
+
+    for mod in modules:
+        for p in mod.parameters():
+            add(p)
+            if p.grad is not None:
+                add(p.grad)
+        for b in mod.buffers():
+            add(b)
+    for mod in modules:
+        for m in mod.modules():
+            skip = ("_parameters", "_buffers", "_modules")
+            scratch += sum(add(t) for k, v in vars(m).items() if k not in skip for t in _tensors_in(v, depth=4))
+    return sum(counted.values()), scratch
+
+
+def _tensors_in(v: Any, depth: int) -> list[Any]:
+    """Tensors inside `v` (a tensor, list, tuple, dict or plain object), `depth` containers deep."""
+    import torch
+
+    if isinstance(v, torch.Tensor):
+        return [v]
+    if depth == 0 or isinstance(v, (str, bytes, int, float, bool, type(None), torch.nn.Module)) or callable(v):
+        return []
+    if not isinstance(v, (dict, list, tuple)) and not hasattr(v, "__dict__"):
+        return []
+    items = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else vars(v).values()
+    return [t for item in items for t in _tensors_in(item, depth - 1)]
+
+
+def available_bytes(device_type: str) -> int | None:
+    """Memory a new allocation can get now: CUDA free device memory; CPU MemAvailable (Linux) or free physical
+    pages; None when unknown (MPS)."""
+    if device_type == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    if device_type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            line = next(ln for ln in f if ln.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration):
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether `e` is an allocation failure (torch's CPU allocator, CUDA OOM, Python's MemoryError)."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import click
 
 from ..artifacts import check_writable
 from ._common import echo_json, handle_errors, human_bytes
 from .group import main
+
+PROGRESS_EVERY_S = 5.0  # without a terminal: one progress line at most this often (a log, a CI job)
 
 
 @main.command("bench")
@@ -75,26 +80,82 @@ def bench_cmd(
     if prof is not None:
         for w in mismatch_warnings(prof, None if device == "auto" else device, dtype):
             click.echo(f"Warning: {w}", err=True)
-    result = bench(
-        plan, device=device, dtype=dtype, batch_tokens=batch_tokens, profile=prof, reps=reps, full_softmax=not no_full
-    )
+    progress = _Progress()
+    try:
+        result = bench(
+            plan,
+            device=device,
+            dtype=dtype,
+            batch_tokens=batch_tokens,
+            profile=prof,
+            reps=reps,
+            full_softmax=not no_full,
+            progress=progress,
+        )
+    finally:
+        progress.close()
     if output:
         result.save(output)
     if as_json:
         echo_json(result.to_json())
         return
+    _print_table(result)
+    if output:
+        click.echo(f"wrote {output}")
+
+
+def _print_table(result) -> None:
+    from ..bench import noise_warnings
+
     click.echo(f"{result.device}, {result.dtype}, N={result.batch_tokens}, d={result.hidden}, V={result.vocab_size}")
-    click.echo(f"{'method':<24}{'measured ms':>12}{'predicted':>11}{'error':>8}{'vs full':>9}{'saved':>10}")
+    click.echo(
+        f"{'method':<34}{'median ms':>10}{'p20-p80 ms':>16}{'predicted':>10}{'error':>7}{'vs full':>9}"
+        f"{'saved':>10}{'step peak':>11}{'resident':>10}"
+    )
     full = result.row("full softmax")
+    size = lambda b: human_bytes(b) if b is not None else "-"  # noqa: E731
     for r in result.rows:
         pred = f"{r.predicted_ms:.1f}" if r.predicted_ms is not None else "-"
         err = f"{r.error:+.0%}" if r.error is not None else "-"
         vs = f"{full.measured_ms / r.measured_ms:.2f}x" if full else "-"
-        click.echo(f"{r.method:<24}{r.measured_ms:>12.1f}{pred:>11}{err:>8}{vs:>9}{human_bytes(r.saved_bytes):>10}")
+        spread = f"{r.p20_ms:.1f}-{r.p80_ms:.1f}"
+        click.echo(
+            f"{r.method:<34}{r.measured_ms:>10.1f}{spread:>16}{pred:>10}{err:>7}{vs:>9}"
+            f"{human_bytes(r.saved_bytes):>10}{size(r.peak_bytes):>11}{size(r.resident_bytes):>10}"
+        )
+    click.echo(
+        "saved: kept from forward to backward; step peak: one whole fwd+bwd above the memory in use before it "
+        f"({result.environment.get('peak_memory') or 'not measured'}); resident: kept between steps "
+        "(parameters, gradients, buffers, scratch)"
+    )
     for note in result.notes:
         click.echo(note)
-    if output:
-        click.echo(f"wrote {output}")
+    for w in noise_warnings(result.rows):
+        click.echo(f"Warning: {w}", err=True)
+
+
+class _Progress:
+    """Progress of a bench on stderr: a live line on a terminal, else a line every PROGRESS_EVERY_S seconds."""
+
+    def __init__(self) -> None:
+        self.tty, self.start, self.last, self.live = sys.stderr.isatty(), time.monotonic(), None, False
+
+    def __call__(self, method: str, done: int, rounds: int) -> None:
+        now = time.monotonic()
+        if not self.tty and self.last is not None and now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        what = f"round {done}/{rounds}, {method} timed" if done else f"warm-up, {method} ran"
+        line = f"bench: {what}, {now - self.start:.0f} s elapsed"
+        if self.tty:
+            click.echo("\r" + line + "\x1b[K", err=True, nl=False)
+            self.live = True
+        else:
+            click.echo(line, err=True)
+
+    def close(self) -> None:
+        if self.live:
+            click.echo("", err=True)
 
 
 def _infer(plan, device, batches, decodes, top_k, top_p, reps, full, output, as_json) -> None:
