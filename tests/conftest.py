@@ -11,6 +11,12 @@ CORPUS = ROOT / "corpora" / "kjv.txt"
 BPE = ROOT / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
 
 
+@pytest.fixture(autouse=True)
+def _private_profile_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or litter the user's profile cache (~/.cache/vocabopt): each session gets its own."""
+    monkeypatch.setenv("VOCABOPT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "profile-cache"))
+
+
 @pytest.fixture(scope="session")
 def corpus_slice(tmp_path_factory) -> Path:
     """The first ~300 KB of the shipped corpus (whole lines), for tests that count many times."""

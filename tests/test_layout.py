@@ -106,6 +106,7 @@ LAYERS = [
     ("device",),
     ("profile",),
     ("profiler",),
+    ("profile_cache",),
     ("cost",),
     ("search",),
     ("optimize",),

@@ -56,6 +56,17 @@ class Plan:
         self.vocab_size, self.hidden = int(self.vocab_size), int(self.hidden)
         self.validate()
 
+    def __repr__(self) -> str:
+        """One line (the arrays are V long): V, d, cutoffs, projections, capacity, batch, predicted speedup."""
+        speedup = self.predicted.get("speedup")
+        return (
+            f"Plan(V={self.vocab_size:,}, d={self.hidden}, cutoffs={self.cutoffs}, proj_dims={self.proj_dims}, "
+            f"capacity={self.capacity:.3f}, mode={self.mode}"
+            + (f", N={self.batch_tokens:,}" if self.batch_tokens else "")
+            + (f", predicted {speedup:.2f}x" if isinstance(speedup, int | float) else "")
+            + ")"
+        )
+
     # --- construction -----------------------------------------------------------------------------------
 
     @classmethod

@@ -65,6 +65,18 @@ class CorpusStats:
         if len(self.tokens) != self.counts.size:
             raise MismatchError(f"{len(self.tokens)} token strings for {self.counts.size} counts; pass one per id")
 
+    def __repr__(self) -> str:
+        """One line (the arrays are V long): V, total tokens, ids seen, ids covering 90% of tokens, tokenizer."""
+        total = self.total
+        top = ""
+        if total:
+            cum = np.cumsum(np.sort(self.counts)[::-1])  # (V,) tokens covered by the top k+1 ids
+            top = f", top {int(np.searchsorted(cum, 0.9 * total) + 1):,} ids cover 90%"
+        return (
+            f"CorpusStats(V={self.vocab_size:,}, {total:,} tokens, {int(np.count_nonzero(self.counts)):,} ids seen"
+            f"{top}, tokenizer={self.tokenizer.name!r})"
+        )
+
     # --- construction -------------------------------------------------------------------------------------------
 
     @classmethod

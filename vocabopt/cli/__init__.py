@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     expand,
     export,
     optimize,
+    plan,
     profile,
     replan,
     report,

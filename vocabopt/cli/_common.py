@@ -1,4 +1,8 @@
-"""Helpers shared by the CLI verbs: error reporting, JSON output, a progress bar on stderr."""
+"""Helpers shared by the CLI verbs: error reporting, JSON output, the -q/--json options, progress on stderr.
+
+Every verb has `-q/--quiet` (no progress, warnings or "wrote" lines; the result itself is still printed) and
+`--json` (the result, or the paths written, as JSON on stdout); tests/test_cli_consistency.py checks it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,10 @@ from typing import Any
 import click
 
 from ..errors import VocabOptError
+
+QUIET_HELP = "No progress, warnings or 'wrote' lines on stderr/stdout; the result itself is still printed."
+quiet_option = click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result (or the paths written) as JSON.")
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -87,3 +95,35 @@ class ProgressBar:
         if self.shown:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+class StepProgress:
+    """Progress of a counted job (done / total) on stderr: a live line on a terminal, else a line every few seconds.
+
+    Logs (CI, `nohup`, a pipe) then still show that a long measurement is alive and how far it is.
+    """
+
+    def __init__(self, label: str, enabled: bool = True, every_s: float = 5.0) -> None:
+        self.label, self.enabled, self.every_s = label, enabled, every_s
+        self.tty = sys.stderr.isatty()
+        self.start = self.last = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        line = f"{self.label}: {done}/{total} ({done / max(total, 1):.0%}, {now - self.start:.0f} s)"
+        if self.tty:
+            sys.stderr.write(f"\r{line}\x1b[K")
+            self.shown = True
+        elif now - self.last >= self.every_s or done >= total:
+            sys.stderr.write(line + "\n")
+            self.last = now
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.shown = False

@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..plots import rank_frequency_png
 from ..report import compare_text, summary_text
 from ..stats import CorpusStats, merge
-from ._common import ProgressBar, echo_json, handle_errors
+from ._common import ProgressBar, echo_json, handle_errors, quiet_option
 from .group import main
 
 
@@ -56,7 +56,7 @@ def _corpus_options(fn):
             type=int,
             help="Processes, or the local Dask cluster's workers [default: all cores; local engine: over 24 MB].",
         ),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bar or warnings."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or 'wrote' lines."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -133,7 +133,7 @@ def analyze(sources, tokenizer, output, plot, save_tokenizer, as_json, quiet, **
         )
         return
     click.echo(summary_text(stats))
-    for what, path in (("stats", output), ("plot", plot), ("tokenizer", save_tokenizer)):
+    for what, path in () if quiet else (("stats", output), ("plot", plot), ("tokenizer", save_tokenizer)):
         if path:
             click.echo(f"wrote {what}: {path}")
 
@@ -147,9 +147,10 @@ def _word_tokenizer_json(stats: CorpusStats) -> bytes:
 @main.command("merge")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Merged CorpusStats.")
+@quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
-def merge_cmd(inputs, output, as_json):
+def merge_cmd(inputs, output, quiet, as_json):
     """Sum the stats of shards counted with the same tokenizer.
 
     Example: vocabopt merge shard1.json shard2.json -o all.json
@@ -161,7 +162,8 @@ def merge_cmd(inputs, output, as_json):
         echo_json({"summary": merged.summary(), "fits": merged.fits, "output": output})
         return
     click.echo(summary_text(merged))
-    click.echo(f"wrote stats: {output}")
+    if not quiet:
+        click.echo(f"wrote stats: {output}")
 
 
 @main.command("compare")

@@ -47,6 +47,7 @@ PROGRESS_EVERY_S = 5.0  # without a terminal: one progress line at most this oft
 @click.option("--no-full", is_flag=True, help="Skip the full softmax rows (seconds per step on a CPU at V=50K).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write the result JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print predicted and measured figures per row as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or 'wrote' lines on stderr/stdout; the table stays.")
 @handle_errors
 def bench_cmd(
     plan_path: str,
@@ -63,8 +64,12 @@ def bench_cmd(
     no_full: bool,
     output: str | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
-    """Time forward+backward of the layer designed by PLAN, with targets drawn from its frequency distribution."""
+    """Time forward+backward of the layer designed by PLAN, with targets drawn from its frequency distribution.
+
+    Example: vocabopt bench out/plan.json --profile out/device.json -o out/bench.json
+    """
     from ..bench import bench
     from ..plan import Plan
     from ..profile import DeviceProfile, mismatch_warnings
@@ -80,7 +85,7 @@ def bench_cmd(
     if prof is not None:
         for w in mismatch_warnings(prof, None if device == "auto" else device, dtype):
             click.echo(f"Warning: {w}", err=True)
-    progress = _Progress()
+    progress = _Progress(quiet)
     try:
         result = bench(
             plan,
@@ -100,7 +105,7 @@ def bench_cmd(
         echo_json(result.to_json())
         return
     _print_table(result)
-    if output:
+    if output and not quiet:
         click.echo(f"wrote {output}")
 
 
@@ -137,10 +142,13 @@ def _print_table(result) -> None:
 class _Progress:
     """Progress of a bench on stderr: a live line on a terminal, else a line every PROGRESS_EVERY_S seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.tty, self.start, self.last, self.live = sys.stderr.isatty(), time.monotonic(), None, False
+        self.quiet = quiet
 
     def __call__(self, method: str, done: int, rounds: int) -> None:
+        if self.quiet:
+            return
         now = time.monotonic()
         if not self.tty and self.last is not None and now - self.last < PROGRESS_EVERY_S:
             return

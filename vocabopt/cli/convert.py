@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ._common import echo_json, handle_errors
+from ._common import echo_json, handle_errors, quiet_option
 from .group import main
 
 
@@ -22,6 +22,7 @@ from .group import main
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", required=True, help="the converted head's state dict (.pt) for build_layer(plan)")
 @click.option("--report", "report_path", default=None, help="also write the report as JSON here")
+@quiet_option
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @handle_errors
 def convert_cmd(
@@ -36,10 +37,16 @@ def convert_cmd(
     seed: int,
     output: str,
     report_path: str | None,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Convert the trained (V, d) lm_head in --weights into PLAN's adaptive head: shortlist rows copied, each tail a
-    truncated SVD of its rows, cluster logits fitted, then distilled on --hidden-states (KL to the original)."""
+    truncated SVD of its rows, cluster logits fitted, then distilled on --hidden-states (KL to the original).
+
+    \b
+    Example:
+      vocabopt convert plan.json --weights model.safetensors --hidden-states h.npy --targets y.npy -o head.pt
+    """
     from ..convert import convert_head, read_weights, summary_lines
     from ..errors import InputError
     from ..expand import write_state
@@ -52,7 +59,7 @@ def convert_cmd(
     plan = Plan.load(plan_path)
     state = read_weights(weights)
     fit, heldout = _states(hidden_path, targets_path, eval_fraction)
-    say = _progress(steps) if not as_json and fit is not None else None
+    say = _progress(steps) if not (as_json or quiet) and fit is not None else None
     conv = convert_head(
         state,
         None,
@@ -73,7 +80,8 @@ def convert_cmd(
         return
     for line in summary_lines(conv.report):
         click.echo(line)
-    click.echo(f"wrote {output}; load it with layer = vocabopt.build_layer(plan); layer.load_state_dict(...)")
+    if not quiet:
+        click.echo(f"wrote {output}; load it with layer = vocabopt.build_layer(plan); layer.load_state_dict(...)")
 
 
 def _states(hidden_path: str | None, targets_path: str | None, eval_fraction: float):

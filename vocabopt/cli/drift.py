@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, handle_errors
+from ._common import echo_json, handle_errors, quiet_option
 from .group import main
 
 
@@ -12,10 +12,11 @@ from .group import main
 @click.argument("old_path", metavar="OLD_STATS", type=click.Path(dir_okay=False))
 @click.argument("new_path", metavar="NEW_STATS", type=click.Path(dir_okay=False))
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
-@click.option("--profile", "profile_path", default=None, help="device profile (default: measure a quick one now)")
+@click.option("--profile", "profile_path", default=None, help="device profile [default: this device's cached one]")
 @click.option("--batch-tokens", type=int, default=None, help="tokens per step (default: the plan's)")
 @click.option("--min-gain", type=float, default=0.05, show_default=True, help="re-plan above this predicted speedup")
 @click.option("-o", "--output", default=None, help="also write the best new plan here (plan JSON)")
+@quiet_option
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @handle_errors
 def drift_cmd(
@@ -26,17 +27,23 @@ def drift_cmd(
     batch_tokens: int | None,
     min_gain: float,
     output: str | None,
+    quiet: bool,
     as_json: bool,
 ) -> None:
-    """Compare PLAN's frequencies (OLD_STATS) with NEW_STATS: cluster shares, crossings, predicted step times."""
+    """Compare PLAN's frequencies (OLD_STATS) with NEW_STATS: cluster shares, crossings, predicted step times.
+
+    \b
+    Example:
+      vocabopt drift old.stats.json new.stats.json plan.json --profile device.json -o new_plan.json
+    """
     from ..drift import drift
-    from ..optimize import planning_profile
     from ..plan import Plan
     from ..stats import CorpusStats
+    from .profile import planning_profile
 
     plan = Plan.load(plan_path)
     old, new = CorpusStats.load(old_path), CorpusStats.load(new_path)
-    profile = planning_profile(profile_path, None, None)
+    profile, _source = planning_profile(profile_path, None, None, quiet=quiet or as_json)
     rep = drift(old, new, plan, profile=profile, batch_tokens=batch_tokens, min_gain=min_gain)
     if output:
         rep.new_plan.save(output)
@@ -55,5 +62,5 @@ def drift_cmd(
     click.echo(f"old plan {plan.cutoffs}: {rep.old_plan_ms:.2f} ms/step, capacity {rep.old_capacity:.3f}")
     click.echo(f"new plan {rep.new_cutoffs}: {rep.new_plan_ms:.2f} ms/step, capacity {rep.new_capacity:.3f}")
     click.echo(f"recommendation: {rep.recommendation} ({rep.reason})")
-    if output:
+    if output and not quiet:
         click.echo(f"wrote {output}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import echo_json, handle_errors
+from ._common import echo_json, handle_errors, quiet_option
 from .group import main
 
 
@@ -19,6 +19,7 @@ from .group import main
 @click.option("--init", type=click.Choice(["mean", "subword"]), default="mean", show_default=True)
 @click.option("--mass", type=float, default=1e-3, show_default=True, help="init mean: new tokens' probability bound")
 @click.option("-o", "--output", required=True, help="output stem: writes STEM.plan.json and STEM.pt")
+@quiet_option
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @handle_errors
 def expand_cmd(
@@ -30,11 +31,16 @@ def expand_cmd(
     init: str,
     mass: float,
     output: str,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Add the tokens of --new-tokenizer to the trained head STATE (torch.save of its state_dict) built from PLAN.
 
     Old weights are copied exactly; new rows start at their cluster's mean (or the mean of their old pieces).
+
+    \b
+    Example:
+      vocabopt expand head.pt plan.json --old-tokenizer tok.json --new-tokenizer tok_plus.json -o grown
     """
     from ..expand import expand_head, read_state, subword_splitter, tokenizer_vocab, write_state
     from ..plan import Plan
@@ -57,4 +63,5 @@ def expand_cmd(
     click.echo(f"new vocabulary {ex.plan.vocab_size}, cutoffs {ex.plan.cutoffs}")
     if summary["mass_bound"] is not None:
         click.echo(f"new tokens take at most {mass:g} of the probability for any hidden state")
-    click.echo(f"wrote {plan_out} and {state_out}")
+    if not quiet:
+        click.echo(f"wrote {plan_out} and {state_out}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, handle_errors
+from ._common import echo_json, handle_errors, quiet_option
 from .group import main
 
 
@@ -14,13 +14,19 @@ from .group import main
 @click.argument("new_plan_path", metavar="NEW_PLAN", type=click.Path(dir_okay=False))
 @click.option("--hidden", "hidden_path", required=True, help=".npy (n, d) sample hidden states of the model")
 @click.option("-o", "--output", required=True, help="the migrated state dict (.pt)")
+@quiet_option
 @click.option("--json", "as_json", is_flag=True, help="print the fit report as JSON")
 @handle_errors
 def replan_cmd(
-    state_path: str, plan_path: str, new_plan_path: str, hidden_path: str, output: str, as_json: bool
+    state_path: str, plan_path: str, new_plan_path: str, hidden_path: str, output: str, quiet: bool, as_json: bool
 ) -> None:
     """Move the trained head STATE from PLAN to NEW_PLAN (same vocabulary): exact rows into the head, SVD fits for
-    tails, cluster logits refitted on --hidden."""
+    tails, cluster logits refitted on --hidden.
+
+    \b
+    Example:
+      vocabopt replan grown.pt grown.plan.json new_plan.json --hidden h.npy -o replanned.pt
+    """
     import torch
 
     from ..expand import read_state, write_state
@@ -37,4 +43,5 @@ def replan_cmd(
         rel = t["fit_error"] / max(t["norm"], 1e-30)
         click.echo(f"tail{t['tail']}: {t['tokens']} tokens, d={t['proj_dim']}, relative fit error {rel:.2e}")
     click.echo(f"cluster logits refitted: RMSE {r.cluster_logit_rmse:.3f} nats on {hidden_path}")
-    click.echo(f"wrote {output}; build the layer from {new_plan_path} and load it, then fine-tune briefly")
+    if not quiet:
+        click.echo(f"wrote {output}; build the layer from {new_plan_path} and load it, then fine-tune briefly")

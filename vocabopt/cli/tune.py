@@ -17,7 +17,7 @@ from .group import main
 @click.option("--corpus", "corpus", multiple=True, required=True, help="Corpus source (repeatable).")
 @click.option("-t", "--tokenizer", required=True, help="The tokenizer the stats were counted with.")
 @click.option("--hidden", type=int, required=True, help="Width d of the hidden states fed to the output layer.")
-@click.option("--batch-tokens", type=int, required=True, help="Tokens per step N the design is for.")
+@click.option("--batch-tokens", type=int, default=2048, show_default=True, help="Tokens per step N the design is for.")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), required=True, help="A DeviceProfile.")
 @click.option("--tolerance", type=float, default=0.01, show_default=True, help="Allowed perplexity penalty (0.01=1%).")
 @click.option("--steps", type=int, default=300, show_default=True, help="Proxy-LM steps per run.")
@@ -36,13 +36,19 @@ from .group import main
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="plan.json", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Frontier with measured quality (PNG).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr, no 'wrote' line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the tuned plan's JSON.")
 @handle_errors
 def tune_cmd(
     stats: str, profile_path: str, output: str, plot: str | None, quiet: bool, as_json: bool, **kw: Any
 ) -> None:
-    """Train the proxy LM with frontier designs and the full softmax; keep the fastest within --tolerance."""
+    """Train the proxy LM with frontier designs and the full softmax; keep the fastest within --tolerance.
+
+    \b
+    Example:
+      vocabopt tune stats.json --corpus corpora/kjv.txt -t corpora/kjv-bpe-8k/tokenizer.json --hidden 256 \\
+        --profile configs/devices/cpu-xeon-2core-float32.json --tolerance 0.01 -o tuned.json
+    """
     from ..plots import tune_png
     from ..profile import DeviceProfile
     from ..stats import CorpusStats
@@ -81,7 +87,8 @@ def tune_cmd(
         echo_json({**plan.to_json(), "output": output})
         return
     _print_table(plan)
-    click.echo(f"wrote {output}" + (f" and {plot}" if plot else ""))
+    if not quiet:
+        click.echo(f"wrote {output}" + (f" and {plot}" if plot else ""))
 
 
 def _print_table(plan: Any) -> None:

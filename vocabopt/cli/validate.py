@@ -28,9 +28,15 @@ from .group import main
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8-tails", "int8"]),
+    default=None,
+    help="Also compare the trained head with its weight-only int8 copy on the held-out part (KL, top-1, ppl).",
+)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the learning curves (PNG).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the result JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr, no 'wrote' lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def validate_cmd(
@@ -49,12 +55,18 @@ def validate_cmd(
     device: str,
     dtype: str,
     seed: int,
+    quantize: str | None,
     plot: str | None,
     output: str | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Train one small LM per output layer (PLAN's, full softmax, --folklore) with identical settings."""
+    """Train one small LM per output layer (PLAN's, full softmax, --folklore) with identical settings.
+
+    \b
+    Example:
+      vocabopt validate plan.json --corpus corpora/kjv.txt -t corpora/kjv-bpe-8k/tokenizer.json --plot curves.png
+    """
     from ..plan import Plan
     from ..plots import curves_png
     from ..validate import validate
@@ -89,6 +101,7 @@ def validate_cmd(
         device=device,
         dtype=dtype,
         seed=seed,
+        quantize=quantize,
         progress=progress,
     )
     png = curves_png(result) if plot else None  # rendered before anything is written
@@ -100,7 +113,9 @@ def validate_cmd(
         echo_json(result.to_json())
         return
     _print_table(result)
-    for path in (plot, output):
+    if result.quantized:
+        _print_quantized(result.quantized)
+    for path in (plot, output) if not quiet else ():
         if path:
             click.echo(f"wrote {path}")
 
@@ -132,3 +147,13 @@ def _print_table(result: Any) -> None:
     for name, row in summ.items():
         if row.get("equal_time_ppl_gap") is not None:
             click.echo(f"{name}: at equal wall time (fitted curves) {row['equal_time_ppl_gap']:+.1%} vs full softmax")
+
+
+def _print_quantized(q: dict[str, Any]) -> None:
+    fp, qb = q["bytes_fp32"], q["bytes_quantized"]
+    click.echo(
+        f"{q['mode']} head ({q['matmul']}) vs fp32 on {q['tokens']:,} held-out tokens: KL {q['kl']:.2e} nats/token, "
+        f"top-1 agreement {q['top1_agreement']:.2%}, perplexity {q['ppl_change']:+.3%}; tail weights "
+        f"{human_bytes(fp['tails'])} -> {human_bytes(qb['tails'])}, head {human_bytes(fp['head'])} -> "
+        f"{human_bytes(qb['head'])}"
+    )
