@@ -8,6 +8,14 @@ interrupted run never leaves a half-written artifact.
 Sidecars are named by their content (`stats.counts.<sha256[:16]>.npy`) and written before the file that names
 them, so a run killed between the two writes leaves the previous artifact whole: its JSON still names its own
 sidecar, which is only removed once the new JSON is in place.
+
+Single-file form: a path ending in `.npz` gets one file instead, a zip holding `header.json` (the same JSON, its
+array `file` names now member names) and one `<name>.npy` member per array. `.npz` rather than a suffix of our own
+because it is numpy's own container: `np.load(path, allow_pickle=False)` opens it, any zip tool lists it, and
+`unzip -p plan.npz header.json` shows the header. Members are stored uncompressed (as `np.savez` does: no zip-bomb
+amplification) with fixed timestamps, so the same content gives the same bytes. The header records each array's
+sha256, checked on load like a sidecar's; the zip's CRC-32 catches a flipped byte in the header as well. Loaders
+tell the forms apart by content (a zip starts with `PK\x03\x04`) or by the `.npz` suffix.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import os
 import re
 import stat
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,6 +179,11 @@ def read_json(path: str | os.PathLike, artifact: str, max_schema: int) -> dict:
         raise ArtifactError(
             f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt, regenerate it"
         ) from None
+    return check_header(path, obj, artifact, max_schema)
+
+
+def check_header(path: Path, obj: Any, artifact: str, max_schema: int) -> dict:
+    """`obj` if it is a `artifact` JSON of a schema this vocabopt reads; ArtifactError naming `path` otherwise."""
     if not isinstance(obj, dict) or obj.get("artifact") != artifact:
         found = obj.get("artifact") if isinstance(obj, dict) else type(obj).__name__
         raise ArtifactError(f"{path}: not a {artifact} (found {found!r}); pass a file written by vocabopt")
@@ -193,18 +207,131 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_npy(path: Path, expected_sha256: str | None, what: str) -> np.ndarray:
-    """Load a `.npy` sidecar without pickle, checking its hash against the JSON that names it."""
+def read_npy(path: Path, expected_sha256: str | None, what: str, owner: Path | None = None) -> np.ndarray:
+    """Load a `.npy` sidecar without pickle, checking its hash against the JSON (`owner`) that names it."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: sidecar missing; keep it beside the JSON file or regenerate both") from None
+        named = f" (named by {owner.name})" if owner is not None else ""
+        single = f"{owner.stem if owner is not None else 'artifact'}{SINGLE_SUFFIX}"
+        raise ArtifactError(
+            f"{path}: sidecar missing{named}; keep it beside the JSON file or regenerate both, "
+            f"or save to a single file ({single}) that holds the arrays"
+        ) from None
     except OSError as e:
         raise ArtifactError(f"{path}: cannot read ({e.strerror})") from None
     if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
         raise ArtifactError(f"{path}: does not match its JSON ({what} hash differs); regenerate both files")
+    return _load_npy(data, str(path))
+
+
+def _load_npy(data: bytes, where: str) -> np.ndarray:
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return np.load(io.BytesIO(data), allow_pickle=False)  # an object array raises here: never unpickled
     except Exception as e:  # noqa: BLE001 - a corrupt header raises SyntaxError, ValueError, ... from numpy
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise ArtifactError(f"{path}: not a valid .npy file ({reason}); regenerate it") from None
+        raise ArtifactError(f"{where}: not a valid .npy file ({reason}); regenerate it") from None
+
+
+# --- the single-file form (.npz: header.json + one .npy member per array) ----------------------------------------
+
+SINGLE_SUFFIX = ".npz"
+HEADER = "header.json"
+_ZIP_MAGIC = b"PK\x03\x04"
+_MAX_MEMBERS = 64  # artifacts hold a handful of arrays; more members means it is not one of ours
+
+ArrayReader = Callable[[str, str | None, str], np.ndarray]  # (file name, sha256, what) -> array
+
+
+def is_single_file(path: str | os.PathLike) -> bool:
+    """Whether `save(path)` writes the single-file form (the path ends in `.npz`)."""
+    return Path(path).suffix.lower() == SINGLE_SUFFIX
+
+
+def write_single_file(path: str | os.PathLike, header: dict[str, Any], members: dict[str, bytes]) -> None:
+    """Write `header` (as header.json) and `members` (name -> .npy bytes) into one zip at `path`, atomically.
+
+    The zip is built in memory and then written like any artifact (temp file, fsync, rename): a failure leaves the
+    previous file at `path` whole. The header must already name each member and its sha256.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        for name, data in {HEADER: dumps_json(header).encode("ascii"), **members}.items():
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # fixed: same content, same bytes
+            info.external_attr = 0o644 << 16
+            z.writestr(info, data)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_artifact(path: str | os.PathLike, artifact: str, max_schema: int) -> tuple[dict, ArrayReader]:
+    """Either form: the checked header, and a reader of the arrays it names (`reader(file, sha256, what)`).
+
+    JSON form: the file names are sidecars beside `path` (read with `read_npy`). Single-file form: they are
+    members of the zip. Either way each array's sha256 is checked and nothing is unpickled.
+    """
+    path = Path(path)
+    if not _looks_single(path):
+        obj = read_json(path, artifact, max_schema)
+        return obj, lambda name, sha, what: read_npy(path.parent / name, sha, what, owner=path)
+    files = _read_zip(path)
+    if HEADER not in files:
+        raise ArtifactError(f"{path}: zip without {HEADER}; not a {artifact} written by vocabopt, regenerate it")
+    try:
+        obj = json.loads(files[HEADER].decode("ascii"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: {HEADER} is not valid JSON ({e}); the file is corrupt, regenerate it") from None
+    return check_header(path, obj, artifact, max_schema), lambda name, sha, what: _member(path, files, name, sha, what)
+
+
+def read_header(path: str | os.PathLike) -> Any:
+    """The parsed JSON of either form, unchecked (to tell an artifact's kind); ArtifactError if unreadable."""
+    path = Path(path)
+    if _looks_single(path):
+        files = _read_zip(path)
+        try:
+            return json.loads(files[HEADER].decode("ascii"))
+        except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ArtifactError(f"{path}: no valid {HEADER} inside; not written by vocabopt, regenerate it") from None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file; check the path") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: not a vocabopt artifact ({type(e).__name__}); pass a file it wrote") from None
+
+
+def _looks_single(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == _ZIP_MAGIC or is_single_file(path)
+    except OSError:  # missing, a directory, unreadable: the JSON reader words the error
+        return False
+
+
+def _read_zip(path: Path) -> dict[str, bytes]:
+    """Every member of the zip at `path` (CRC-32 checked by zipfile); ArtifactError if truncated or corrupt."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            names = [i.filename for i in infos]
+            if len(names) > _MAX_MEMBERS or len(set(names)) != len(names):
+                raise ArtifactError(f"{path}: {len(names)} zip members (duplicates or too many); regenerate it")
+            return {i.filename: z.read(i) for i in infos}
+    except ArtifactError:
+        raise
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file; check the path") from None
+    except Exception as e:  # noqa: BLE001 - zipfile raises BadZipFile, EOFError, zlib.error, ... on damage
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise ArtifactError(
+            f"{path}: not a valid single-file artifact ({reason}); truncated or corrupt, regenerate it"
+        ) from None
+
+
+def _member(path: Path, files: dict[str, bytes], name: str, expected_sha256: str | None, what: str) -> np.ndarray:
+    if not isinstance(name, str) or name == HEADER or name not in files:
+        raise ArtifactError(f"{path}: {what} array {name!r} is not in the file; it is incomplete, regenerate it")
+    data = files[name]
+    if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
+        raise ArtifactError(f"{path}: {name} does not match its header ({what} hash differs); regenerate the file")
+    return _load_npy(data, f"{path}[{name}]")

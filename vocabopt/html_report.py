@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import plots
+from . import artifacts, plots
 from .bench import ARTIFACT as BENCH
 from .bench import BenchResult, noise_warnings
 from .decode import ARTIFACT as DECODE
 from .decode import DecodeResult
-from .errors import InputError
+from .errors import ArtifactError, InputError
 from .optimize import folklore_skipped
 from .plan import ARTIFACT as PLAN
 from .plan import Plan
@@ -68,7 +68,12 @@ def read_artifact(path: str | Path) -> Any:
     vocabopt artifact that is corrupt or lacks its sidecars."""
     path = Path(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        if path.is_file() and artifacts.is_single_file(path):  # the one-file .npz form of a stats or plan
+            obj = artifacts.read_header(path)
+        else:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+    except ArtifactError as e:
+        raise InputError(str(e)) from None
     except FileNotFoundError:
         raise InputError(f"{path}: no such file; check the path") from None
     except IsADirectoryError:

@@ -3,7 +3,8 @@
 Inputs: CorpusStats (for the frequency order and the target distribution), a hidden size, cutoffs and
 projection sizes (by hand via `Plan.from_cutoffs`, or from `vocabopt.optimize`).
 Outputs: `plan.json` (everything a person needs to read the design) and `<stem>.order.<hash>.npy` /
-`<stem>.counts.<hash>.npy` beside it (int64 arrays of length V, named by their sha256).
+`<stem>.counts.<hash>.npy` beside it (int64 arrays of length V, named by their sha256); or `plan.npz`, one file
+holding both (the single-file form of `vocabopt.artifacts`).
 `vocabopt.build_layer(plan)` and `vocabopt export` consume it.
 
 Vocabulary layout, in frequency-rank space: see `vocabopt.design` (which holds every rule the Plan derives from).
@@ -219,15 +220,20 @@ class Plan:
     # --- persistence ------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write `path` (JSON) and `<stem>.order.<hash>.npy` / `<stem>.counts.<hash>.npy` beside it, atomically."""
-        files, sidecars = {}, {}
+        """Write `path` (JSON) and `<stem>.order.<hash>.npy` / `<stem>.counts.<hash>.npy` beside it, atomically;
+        or, for a path ending in `.npz`, one file holding the same JSON and both arrays (`artifacts` explains)."""
+        single = artifacts.is_single_file(path)
+        files, blobs = {}, {}
         for name, array in (("order", self.order), ("counts", self.counts_by_rank)):  # JSON names stay as saved
             data = artifacts.npy_bytes(array)
-            sidecar = artifacts.sidecar_path(path, name, data)
-            sidecars[sidecar] = data
-            files[name] = {"file": sidecar.name, "sha256": artifacts.sha256_bytes(data)}
+            where = Path(f"{name}.npy") if single else artifacts.sidecar_path(path, name, data)
+            blobs[where] = data
+            files[name] = {"file": where.name, "sha256": artifacts.sha256_bytes(data)}
         obj = self.to_json(files)
-        artifacts.write_with_sidecars(path, sidecars, lambda: artifacts.dumps_json(obj).encode("ascii"))
+        if single:
+            artifacts.write_single_file(path, obj, {p.name: data for p, data in blobs.items()})
+        else:
+            artifacts.write_with_sidecars(path, blobs, lambda: artifacts.dumps_json(obj).encode("ascii"))
 
     def to_json(self, files: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
@@ -247,9 +253,9 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        """Read a Plan written by `save` (never unpickles); ArtifactError if it is not one."""
+        """Read a Plan written by `save`, either form (never unpickles); ArtifactError if it is not one."""
         path = Path(path)
-        obj = artifacts.read_json(path, ARTIFACT, SCHEMA_VERSION)
+        obj, read_array = artifacts.read_artifact(path, ARTIFACT, SCHEMA_VERSION)
         try:
             arrays = {}
             for name in ("order", "counts"):
@@ -257,7 +263,7 @@ class Plan:
                 fname = spec["file"]
                 if not isinstance(fname, str) or Path(fname).name != fname:
                     raise ArtifactError(f"{path}: invalid {name} file name {fname!r}; regenerate the plan")
-                arr = artifacts.read_npy(path.parent / fname, spec["sha256"], name)
+                arr = read_array(fname, spec["sha256"], name)
                 if arr.dtype != np.int64 or arr.ndim != 1:
                     raise ArtifactError(f"{path}: {name} must be a 1-D int64 array, got {arr.dtype} {arr.shape}")
                 arrays["counts_by_rank" if name == "counts" else name] = arr

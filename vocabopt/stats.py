@@ -3,7 +3,8 @@
 Inputs: counts indexed by the tokenizer's own ids (from `vocabopt.analyze`, `merge`, or a user's array).
 Outputs: `stats.json` (metadata, summary statistics, Zipf fits and token strings, readable by a person) and
 `stats.counts.<hash>.npy` beside it (int64 counts, length = vocabulary size, zero counts kept; named by its
-sha256 so that a new save never touches the sidecar of the artifact it replaces).
+sha256 so that a new save never touches the sidecar of the artifact it replaces); or `stats.npz`, one file holding
+both (the single-file form of `vocabopt.artifacts`).
 """
 
 from __future__ import annotations
@@ -142,8 +143,13 @@ class CorpusStats:
     # --- persistence ----------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write `path` (JSON) and `<stem>.counts.<hash>.npy` beside it, each atomically (sidecar first)."""
+        """Write `path` (JSON) and `<stem>.counts.<hash>.npy` beside it, each atomically (sidecar first); or, for a
+        path ending in `.npz`, one file holding the same JSON and the counts (`vocabopt.artifacts` explains)."""
         npy = artifacts.npy_bytes(self.counts)
+        if artifacts.is_single_file(path):
+            obj = self.to_json(counts_file="counts.npy", counts_sha256=artifacts.sha256_bytes(npy))
+            artifacts.write_single_file(path, obj, {"counts.npy": npy})
+            return
         sidecar = artifacts.sidecar_path(path, "counts", npy)
         obj = self.to_json(counts_file=sidecar.name, counts_sha256=artifacts.sha256_bytes(npy))
         artifacts.write_with_sidecars(path, {sidecar: npy}, lambda: artifacts.dumps_json(obj).encode("ascii"))
@@ -167,14 +173,14 @@ class CorpusStats:
 
     @classmethod
     def load(cls, path: str | Path) -> CorpusStats:
-        """Read a CorpusStats written by `save` (never unpickles)."""
+        """Read a CorpusStats written by `save`, either form (never unpickles)."""
         path = Path(path)
-        obj = artifacts.read_json(path, ARTIFACT, SCHEMA_VERSION)
+        obj, read_array = artifacts.read_artifact(path, ARTIFACT, SCHEMA_VERSION)
         try:
             counts_file = obj["counts_file"]
             if not isinstance(counts_file, str) or Path(counts_file).name != counts_file:
                 raise ArtifactError(f"{path}: invalid counts_file {counts_file!r}; regenerate the stats")
-            counts = artifacts.read_npy(path.parent / counts_file, obj["counts_sha256"], "counts")
+            counts = read_array(counts_file, obj["counts_sha256"], "counts")
             if counts.dtype != np.int64 or counts.ndim != 1:
                 raise ArtifactError(f"{path}: counts must be a 1-D int64 array, got {counts.dtype} {counts.shape}")
             tokens = obj["tokens"]

@@ -238,5 +238,7 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str | None, plot: str
         return
     click.echo("")
     click.echo(f"wrote {output}" + (f" and {plot}" if plot else "") + f" (search {seconds:.3f} s)")
-    if Path(output).suffix != ".json":
-        click.echo("note: the plan is JSON; a .json name keeps its sidecars tidy", err=True)
+    if Path(output).suffix not in (".json", ".npz"):
+        click.echo(
+            "note: the plan is JSON with .npy sidecars; name it .json, or .npz for one self-contained file", err=True
+        )
