@@ -49,6 +49,9 @@ API: dict[str, str] = {
     "torch.get_autocast_dtype": "2.4",
     "torch.library.custom_op": "2.4",
     "torch.compiler.is_compiling": "2.3",
+    # Int8Linear: private CPU (and MPS) weight-only int8 matmul, "since pytorch 2.3" (huggingface/optimum-quanto#219;
+    # pytorch/pytorch#118056); used only behind getattr, for bf16 inputs on CPU (see adaptive_head.int8_path)
+    "torch._weight_int8pack_mm": "2.3",
     "torch.compiler": "2.1",
     "torch.compile": "2.0",
     "torch.library": "2.0",
@@ -76,6 +79,8 @@ API: dict[str, str] = {
     "torch.bincount": OLD,
     "torch.bincount(minlength=)": OLD,
     "torch.bool": OLD,
+    "torch.bfloat16": OLD,
+    "torch.round": OLD,
     "torch.bucketize": OLD,
     "torch.bucketize(right=)": OLD,
     "torch.cat": OLD,
@@ -239,10 +244,13 @@ OBJECT_ATTRS: dict[str, str] = {
     "untyped_storage": "2.0",
     "_cdata": OLD,  # private, on every storage; read only where the guarded _storage_Use_Count exists
     "_version": OLD,  # private in-place version counter
+    "_load_from_state_dict": OLD,  # nn.Module's per-module loading hook (Int8Linear quantises an fp weight on load)
+    # Int8Linear's own `dequantize` / `matmul` methods share names with Tensor methods (counted here, stricter)
     **dict.fromkeys(
-        "__init__ abs add_ all amax any apply argmax argsort ceil chunk clamp clone copy_ cumsum data_ptr detach "
-        "device double dtype exp exp_ float forward gather index_add index_select is_floating_point log logsumexp "
-        "long masked_fill max mean min minimum mul_ new_full new_zeros nonzero norm numel parameters prod "
+        "__init__ abs add_ all amax any apply argmax argsort buffers ceil chunk clamp clone contiguous copy_ cumsum "
+        "data_ptr dequantize detach device dim double dtype element_size eval exp exp_ float forward gather index_add "
+        "index_select is_floating_point log logsumexp long masked_fill matmul max mean min minimum mul_ new_full "
+        "new_zeros nonzero norm numel parameters prod "
         "register_buffer reshape save_for_backward saved_tensors scatter_ scatter_add_ shape sort split sqrt "
         "squeeze sub_ sum t to tolist topk "
         "train type unique unsqueeze values view".split(),

@@ -40,11 +40,13 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
+
+QUANTIZE_MODES = (None, "int8-tails", "int8")  # int8-tails: tail projections and outputs; int8: the head too
 
 
 @dataclass
@@ -68,6 +70,7 @@ class AdaptiveHeadConfig:
     reduction: str = "mean"  # default reduction: "mean" | "sum" | "none"
     check_targets: str = "auto"  # "auto": every call on CPU, first call elsewhere; "always"; "never"
     plan: str = ""  # name of the plan this head was built from
+    quantize: str | None = None  # None | "int8-tails" | "int8": weight-only int8 (inference only; see Int8Linear)
 
     def __post_init__(self) -> None:
         V, d, c, p = self.vocab_size, self.hidden, list(self.cutoffs), list(self.proj_dims)
@@ -83,6 +86,7 @@ class AdaptiveHeadConfig:
             ("path", self.path, ("auto", "exact", "static")),
             ("reduction", self.reduction, ("mean", "sum", "none")),
             ("check_targets", self.check_targets, ("auto", "always", "never")),
+            ("quantize", self.quantize, QUANTIZE_MODES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
@@ -276,6 +280,102 @@ def linear_nll(
 LossScratch = _Scratch  # the CPU buffer pool `linear_nll` reuses (public name)
 
 
+# --- weight-only int8 (inference) ---------------------------------------------------------------------------------
+
+_int8pack_mm = getattr(torch, "_weight_int8pack_mm", None)  # torch's CPU weight-only int8 matmul (private op)
+
+
+def quantize_int8(weight: torch.Tensor, scale_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 of a (out, in) weight: (q (out, in) int8, scale (out,)).
+
+    scale_j = max_k |W_jk| / 127 (1 for an all-zero row), rounded to `scale_dtype` (default the weight's) first,
+    then q_jk = round(W_jk / scale_j) in [-127, 127]; the dequantised weight q_jk * scale_j is within scale_j / 2
+    of W_jk.
+    """
+    w = weight.detach().float()  # (out, in)
+    amax = w.abs().amax(1)  # (out,)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    scale = scale.to(scale_dtype or weight.dtype)  # the stored scale, so q is rounded against what dequantises
+    q = torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def int8_path(device: torch.device, dtype: torch.dtype, in_features: int) -> str:
+    """Which matmul an Int8Linear runs for inputs of `dtype` on `device`.
+
+    "torch._weight_int8pack_mm": torch's own weight-only int8 kernel, taken for bf16 inputs on CPU when the row
+    width is a multiple of 16 (its AVX-512 loop reads 16 values at a time from 32-byte aligned rows; other widths
+    crash in torch 2.13). Its fp32 CPU path is a scalar loop, 7-30x slower than an fp32 matmul here (2.13, 2-core
+    Xeon), so fp32 (and fp16, GPU) inputs take "dequantize per call": q.to(dtype) @ x, times the scales.
+    """
+    if _int8pack_mm is not None and device.type == "cpu" and dtype == torch.bfloat16 and in_features % 16 == 0:
+        return "torch._weight_int8pack_mm"
+    return "dequantize per call"
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (q * scale[:, None]).T + bias with int8 `qweight` (out, in) and per-output-channel `scale` (out,).
+
+    Inference only: every tensor is a buffer (nothing to train). `load_state_dict` also accepts a floating-point
+    `weight` (a checkpoint of the unquantised layer) and quantises it on load.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        dtype = dtype or torch.float32
+        self.register_buffer("qweight", torch.zeros((out_features, in_features), dtype=torch.int8))  # (out, in)
+        self.register_buffer("scale", torch.ones(out_features, dtype=dtype))  # (out,)
+        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype) if bias else None)  # (out,)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Module) -> Int8Linear:
+        w = linear.weight
+        m = cls(w.shape[1], w.shape[0], bias=linear.bias is not None, dtype=w.dtype).to(w.device)
+        q, scale = quantize_int8(w)
+        m.qweight.copy_(q)
+        m.scale.copy_(scale)
+        if linear.bias is not None:
+            m.bias.copy_(linear.bias.detach())
+        return m
+
+    def dequantize(self) -> torch.Tensor:
+        """(out, in) weight in the scale's dtype: q * scale."""
+        return self.qweight.to(self.scale.dtype) * self.scale[:, None]
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, in) -> (n, out) x @ W.T without the bias, by `int8_path`."""
+        if int8_path(x.device, x.dtype, self.in_features) == "torch._weight_int8pack_mm" and x.dim() == 2:
+            x = x.contiguous()
+            if x.data_ptr() % 32:  # the kernel's aligned loads need 32-byte aligned rows
+                x = x.clone()
+            return _int8pack_mm(x, self.qweight, self.scale.to(x.dtype))
+        return torch.nn.functional.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.matmul(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        w = state_dict.pop(prefix + "weight", None)
+        if w is not None and prefix + "qweight" not in state_dict:  # an unquantised checkpoint: quantise it
+            state_dict[prefix + "qweight"], state_dict[prefix + "scale"] = quantize_int8(w, self.scale.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def _weight_and_bias(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (out, in) weight a Linear or an Int8Linear computes with (dequantised), and its bias."""
+    return (m.dequantize(), m.bias) if isinstance(m, Int8Linear) else (m.weight, m.bias)
+
+
+def tensor_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers (int8 weights, scales, biases, ...)."""
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
 class AdaptiveSoftmax(nn.Module):
     """Adaptive softmax head: `loss = head(hidden, targets)`, plus `log_prob`, `topk`, `predict`, `sample`.
 
@@ -318,6 +418,40 @@ class AdaptiveSoftmax(nn.Module):
         self.last_tail_evals = {"evaluated": 0, "skipped": 0}  # of the last topk / predict / sample call
         if cfg.unigram_init and counts is not None:
             self.init_biases_from_counts(torch.as_tensor(counts))
+        if cfg.quantize:
+            self._swap_int8(cfg.quantize)
+            self.eval()  # inference only: built ready to load int8 (or fp32) weights and generate
+
+    # --- weight-only int8 (inference) ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def quantize_(self, mode: str = "int8-tails") -> AdaptiveSoftmax:
+        """Convert this (trained) layer in place to weight-only int8 with per-output-channel scales; returns it.
+
+        "int8-tails": each tail's projection and output weights; "int8": the head too. Biases stay in their
+        dtype. The layer then serves log_prob / topk / predict / sample / nucleus and evaluation losses (in eval
+        mode); training it raises. Matmul path: `int8_path` (torch's int8 kernel or dequantise per call).
+        """
+        if mode not in QUANTIZE_MODES[1:]:
+            raise self.invalid_input(f"quantize={mode!r} is not one of {QUANTIZE_MODES[1:]}")
+        if self.config.quantize == "int8" and mode == "int8-tails":
+            raise self.invalid_input("this layer's head is already int8; quantize_('int8-tails') cannot undo that")
+        self._swap_int8(mode)
+        self.config = replace(self.config, quantize=mode)
+        self.refresh_bounds()
+        return self.eval()
+
+    def _swap_int8(self, mode: str) -> None:
+        for mods in (self.proj, self.out):
+            for i, m in enumerate(mods):
+                if not isinstance(m, Int8Linear):
+                    mods[i] = Int8Linear.from_linear(m)
+        if mode == "int8" and not isinstance(self.head, Int8Linear):
+            self.head = Int8Linear.from_linear(self.head)
+
+    def weight_bytes(self) -> dict[str, int]:
+        """Bytes of the weights, scales and biases: {"head": ..., "tails": ... (projections + outputs)}."""
+        return {"head": tensor_bytes(self.head), "tails": tensor_bytes(self.proj) + tensor_bytes(self.out)}
 
     # --- initialisation ----------------------------------------------------------------------------------------
 
@@ -351,6 +485,11 @@ class AdaptiveSoftmax(nn.Module):
         """
         reduction = reduction or self.config.reduction
         ignore_index = self.config.ignore_index if ignore_index is None else ignore_index
+        if self.config.quantize and self.training:
+            raise self.invalid_input(
+                f"this layer is quantized ({self.config.quantize}, inference only) and cannot be trained; call "
+                ".eval() to score targets, or train the unquantized layer and quantize_() it afterwards"
+            )
         x, t = self._flatten(hidden, targets)  # (N, d), (N,)
         nll, valid = self._token_nll(x, t, ignore_index)  # (N,) fp32, (N,) bool
         if reduction == "none":
@@ -404,7 +543,8 @@ class AdaptiveSoftmax(nn.Module):
         rank = self.rank_of[torch.where(valid, t, 0).clamp(0, self.config.vocab_size - 1)]  # (N,)
         cluster = torch.bucketize(rank, self.boundaries, right=True)  # (N,) 0 = head, i = tail i
         head_target = torch.where(cluster == 0, rank, self.shortlist - 1 + cluster)  # (N,)
-        nll = linear_nll(x, self.head.weight, self.head.bias, head_target, 0, self._scratch_or_none())  # (N,)
+        w, b = _weight_and_bias(self.head)  # (shortlist + J, d), dequantised when int8
+        nll = linear_nll(x, w, b, head_target, 0, self._scratch_or_none())  # (N,)
         cluster = torch.where(valid, cluster, 0)  # ignored tokens never reach a tail
         if self._use_static(x):
             tail, kept = self._tails_static(x, rank, cluster)
@@ -424,11 +564,11 @@ class AdaptiveSoftmax(nn.Module):
 
     def _tail_nll(self, i: int, x: torch.Tensor, rel_target: torch.Tensor) -> torch.Tensor:
         z = self.drop(self.proj[i](x))  # (n, p_i)
-        out = self.out[i]
+        w, b = _weight_and_bias(self.out[i])  # (size_i, p_i), dequantised when int8 (evaluation only)
         # Logits that fit in cache are kept (faster); larger ones are chunked and recomputed in backward.
-        big = x.shape[0] * out.weight.shape[0] > self.config.chunk_above
+        big = x.shape[0] * w.shape[0] > self.config.chunk_above
         chunk = self.config.tail_chunk if big else 0
-        return linear_nll(z, out.weight, out.bias, rel_target, chunk, self._scratch_or_none())  # (n,)
+        return linear_nll(z, w, b, rel_target, chunk, self._scratch_or_none())  # (n,)
 
     def _scratch_or_none(self) -> _Scratch | None:
         return self._scratch if self.config.reuse_buffers and not _is_compiling() else None
@@ -441,7 +581,7 @@ class AdaptiveSoftmax(nn.Module):
         """(n, p_i) -> (n, size_i). The bias is added in place: on CPU, addmm would first copy the broadcast
         bias into the whole (n, size_i) output, a full extra pass over the largest tensor of the layer."""
         out = self.out[i]
-        logits = z @ out.weight.t()  # (n, size_i)
+        logits = out.matmul(z) if isinstance(out, Int8Linear) else z @ out.weight.t()  # (n, size_i)
         return logits if out.bias is None else logits.add_(out.bias)
 
     def _tails_exact(self, x: torch.Tensor, rank: torch.Tensor, cluster: torch.Tensor) -> torch.Tensor:
@@ -515,12 +655,12 @@ class AdaptiveSoftmax(nn.Module):
         flat = ids.reshape(-1).long()
         rank = self.rank_of[flat.clamp(0, self.config.vocab_size - 1)]  # (N,)
         cluster = torch.bucketize(rank, self.boundaries, right=True)  # (N,)
-        w = self.head.weight  # (shortlist + J, d)
+        w = _weight_and_bias(self.head)[0]  # (shortlist + J, d)
         out = w[rank.clamp(max=self.shortlist - 1)] * (cluster == 0).unsqueeze(1).to(w.dtype)  # (N, d)
         for i in range(self.n_tails):
             lo, hi = self.edges[i + 1], self.edges[i + 2]
-            rows = self.out[i].weight[(rank - lo).clamp(0, hi - lo - 1)]  # (N, p_i)
-            vec = rows @ self.proj[i].weight  # (N, d)
+            rows = _weight_and_bias(self.out[i])[0][(rank - lo).clamp(0, hi - lo - 1)]  # (N, p_i)
+            vec = rows @ _weight_and_bias(self.proj[i])[0]  # (N, d)
             out = out + vec * (cluster == i + 1).unsqueeze(1).to(vec.dtype)
         return out.reshape(*ids.shape, self.config.hidden)
 
@@ -559,16 +699,21 @@ class AdaptiveSoftmax(nn.Module):
         |logit| scale (max_j ||W_j|| and max |b_j|) for the rounding slack. Weights changed through `.data`
         bypass the version counter: `train()`/`eval()` drop the cache, and so does `refresh_bounds()`.
         """
-        params = [*self.proj.parameters(), *self.out.parameters()]
+        params = [*self.proj.parameters(), *self.proj.buffers(), *self.out.parameters(), *self.out.buffers()]
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
         cached = getattr(self, "_bounds_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]
         pins = [p.detach() for p in params]  # keep these storages alive, so no new weight reuses their address
-        stacked = torch.cat([p.weight for p in self.proj], 0).detach()  # (sum p_i, d)
+        if isinstance(self.proj[0], Int8Linear):  # int8 projections stay int8: one Int8Linear of them all
+            stacked = Int8Linear(self.config.hidden, sum(self.config.proj_dims), bias=False).to(pins[0].device)
+            stacked.qweight = torch.cat([p.qweight for p in self.proj], 0)  # (sum p_i, d)
+            stacked.scale = torch.cat([p.scale for p in self.proj], 0)  # (sum p_i,)
+        else:
+            stacked = torch.cat([p.weight for p in self.proj], 0).detach()  # (sum p_i, d)
         R, G, A = [], [], []
         for out, lo, hi in zip(self.out, self.edges[1:-1], self.edges[2:], strict=True):
-            w = out.weight.detach().float()  # (size_i, p_i)
+            w = _weight_and_bias(out)[0].detach().float()  # (size_i, p_i), as the layer computes with it
             R.append((w - w.mean(0)).norm(dim=1).max())
             b = out.bias.detach().float() if out.bias is not None else w.new_zeros(1)
             G.append(b.max() - b.mean() - math.log(hi - lo))
@@ -595,9 +740,12 @@ class AdaptiveSoftmax(nn.Module):
         """
         head_lp = torch.log_softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
         stacked, R, G, A = self._bound_stats()
-        zs = torch.nn.functional.linear(x, stacked).split(self.config.proj_dims, dim=1)  # [(N, p_i)]
+        if isinstance(stacked, Int8Linear):
+            zs, dt = stacked(x).split(self.config.proj_dims, dim=1), stacked.scale.dtype  # [(N, p_i)]
+        else:
+            zs, dt = torch.nn.functional.linear(x, stacked).split(self.config.proj_dims, dim=1), stacked.dtype
         norms = torch.stack([z.float().norm(dim=1) for z in zs], 1)  # (N, J)
-        eps = torch.finfo(stacked.dtype).eps if stacked.dtype.is_floating_point else 1e-7
+        eps = torch.finfo(dt).eps if dt.is_floating_point else 1e-7
         slack = 1e-4 + 64 * eps * (norms * A + A)  # (N, J) log units
         bound = head_lp[:, self.shortlist :] + (norms * R + G).clamp(max=0.0) + slack  # (N, J)
         return head_lp, list(zs), bound

@@ -35,7 +35,9 @@ def export_layer(plan: Plan, out: str | Path, format: str = "module", **override
         plan: the design to export.
         out: the output file (`adaptive_head.py`, or `.json` for the config format).
         format: "module" | "config" | "torch".
-        **overrides: AdaptiveHeadConfig fields baked into the exported config (dropout, tie_input, ...).
+        **overrides: AdaptiveHeadConfig fields baked into the exported config (dropout, tie_input, ...);
+            `quantize="int8-tails"` / `"int8"` makes `build_head()` return the weight-only int8 layer (inference
+            only; it loads an int8 state dict from `layer.quantize_()`, or an fp32 one and quantizes it on load).
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -46,6 +48,10 @@ def export_layer(plan: Plan, out: str | Path, format: str = "module", **override
     """
     if format not in FORMATS:
         raise InputError(f"format {format!r} is not one of {FORMATS}")
+    if format == "torch" and overrides.get("quantize"):
+        raise InputError(
+            f"--quantize {overrides['quantize']}: AdaptiveLogSoftmaxWithLoss has no int8 weights; use --format module"
+        )
     out = Path(out)
     config = head_config(plan, **overrides)
     if format == "config":

@@ -1,7 +1,8 @@
 """The layer stage: a Plan -> a ready-to-train adaptive-softmax `torch.nn.Module`.
 
 Inputs: a `vocabopt.Plan`. Outputs: `vocabopt.adaptive_head.AdaptiveSoftmax`, the same torch-only code that
-`vocabopt export` writes to a standalone file. Also maps weights from torch's AdaptiveLogSoftmaxWithLoss.
+`vocabopt export` writes to a standalone file, optionally with weight-only int8 clusters for inference
+(`quantize=`). Also maps weights from torch's AdaptiveLogSoftmaxWithLoss.
 """
 
 from __future__ import annotations
@@ -39,11 +40,15 @@ def head_config(plan: Plan, **overrides: Any) -> AdaptiveHeadConfig:
         raise InputError(f"layer option(s) {sorted(overrides)}: {e}") from None
 
 
-def build_layer(plan: Plan, **overrides: Any) -> AdaptiveSoftmax:
+def build_layer(plan: Plan, quantize: str | None = None, **overrides: Any) -> AdaptiveSoftmax:
     """A freshly initialised adaptive-softmax layer built from `plan`.
 
     Args:
         plan: the design (frequency order, cutoffs, projection sizes).
+        quantize: None (fp32, trainable), "int8-tails" (weight-only int8 with per-output-channel scales for every
+            tail's projection and output weights) or "int8" (the head too). A quantized layer is built in eval
+            mode for inference: load a quantized state dict (or an fp32 one, quantized on load) into it; training
+            it raises. To quantize a trained layer in place: `layer.quantize_("int8-tails")`.
         **overrides: AdaptiveHeadConfig fields, e.g. `dropout=0.1`, `tie_input=True`, `unigram_init=False`.
 
     Example:
@@ -56,6 +61,8 @@ def build_layer(plan: Plan, **overrides: Any) -> AdaptiveSoftmax:
     """
     import torch
 
+    if quantize is not None:
+        overrides["quantize"] = quantize
     config = head_config(plan, **overrides)
     layer = AdaptiveSoftmax(config, order=torch.from_numpy(plan.order), counts=torch.from_numpy(plan.counts_by_rank))
     layer.invalid_input = LayerInputError
@@ -71,6 +78,10 @@ def load_alswl(layer: AdaptiveSoftmax, alswl: Any) -> AdaptiveSoftmax:
     import torch
 
     cfg = layer.config
+    if cfg.quantize:
+        raise InputError(
+            f"the layer is quantized ({cfg.quantize}); load ALSWL weights into an fp32 layer, then quantize_"
+        )
     if (alswl.in_features, alswl.n_classes, list(alswl.cutoffs[:-1])) != (
         cfg.hidden,
         cfg.vocab_size,

@@ -27,7 +27,7 @@ from . import artifacts, design, tradeoff
 from .device import DTYPES, device_name, resolve_device, saved_bytes
 from .errors import ArtifactError, InputError, MismatchError, TokenizerError
 from .plan import Plan
-from .quality import heldout_quality
+from .quality import CHUNK_WINDOWS, heldout_quality
 from .training import MODELS, Batches, TokenStream, Trainer, TrainSettings, cuda_step_peak, train_lockstep
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class ValidationResult:
     runs: list[ValidationRun]
     settings: dict[str, Any]  # model, sizes, steps, lr, seed, device, dtype, split sizes
     schema_version: int = SCHEMA_VERSION
+    quantized: dict[str, Any] | None = None  # `validate(quantize=)`: a QuantizedComparison of runs[0]'s head
 
     def run(self, name: str) -> ValidationRun | None:
         return next((r for r in self.runs if r.name == name), None)
@@ -95,6 +96,7 @@ class ValidationResult:
             "settings": self.settings,
             "summary": self.summary(),
             "runs": [asdict(r) for r in self.runs],
+            **({"quantized": self.quantized} if self.quantized is not None else {}),
         }
 
     def save(self, path: str | Path) -> None:
@@ -107,7 +109,13 @@ class ValidationResult:
         obj = artifacts.read_json(Path(path), ARTIFACT, SCHEMA_VERSION)
         try:
             runs = [_run_from_json(r) for r in obj["runs"]]
-            return cls(runs=runs, settings=dict(obj["settings"]), schema_version=obj["schema_version"])
+            q = obj.get("quantized")
+            return cls(
+                runs=runs,
+                settings=dict(obj["settings"]),
+                schema_version=obj["schema_version"],
+                quantized=None if q is None else asdict(QuantizedComparison(**q)),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(
                 f"{path}: malformed ValidationResult ({type(e).__name__}: {e}); re-run validate"
@@ -140,6 +148,7 @@ def validate(
     device: str = "cpu",
     dtype: str = "float32",
     seed: int = 0,
+    quantize: str | None = None,
     progress: Callable[[str, int, int, float], None] | None = None,
 ) -> ValidationResult:
     """Train one small LM per output layer (plan, full softmax, folklore) identically; compare held-out quality.
@@ -158,6 +167,8 @@ def validate(
         max_tokens: use only the first max_tokens tokens of the corpus.
         device, dtype: where and in what precision (autocast) to train; "cuda" with "bfloat16" for a real GPU.
         seed: one seed for the body's initial weights, the batch order and dropout; every run reuses it.
+        quantize: "int8-tails" or "int8": after training, also compare the plan's trained head with its
+            weight-only int8 copy on the held-out stream (`QuantizedComparison`: KL, top-1 agreement, ppl change).
         progress: called as progress(run_name, step, steps, training_loss).
 
     Example:
@@ -168,6 +179,8 @@ def validate(
     import torch
 
     _check_args(plan, steps, model, seq_len, batch_size, heldout, dtype, DTYPES)
+    if quantize not in (None, "int8-tails", "int8"):
+        raise InputError(f"quantize={quantize!r} is not one of None, 'int8-tails', 'int8'")
     dev = torch.device(resolve_device(device))
     data = load_tokens(plan, sources, tokenizer, heldout=heldout, seq_len=seq_len, max_tokens=max_tokens)
     layers = _designs(plan, folklore, full_softmax)
@@ -197,7 +210,8 @@ def validate(
         layers, plan, data, offsets, train, dev=dev, tdtype=getattr(torch, dtype), progress=progress
     )
     runs = [_finish(tr, batches, offsets, plan) for tr in trainers]
-    return ValidationResult(runs=runs, settings=settings)
+    quantized = asdict(quantize_comparison(trainers[0], batches, quantize)) if quantize else None
+    return ValidationResult(runs=runs, settings=settings, quantized=quantized)
 
 
 def _check_args(plan, steps, model, seq_len, batch_size, heldout, dtype, dtypes) -> None:
@@ -357,3 +371,94 @@ def _finish(tr: Trainer, batches: Batches, offsets: np.ndarray, plan: Plan) -> V
         ece=quality.ece,
         temperature=quality.temperature,
     )
+
+
+# --- quantized head vs fp32 -----------------------------------------------------------------------------------
+
+
+@dataclass
+class QuantizedComparison:
+    """A trained adaptive head next to its weight-only int8 copy (`AdaptiveSoftmax.quantize_`), scored on the
+    same held-out hidden states: the full distribution of both, every cluster evaluated."""
+
+    mode: str  # "int8-tails" | "int8"
+    tokens: int  # held-out tokens scored
+    kl: float  # mean KL(fp32 || quantized) of the full distribution, nats/token
+    top1_agreement: float  # share of tokens whose most likely id is the same
+    loss_fp32: float  # mean NLL of the held-out targets, nats/token
+    loss_quantized: float
+    ppl_change: float  # ppl_quantized / ppl_fp32 - 1
+    bytes_fp32: dict[str, int]  # {"head", "tails"}: weights, scales and biases (AdaptiveSoftmax.weight_bytes)
+    bytes_quantized: dict[str, int]
+    matmul: str  # the int8 matmul that ran (adaptive_head.int8_path): torch's kernel or dequantise per call
+
+
+def compare_quantized(reference: Any, quantized: Any, chunks: Any, mode: str = "") -> QuantizedComparison:
+    """Score `quantized` against `reference` on an iterable of (hidden (n, d), target ids (n,)) chunks.
+
+    Only one chunk of (n, V) log-probabilities per head exists at a time. Both heads are put in eval mode.
+    """
+    import torch
+
+    from .adaptive_head import Int8Linear, int8_path
+
+    reference.eval(), quantized.eval()
+    kl = agree = nll_ref = nll_q = 0.0
+    tokens, dtype, device = 0, None, None
+    with torch.no_grad():
+        for hidden, target in chunks:
+            lp_r = reference.log_prob(hidden).reshape(-1, reference.config.vocab_size).float()  # (n, V)
+            lp_q = quantized.log_prob(hidden).reshape(-1, reference.config.vocab_size).float()  # (n, V)
+            t = target.reshape(-1, 1)  # (n, 1)
+            kl += float((lp_r.exp() * (lp_r - lp_q)).sum(1, dtype=torch.float64).sum())
+            agree += float((lp_r.argmax(1) == lp_q.argmax(1)).sum())
+            nll_ref -= float(lp_r.gather(1, t).double().sum())
+            nll_q -= float(lp_q.gather(1, t).double().sum())
+            tokens += t.shape[0]
+            dtype, device = hidden.dtype, hidden.device
+    if not tokens:
+        raise InputError("compare_quantized: no held-out tokens to score; pass at least one (hidden, targets) chunk")
+    first = next((m for m in quantized.modules() if isinstance(m, Int8Linear)), None)
+    n = tokens
+    return QuantizedComparison(
+        mode=mode or str(quantized.config.quantize),
+        tokens=n,
+        kl=kl / n,
+        top1_agreement=agree / n,
+        loss_fp32=nll_ref / n,
+        loss_quantized=nll_q / n,
+        ppl_change=math.expm1(min((nll_q - nll_ref) / n, 700.0)),
+        bytes_fp32=reference.weight_bytes(),
+        bytes_quantized=quantized.weight_bytes(),
+        matmul="none" if first is None else int8_path(device, dtype, first.in_features),
+    )
+
+
+def quantize_comparison(tr: Trainer, batches: Batches, mode: str = "int8-tails") -> QuantizedComparison:
+    """Quantize a copy of a trained run's adaptive head (`mode`) and compare it with the trained head on the
+    held-out windows `heldout_quality` scores (the same hidden states from the run's body)."""
+    import copy
+
+    import torch
+
+    if tr.design is None:
+        raise InputError("--quantize compares an adaptive head; the full-softmax run has none")
+    t = batches.train
+    q = copy.deepcopy(tr.head).quantize_(mode)
+    held = batches.ids[batches.data.split :]
+    n_win = max(1, min(t.eval_tokens // t.seq_len, (held.numel() - 1) // t.seq_len))
+    x = held[: n_win * t.seq_len + 1]
+    inp, tgt = x[:-1].view(n_win, t.seq_len), x[1:].view(n_win, t.seq_len)  # (W, T)
+    was = tr.body.training, tr.head.training
+    tr.body.eval()
+
+    def chunks():
+        for i in range(0, n_win, CHUNK_WINDOWS):
+            with torch.no_grad(), batches.autocast:
+                hidden = tr.body(inp[i : i + CHUNK_WINDOWS])  # (w, T, d)
+            yield hidden.reshape(-1, hidden.shape[-1]).float(), tgt[i : i + CHUNK_WINDOWS].reshape(-1)
+
+    try:
+        return compare_quantized(tr.head, q, chunks(), mode)
+    finally:
+        tr.body.train(was[0]), tr.head.train(was[1])
