@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tune_corpora.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/expand_replan.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/decode_latency.py --quick --docs
+	$(BIN)/python benchmarks/convert_head.py --docs
+	$(BIN)/python benchmarks/quantize_head.py --docs
 
 # A sanity run of the same scripts with their quick/smoke options (minutes); writes nothing (--no-write, and
 # decode_latency without --docs). analyze_scale, analyze_dask and validate_kjv have no quick mode and are left out.
@@ -60,6 +62,8 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/tune_corpora.py --profile $(PROFILE) --corpus kjv --steps 40 --seeds 1 --no-write
 	$(BIN)/python benchmarks/expand_replan.py --profile $(PROFILE) --quick --no-write
 	$(BIN)/python benchmarks/decode_latency.py --shapes 4000:32 --batch 1 --reps 1
+	$(BIN)/python benchmarks/convert_head.py --quick
+	$(BIN)/python benchmarks/quantize_head.py --quick
 
 clean:
 	rm -rf $(VENV) out
