@@ -129,11 +129,11 @@ Machine: {machine()}. Profile: `{args.profile}` ({profile.describe()}). Command:
 N = {args.tokens}, d = {args.hidden}, fp32, forward+backward of `build_layer(plan)`, median of {args.reps}
 interleaved rounds; the plan is `vocabopt.optimize(stats, hidden, profile, batch_tokens)` with default
 options, folklore designs use the same d/4^i projections. The default capacity floor is the capacity of
-paper/Lua's [2000, 10000] on the corpus, a heuristic that measures no quality — {"; ".join(floors)}. "vocabopt @ capacity of X" rows
-are what `optimize --min-capacity` recommends at folklore design X's capacity (the fair comparison: as much capacity,
-less time); "vocabopt, J=j" rows are the DP's best design with as many tail clusters as a folklore design.
-Capacity = sum over clusters of target share x width / d (1.0 = full softmax). Target: >= 1.3x over the best
-folklore design.
+paper/Lua's [2000, 10000] on the corpus, a heuristic that measures no quality — {"; ".join(floors)}.
+"vocabopt @ capacity of X" rows are what `optimize --min-capacity` recommends at folklore design X's capacity
+(the fair comparison: as much capacity, less time); "vocabopt, J=j" rows are the DP's best design with as many
+tail clusters as a folklore design. Capacity = sum over clusters of target share x width / d (1.0 = full
+softmax). Target: >= 1.3x over the best folklore design.
 
 {chr(10).join("- " + v for v in verdicts)}
 

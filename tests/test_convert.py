@@ -5,6 +5,8 @@ one line (library and CLI)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from click.testing import CliRunner
 import vocabopt
 from vocabopt import Plan, build_layer
 from vocabopt.cli import main
-from vocabopt.convert import ConvertReport, convert_head, read_weights
+from vocabopt.convert import ConvertReport, convert_head, read_weights, summary_lines
 from vocabopt.errors import InputError, MismatchError
 from vocabopt.replan import factor_tail
 
@@ -200,16 +202,60 @@ def test_distillation_lowers_kl_on_heldout_states():
     with torch.no_grad():
         ls, lt = conv.layer.log_prob(hx), torch.log_softmax(hx @ W.T + b, -1)
     assert r.after.kl == pytest.approx(float((lt.exp() * (lt - ls)).sum(1).mean()), rel=1e-4)
+    assert r.distillation_discarded is None
+    assert any(line.startswith("after distillation") for line in summary_lines(r))
 
 
-def test_distillation_that_hurts_is_undone():
+def test_distillation_that_hurts_is_undone(tmp_path):
+    """Undone distillation: `after` describes the head returned (== before, measured again here by brute force), the
+    worse distilled figures are kept as `distillation_discarded`, and the summary never calls them "after"."""
     plan = _plan()
     W, b = _equal_row_head(plan)  # converts exactly: any distillation step can only move away
     h = torch.randn(400, D, generator=_gen(12))
     conv = convert_head(W, b, plan, hidden_states=h, distil_steps=5, lr=1.0)
-    assert conv.report.distil["kept"].startswith("converted")
+    r = conv.report
+    assert r.distil["kept"].startswith("converted")
     x = torch.randn(16, D, generator=_gen(13))
     assert torch.allclose(conv.layer.log_prob(x).double(), _original_lp(W, b, x), atol=1e-4)
+    with torch.no_grad():
+        lt, ls = torch.log_softmax(h @ W.T + b, -1), conv.layer.log_prob(h)
+    assert r.after == r.before and r.after.kl == pytest.approx(float((lt.exp() * (lt - ls)).sum(1).mean()), abs=1e-6)
+    assert r.distillation_discarded.kl > 100 * max(r.before.kl, 1e-6) and r.distillation_discarded.rows == 400
+    lines = summary_lines(r)
+    assert not any(line.startswith("after distillation") for line in lines)
+    assert any(
+        line.startswith("distillation discarded") and f"{r.distillation_discarded.kl:.4f}" in line for line in lines
+    )
+    r.save(tmp_path / "r.json")
+    assert ConvertReport.load(tmp_path / "r.json") == r  # the discarded figures survive the JSON round trip
+
+
+def test_padded_vocabulary_is_cut_to_the_plan(caplog):
+    """An lm_head padded past the plan's ids (320 rows, 300 ids, as an 8064-row table for 8000 ids) converts exactly
+    as its first 300 rows do; zero padding passes silently, nonzero padding is logged and counted in the report."""
+    plan = _plan()
+    W, b = _low_rank_head(plan, PROJ)
+    want = convert_head(W, b, plan, distil_steps=0)
+    Wp, bp = torch.cat([W, torch.zeros(20, D)]), torch.cat([b, torch.zeros(20)])
+    with caplog.at_level("WARNING", logger="vocabopt.convert"):
+        got = convert_head(Wp, bp, plan, distil_steps=0)
+    assert not caplog.records
+    assert got.report.padded_rows == 20 and got.report.padded_rows_nonzero == 0
+    for k, v in want.layer.state_dict().items():
+        assert torch.equal(got.layer.state_dict()[k], v), k
+    assert any("dropped 20 padded rows" in line for line in summary_lines(got.report))
+    Wp[V + 3] = 1.0  # two padded rows that hold something: a plan for a smaller tokenizer than the model's?
+    bp[V + 7] = 0.5
+    with caplog.at_level("WARNING", logger="vocabopt.convert"):
+        got = convert_head(Wp, bp, plan, distil_steps=0)
+    assert got.report.padded_rows_nonzero == 2 and "2 of the 20 dropped rows are nonzero" in caplog.text
+    assert torch.equal(got.layer.head.weight, want.layer.head.weight)
+    with pytest.raises(MismatchError, match="the weight's 320 rows need"):
+        convert_head(Wp, b, plan)  # the bias must be the table's own
+    with pytest.raises(MismatchError, match="at least V rows"):
+        convert_head(W[:-1], None, plan)
+    with pytest.raises(MismatchError, match="transposed"):
+        convert_head(Wp.T, None, plan)
 
 
 def test_bad_input_is_one_line():
@@ -255,6 +301,27 @@ def test_cli_converts_and_reports(tmp_path):
     report = ConvertReport.load(tmp_path / "r.json")
     assert report.before.rows == 50 and report.after.kl == pytest.approx(lib.report.after.kl, rel=1e-5)
     assert report.before == lib.report.before and report.tails == lib.report.tails  # the JSON round trip
+
+
+def test_cli_padded_table_and_undone_distillation(tmp_path):
+    """The CLI on a padded table (cut to the plan, said in the summary) whose distillation hurts (the summary says it
+    was discarded and never prints discarded figures as "after distillation")."""
+    plan = _plan()
+    plan.save(tmp_path / "plan.json")
+    W, b = _equal_row_head(plan)
+    torch.save({"lm_head.weight": torch.cat([W, torch.zeros(12, D)])}, tmp_path / "model.pt")
+    np.save(tmp_path / "h.npy", torch.randn(400, D, generator=_gen(12)).numpy())
+    args = ["convert", str(tmp_path / "plan.json"), "--weights", str(tmp_path / "model.pt"), "--lr", "1.0"]
+    args += ["--hidden-states", str(tmp_path / "h.npy"), "--steps", "5", "-o", str(tmp_path / "head.pt"), "-q"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "dropped 12 padded rows past the plan's 300 ids (0 of them nonzero)" in res.output
+    assert "distillation discarded" in res.output and "after distillation" not in res.output
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["after"] == out["before"] and out["distillation_discarded"]["kl"] > out["before"]["kl"]
+    assert out["padded_rows"] == 12
 
 
 def test_cli_shape_mismatch_and_safetensors(tmp_path):

@@ -156,3 +156,43 @@ def test_available_bytes_and_out_of_memory():
     with pytest.raises(RuntimeError) as e:
         torch.empty(1 << 62, dtype=torch.uint8)  # 4 EiB: torch's own allocation failure
     assert device.is_out_of_memory(e.value)
+
+
+def _cgroup(root, files: dict[str, str]):
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_available_bytes_respects_a_containers_cgroup_limit(tmp_path, monkeypatch):
+    """MemAvailable is the host's; a container's cgroup limit caps what an allocation can get (v2 and v1)."""
+    mib = 1 << 20
+    v2 = _cgroup(
+        tmp_path / "v2",
+        {
+            "memory.max": f"{1024 * mib}\n",
+            "memory.current": f"{600 * mib}\n",
+            "memory.stat": f"anon 1\ninactive_file {100 * mib}\n",
+        },
+    )
+    assert device.cgroup_free_bytes(str(v2)) == (1024 - 600 + 100) * mib  # reclaimable page cache added back
+    monkeypatch.setattr(device, "CGROUP_ROOT", str(v2))
+    assert device.available_bytes("cpu") == (1024 - 600 + 100) * mib  # this machine has far more than 524 MiB
+    (v2 / "memory.max").write_text("max\n")
+    assert device.cgroup_free_bytes(str(v2)) is None
+    host = device.available_bytes("cpu")
+    assert host is None or host > 1024 * mib
+    v1 = _cgroup(
+        tmp_path / "v1",
+        {
+            "memory/memory.limit_in_bytes": f"{2048 * mib}\n",
+            "memory/memory.usage_in_bytes": f"{2000 * mib}\n",
+            "memory/memory.stat": f"inactive_file 7\ntotal_inactive_file {8 * mib}\n",
+        },
+    )
+    monkeypatch.setattr(device, "CGROUP_ROOT", str(v1))
+    assert device.available_bytes("cpu") == (2048 - 2000 + 8) * mib
+    (v1 / "memory/memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1 without a limit
+    assert device.cgroup_free_bytes(str(v1)) is None
+    assert device.cgroup_free_bytes(str(tmp_path / "none")) is None  # no cgroup files: no limit known

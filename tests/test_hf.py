@@ -331,3 +331,83 @@ def test_models_that_transform_logits_are_refused(tf, name, value):
     setattr(model.config, name, value)  # Gemma-2 caps its logits, Cohere scales them: the head reproduces neither
     with pytest.raises(MismatchError, match=name):
         replace_lm_head(model, _plan())
+
+
+@pytest.mark.parametrize("mode", ["int8-tails", "int8"])
+def test_quantized_head_saves_and_loads_with_its_design(tf, tmp_path, mode):
+    """quantize_ after replace_lm_head: save_pretrained writes the live design (quantize=mode) with the int8 keys, so
+    from_pretrained builds the same int8 head and every log-prob is identical (not a randomly initialised head)."""
+    model = _adaptive(tf).eval()
+    model.lm_head.quantize_(mode)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["vocabopt"]["head"]["quantize"] == mode
+    loaded, info = from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert loaded.lm_head.config.quantize == mode and loaded.lm_head.proj[0].qweight.dtype == torch.int8
+    ids = torch.randint(2, V, (2, 9))
+    assert torch.equal(model(input_ids=ids).logits, loaded.eval()(input_ids=ids).logits)
+    assert torch.equal(generate_exact(model, ids, max_new_tokens=3), generate_exact(loaded, ids, max_new_tokens=3))
+
+
+def test_checkpoint_whose_head_keys_do_not_match_is_refused(tf, tmp_path):
+    """A head key missing from the weights, an extra one, or a config.json whose design names other keys (a float
+    design over int8 weights): transformers would initialise those parameters at random; from_pretrained refuses."""
+    from safetensors.torch import load_file, save_file
+
+    model = _adaptive(tf).eval()
+    model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = load_file(weights)
+    for tampered, what in (
+        ({k: v for k, v in state.items() if k != "lm_head.out.1.weight"}, "missing: lm_head.out.1.weight"),
+        ({**state, "lm_head.extra.weight": torch.ones(2)}, "unexpected: lm_head.extra.weight"),
+    ):
+        save_file(tampered, weights, metadata={"format": "pt"})
+        with pytest.raises(InputError, match=what):
+            from_pretrained(tmp_path)
+    save_file(state, weights, metadata={"format": "pt"})
+    assert torch.equal(from_pretrained(tmp_path).lm_head.order, model.lm_head.order)  # the untampered folder loads
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["vocabopt"]["head"]["quantize"] = "int8-tails"  # a stale design: float weights, int8 config
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="do not match the design"):
+        from_pretrained(tmp_path)
+
+
+def test_refused_model_is_left_unchanged(tf):
+    """replace_lm_head runs every check before it touches the model: a refused model keeps its lm_head, its class,
+    its tie_word_embeddings and no 'vocabopt' config entry, and still computes the same logits."""
+    model = _model(tf, "llama")
+    model.config.final_logit_softcapping = 30.0
+    model.config.tie_word_embeddings = True
+    old_head, old_class = model.lm_head, type(model)
+    ids = torch.randint(2, V, (1, 5))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    with pytest.raises(MismatchError, match="final_logit_softcapping"):
+        replace_lm_head(model, _plan())
+    assert model.lm_head is old_head and type(model) is old_class
+    assert model.config.tie_word_embeddings is True and not hasattr(model.config, "vocabopt")
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, want)
+
+
+def test_unsupported_config_and_foreign_design_are_one_line(tf, tmp_path):
+    """A config type with no causal-LM class, and a head design from another vocabopt version (a field this one
+    lacks, a value it does not accept): one-line InputError naming config.json and the fix, no KeyError/TypeError."""
+    model = _adaptive(tf)
+    model.save_pretrained(tmp_path)
+    good = json.loads((tmp_path / "config.json").read_text())
+    cases = [
+        ({**good, "model_type": "t5"}, "model_type 't5' has no causal-LM class"),
+        ({**good, "vocabopt": {**good["vocabopt"], "head": {**good["vocabopt"]["head"], "new_field": 1}}}, "new_field"),
+        ({**good, "vocabopt": {**good["vocabopt"], "head": {**good["vocabopt"]["head"], "path": "warp"}}}, "warp"),
+    ]
+    for cfg, what in cases:
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(InputError, match=what) as err:
+            from_pretrained(tmp_path)
+        msg = str(err.value)
+        assert "config.json" in msg and "\n" not in msg
+        assert "upgrade transformers" in msg or "vocabopt version that saved it" in msg

@@ -250,6 +250,19 @@ def test_read_artifact_recognises_each_kind(tmp_path, stats, plan, bench, valida
         assert type(read_artifact(tmp_path / name)) is type(a)
 
 
+def test_a_renamed_single_file_artifact_is_recognised_by_its_magic(tmp_path, plan):
+    """A plan.npz renamed to .json (or to no suffix) loads with Plan.load; the report reads it the same way."""
+    plan.save(tmp_path / "plan.npz")
+    for name in ("plan.json", "plan"):
+        shutil.copy(tmp_path / "plan.npz", tmp_path / name)
+        back = read_artifact(tmp_path / name)
+        assert isinstance(back, Plan) and back.cutoffs == plan.cutoffs
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "plan.json"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert Page(out.read_text(encoding="utf-8")).sections[0] == "plan"
+
+
 @pytest.mark.parametrize(
     "content, why",
     [("hello", "not JSON"), ('{"a": 1}', "no 'artifact' field"), ("[1, 2]", "no 'artifact' field"),

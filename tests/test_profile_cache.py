@@ -12,10 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import vocabopt.device
 import vocabopt.profile_cache as pc
 from vocabopt.cli import main
 from vocabopt.cli._common import StepProgress
-from vocabopt.device import device_name, resolve_device
 from vocabopt.profile import DeviceProfile, synthetic_profile
 from vocabopt.stats import CorpusStats
 
@@ -23,9 +23,10 @@ from vocabopt.stats import CorpusStats
 def fake_profile(device: str = "auto", dtype: str = "float32", *, quick: bool = False, progress=None, **_kw):
     """What profile_device would return, minus the measuring: the real key fields, synthetic tables."""
     prof = synthetic_profile(lambda k, *c: 0.01 + 1e-9 * np.prod(c, axis=0), dtype=dtype)
-    prof.device = device_name(resolve_device(device))
-    prof.device_type = resolve_device(device)
-    prof.environment = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    dev = pc.resolve_device(device)  # profile_cache's own names, so a test can stand in a device for them
+    prof.device = pc.device_name(dev)
+    prof.device_type = dev
+    prof.environment = pc.environment(dev)  # what profile_device records: torch, threads, precision, vocabopt, ...
     prof.settings = {"quick": quick, "samples": 1, "wall_s": 0.0}
     if progress:
         progress(1, 2)
@@ -73,6 +74,75 @@ def test_key_changes_with_torch_version_and_grid_settings(measured, monkeypatch)
 
     monkeypatch.setitem(vp.GRIDS, "quick", {**vp.GRIDS["quick"], "samples": 3})
     assert pc.cache_key("cpu", "float32", quick=True).filename() != base.filename()
+
+
+def test_matmul_precision_and_vocabopt_version_are_in_the_key(measured, monkeypatch):
+    """Review of issue 16: a changed float32 matmul precision (TF32/bf16 matmuls) or vocabopt version is a miss."""
+    _, path, _ = pc.cached_profile("cpu", quick=True)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high" if before == "highest" else "highest")
+        prof, other, hit = pc.cached_profile("cpu", quick=True)
+        assert (hit, len(measured)) == (False, 2) and other != path
+        assert prof.environment["float32_matmul_precision"] != before
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert pc.cached_profile("cpu", quick=True)[1:] == (path, True) and len(measured) == 2  # back: the first entry
+    monkeypatch.setattr(vocabopt.device, "__version__", "99.0.0")  # an upgraded profiler
+    _, upgraded, hit = pc.cached_profile("cpu", quick=True)
+    assert (hit, len(measured)) == (False, 3) and upgraded not in (path, other)
+
+
+def test_allow_tf32_is_in_the_key_on_cuda(measured, monkeypatch):
+    """On CUDA, environment() records torch.backends.cuda.matmul.allow_tf32: flipping it is a miss."""
+    monkeypatch.setattr(pc, "resolve_device", lambda device: "cuda")  # this CPU machine stands in for a GPU
+    monkeypatch.setattr(pc, "device_name", lambda dev: "cuda: Test GPU")
+    matmul = torch.backends.cuda.matmul  # a module object with properties: monkeypatch cannot undo a setattr
+    before = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        _, path, _ = pc.cached_profile("cuda", quick=True)
+        assert pc.cached_profile("cuda", quick=True)[1:] == (path, True) and len(measured) == 1
+        matmul.allow_tf32 = True
+        assert pc.cache_key("cuda", quick=True).tf32 == "True"
+        _, other, hit = pc.cached_profile("cuda", quick=True)
+        assert (hit, len(measured)) == (False, 2) and other != path
+    finally:
+        matmul.allow_tf32 = before
+
+
+def test_an_entry_measured_by_another_vocabopt_is_not_served(measured):
+    """The identity check reads the entry's own environment, not only its file name."""
+    _, path, _ = pc.cached_profile("cpu", quick=True)
+    obj = json.loads(path.read_text())
+    obj["environment"]["vocabopt"] = "0.0.1"
+    path.write_text(json.dumps(obj))
+    warnings: list[str] = []
+    _, _, hit = pc.cached_profile("cpu", quick=True, on_warning=warnings.append)
+    assert not hit and len(measured) == 2 and "vocabopt '0.0.1' not" in warnings[0]
+
+
+def test_planning_prefers_the_cached_full_grid_profile(measured, tmp_path):
+    """Review of issue 16: after `vocabopt profile` (full grid by default), optimize plans with it, measuring nothing;
+    without a full entry it measures (and then reuses) the quick grid."""
+    from vocabopt.cli.profile import planning_profile
+
+    _, quick_path, _ = pc.cached_profile("cpu", quick=True)
+    runner = CliRunner()
+    r = runner.invoke(main, ["profile", "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    assert measured == [("cpu", "float32", True), ("cpu", "float32", False)]
+    full_path = pc.cache_path(pc.cache_key("cpu", quick=False))
+    prof, source = planning_profile(None, "cpu", None, quiet=True)
+    assert source == str(full_path) and prof.settings["quick"] is False and len(measured) == 2
+    CorpusStats.from_counts(np.arange(2000, 0, -1)).save(tmp_path / "s.json")
+    args = ["optimize", str(tmp_path / "s.json"), "--hidden", "64", "--device", "cpu", "-o", str(tmp_path / "p.json")]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert len(measured) == 2 and str(full_path) in r.stderr and "full grid" in r.stderr
+    full_path.unlink()
+    prof, source = planning_profile(None, "cpu", None, quiet=True)
+    assert source == str(quick_path) and prof.settings["quick"] is True and len(measured) == 2
 
 
 def test_corrupt_entry_is_measured_again_with_one_warning(measured):

@@ -237,6 +237,37 @@ def test_object_array_is_refused_never_unpickled(tmp_path, plan, stats):
         assert "allow_pickle" in _load_error(dst, loader)
 
 
+def test_compressed_member_is_refused_before_it_is_inflated(tmp_path, plan, monkeypatch):
+    """Review of issue 16: a deflated member (a zip bomb: 64 MB of zeros in ~64 KB) is refused from its header."""
+    plan.save(tmp_path / "p.npz")
+    with zipfile.ZipFile(tmp_path / "p.npz") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+        z.writestr("pad.npy", bytes(64 << 20))
+    assert (tmp_path / "bomb.npz").stat().st_size < 1 << 20
+    inflated: list[str] = []
+    real_read = zipfile.ZipFile.read
+    monkeypatch.setattr(
+        zipfile.ZipFile, "read", lambda self, name, pwd=None: inflated.append(name) or real_read(self, name, pwd)
+    )
+    msg = _load_error(tmp_path / "bomb.npz")
+    assert "compressed" in msg and "regenerate" in msg and inflated == []
+    assert artifacts.is_zip(tmp_path / "bomb.npz") and not artifacts.is_zip(tmp_path / "missing.npz")
+
+
+def test_members_larger_than_the_archive_are_refused(tmp_path, plan):
+    """Stored members cannot add up to more than the archive: a central directory that claims so is refused."""
+    plan.save(tmp_path / "p.npz")
+    data = bytearray((tmp_path / "p.npz").read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first central directory entry
+    data[entry + 24 : entry + 28] = (1 << 30).to_bytes(4, "little")  # its uncompressed size: 1 GiB
+    (tmp_path / "big.npz").write_bytes(bytes(data))
+    msg = _load_error(tmp_path / "big.npz")
+    assert "bytes in a" in msg and f"{len(data)}-byte archive" in msg
+
+
 def test_missing_member_and_header(tmp_path, plan):
     plan.save(tmp_path / "p.npz")
     _rewrite(tmp_path / "p.npz", tmp_path / "m.npz", lambda m: m.pop("order.npy"))

@@ -745,7 +745,10 @@ class AdaptiveSoftmax(nn.Module):
         else:
             zs, dt = torch.nn.functional.linear(x, stacked).split(self.config.proj_dims, dim=1), stacked.dtype
         norms = torch.stack([z.float().norm(dim=1) for z in zs], 1)  # (N, J)
-        eps = torch.finfo(dt).eps if dt.is_floating_point else 1e-7
+        eps = max(  # the coarser of the weights' and the inputs' precision (an int8 layer fed bf16 rows)
+            torch.finfo(dt).eps if dt.is_floating_point else 1e-7,
+            torch.finfo(x.dtype).eps if x.dtype.is_floating_point else 1e-7,
+        )
         slack = 1e-4 + 64 * eps * (norms * A + A)  # (N, J) log units
         bound = head_lp[:, self.shortlist :] + (norms * R + G).clamp(max=0.0) + slack  # (N, J)
         return head_lp, list(zs), bound

@@ -15,7 +15,8 @@ because it is numpy's own container: `np.load(path, allow_pickle=False)` opens i
 `unzip -p plan.npz header.json` shows the header. Members are stored uncompressed (as `np.savez` does: no zip-bomb
 amplification) with fixed timestamps, so the same content gives the same bytes. The header records each array's
 sha256, checked on load like a sidecar's; the zip's CRC-32 catches a flipped byte in the header as well. Loaders
-tell the forms apart by content (a zip starts with `PK\x03\x04`) or by the `.npz` suffix.
+tell the forms apart by content (`is_zip`: a zip starts with `PK\x03\x04`) or by the `.npz` suffix, and refuse a
+compressed member or members larger than the archive itself (a crafted file cannot expand to GBs in memory).
 """
 
 from __future__ import annotations
@@ -248,6 +249,15 @@ def is_single_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == SINGLE_SUFFIX
 
 
+def is_zip(path: str | os.PathLike) -> bool:
+    """Whether the file at `path` starts with the zip magic (a single-file artifact saved under any name)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == _ZIP_MAGIC
+    except OSError:  # missing, a directory, unreadable: the JSON reader words the error
+        return False
+
+
 def write_single_file(path: str | os.PathLike, header: dict[str, Any], members: dict[str, bytes]) -> None:
     """Write `header` (as header.json) and `members` (name -> .npy bytes) into one zip at `path`, atomically.
 
@@ -301,11 +311,8 @@ def read_header(path: str | os.PathLike) -> Any:
 
 
 def _looks_single(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == _ZIP_MAGIC or is_single_file(path)
-    except OSError:  # missing, a directory, unreadable: the JSON reader words the error
-        return False
+    """The zip magic, or a `.npz` file (a missing path or a directory goes to the JSON reader, which words it)."""
+    return is_zip(path) or (is_single_file(path) and path.is_file())
 
 
 def _read_zip(path: Path) -> dict[str, bytes]:
@@ -316,6 +323,7 @@ def _read_zip(path: Path) -> dict[str, bytes]:
             names = [i.filename for i in infos]
             if len(names) > _MAX_MEMBERS or len(set(names)) != len(names):
                 raise ArtifactError(f"{path}: {len(names)} zip members (duplicates or too many); regenerate it")
+            _check_sizes(path, infos)
             return {i.filename: z.read(i) for i in infos}
     except ArtifactError:
         raise
@@ -326,6 +334,23 @@ def _read_zip(path: Path) -> dict[str, bytes]:
         raise ArtifactError(
             f"{path}: not a valid single-file artifact ({reason}); truncated or corrupt, regenerate it"
         ) from None
+
+
+def _check_sizes(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse what vocabopt never writes and a crafted file would use to blow up memory: a compressed member, or
+    members whose stated sizes add up to more than the archive (stored members cannot)."""
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ArtifactError(
+                f"{path}: member {info.filename!r} is compressed (zip method {info.compress_type}); vocabopt writes "
+                "uncompressed members, regenerate the file with vocabopt (or np.savez, not savez_compressed)"
+            )
+    archive = os.path.getsize(path)
+    if sum(i.file_size for i in infos) > archive:
+        raise ArtifactError(
+            f"{path}: its members claim {sum(i.file_size for i in infos)} bytes in a {archive}-byte archive; "
+            "corrupt or crafted, regenerate it"
+        )
 
 
 def _member(path: Path, files: dict[str, bytes], name: str, expected_sha256: str | None, what: str) -> np.ndarray:

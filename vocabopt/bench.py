@@ -221,7 +221,7 @@ def bench(
             "(fwd+bwd); for decode latency run `vocabopt bench PLAN --mode infer`"
         )
     preds = _predictions(plan, profile, n)
-    methods = _methods(plan, n, dev, getattr(torch, dtype), full_softmax, seed, _needs(plan, preds, n), notes)
+    methods = _methods(plan, n, dev, getattr(torch, dtype), full_softmax, seed, _needs(plan, preds, n, dtype), notes)
     failed: dict[str, str] = {}
     steps = {name: _guarded(name, m["fn"], failed) for name, m in methods.items()}
     for name, step in steps.items():  # the warm-up: the first step of each method, before any is timed
@@ -297,15 +297,17 @@ def _row(
     )
 
 
-def _needs(plan: Plan, preds: dict[str, Any], n: int) -> dict[str, float | None]:
-    """Predicted activation bytes of one step: "plan" (the adaptive layer) and "full" (the full softmax).
+def _needs(plan: Plan, preds: dict[str, Any], n: int, dtype: str = "float32") -> dict[str, float]:
+    """Predicted activation bytes of one training step: "plan" (the adaptive layer) and "full" (the full softmax).
 
-    From the profile's predictions when given, else from the plan's own (made by `optimize` at its batch size;
-    every term is rows x width, so they scale linearly with N), else, for the full softmax, the cost model's
-    per-cluster rule.
+    From the profile's predictions when given (train mode), else from the plan's own when it was optimized for
+    training (made by `optimize` at its batch size; every term is rows x width, so they scale linearly with N),
+    else from the cost model in train mode: a `--mode infer` plan records inference memory, but bench times a
+    training step.
     """
-    out: dict[str, float | None] = {}
-    recorded = plan.predicted or {}
+    out: dict[str, float] = {}
+    recorded = (plan.predicted or {}) if plan.mode == "train" else {}
+    model: dict[str, float] | None = None
     for key, rec_key in (("plan", "plan"), ("full", "full_softmax")):
         rec, at = recorded.get(rec_key) or {}, recorded.get("batch_tokens") or plan.batch_tokens
         if key in preds:
@@ -313,13 +315,24 @@ def _needs(plan: Plan, preds: dict[str, Any], n: int) -> dict[str, float | None]
         elif "memory_bytes" in rec and at:
             out[key] = float(rec["memory_bytes"]) * n / float(at)
         else:
-            out[key] = None
-    if out["full"] is None:
-        saved, transient = cost.cluster_bytes(
-            n, plan.hidden, 0, plan.vocab_size, mode="train", element_bytes=4, tail=False
-        )
-        out["full"] = float(saved + transient)
+            model = model or train_bytes(plan, n, dtype)
+            out[key] = model[key]
     return out
+
+
+def train_bytes(plan: Plan, n: int, dtype: str = "float32") -> dict[str, float]:
+    """The cost model's activation bytes of one training step on `n` tokens: {"plan": ..., "full": ...}.
+
+    `cost.predict` is the one home of the memory rule; its memory depends on the design, N and the dtype, never on
+    the device's timings, so a flat synthetic profile in `dtype` stands in for a measured one.
+    """
+    from .profile import synthetic_profile
+
+    prof = synthetic_profile(lambda kernel, *coords: np.ones_like(coords[0]), dtype=dtype)
+    kw: dict[str, Any] = {"hidden": plan.hidden, "batch_tokens": n, "mode": "train"}
+    ours = cost.predict(prof, plan.counts_by_rank, cutoffs=plan.cutoffs, proj_dims=plan.proj_dims, **kw)
+    full = cost.predict(prof, plan.counts_by_rank, cutoffs=[], proj_dims=[], **kw)
+    return {"plan": float(ours.memory_bytes), "full": float(full.memory_bytes)}
 
 
 def _fits(name: str, need: float | None, dev: Any, notes: list[str]) -> bool:
@@ -349,7 +362,7 @@ def _methods(plan: Plan, n: int, dev: Any, tdtype: Any, full: bool, seed: int, n
     weight_bytes = 4 * sum(p.numel() for p in ours.parameters())  # fp32 parameters
     out: dict[str, dict] = {}
     design_ = (list(plan.cutoffs), list(plan.proj_dims))
-    if _fits("vocabopt", None if needs["plan"] is None else needs["plan"] + 2 * weight_bytes, dev, notes):
+    if _fits("vocabopt", needs["plan"] + 2 * weight_bytes, dev, notes):
         out["vocabopt"] = {"fn": run(lambda: ours(h, ids)), "design": design_, "modules": [ours]}
     div = design.alswl_div_value(plan.hidden, plan.proj_dims)
     if div is None:

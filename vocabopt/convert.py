@@ -1,9 +1,11 @@
 """Conversion: a trained full-softmax lm_head (V, d) -> the plan's adaptive head, then a short distillation.
 
 Inputs: the lm_head's weight (V, d) and bias (V,) or None (a tensor, a `torch.nn.Linear`, a state dict, tied or not),
-a Plan over the same vocabulary and hidden size, optionally sample hidden states (n, d) of the model and held-out
-(hidden, targets). Outputs: `Conversion`: the layer `vocabopt.build_layer(plan)` holding the converted weights (a
-copy: it shares no storage with the lm_head) and a `ConvertReport` (per-tail fit, KL, top-1 agreement, perplexity).
+a Plan over the same vocabulary and hidden size (a table padded past the plan's V, e.g. 8064 rows for 8000 ids, is
+cut to its first V rows; nonzero padded rows are logged and counted in the report), optionally sample hidden states
+(n, d) of the model and held-out (hidden, targets). Outputs: `Conversion`: the layer `vocabopt.build_layer(plan)`
+holding the converted weights (a copy: it shares no storage with the lm_head) and a `ConvertReport` (per-tail fit,
+KL, top-1 agreement, perplexity).
 
 Method (by the plan's frequency rank; original logit l_j(h) = h . w_j + b_j):
 - head shortlist rows and biases: copied exactly;
@@ -17,12 +19,15 @@ Method (by the plan's frequency rank; original logit l_j(h) = h . w_j + b_j):
   (truncated-SVD solve, `replan.RCOND`); without, the closed form is its tangent plane at h = 0: row
   sum_j softmax(b)_j w_j, bias lse(b) (a lower bound for every h since lse is convex; exact when the rows are equal);
 - distillation (optional, needs hidden states): Adam on every parameter of the layer, minimising
-  KL(original || adaptive) of the full distribution on random mini-batches of the hidden states.
+  KL(original || adaptive) of the full distribution on random mini-batches of the hidden states. If it raises the KL
+  on the evaluation states it is undone: the report's `after` is then `before` (the head kept) and the discarded
+  figures sit in `distillation_discarded`.
 torch is imported lazily.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -35,12 +40,15 @@ from .errors import ArtifactError, InputError, MismatchError
 from .plan import Plan
 from .replan import RCOND, factor_tail
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 ARTIFACT = "vocabopt.ConvertReport"
 # Where a state dict keeps the output layer, and (tied models, whose files often omit lm_head) the input embedding.
 LM_HEAD_KEYS = ("lm_head.weight", "output.weight", "weight")
 EMBEDDING_KEYS = ("model.embed_tokens.weight", "transformer.wte.weight", "embed_tokens.weight", "tok_embeddings.weight")
 MAX_ELEMENTS = 1 << 22  # rows x V logits per chunk of evaluation / fitting (16 MB fp32)
+QUALITY_FIELDS = ("before", "after", "distillation_discarded")  # the ConvertReport fields holding a Quality
 
 
 @dataclass
@@ -77,13 +85,16 @@ class ConvertReport:
     cluster_logit_rmse: float | None  # nats, on the fitting states (None for the closed form)
     evaluated_on: str  # "held-out states" | "fitting states" | "none"
     before: Quality | None = None  # right after the SVD and cluster fit
-    after: Quality | None = None  # after distillation (None when no distillation ran)
+    after: Quality | None = None  # of the head returned: distilled, or `before` when distillation was undone
     distil: dict[str, Any] = field(default_factory=dict)  # steps, lr, batch_rows, seconds, first/last loss, kept
+    distillation_discarded: Quality | None = None  # the distilled head's quality when it was worse and undone
+    padded_rows: int = 0  # lm_head rows past the plan's vocabulary (a padded table), dropped
+    padded_rows_nonzero: int = 0  # of those, rows with a nonzero weight or bias (0 for true padding)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
         out = {"artifact": ARTIFACT, **asdict(self)}
-        for name in ("before", "after"):
+        for name in QUALITY_FIELDS:
             q = getattr(self, name)
             if q is not None:
                 out[name]["ppl_change"] = q.ppl_change
@@ -99,7 +110,7 @@ class ConvertReport:
         obj = artifacts.read_json(Path(path), ARTIFACT, SCHEMA_VERSION)
         try:
             obj.pop("artifact", None)
-            for name in ("before", "after"):
+            for name in QUALITY_FIELDS:
                 if obj.get(name) is not None:
                     obj[name].pop("ppl_change", None)
                     obj[name] = Quality(**obj[name])
@@ -191,18 +202,28 @@ def read_weights(path: str) -> dict[str, Any]:
     return state
 
 
-def _check_shapes(w: Any, b: Any, plan: Plan) -> None:
+def _fit_shapes(w: Any, b: Any, plan: Plan) -> tuple[Any, Any, int, int]:
+    """(weight[:V], bias[:V], padded rows dropped, nonzero ones among them) after checking the shapes against the
+    plan: a table padded past the plan's V (8064 rows for 8000 ids) is cut to the plan's ids; fewer rows refused."""
     V, d = plan.vocab_size, plan.hidden
-    if w.ndim != 2 or tuple(w.shape) != (V, d):
-        hint = " (it looks transposed: pass weight.T)" if w.ndim == 2 and tuple(w.shape) == (d, V) else ""
+    if w.ndim != 2 or w.shape[1] != d or w.shape[0] < V:
+        transposed = w.ndim == 2 and w.shape[0] == d and w.shape[1] >= V
+        hint = " (it looks transposed: pass weight.T)" if transposed else ""
         raise MismatchError(
-            f"the lm_head weight is {tuple(w.shape)} but the plan has V={V}, d={d}{hint}; "
-            "build the plan from stats counted with the model's tokenizer and --hidden set to its width"
+            f"the lm_head weight is {tuple(w.shape)} but the plan has V={V}, d={d}{hint}; it needs d columns and at "
+            "least V rows: build the plan from stats counted with the model's tokenizer and --hidden set to its width"
         )
-    if b is not None and tuple(b.shape) != (V,):
-        raise MismatchError(f"the lm_head bias is {tuple(b.shape)}; the plan needs ({V},)")
+    rows = w.shape[0]  # (rows, d), rows >= V
+    if b is not None and tuple(b.shape) != (rows,):
+        raise MismatchError(f"the lm_head bias is {tuple(b.shape)}; the weight's {rows} rows need ({rows},)")
+    nonzero = int(((w[V:] != 0).any(1) | (False if b is None else b[V:] != 0)).sum())  # of the rows - V padded
+    if nonzero:
+        msg = f"the lm_head has {rows} rows, the plan {V} ids: {nonzero} of the {rows - V} dropped rows are nonzero"
+        log.warning("%s (trained ids?); check the plan was built with the model's tokenizer", msg)
+    w, b = w[:V], None if b is None else b[:V]
     if not bool(w.isfinite().all()) or (b is not None and not bool(b.isfinite().all())):
         raise InputError("the lm_head weight or bias holds NaN/inf; convert a finite checkpoint")
+    return w, b, rows - V, nonzero
 
 
 def _cluster_targets(x: Any, W: Any, b: Any, blocks: list[Any]) -> Any:
@@ -389,7 +410,7 @@ def convert_head(
     if distil_steps < 0 or lr <= 0 or (batch_rows is not None and batch_rows < 1):
         raise InputError(f"need distil_steps >= 0, lr > 0, batch_rows >= 1; got {distil_steps}, {lr}, {batch_rows}")
     w, b, source, tied = lm_head_from(weight, bias, key=key)
-    _check_shapes(w, b, plan)
+    w, b, padded, padded_nonzero = _fit_shapes(w, b, plan)
     # fp32 on the CPU; the layer's parameters are filled by copy, so it never shares the lm_head's storage
     W32 = w.detach().to("cpu", torch.float32)
     b32 = b.detach().to("cpu", torch.float32) if b is not None else torch.zeros(plan.vocab_size)
@@ -409,6 +430,8 @@ def convert_head(
         cluster_fit=how,
         cluster_logit_rmse=rmse,
         evaluated_on=where,
+        padded_rows=padded,
+        padded_rows_nonzero=padded_nonzero,
     )
     if ev_x is not None:
         report.before = measure(layer, W32, b32, ev_x, ev_t)
@@ -423,6 +446,7 @@ def convert_head(
         if report.after.kl > report.before.kl:  # distillation made it worse on the evaluation set: undo it
             layer.load_state_dict(kept)
             layer.eval()
+            report.distillation_discarded, report.after = report.after, report.before  # `after`: the head returned
             report.distil["kept"] = "converted (distillation raised the KL)"
     return Conversion(layer, report)
 
@@ -443,6 +467,9 @@ def summary_lines(report: ConvertReport) -> list[str]:
     """A short human summary of a ConvertReport (what `vocabopt convert` prints)."""
     tie = " (tied embedding)" if report.tied else ""
     lines = [f"converted {report.source}{tie}: V={report.vocab_size}, d={report.hidden}, cutoffs {report.cutoffs}"]
+    if report.padded_rows:  # nonzero padded rows: trained ids, so the plan may be for another tokenizer
+        n, live = report.padded_rows, report.padded_rows_nonzero
+        lines.append(f"  dropped {n} padded rows past the plan's {report.vocab_size} ids ({live} of them nonzero)")
     for t in report.tails:
         lines.append(
             f"  tail {t['tail']}: {t['tokens']} tokens at rank {t['proj_dim']}, "
@@ -450,7 +477,14 @@ def summary_lines(report: ConvertReport) -> list[str]:
         )
     rmse = "" if report.cluster_logit_rmse is None else f", RMSE {report.cluster_logit_rmse:.4f} nats"
     lines.append(f"cluster logits: {report.cluster_fit}{rmse}")
-    for name, q in (("before distillation", report.before), ("after distillation", report.after)):
+    discarded = report.distillation_discarded
+    after = None if discarded is not None else report.after  # undone: `after` is `before`, not a distilled head
+    named = (
+        ("before distillation", report.before),
+        ("after distillation", after),
+        ("distillation discarded (the converted head is kept)", discarded),
+    )
+    for name, q in named:
         if q is None:
             continue
         ppl = "" if q.ppl_change is None else f", perplexity {q.ppl_change:+.2%}"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .version import __version__
 
 DTYPES = ("float32", "bfloat16", "float16")  # the dtypes a profile, bench or validation runs in
 
@@ -60,10 +61,12 @@ def device_name(device_type: str) -> str:
 
 
 def environment(device_type: str) -> dict[str, Any]:
-    """What a measurement depends on besides the device: torch and python versions, threads, matmul precision."""
+    """What a measurement depends on besides the device: torch, python and vocabopt versions, threads, matmul
+    precision (and on CUDA the TF32 switches)."""
     import torch
 
     env = {
+        "vocabopt": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -297,9 +300,13 @@ def _tensors_in(v: Any, depth: int) -> list[Any]:
     return [t for item in items for t in _tensors_in(item, depth - 1)]
 
 
+CGROUP_ROOT = "/sys/fs/cgroup"  # where a container's own memory controller is mounted (its cgroup namespace root)
+
+
 def available_bytes(device_type: str) -> int | None:
-    """Memory a new allocation can get now: CUDA free device memory; CPU MemAvailable (Linux) or free physical
-    pages; None when unknown (MPS)."""
+    """Memory a new allocation can get now: CUDA free device memory; CPU the smaller of MemAvailable (Linux; else
+    free physical pages) and what the process's cgroup limit leaves (`cgroup_free_bytes`: a container's limit is
+    usually far below the host's MemAvailable); None when unknown (MPS)."""
     if device_type == "cuda":
         import torch
 
@@ -309,12 +316,51 @@ def available_bytes(device_type: str) -> int | None:
     try:
         with open("/proc/meminfo") as f:
             line = next(ln for ln in f if ln.startswith("MemAvailable:"))
-        return int(line.split()[1]) * 1024
-    except (OSError, StopIteration):
+        host: int | None = int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
         try:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+            host = int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (ValueError, OSError, AttributeError):
+            host = None
+    limit = cgroup_free_bytes()
+    return host if limit is None else limit if host is None else min(host, limit)
+
+
+def cgroup_free_bytes(root: str | None = None) -> int | None:
+    """Bytes the memory cgroup at `root` (default CGROUP_ROOT) can still allocate; None without a limit.
+
+    cgroup v2: memory.max - memory.current; v1: memory/memory.limit_in_bytes - memory/memory.usage_in_bytes. The
+    usage counts page cache, which the kernel reclaims before failing an allocation, so the inactive file pages
+    (memory.stat's inactive_file; v1 total_inactive_file) are added back, as the kubelet's working set does.
+    """
+    base = root or CGROUP_ROOT
+    for limit_f, usage_f, stat_f, inactive in (
+        ("memory.max", "memory.current", "memory.stat", "inactive_file"),  # v2
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat", "total_inactive_file"),
+    ):
+        try:
+            with open(os.path.join(base, limit_f)) as f:
+                text = f.read().strip()
+            if text == "max":
+                return None  # v2 without a limit
+            with open(os.path.join(base, usage_f)) as f:
+                usage = int(f.read().strip())
+            limit = int(text)
+        except (OSError, ValueError):
+            continue
+        if limit >= 1 << 60:  # v1 without a limit: a page-rounded 2**63 - 1
             return None
+        return max(0, limit - usage + _stat_bytes(os.path.join(base, stat_f), inactive))
+    return None
+
+
+def _stat_bytes(path: str, key: str) -> int:
+    """One counter of a cgroup memory.stat file (bytes); 0 when the file or the counter is missing."""
+    try:
+        with open(path) as f:
+            return next((int(ln.split()[1]) for ln in f if ln.split()[:1] == [key]), 0)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def is_out_of_memory(e: BaseException) -> bool:

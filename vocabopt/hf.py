@@ -4,7 +4,9 @@ Inputs: a causal LM (e.g. `AutoModelForCausalLM.from_config(...)`) and a Plan bu
 Outputs: the same model object, its `lm_head` replaced by the adaptive head and its class by a subclass whose forward
 returns HF's `loss` (shifted labels, ignore index -100, `num_items_in_batch`) computed by the head without (B, T, V)
 logits, and log-probs as `logits` only at the positions generation asks for (`logits_to_keep`); `generate`, `Trainer`,
-`save_pretrained` then work, and `from_pretrained` here loads the model back with its head. `generate_exact` decodes
+`save_pretrained` then work (it writes the live head's design, so a head changed by `lm_head.quantize_` saves with
+its int8 design), and `from_pretrained` here loads the model back with its head, refusing a checkpoint whose lm_head
+keys do not match the design (transformers would initialise them at random). `generate_exact` decodes
 greedy / top-k / top-p through the head's exact tail skipping. transformers is imported lazily (optional extra
 `vocabopt[hf]`); `causal_lm_loss` needs only duck typing (`base_model`, `lm_head`).
 """
@@ -52,18 +54,23 @@ def replace_lm_head(model: Any, plan: Plan, **overrides: Any) -> AdaptiveSoftmax
             f"model vocab_size {vocab} < plan vocab_size {plan.vocab_size}: the plan names ids the model cannot embed; "
             "build the plan from stats made with the model's tokenizer"
         )
+    hf = _is_hf_model(model)
+    if hf:
+        _check_logit_ops(config)
+    # every check (and everything that can fail) runs before the first mutation: a refused model is left as it was
     old = getattr(model, "lm_head", None)
     head = build_layer(plan, **overrides)
     if old is not None and hasattr(old, "weight"):  # the old head's device and dtype (a bf16 model trains in bf16)
         head = head.to(device=old.weight.device, dtype=old.weight.dtype)
+    if hf:
+        cls = adaptive_class(type(model))
+        spec = {"schema_version": SPEC_VERSION, "head": config_dict(head.config), "plan": _plan_json(plan)}
     if hasattr(config, "tie_word_embeddings"):
         config.tie_word_embeddings = False  # the adaptive head has no (V, d) matrix to tie to the input embedding
     model.lm_head = head
-    if _is_hf_model(model):
-        _check_logit_ops(config)
-        spec = {"schema_version": SPEC_VERSION, "head": config_dict(head.config), "plan": _plan_json(plan)}
+    if hf:
         setattr(config, SPEC_KEY, spec)
-        model.__class__ = adaptive_class(type(model))
+        model.__class__ = cls
     return head
 
 
@@ -103,6 +110,7 @@ def adaptive_class(base: type) -> type:
         namespace = {
             "__init__": __init__,
             "forward": _forward_with_signature(base),
+            "save_pretrained": _save_pretrained_with_spec(base),
             "_tied_weights_keys": None,  # nothing to tie: the head has no (V, d) matrix
             "__module__": __name__,
             "__doc__": f"{base.__name__} with a vocabopt adaptive-softmax lm_head (see vocabopt.hf).",
@@ -111,19 +119,31 @@ def adaptive_class(base: type) -> type:
     return _CLASSES[base]
 
 
-def head_from_config(config: Any) -> AdaptiveSoftmax:
-    """An adaptive head shaped by `config.vocabopt` (identity order, fresh weights: a checkpoint fills both)."""
+def head_from_config(config: Any, where: str = "the model config") -> AdaptiveSoftmax:
+    """An adaptive head shaped by `config.vocabopt` (identity order, fresh weights: a checkpoint fills both).
+
+    `where` names the config in error messages (from_pretrained passes the folder's config.json).
+    """
     spec = getattr(config, SPEC_KEY, None)
     if not isinstance(spec, dict) or "head" not in spec:
         raise InputError(
-            f"the model config has no '{SPEC_KEY}' entry; it was not saved from a model with a vocabopt head "
+            f"{where} has no '{SPEC_KEY}' entry; it was not saved from a model with a vocabopt head "
             "(load it with transformers' AutoModelForCausalLM, or call replace_lm_head first)"
         )
     if spec.get("schema_version") != SPEC_VERSION:
-        raise InputError(f"config '{SPEC_KEY}' schema_version {spec.get('schema_version')} != {SPEC_VERSION}")
+        raise InputError(
+            f"{where}: '{SPEC_KEY}' schema_version {spec.get('schema_version')} != {SPEC_VERSION}; "
+            "load it with the vocabopt version that saved it"
+        )
     import torch
 
-    head_cfg = AdaptiveHeadConfig(**{**spec["head"], "unigram_init": False})
+    try:
+        head_cfg = AdaptiveHeadConfig(**{**spec["head"], "unigram_init": False})
+    except (TypeError, ValueError) as e:  # a field this version lacks, or a value it does not accept
+        raise InputError(
+            f"{where}: '{SPEC_KEY}.head' is not a head design this vocabopt can build ({e}); "
+            "load it with the vocabopt version that saved it"
+        ) from None
     with torch.device("cpu"):  # from_pretrained builds models on the meta device; the order check needs data
         head = AdaptiveSoftmax(head_cfg, order=torch.arange(head_cfg.vocab_size))
     head.invalid_input = LayerInputError
@@ -145,6 +165,27 @@ def _forward_with_signature(base: type):
     forward.__signature__ = sig
     forward.__doc__ = f"{base.__name__}.forward through the adaptive head (loss from the head, log-probs as logits)."
     return forward
+
+
+def _save_pretrained_with_spec(base: type):
+    def save_pretrained(self, *args: Any, **kwargs: Any):
+        """`base.save_pretrained`, with `config.vocabopt["head"]` refreshed from the live head first, so a head
+        changed after replace_lm_head (`lm_head.quantize_(...)`) is saved with the design its weights need."""
+        refresh_spec(self)
+        return base.save_pretrained(self, *args, **kwargs)
+
+    return save_pretrained
+
+
+def refresh_spec(model: Any) -> None:
+    """Write the live head's design into `model.config.vocabopt["head"]` (the checkpoint's keys follow from it)."""
+    spec = getattr(model.config, SPEC_KEY, None)
+    if not isinstance(spec, dict) or not isinstance(model.lm_head, AdaptiveSoftmax):
+        raise InputError(
+            "this model's lm_head is no longer the adaptive head replace_lm_head installed (or config.vocabopt was "
+            "removed); call replace_lm_head again before saving"
+        )
+    setattr(model.config, SPEC_KEY, {**spec, "head": config_dict(model.lm_head.config)})
 
 
 def _adaptive_forward(model: Any, named: dict[str, Any]):
@@ -207,12 +248,41 @@ def from_pretrained(path: str | Path, **kwargs: Any) -> Any:
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    where = f"{path}/config.json"
     config = AutoConfig.from_pretrained(path)
-    head_from_config(config)  # fails early, in one line, on a folder without a vocabopt head
-    base = AutoModelForCausalLM._model_mapping[type(config)]
-    model = adaptive_class(base).from_pretrained(path, config=config, **kwargs)
+    head_from_config(config, where)  # fails early, in one line, on a folder without a vocabopt head
+    try:
+        base = AutoModelForCausalLM._model_mapping[type(config)]
+    except KeyError:
+        raise InputError(
+            f"{where}: model_type {getattr(config, 'model_type', '?')!r} has no causal-LM class in this transformers "
+            f"({type(config).__name__}); vocabopt.hf loads *ForCausalLM models only (upgrade transformers if it is one)"
+        ) from None
+    want_info = kwargs.pop("output_loading_info", False)
+    model, info = adaptive_class(base).from_pretrained(path, config=config, output_loading_info=True, **kwargs)
+    _check_head_keys(info, Path(path))
     _rebuild_buffers(model.lm_head, Path(path))
-    return model
+    return (model, info) if want_info else model
+
+
+def _check_head_keys(info: dict[str, Any], path: Path) -> None:
+    """A missing, unexpected or mis-shaped lm_head.* key means transformers initialised part of the head at random:
+    refuse the folder instead of returning a silently wrong model."""
+    bad = {
+        kind: sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(kind, ()) if _is_head_key(k))
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    if any(bad.values()):
+        found = "; ".join(f"{kind.split('_')[0]}: {', '.join(keys[:4])}" for kind, keys in bad.items() if keys)
+        raise InputError(
+            f"{path}: the checkpoint's head weights do not match the design in config.json ({found}); "
+            "re-save it with vocabopt.hf (model.save_pretrained) from the model that holds the trained head"
+        )
+
+
+def _is_head_key(key: Any) -> bool:
+    name = str(key[0] if isinstance(key, tuple) else key)
+    return name == "lm_head" or name.startswith("lm_head.") or ".lm_head." in name
 
 
 def _rebuild_buffers(head: AdaptiveSoftmax, path: Path) -> None:

@@ -68,7 +68,7 @@ def read_artifact(path: str | Path) -> Any:
     vocabopt artifact that is corrupt or lacks its sidecars."""
     path = Path(path)
     try:
-        if path.is_file() and artifacts.is_single_file(path):  # the one-file .npz form of a stats or plan
+        if path.is_file() and (artifacts.is_single_file(path) or artifacts.is_zip(path)):  # the one-file form, any name
             obj = artifacts.read_header(path)
         else:
             obj = json.loads(path.read_text(encoding="utf-8"))

@@ -132,7 +132,7 @@ def optimize(
     profile: Any,
     batch_tokens: int,
     mode: str = "train",
-    decode: str = "full",
+    decode: str | None = None,
     max_clusters: int = 4,
     div_value: float = design.DIV_VALUE,
     min_proj: int | None = None,
@@ -155,7 +155,8 @@ def optimize(
         profile: a DeviceProfile (`profile_device` or `DeviceProfile.load`).
         batch_tokens: tokens per step N.
         mode: "train" (forward + backward, a tail runs only for its targets) or "infer".
-        decode: for infer, "full" (every cluster for every row) or "greedy" (a tail for its share of rows).
+        decode: for infer, "greedy" (the default: greedy/top-k decoding, a tail for its share of rows) or "full"
+            (every cluster for every row: never less memory than the full softmax, so nothing is proposed).
         max_clusters: search 1..max_clusters tail clusters.
         div_value, min_proj, proj_dims: projections hidden // div_value**(i+1), at least min_proj (default
             `search.default_min_proj`: the profile's alignment; 1: no floor); or these sizes.
@@ -166,16 +167,15 @@ def optimize(
             paper's [2000, 10000]'s: a heuristic that measures no quality (`tune`/`from_tune` do). 0: the fastest.
         cutoffs: evaluate this design instead of recommending one (the search still runs, for the comparison).
         paths: where the inputs came from, recorded in the plan's provenance: {"stats": path, "profile": path}.
-        from_tune: a plan made by `vocabopt.tune` for this corpus and width: recommend the fastest design whose
-            *measured* penalty model (its provenance["tune"]) keeps the upper bound within tune's tolerance,
-            instead of the capacity floor. Quality does not depend on the device, so tune once, plan for any
-            profile or batch size.
+        from_tune: a plan made by `vocabopt.tune` (same corpus and width): the fastest design whose *measured*
+            penalty model keeps the upper bound within tune's tolerance, not the floor (quality is device-free).
 
     Example:
         >>> plan = vocabopt.optimize(stats, hidden=512, profile=prof, batch_tokens=2048)
         >>> plan.cutoffs, plan.predicted["speedup"]
     """
     t0 = time.perf_counter()
+    decode = decode or ("greedy" if mode == "infer" else "full")  # infer + full never beats the full softmax's memory
     order, counts = _distribution(stats)
     space = SearchSpace(max_clusters, div_value, min_proj, proj_dims, min_head, max_head, candidates, min_tail)
     space.check(len(counts), hidden)

@@ -91,7 +91,7 @@ def tune(
     import torch
 
     space, train = space or SearchSpace(), _train_settings(train)
-    _check(tolerance, seeds, candidates, train, dtype)
+    _check(tolerance, seeds, candidates, train, dtype, refine)
     base = optimize(stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, min_capacity=0.0, **asdict(space))
     full_ms = base.predicted["full_softmax"]["time_ms"]
     frontier = [d for d in base.predicted["frontier"] if d["time_ms"] < full_ms]
@@ -150,7 +150,9 @@ def _train_settings(train: TrainSettings | None) -> TrainSettings:
     return TrainSettings(**{**asdict(train), "eval_every": max(1, train.steps // 8)})
 
 
-def _check(tolerance: float, seeds: int, candidates: int, train: TrainSettings, dtype: str) -> None:
+def _check(tolerance: float, seeds: int, candidates: int, train: TrainSettings, dtype: str, refine: int) -> None:
+    if refine < 0:
+        raise InputError(f"refine={refine}: the number of refinement rounds must be >= 0")
     if not 0 <= tolerance < 1:
         raise InputError(f"tolerance={tolerance}: must be a share in [0, 1), e.g. 0.01 for 1%")
     if seeds < 1 or candidates < 2:

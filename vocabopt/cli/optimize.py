@@ -28,8 +28,8 @@ BATCH_TOKENS = 2048  # --batch-tokens default: tokens per step (e.g. 8 sequences
     "--profile",
     "profile_path",
     type=click.Path(dir_okay=False),
-    help="A DeviceProfile (vocabopt profile, or configs/devices/*.json). [default: this device's cached quick "
-    "profile, measured once (~1.5 min on a 2-core CPU) and reused]",
+    help="A DeviceProfile (vocabopt profile, or configs/devices/*.json). [default: this device's cached profile "
+    "(full grid if cached, else the quick grid, measured once: ~1.5 min on a 2-core CPU) and reused]",
 )
 @click.option(
     "--device",
@@ -50,9 +50,9 @@ BATCH_TOKENS = 2048  # --batch-tokens default: tokens per step (e.g. 8 sequences
 @click.option(
     "--decode",
     type=click.Choice(["full", "greedy"]),
-    default="full",
-    show_default=True,
-    help="infer: full distribution (every cluster) or greedy/top-k (a tail for its share of rows).",
+    default=None,
+    help="infer: greedy/top-k decoding (a tail for its share of rows; the default) or the full distribution "
+    "(every cluster per row: more memory than the full softmax, so no design is proposed).",
 )
 @click.option("--max-clusters", type=int, default=4, show_default=True)
 @click.option("--div-value", type=float, default=4.0, show_default=True, help="Projection rule: d // div^(i+1).")
@@ -110,7 +110,7 @@ def optimize_cmd(
     dtype: str | None,
     batch_tokens: int,
     mode: str,
-    decode: str,
+    decode: str | None,
     max_clusters: int,
     div_value: float,
     min_proj: int | None,

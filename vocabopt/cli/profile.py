@@ -1,8 +1,9 @@
 """`vocabopt profile`: measure the output layer's kernels on this device (or reuse the cached profile of it).
 
-Also the profile every verb plans with (`planning_profile`): a given file, else this device's cached profile,
-measured once (profile_cache) and reused by optimize, plan and profile until the device, dtype, torch or grid
-changes, or --refresh asks for a new measurement.
+Also the profile every verb plans with (`planning_profile`): a given file, else this device's cached profile (the
+full grid's when `vocabopt profile` measured it, else the quick one), measured once (profile_cache) and reused by
+optimize, plan and profile until the device, dtype, torch, matmul precision, vocabopt or grid changes, or --refresh
+asks for a new measurement.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ..artifacts import check_writable
 from ..device import DTYPES
 from ..optimize import planning_profile as load_profile
 from ..profile import DeviceProfile
-from ..profile_cache import CacheKey, cached_profile
+from ..profile_cache import CacheKey, cached_profile, lookup
 from ._common import StepProgress, echo_json, handle_errors, quiet_option
 from .group import main
 
@@ -25,10 +26,16 @@ QUICK_NOTE = "~1.5 minutes on a 2-core CPU"  # the quick grid; the full one took
 def planning_profile(
     path: str | None, device: str | None, dtype: str | None, *, refresh: bool = False, quiet: bool = False
 ) -> tuple[DeviceProfile, str]:
-    """The profile to plan with and where it came from: the file at `path`, else this device's cached quick profile
-    (measured now, with progress on stderr, if there is none or `refresh`)."""
+    """The profile to plan with and where it came from: the file at `path`, else this device's cached full-grid
+    profile (`vocabopt profile` measures the full grid by default), else its cached quick one (measured now, with
+    progress on stderr, if there is none or `refresh`)."""
     if path:
         return load_profile(path, device, dtype), path
+    full = None if refresh else lookup(device or "auto", dtype or "float32", quick=False)
+    if full is not None:
+        if not quiet:
+            click.echo(f"using the cached profile {full[1]} (full grid; --refresh measures a quick one)", err=True)
+        return full[0], str(full[1])
     prof, cache, _hit = measure_or_reuse(device or "auto", dtype or "float32", quick=True, refresh=refresh, quiet=quiet)
     return prof, str(cache)
 
