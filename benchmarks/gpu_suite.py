@@ -193,22 +193,35 @@ def flops(plan: Any, N: int, name: str) -> float:
     return total
 
 
+def plan_or_fixed(counts: np.ndarray, d: int, prof: Any, n: int, **kw: Any) -> tuple[Any, str]:
+    """The optimizer's plan, and how it was chosen; where it proposes none (the dry run's toy shapes, at which no
+    design beats the full softmax), the fixed design [V/8, V/2], saying so."""
+    from vocabopt import Plan, optimize
+    from vocabopt.errors import InputError
+
+    try:
+        return optimize(counts, hidden=d, profile=prof, batch_tokens=n, **kw), "vocabopt optimize"
+    except InputError as e:
+        V = len(counts)
+        fixed = Plan.from_cutoffs(counts, hidden=d, cutoffs=[V // 8, V // 2])
+        return fixed, f"fixed [V/8, V/2]: optimize proposed none ({str(e).splitlines()[0][:100]})"
+
+
 def run_layer(prof: Any, dev: Any, dtype: Any, shape: dict[str, Any], rounds: int, dry: bool) -> dict[str, Any]:
     import torch
-
-    from vocabopt import optimize
 
     N, d = shape["N"], shape["d"]
     peak = matmul_peak_tflops(dev, dtype, min(N, 8192), d)
     rows = []
     for V in shape["V"]:
         counts = zipf_mandelbrot(V)
-        plan = optimize(counts, hidden=d, profile=prof, batch_tokens=N)
+        plan, chosen_by = plan_or_fixed(counts, d, prof, N)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(N, d, generator=gen).to(dev, dtype).requires_grad_()
         t = torch.from_numpy(np.random.default_rng(0).choice(V, size=N, p=counts / counts.sum())).to(dev)
         for name, (step, note) in methods(plan, x, t, dev, dtype, dry).items():
             row = {"V": V, "method": name, "note": note, "cutoffs": list(plan.cutoffs), "proj": list(plan.proj_dims)}
+            row["chosen_by"] = chosen_by
             if step is not None:
                 ms = timed(step, dev, rounds)
                 row |= {"ms": ms, "peak_bytes": peak_bytes(step, dev), "flops": flops(plan, N, name)}
@@ -270,12 +283,11 @@ def run_decode(prof: Any, dev: Any, dtype: Any, shape: dict[str, Any], rounds: i
     """Greedy decode latency: the plan's layer.predict vs the full lm_head's argmax, per batch size."""
     import torch
 
-    from vocabopt import optimize
     from vocabopt.layer import build_layer
 
     d, V = shape["d"], shape["V"][-1]
     counts = zipf_mandelbrot(V)
-    plan = optimize(counts, hidden=d, profile=prof, batch_tokens=64, mode="infer", decode="greedy")
+    plan, chosen_by = plan_or_fixed(counts, d, prof, 64, mode="infer", decode="greedy")
     layer = build_layer(plan).to(dev, dtype).eval()
     w = torch.randn(V, d, device=dev, dtype=dtype) * d**-0.5
     rows = []
@@ -285,7 +297,7 @@ def run_decode(prof: Any, dev: Any, dtype: Any, shape: dict[str, Any], rounds: i
             ada = timed(lambda h=h: layer.predict(h), dev, rounds)
             full = timed(lambda h=h: (h @ w.t()).argmax(-1), dev, rounds)
             rows.append({"batch": B, "adaptive_ms": ada, "full_ms": full, "speedup": full / ada})
-    return {"V": V, "d": d, "cutoffs": list(plan.cutoffs), "rows": rows}
+    return {"V": V, "d": d, "cutoffs": list(plan.cutoffs), "chosen_by": chosen_by, "rows": rows}
 
 
 def markdown(res: dict[str, Any]) -> str:
