@@ -187,7 +187,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seeds", type=int, default=1, help="tune's CPU default")
+    ap.add_argument("--seeds", type=int, default=2, help="tune's default")
     ap.add_argument("--refine", type=int, default=2, help="tune's default")
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--tolerance", type=float, default=0.01)

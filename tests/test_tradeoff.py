@@ -154,3 +154,16 @@ def test_choose_trained_only_keeps_the_fastest_trained_design_within_tolerance()
     assert chosen["cutoffs"] == [2] and met and not chosen["measured"]
     chosen, met = tradeoff.choose(frontier, model, 0.01, measured, trained_only=True)
     assert chosen["cutoffs"] == [3] and met and chosen["measured"]
+
+
+def test_the_interval_at_end_includes_run_to_run_variance():
+    """Two seeds that disagree by 4% in loss (each with tight windows): the two-level bootstrap's interval spans
+    both runs' penalties; one run alone gives a tight interval that misses the other."""
+    rng = np.random.default_rng(1)
+    full = rng.normal(4.0, 0.3, size=(2, 400))
+    design = full + np.array([[-0.01], [0.03]]) + rng.normal(0, 0.005, size=full.shape)
+    both = tradeoff.penalty_at_end(design.tolist(), full.tolist())
+    assert both["runs"] == 2
+    assert both["low"] < math.expm1(-0.005) and both["high"] > math.expm1(0.025)
+    one = tradeoff.penalty_at_end(design[:1].tolist(), full[:1].tolist())
+    assert one["runs"] == 1 and one["high"] < math.expm1(0.0)  # blind to the other run's +3%

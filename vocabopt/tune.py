@@ -51,7 +51,7 @@ def tune(
     batch_tokens: int,
     profile: Any,
     tolerance: float = 0.01,
-    seeds: int = 1,
+    seeds: int = 2,
     candidates: int = 4,
     folklore: bool = False,
     train_tokens: int | None = None,
@@ -71,14 +71,14 @@ def tune(
         sources, tokenizer: the corpus and tokenizer to train the proxy LM on (as `vocabopt validate` takes them).
         hidden, batch_tokens, profile: the width, the tokens per step and the device the design is for.
         tolerance: allowed perplexity penalty over the full softmax (0.01 = 1%), on the interval's upper end.
-        seeds: proxy-LM trainings per design (each with the full softmax beside it).
+        seeds: proxy-LM trainings per design (each with the full softmax beside it); the interval includes
+            run-to-run variance only with 2 or more (with 1 it covers the held-out windows alone).
         candidates: frontier designs to train; `folklore` adds the folklore designs.
         train_tokens: the length of the real training run, in tokens: penalties are compared there (fitted learning
             curves); None compares at the curves' fitted asymptote.
         train: the proxy LM's settings (model, seq_len, batch_size, steps, lr, eval_tokens; eval_every defaults to
             steps // 8 so that each curve has 8 points).
-        heldout, max_tokens, device, dtype: as for `vocabopt.validate`.
-        space: the optimizer's search space (projection rule, cluster counts).
+        heldout, max_tokens, device, dtype: as for `vocabopt.validate`; space: the optimizer's search space.
         refine: rounds that train the model's interpolated choice (with the same seeds and batches, paired with the
             full softmax runs already made); the choice is then always a trained design. 0: keep the interpolation.
         progress: called as progress(what, done, total).

@@ -22,7 +22,9 @@ from .group import main
 @click.option("--tolerance", type=float, default=0.01, show_default=True, help="Allowed perplexity penalty (0.01=1%).")
 @click.option("--steps", type=int, default=300, show_default=True, help="Proxy-LM steps per run.")
 @click.option("--model", type=click.Choice(["lstm", "transformer"]), default="lstm", show_default=True)
-@click.option("--seeds", type=int, default=1, show_default=True, help="Trainings per design (GPU: 2-3).")
+@click.option(
+    "--seeds", type=int, default=2, show_default=True, help="Trainings per design (>= 2: interval includes runs)."
+)
 @click.option("--candidates", type=int, default=4, show_default=True, help="Frontier designs to train.")
 @click.option(
     "--refine", type=int, default=2, show_default=True, help="Rounds training the interpolated choice (0: none)."
@@ -123,6 +125,12 @@ def _print_table(plan: Any) -> None:
         f"{plan.predicted['speedup']:.2f}x predicted speed-up; modelled penalty {_pct(c['predicted_penalty'])} "
         f"(upper {_pct(c['predicted_high'])}); {verdict}"
     )
+    if t["proxy"]["seeds"] < 2:
+        click.echo(
+            "warning: one training per design: the intervals cover held-out windows only, not run-to-run variance "
+            "(which measured several % on 300-step runs: docs/benchmarks.md); use --seeds 2 or more",
+            err=True,
+        )
     if t["model"]["monotone_violations"]:
         click.echo(
             f"warning: {t['model']['monotone_violations']} pair(s) of designs contradict a penalty that falls with "
