@@ -138,7 +138,8 @@ softmax). Target: >= 1.3x over the best folklore design.
 {chr(10).join("- " + v for v in verdicts)}
 
 {chr(10).join(lines)}
-Shared 2-core machine; the lead re-runs it on a quiet one.
+Measured ms are absolute times on the day of the run; compare within a table (the profile's predictions are
+from the day it was measured).
 """,
     )
 
