@@ -608,14 +608,8 @@ def _big_corpus(path: Path, n_bytes: int) -> None:
             copy += 1
 
 
-def test_sigint_during_analyze_exits_130_and_writes_nothing(tmp_path):
-    corpus = tmp_path / "big.txt"
-    _big_corpus(corpus, 120_000_000)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "o.json").write_bytes(SENTINEL)
-    before = _snapshot(out)
-    proc = subprocess.Popen(
+def _start_analyze(corpus: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
         [
             PY,
             "-m",
@@ -634,6 +628,22 @@ def test_sigint_during_analyze_exits_130_and_writes_nothing(tmp_path):
         start_new_session=True,
         cwd=ROOT,
     )
+
+
+def test_sigint_during_analyze_exits_130_and_writes_nothing(tmp_path):
+    corpus = tmp_path / "big.txt"
+    _big_corpus(corpus, 120_000_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "o.json").write_bytes(SENTINEL)
+    before = _snapshot(out)
+    inherited = signal.getsignal(signal.SIGINT)
+    if inherited == signal.SIG_IGN:  # run as a background job (no job control): children would inherit the ignore
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler is reset to the default by exec
+    try:
+        proc = _start_analyze(corpus, out)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline and not children.read_text().strip():
