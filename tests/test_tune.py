@@ -217,9 +217,11 @@ def test_the_full_softmax_run_repeats_exactly_so_refinement_rounds_may_reuse_it(
     base = Plan.from_cutoffs(stats, hidden=16, cutoffs=[100])
     data = load_tokens(base, [str(path)], str(BPE), seq_len=TINY.seq_len, max_tokens=25_000)
     train = tune_mod._train_settings(TINY)
+    cpu = torch.device("cpu")
     runs = [
-        tune_mod._train_seeds({}, base, data, train, 1, torch.device("cpu"), torch.float32, None)[tune_mod.FULL][0]
-        for _ in range(2)
-    ]
-    assert runs[0]["curve"] == runs[1]["curve"]
-    assert runs[0]["quality"].window_losses == runs[1]["quality"].window_losses
+        tune_mod._train_seeds(layers, base, data, train, 1, cpu, torch.float32, None)[tune_mod.FULL][0]
+        for layers in ({}, {}, {"d": Plan.from_cutoffs(stats, hidden=16, cutoffs=[200])})
+    ]  # alone twice, then in lockstep beside an adaptive design (as in a first round)
+    for other in runs[1:]:
+        assert runs[0]["curve"] == other["curve"]
+        assert runs[0]["quality"].window_losses == other["quality"].window_losses
