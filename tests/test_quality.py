@@ -9,7 +9,7 @@ import torch
 from vocabopt.layer import build_layer
 from vocabopt.plan import Plan
 from vocabopt.quality import N_BINS, QualitySums, heldout_quality
-from vocabopt.training import TokenStream, _body, _full_softmax, heldout_loss
+from vocabopt.training import TokenStream, _body, _full_softmax, heldout_loss, heldout_windows
 
 V, N, WINDOW = 60, 900, 15
 
@@ -89,3 +89,21 @@ def test_heldout_quality_scores_the_same_windows_as_heldout_loss(adaptive):
     assert q.loss == pytest.approx(heldout_loss(body, head, data, **kw), rel=1e-5)
     assert q.tokens == 800 and len(q.window_losses) == 50
     assert sum(b["tokens"] for b in q.bands) == 800
+
+
+@pytest.mark.parametrize("eval_tokens", [64, 800, 10_000])
+def test_heldout_windows_spread_over_the_held_out_part_without_overlap(eval_tokens):
+    """Windows cover the held-out part from its start to its end (not its first tokens alone), never overlap and
+    never reach into the training part; each target is the id after its input."""
+    ids = np.arange(5000) * 7 % 4999  # distinct ids: a window's position can be read back from its tokens
+    data = TokenStream(ids=ids, split=2000)
+    inp, tgt = heldout_windows(data, 16, eval_tokens, torch.device("cpu"))
+    pos = {int(v): i for i, v in enumerate(ids)}
+    starts = np.array([pos[int(w[0])] for w in inp])
+    n = min(eval_tokens // 16, (5000 - 2000 - 1) // 16)
+    assert inp.shape == tgt.shape == (n, 16)
+    assert starts[0] == 2000 and np.all(np.diff(starts) >= 16)  # held out only, no overlap
+    if n > 1:  # the last window ends less than one stride before the held-out part does
+        assert 5000 - (starts[-1] + 17) < (5000 - 2000 - 1 - 16) // (n - 1)
+    for s, x, y in zip(starts, inp, tgt):
+        assert np.array_equal(x.numpy(), ids[s : s + 16]) and np.array_equal(y.numpy(), ids[s + 1 : s + 17])

@@ -13,9 +13,10 @@ Definitions:
   where a low-rank tail loses.
 - ECE: top-label expected calibration error over 15 equal-width confidence bins (as torchmetrics'
   `CalibrationError(norm="l1")`): sum_b (n_b / n) |accuracy_b - mean confidence_b|.
-- temperature T: argmin over T of the held-out NLL of softmax(log p / T). NLL is convex in beta = 1/T, so it is
-  evaluated on a grid of beta in one pass and refined by a parabola through the best grid point and its two
-  neighbours.
+- temperature T: argmin over T of the held-out NLL of softmax(log p / T). NLL is convex in beta = 1/T, so its
+  value and slope are summed on a coarse grid of beta in one pass (one exp of the chunk per grid point: the
+  evaluation's largest cost) and the minimum is found on the cubic through the two grid points whose slopes
+  bracket zero.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 N_BINS = 15  # ECE confidence bins, equal width on [0, 1]
-BETAS = np.geomspace(1 / 2.0, 1 / 0.5, 17)  # inverse temperatures searched: T in [0.5, 2]
+BETAS = np.geomspace(1 / 2.0, 1 / 0.5, 7)  # inverse temperatures sampled: T in [0.5, 2], 2^(1/3) apart
 CHUNK_WINDOWS = 64  # held-out windows per chunk: (64 x seq_len, V) log-probs at a time
 
 
@@ -69,6 +70,7 @@ class QualitySums:
         self.bin_conf = np.zeros(N_BINS)
         self.bin_correct = np.zeros(N_BINS)
         self.beta_nll = np.zeros(len(self.betas))
+        self.beta_slope = np.zeros(len(self.betas))  # d NLL / d beta
 
     def add(self, logp: Any, target: Any, window: int) -> None:
         """One chunk: logp (n, V) fp32 log-probabilities by token id, target (n,) ids, `window` tokens per window."""
@@ -76,6 +78,7 @@ class QualitySums:
 
         logp = logp.float()
         target_lp = logp.gather(1, target[:, None]).squeeze(1)  # (n,)
+        top_lp, top_id = logp.max(dim=1)  # (n,)
         nll = (-target_lp).double().cpu().numpy()
         self.nll += float(nll.sum())
         self.tokens += nll.size
@@ -83,16 +86,23 @@ class QualitySums:
         band = np.searchsorted(self.edges[1:-1], self.rank_of[target.cpu().numpy()], side="right")
         self.band_nll += np.bincount(band, weights=nll, minlength=len(self.band_nll))
         self.band_tokens += np.bincount(band, minlength=len(self.band_tokens))
-        top_lp, top_id = logp.max(dim=1)  # (n,)
         conf = top_lp.exp().double().cpu().numpy()
         correct = (top_id == target).double().cpu().numpy()
         b = np.minimum((conf * N_BINS).astype(np.int64), N_BINS - 1)
         self.bin_count += np.bincount(b, minlength=N_BINS)
         self.bin_conf += np.bincount(b, weights=conf, minlength=N_BINS)
         self.bin_correct += np.bincount(b, weights=correct, minlength=N_BINS)
-        for i, beta in enumerate(self.betas):  # NLL of softmax(beta * log p): -beta * lp_t + logsumexp(beta * lp)
-            lse = torch.logsumexp(logp * float(beta), dim=1)
-            self.beta_nll[i] += float((lse - float(beta) * target_lp).double().sum())
+        # NLL of softmax(beta * log p) = beta * (m - lp_t) + log sum exp(beta * (log p - m)), m = the row's max;
+        # its slope in beta = E_q[log p] - lp_t, q = softmax(beta * log p)
+        shifted = (logp - top_lp[:, None]).clamp_(min=-1e4)  # (n, V), <= 0 (finite: 0 * -inf would be nan)
+        scratch = torch.empty_like(shifted)
+        gap = top_lp - target_lp  # (n,) m - lp_t >= 0
+        for i, beta in enumerate(self.betas):
+            torch.mul(shifted, float(beta), out=scratch).exp_()  # (n, V) unnormalised q
+            total = scratch.sum(dim=1)  # (n,)
+            mean_shift = scratch.mul_(shifted).sum(dim=1) / total  # (n,) E_q[log p - m]
+            self.beta_nll[i] += float((float(beta) * gap + total.log()).double().sum())
+            self.beta_slope[i] += float((mean_shift + gap).double().sum())
 
     def result(self) -> Quality:
         n = max(self.tokens, 1)
@@ -106,7 +116,7 @@ class QualitySums:
             }
             for lo, hi, s, t in zip(self.edges[:-1], self.edges[1:], self.band_nll, self.band_tokens)
         ]
-        beta, beta_loss = best_beta(self.betas, self.beta_nll / n)
+        beta, beta_loss = best_beta(self.betas, self.beta_nll / n, self.beta_slope / n)
         return Quality(
             loss=loss,
             ppl=math.exp(min(loss, 700.0)),
@@ -126,17 +136,20 @@ def expected_calibration_error(count: np.ndarray, conf_sum: np.ndarray, correct_
     return float(np.abs(correct_sum - conf_sum).sum() / n)  # n_b/n * |sum_correct/n_b - sum_conf/n_b|
 
 
-def best_beta(betas: np.ndarray, mean_nll: np.ndarray) -> tuple[float, float]:
-    """(beta, NLL) at the minimum of a convex curve sampled at `betas`: the best sample, refined by the parabola
-    through it and its neighbours (kept only when it lands between them)."""
-    i = int(np.argmin(mean_nll))
-    if 0 < i < len(betas) - 1:
-        x, y = betas[i - 1 : i + 2], mean_nll[i - 1 : i + 2]
-        a, b, c = np.polyfit(x, y, 2)
-        if a > 0 and x[0] < -b / (2 * a) < x[2]:
-            xm = -b / (2 * a)
-            return float(xm), float(min(a * xm * xm + b * xm + c, y[1]))
-    return float(betas[i]), float(mean_nll[i])
+def best_beta(betas: np.ndarray, mean_nll: np.ndarray, slope: np.ndarray) -> tuple[float, float]:
+    """(beta, NLL) at the minimum of a convex curve sampled with its slope at `betas` (increasing): on the cubic
+    (Hermite) through the two samples whose slopes bracket zero; at an end of the grid when none do."""
+    if slope[0] >= 0:
+        return float(betas[0]), float(mean_nll[0])
+    if slope[-1] <= 0:
+        return float(betas[-1]), float(mean_nll[-1])
+    i = int(np.argmax(slope > 0)) - 1  # slope[i] < 0 < slope[i + 1] (the slope of a convex curve increases)
+    h = betas[i + 1] - betas[i]
+    u = np.linspace(0.0, 1.0, 2001)  # the cubic on [betas[i], betas[i + 1]], finely
+    h00, h10, h01, h11 = 2 * u**3 - 3 * u**2 + 1, u**3 - 2 * u**2 + u, -2 * u**3 + 3 * u**2, u**3 - u**2
+    cubic = h00 * mean_nll[i] + h10 * h * slope[i] + h01 * mean_nll[i + 1] + h11 * h * slope[i + 1]
+    k = int(np.argmin(cubic))
+    return float(betas[i] + u[k] * h), float(min(cubic[k], mean_nll[i], mean_nll[i + 1]))
 
 
 def heldout_quality(
@@ -151,16 +164,16 @@ def heldout_quality(
     band_edges: list[int],
     rank_of: np.ndarray,
 ) -> Quality:
-    """The `Quality` of body + head on the first `eval_tokens` held-out tokens (consecutive windows of seq_len).
-
-    The same windows as `training.heldout_loss`, so `loss` equals it up to float summation order.
+    """The `Quality` of body + head on `eval_tokens` held-out tokens (windows of seq_len spread over the held-out
+    part: `training.heldout_windows`, the windows `training.heldout_loss` scores, so `loss` equals it up to float
+    summation order).
     """
     import torch
 
-    held = torch.from_numpy(data.ids[data.split :]).to(dev)
-    n_win = max(1, min(eval_tokens // seq_len, (held.numel() - 1) // seq_len))
-    x = held[: n_win * seq_len + 1]
-    inp, tgt = x[:-1].view(n_win, seq_len), x[1:].view(n_win, seq_len)  # (W, T)
+    from .training import heldout_windows
+
+    inp, tgt = heldout_windows(data, seq_len, eval_tokens, dev)  # (W, T)
+    n_win = len(inp)
     sums = QualitySums(band_edges, rank_of)
     was = body.training, head.training
     body.eval(), head.eval()

@@ -210,21 +210,33 @@ def cuda_step_peak(tr: Trainer, one_step: Callable[[], float]) -> int:
     return int(state + cuda_peak_bytes(one_step))
 
 
-def heldout_loss(
-    body: Any, head: Any, data: TokenStream, *, seq_len: int, eval_tokens: int, dev: Any, autocast: Any
-) -> float:
-    """Mean NLL (nats) per predicted token over consecutive windows from the start of the held-out part."""
+def heldout_windows(data: TokenStream, seq_len: int, eval_tokens: int, dev: Any) -> tuple[Any, Any]:
+    """The held-out windows every evaluation scores: (inputs, targets), each (W, seq_len), W = eval_tokens //
+    seq_len (as many as the held-out part holds), spread evenly over the whole held-out part, not consecutive from
+    its start: on a corpus of files (source code, documents) the first 32K held-out tokens are one or two files,
+    and a penalty measured there moves with whatever those files are about. Windows never overlap."""
     import torch
 
     held = torch.from_numpy(data.ids[data.split :]).to(dev)
     n_win = max(1, min(eval_tokens // seq_len, (held.numel() - 1) // seq_len))
-    x = held[: n_win * seq_len + 1]
-    inp, tgt = x[:-1].view(n_win, seq_len), x[1:].view(n_win, seq_len)  # (W, T)
+    stride = (held.numel() - 1 - seq_len) // (n_win - 1) if n_win > 1 else 0  # >= seq_len: no overlap
+    starts = torch.arange(n_win, device=dev) * stride
+    x = held[starts[:, None] + torch.arange(seq_len + 1, device=dev)]  # (W, T + 1)
+    return x[:, :-1], x[:, 1:]
+
+
+def heldout_loss(
+    body: Any, head: Any, data: TokenStream, *, seq_len: int, eval_tokens: int, dev: Any, autocast: Any
+) -> float:
+    """Mean NLL (nats) per predicted token over the held-out windows (`heldout_windows`)."""
+    import torch
+
+    inp, tgt = heldout_windows(data, seq_len, eval_tokens, dev)  # (W, T)
     total, count = 0.0, 0
     was = body.training, head.training
     body.eval(), head.eval()
     with torch.no_grad(), autocast:
-        for i in range(0, n_win, 64):
+        for i in range(0, len(inp), 64):
             total += float(head(body(inp[i : i + 64]), tgt[i : i + 64], reduction="sum"))
             count += tgt[i : i + 64].numel()
     body.train(was[0]), head.train(was[1])

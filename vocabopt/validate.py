@@ -28,7 +28,16 @@ from .device import DTYPES, device_name, resolve_device, saved_bytes
 from .errors import ArtifactError, InputError, MismatchError, TokenizerError
 from .plan import Plan
 from .quality import CHUNK_WINDOWS, heldout_quality
-from .training import MODELS, Batches, TokenStream, Trainer, TrainSettings, cuda_step_peak, train_lockstep
+from .training import (
+    MODELS,
+    Batches,
+    TokenStream,
+    Trainer,
+    TrainSettings,
+    cuda_step_peak,
+    heldout_windows,
+    train_lockstep,
+)
 
 log = logging.getLogger(__name__)
 
@@ -445,10 +454,8 @@ def quantize_comparison(tr: Trainer, batches: Batches, mode: str = "int8-tails")
         raise InputError("--quantize compares an adaptive head; the full-softmax run has none")
     t = batches.train
     q = copy.deepcopy(tr.head).quantize_(mode)
-    held = batches.ids[batches.data.split :]
-    n_win = max(1, min(t.eval_tokens // t.seq_len, (held.numel() - 1) // t.seq_len))
-    x = held[: n_win * t.seq_len + 1]
-    inp, tgt = x[:-1].view(n_win, t.seq_len), x[1:].view(n_win, t.seq_len)  # (W, T)
+    inp, tgt = heldout_windows(batches.data, t.seq_len, t.eval_tokens, batches.dev)  # (W, T)
+    n_win = len(inp)
     was = tr.body.training, tr.head.training
     tr.body.eval()
 
