@@ -167,3 +167,19 @@ def test_the_interval_at_end_includes_run_to_run_variance():
     assert both["low"] < math.expm1(-0.005) and both["high"] > math.expm1(0.025)
     one = tradeoff.penalty_at_end(design[:1].tolist(), full[:1].tolist())
     assert one["runs"] == 1 and one["high"] < math.expm1(0.0)  # blind to the other run's +3%
+
+
+def test_equal_time_penalty_is_the_full_softmax_at_the_same_wall_time():
+    """A full-softmax curve linear in log step is interpolated exactly: at speed-up 2 a design ending at step 300
+    meets the full softmax at step 150; seeds are averaged; outside the curve there is no answer."""
+
+    def full(t):
+        return 6.0 - 0.3 * math.log(t)
+
+    full_curve = [(t, full(t)) for t in (40, 80, 120, 200, 300)]
+    design = [[(40, 5.0), (300, 4.4)], [(40, 5.0), (300, 4.5)]]
+    got = tradeoff.penalty_at_equal_time(design, [full_curve, full_curve], 2.0)
+    assert got == pytest.approx(math.expm1(np.mean([4.4, 4.5]) - full(150.0)), rel=1e-12)
+    assert tradeoff.penalty_at_equal_time(design[:1], [full_curve], 1.0) == pytest.approx(math.expm1(4.4 - full(300)))
+    assert tradeoff.penalty_at_equal_time(design[:1], [full_curve], 0.8) is None  # slower: past the full's run
+    assert tradeoff.penalty_at_equal_time(design[:1], [full_curve], 10.0) is None  # step 30: before its first point

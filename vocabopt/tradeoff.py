@@ -114,6 +114,30 @@ def penalty_at_length(fit: PairFit, steps: float | None, seed: int = 0) -> dict:
     return _summary(float(fit.gap(steps)[0]), fit.gap(steps, draws=fit.draws(DRAWS, rng)))
 
 
+def penalty_at_equal_time(
+    design_curves: list[list[tuple]], full_curves: list[list[tuple]], speedup: float
+) -> float | None:
+    """Penalty at equal wall time, measured within the run (no extrapolation): the design at the end of its run
+    (step S) against the full softmax after the same wall time, S / speedup steps, where `speedup` is the full
+    softmax's step time over the design's. The full softmax's held-out curve is interpolated linearly in log step
+    between its two nearest points (the curves score the same held-out windows); the loss differences are averaged
+    over seeds. None when S / speedup lies outside the full softmax's curve (a design slower than the full softmax,
+    or faster than the curve's first point allows).
+
+    Args:
+        design_curves, full_curves: per seed, (step, held-out loss) points in increasing step, the last at the end.
+    """
+    diffs = []
+    for mine, full in zip(design_curves, full_curves):
+        end_step, end_loss = mine[-1]
+        steps, losses = np.array([p[0] for p in full], float), np.array([p[1] for p in full], float)
+        at = float(end_step) / speedup
+        if speedup <= 0 or not steps[0] <= at <= steps[-1]:
+            return None
+        diffs.append(end_loss - float(np.interp(np.log(at), np.log(steps), losses)))
+    return math.expm1(float(np.clip(np.mean(diffs), -MAX_GAP, MAX_GAP))) if diffs else None
+
+
 def _summary(loss_diff: float, draws: np.ndarray) -> dict:
     """{penalty, low, high} as perplexity ratios - 1 from a loss difference and its draws."""
     lo, hi = np.clip(np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]), -MAX_GAP, MAX_GAP)

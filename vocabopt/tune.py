@@ -270,10 +270,13 @@ def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, s
     fit = tradeoff.fit_pair([r["curve"] for r in mine], [r["curve"] for r in full])
     at_length = tradeoff.penalty_at_length(fit, steps_at) if fit is not None else None
     ratio = _median_step(full) / _median_step(mine)  # steps this layer takes in the full softmax's time per step
-    # the full softmax after L steps vs this layer after as many steps as it takes in the same time, L = the real
-    # run's length when given, else the proxy's (a short-run figure: the proxy's speed-up, not the user's device)
-    at = steps_at or steps
-    equal_time = float(np.expm1(np.clip(fit.gap(at * ratio, at)[0], -50, 50))) if fit is not None else None
+    # at the real run's length L (fitted curves): the full softmax after L steps vs this layer after L * ratio;
+    # else measured within the proxy run: this layer after its steps vs the full softmax after the same time
+    if steps_at is not None and fit is not None:
+        equal_time, equal_basis = float(np.expm1(np.clip(fit.gap(steps_at * ratio, steps_at)[0], -50, 50))), "fitted"
+    else:
+        curves = [r["curve"] for r in mine], [r["curve"] for r in full]
+        equal_time, equal_basis = tradeoff.penalty_at_equal_time(*curves, ratio), "measured"
     return {
         "name": pick["name"],
         "round": pick.get("round", 0),  # 0: the first round; k: refinement k (the full softmax's runs reused)
@@ -288,7 +291,8 @@ def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, s
         "at_length": at_length,
         "fitted": fit is not None,
         "equal_time_penalty": equal_time,
-        "equal_time_at_steps": steps_at or steps,
+        "equal_time_at_steps": steps_at if equal_basis == "fitted" else steps,
+        "equal_time_basis": equal_basis,  # "fitted" at the real run's length, or "measured" within the proxy run
         "bands": _mean_bands(mine, full),
         "ece": float(np.mean([r["quality"].ece for r in mine])),
         "temperature": float(np.mean([r["quality"].temperature for r in mine])),

@@ -83,19 +83,18 @@ class ValidationResult:
 
     def summary(self) -> dict[str, Any]:
         """Against the full softmax: perplexity gap and step-time speed-up of each other run, and (when the runs
-        recorded held-out curves, `eval_every`) the gap at equal wall time: this layer after as many steps as it
-        takes in the full softmax's time, from a fit of both curves (`tradeoff.fit_pair`)."""
+        recorded held-out curves, `eval_every`) the gap at equal wall time, measured within the run: this layer at
+        the end against the full softmax after the same wall time (`tradeoff.penalty_at_equal_time`)."""
         full = self.run("full softmax")
         out = {}
         for r in self.runs:
             if full is not None and r is not full:
                 speedup = full.step_ms / r.step_ms
                 out[r.name] = {"ppl_gap": r.heldout_ppl / full.heldout_ppl - 1.0, "speedup": speedup}
-                fit = tradeoff.fit_pair([r.eval_curve], [full.eval_curve])
                 steps = self.settings["steps"]
-                out[r.name]["equal_time_ppl_gap"] = (
-                    None if fit is None else math.expm1(fit.gap(steps * speedup, steps)[0])
-                )
+                curves = [[*r.eval_curve, (steps, r.heldout_loss)]], [[*full.eval_curve, (steps, full.heldout_loss)]]
+                gap = tradeoff.penalty_at_equal_time(*curves, speedup) if full.eval_curve else None
+                out[r.name]["equal_time_ppl_gap"] = gap
         return out
 
     def to_json(self) -> dict[str, Any]:

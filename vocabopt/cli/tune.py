@@ -112,6 +112,11 @@ def _print_table(plan: Any) -> None:
             f"{m['name']:<14}{str(m['cutoffs']):<26}{m['capacity']:>9.3f}{_pct(m['penalty']):>9}{interval:>21}"
             f"{m['heldout_ppl']:>9.2f}{full_ms / m['predicted_ms']:>7.2f}x{m['proxy_speedup']:>7.2f}x{eq:>11}"
         )
+    if any(m.get("equal_time_basis") == "measured" for m in t["measured"]):
+        click.echo(
+            "equal-time: each design at the end of its proxy run vs the full softmax after the same wall time "
+            "(measured in the run, not at your training length)"
+        )
     c = t["chosen"]
     if t["met"]:
         verdict = f"within the {t['tolerance']:.1%} tolerance"

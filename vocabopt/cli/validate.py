@@ -146,7 +146,9 @@ def _print_table(result: Any) -> None:
         click.echo(f"{r.name:<14}" + "".join(f"{c:>20}" for c in cells))
     for name, row in summ.items():
         if row.get("equal_time_ppl_gap") is not None:
-            click.echo(f"{name}: at equal wall time (fitted curves) {row['equal_time_ppl_gap']:+.1%} vs full softmax")
+            click.echo(
+                f"{name}: at equal wall time (measured in the run) {row['equal_time_ppl_gap']:+.1%} vs full softmax"
+            )
 
 
 def _print_quantized(q: dict[str, Any]) -> None:
