@@ -294,6 +294,7 @@ def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, s
         "equal_time_at_steps": steps_at if equal_basis == "fitted" else steps,
         "equal_time_basis": equal_basis,  # "fitted" at the real run's length, or "measured" within the proxy run
         "bands": _mean_bands(mine, full),
+        "curves": [r["curve"] for r in mine],  # per seed: (step, held-out loss), the same windows as the full's
         "ece": float(np.mean([r["quality"].ece for r in mine])),
         "temperature": float(np.mean([r["quality"].temperature for r in mine])),
     }
@@ -309,9 +310,10 @@ def _measure(picks: list[dict], runs: dict, steps_at: float | None, steps: int) 
     return measured, basis
 
 
-def _full_record(records: list[dict]) -> dict[str, float]:
+def _full_record(records: list[dict]) -> dict[str, Any]:
     return {
         "heldout_ppl": _mean_ppl(records),
+        "curves": [r["curve"] for r in records],
         "proxy_step_ms": _median_step(records),
         "ece": float(np.mean([r["quality"].ece for r in records])),
         "temperature": float(np.mean([r["quality"].temperature for r in records])),

@@ -198,3 +198,32 @@ def test_a_path_slower_than_encoding_switches_to_encode_and_stays_exact(tokenize
     np.testing.assert_array_equal(
         sum(r.counts for r in results), reference_counts(tokenizer_files["bpe"], lines[:1500])
     )
+
+
+@pytest.mark.parametrize("path", [None, "pretokens"])
+def test_added_tokens_match_where_the_tokenizer_matches_them(tmp_path, tokenizer_files, path):
+    """A `normalized: false` added token matches in the raw text only, a `normalized: true` one in the normalized
+    text (NFKC turns a full-width <mask> into one): counts stay exact either way, and a batch is normalized for the
+    check only when some added token is a normalized one (normalizing was most of a WordPiece count)."""
+    from tokenizers import AddedToken, normalizers
+
+    tok = Tokenizer.from_file(str(tokenizer_files["bpe"]))
+    tok.normalizer = normalizers.NFKC()
+    tok.add_special_tokens([AddedToken("[CLS]", normalized=False)])
+    tok.add_tokens([AddedToken("<mask>", normalized=True)])
+    tok.save(str(tmp_path / "tok.json"))
+    lines = ["a \uff3b\uff23\uff2c\uff33\uff3d b", "a [CLS] b", "c \uff1cmask\uff1e d", "c <mask> d", "plain words"]
+    (tmp_path / "c.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stats = analyze([str(tmp_path / "c.txt")], str(tmp_path / "tok.json"), sequence="line", force_path=path)
+    np.testing.assert_array_equal(stats.counts, reference_counts(tmp_path / "tok.json", lines))
+
+    class Refuses:
+        def normalize_str(self, text):
+            raise AssertionError("normalized a batch although no added token is a normalized one")
+
+    tok = Tokenizer.from_file(str(tokenizer_files["bpe"]))
+    tok.add_special_tokens([AddedToken("[CLS]", normalized=False)])
+    tok.save(str(tmp_path / "special.json"))
+    counter = HFCounter(load_spec(str(tmp_path / "special.json")), add_special_tokens=False)
+    counter.normalizer = Refuses()
+    assert not counter._any_added(["a \uff3b\uff23\uff2c\uff33\uff3d b", "plain"]) and counter._any_added(["[CLS]"])

@@ -131,10 +131,11 @@ class HFCounter:
             self.path, self.reason = force_path, f"forced ({self.reason})"
         self.vocab_size = hf_vocab_size(tok)
         self.special_ids = self._special_ids() if add_special_tokens else np.zeros(0, np.int64)
-        contents = sorted(
-            {t["content"] for t in config.get("added_tokens") or [] if t.get("content")}, key=len, reverse=True
-        )
-        self.added = re.compile("|".join(map(re.escape, contents))) if contents else None
+        added = [t for t in config.get("added_tokens") or [] if t.get("content")]
+        self.added = _alternation(t["content"] for t in added)  # matched in the raw text (a superset: see below)
+        # the tokenizer matches a token with "normalized": true in the *normalized* text only; normalizing a batch
+        # is costly (it was most of a WordPiece or NFKC Unigram count), so only for those tokens
+        self.added_normalized = _alternation(t["content"] for t in added if t.get("normalized", True))
         self.normalizer = tok.normalizer
         self.token_bytes = byte_level_sizes(tok, config) if self.path == "chunks" else None
         self.store = IdStore()  # distinct piece -> ids, remembered across batches
@@ -246,13 +247,17 @@ class HFCounter:
         return ids, np.cumsum(lengths) - lengths, lengths
 
     def _any_added(self, texts: list[str]) -> bool:
-        """Whether any text contains an added token's content, raw or normalized (checked on the whole batch)."""
+        """Whether any text contains an added token's content: any added token's in the raw text, or a
+        `normalized` one's in the normalized text (checked on the whole batch; a raw match of a token the tokenizer
+        would only match after normalizing just sends the text to plain encoding, which is exact anyway)."""
         if self.added is None:
             return False
         joined = "\n".join(texts)
         if self.added.search(joined):
             return True
-        return self.normalizer is not None and self.added.search(self.normalizer.normalize_str(joined)) is not None
+        if self.added_normalized is None or self.normalizer is None:
+            return False
+        return self.added_normalized.search(self.normalizer.normalize_str(joined)) is not None
 
     def _pretoken_counts(self, texts: list[str]) -> Counter:
         counts: Counter = Counter()
@@ -341,6 +346,12 @@ def _ids_of(encs: list) -> tuple[np.ndarray, np.ndarray]:
     n_tokens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
     ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(n_tokens.sum()))
     return ids, n_tokens
+
+
+def _alternation(contents: Any) -> re.Pattern | None:
+    """A regex matching any of `contents` (longest first), None for none."""
+    ordered = sorted(set(contents), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
 
 def _head(texts: list[str], chars: int) -> list[str]:
