@@ -107,3 +107,16 @@ def test_heldout_windows_spread_over_the_held_out_part_without_overlap(eval_toke
         assert 5000 - (starts[-1] + 17) < (5000 - 2000 - 1 - 16) // (n - 1)
     for s, x, y in zip(starts, inp, tgt):
         assert np.array_equal(x.numpy(), ids[s : s + 16]) and np.array_equal(y.numpy(), ids[s + 1 : s + 17])
+
+
+def test_temperature_search_in_row_blocks_gives_the_same_answer(case, monkeypatch):
+    """The beta sums run over blocks of rows (bounded buffers at any V); blocks of 7 rows (ragged last block) give
+    what one block per chunk gives."""
+    from vocabopt import quality
+
+    logp, target, rank_of = case
+    whole = _streamed(logp, target, rank_of, [0, V])
+    monkeypatch.setattr(quality, "BETA_BLOCK", 7 * V)
+    blocks = _streamed(logp, target, rank_of, [0, V])
+    assert blocks.temperature == pytest.approx(whole.temperature, abs=1e-9)
+    assert blocks.loss_at_temperature == pytest.approx(whole.loss_at_temperature, rel=1e-9)

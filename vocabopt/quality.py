@@ -29,6 +29,7 @@ import numpy as np
 
 N_BINS = 15  # ECE confidence bins, equal width on [0, 1]
 BETAS = np.geomspace(1 / 2.0, 1 / 0.5, 7)  # inverse temperatures sampled: T in [0.5, 2], 2^(1/3) apart
+BETA_BLOCK = 1 << 25  # elements of each of the temperature search's two (rows, V) buffers (128 MB in fp32)
 CHUNK_WINDOWS = 64  # held-out windows per chunk: (64 x seq_len, V) log-probs at a time
 
 
@@ -94,15 +95,18 @@ class QualitySums:
         self.bin_correct += np.bincount(b, weights=correct, minlength=N_BINS)
         # NLL of softmax(beta * log p) = beta * (m - lp_t) + log sum exp(beta * (log p - m)), m = the row's max;
         # its slope in beta = E_q[log p] - lp_t, q = softmax(beta * log p)
-        shifted = (logp - top_lp[:, None]).clamp_(min=-1e4)  # (n, V), <= 0 (finite: 0 * -inf would be nan)
-        scratch = torch.empty_like(shifted)
         gap = top_lp - target_lp  # (n,) m - lp_t >= 0
-        for i, beta in enumerate(self.betas):
-            torch.mul(shifted, float(beta), out=scratch).exp_()  # (n, V) unnormalised q
-            total = scratch.sum(dim=1)  # (n,)
-            mean_shift = scratch.mul_(shifted).sum(dim=1) / total  # (n,) E_q[log p - m]
-            self.beta_nll[i] += float((float(beta) * gap + total.log()).double().sum())
-            self.beta_slope[i] += float((mean_shift + gap).double().sum())
+        rows = max(1, BETA_BLOCK // logp.shape[1])  # two (rows, V) buffers at a time, whatever V
+        for r0 in range(0, logp.shape[0], rows):
+            shifted = (logp[r0 : r0 + rows] - top_lp[r0 : r0 + rows, None]).clamp_(min=-1e4)  # <= 0, finite
+            scratch = torch.empty_like(shifted)  # (finite: 0 * -inf below would be nan)
+            for i, beta in enumerate(self.betas):
+                torch.mul(shifted, float(beta), out=scratch).exp_()  # (rows, V) unnormalised q
+                total = scratch.sum(dim=1)  # (rows,)
+                mean_shift = scratch.mul_(shifted).sum(dim=1) / total  # (rows,) E_q[log p - m]
+                g = gap[r0 : r0 + rows]
+                self.beta_nll[i] += float((float(beta) * g + total.log()).double().sum())
+                self.beta_slope[i] += float((mean_shift + g).double().sum())
 
     def result(self) -> Quality:
         n = max(self.tokens, 1)
