@@ -183,3 +183,25 @@ def test_equal_time_penalty_is_the_full_softmax_at_the_same_wall_time():
     assert tradeoff.penalty_at_equal_time(design[:1], [full_curve], 1.0) == pytest.approx(math.expm1(4.4 - full(300)))
     assert tradeoff.penalty_at_equal_time(design[:1], [full_curve], 0.8) is None  # slower: past the full's run
     assert tradeoff.penalty_at_equal_time(design[:1], [full_curve], 10.0) is None  # step 30: before its first point
+
+
+def test_pooling_does_not_lift_a_trained_design_whose_own_bound_clears():
+    """benchmarks/tune_corpora.py's KJV case: a design at +0.68% upper bound next to a higher-capacity one at +1.73%
+    (noise: capacity 1.0 is the full softmax's in effect); pooled, both bounds exceed 1%, but the trained design is
+    judged by its own interval and chosen; an untrained design between them still takes the model's bound."""
+    measured = [
+        {"cutoffs": [2000], "proj_dims": [64], "capacity": 0.947, "penalty": -0.0046, "low": -0.0166, "high": 0.0068},
+        {"cutoffs": [7376], "proj_dims": [64], "capacity": 1.0, "penalty": 0.0001, "low": -0.0165, "high": 0.0173},
+    ]
+    model = tradeoff.penalty_model(measured)
+    assert min(model["high"]) > 0.01  # pooled: the model alone calls neither within 1%
+    frontier = [
+        {"cutoffs": [2000], "proj_dims": [64], "time_ms": 1.0, "capacity": 0.947},
+        {"cutoffs": [5000], "proj_dims": [64], "time_ms": 2.0, "capacity": 0.98},  # untrained: model's bound
+        {"cutoffs": [7376], "proj_dims": [64], "time_ms": 3.0, "capacity": 1.0},
+    ]
+    chosen, met = tradeoff.choose(frontier, model, 0.01, measured)
+    assert met and chosen["cutoffs"] == [2000] and chosen["measured"]
+    assert chosen["predicted_high"] == 0.0068 and chosen["predicted_penalty"] == -0.0046  # its own measurement
+    chosen, met = tradeoff.choose(frontier[1:], model, 0.01, measured)
+    assert not met  # neither the interpolated [5000] nor [7376] (own +1.73%) is within 1%

@@ -17,7 +17,7 @@ from vocabopt.errors import InputError
 from vocabopt.plan import Plan
 from vocabopt.profile import synthetic_profile
 from vocabopt.training import TrainSettings
-from vocabopt.tune import select_candidates
+from vocabopt.tune import eligible, select_candidates
 
 BPE = Path(__file__).resolve().parents[1] / "corpora" / "kjv-bpe-8k" / "tokenizer.json"
 TINY = TrainSettings(model="lstm", seq_len=16, batch_size=8, steps=24, lr=1e-2, eval_tokens=1024)
@@ -43,6 +43,13 @@ def test_candidates_span_the_frontier():
     assert len(bunched) == 4 and len({p["capacity"] for p in bunched}) == 4  # no design picked twice
     with pytest.raises(InputError, match="full softmax is the answer"):
         select_candidates([], 4)
+
+
+def test_folklore_designs_off_the_frontier_are_eligible_once():
+    frontier = _frontier([0.5, 0.9])
+    folk = {"cutoffs": [2000], "proj_dims": [64], "time_ms": 1.2, "capacity": 0.95, "name": "paper/Lua"}
+    picks = [{**frontier[0], "name": "d0"}, folk]
+    assert eligible(frontier, picks) == [*frontier, folk]  # the frontier's own pick is not repeated
 
 
 @pytest.fixture(scope="module")
