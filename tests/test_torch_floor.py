@@ -114,6 +114,8 @@ API: dict[str, str] = {
     "torch.maximum": OLD,
     "torch.mm": OLD,
     "torch.mm(out=)": OLD,
+    "torch.mul": OLD,
+    "torch.mul(out=)": OLD,
     "torch.multinomial": OLD,
     "torch.multinomial(generator=)": OLD,
     "torch.nn.Dropout": OLD,
