@@ -8,7 +8,7 @@ import torch
 
 from vocabopt.layer import build_layer
 from vocabopt.plan import Plan
-from vocabopt.quality import N_BINS, QualitySums, heldout_quality
+from vocabopt.quality import N_BINS, QualitySums, best_beta, heldout_quality
 from vocabopt.training import TokenStream, _body, _full_softmax, heldout_loss, heldout_windows
 
 V, N, WINDOW = 60, 900, 15
@@ -91,16 +91,16 @@ def test_heldout_quality_scores_the_same_windows_as_heldout_loss(adaptive):
     assert sum(b["tokens"] for b in q.bands) == 800
 
 
-@pytest.mark.parametrize("eval_tokens", [64, 800, 10_000])
+@pytest.mark.parametrize("eval_tokens", [5, 64, 800, 10_000])
 def test_heldout_windows_spread_over_the_held_out_part_without_overlap(eval_tokens):
     """Windows cover the held-out part from its start to its end (not its first tokens alone), never overlap and
     never reach into the training part; each target is the id after its input."""
-    ids = np.arange(5000) * 7 % 4999  # distinct ids: a window's position can be read back from its tokens
+    ids = np.random.default_rng(0).permutation(5000)  # distinct ids: a window's position is read back from them
     data = TokenStream(ids=ids, split=2000)
     inp, tgt = heldout_windows(data, 16, eval_tokens, torch.device("cpu"))
     pos = {int(v): i for i, v in enumerate(ids)}
     starts = np.array([pos[int(w[0])] for w in inp])
-    n = min(eval_tokens // 16, (5000 - 2000 - 1) // 16)
+    n = max(1, min(eval_tokens // 16, (5000 - 2000 - 1) // 16))
     assert inp.shape == tgt.shape == (n, 16)
     assert starts[0] == 2000 and np.all(np.diff(starts) >= 16)  # held out only, no overlap
     if n > 1:  # the last window ends less than one stride before the held-out part does
@@ -120,3 +120,28 @@ def test_temperature_search_in_row_blocks_gives_the_same_answer(case, monkeypatc
     blocks = _streamed(logp, target, rank_of, [0, V])
     assert blocks.temperature == pytest.approx(whole.temperature, abs=1e-9)
     assert blocks.loss_at_temperature == pytest.approx(whole.loss_at_temperature, rel=1e-9)
+
+
+def test_heldout_windows_of_a_held_out_part_one_window_long():
+    data = TokenStream(ids=np.arange(100), split=100 - 17)  # exactly seq_len + 1 held-out ids
+    inp, tgt = heldout_windows(data, 16, 800, torch.device("cpu"))
+    assert inp.tolist() == [list(range(83, 99))] and tgt.tolist() == [list(range(84, 100))]
+    with pytest.raises(ValueError, match="shorter than one window"):
+        heldout_windows(TokenStream(ids=np.arange(100), split=90), 16, 800, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("minimum", [0.55, 0.8, 1.0, 1.37, 1.9])
+def test_best_beta_finds_a_convex_curves_minimum_from_values_and_slopes(minimum):
+    """f(b) = b - minimum * log(b) is convex with its minimum at b = minimum: found from 7 samples to 0.1%."""
+    betas = np.geomspace(0.5, 2.0, 7)
+    f, slope = betas - minimum * np.log(betas), 1 - minimum / betas
+    beta, value = best_beta(betas, f, slope)
+    assert beta == pytest.approx(minimum, rel=1e-3)
+    assert value == pytest.approx(minimum - minimum * np.log(minimum), abs=1e-4)  # the cubic, not the curve
+
+
+def test_best_beta_at_the_ends_of_the_grid():
+    betas = np.geomspace(0.5, 2.0, 7)
+    rising, falling = betas**2, -betas
+    assert best_beta(betas, rising, 2 * betas) == (0.5, 0.25)  # slope > 0 everywhere: the smallest beta (T = 2)
+    assert best_beta(betas, falling, -np.ones(7)) == (2.0, -2.0)  # slope < 0 everywhere: the largest (T = 0.5)

@@ -55,7 +55,21 @@ def test_runs_train_and_compare_to_full_softmax(result):
     summ = res.summary()["vocabopt"]
     assert summ["ppl_gap"] == pytest.approx(res.runs[0].heldout_ppl / res.run("full softmax").heldout_ppl - 1)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summ["equal_time_ppl_gap"] is None  # no held-out curve recorded (eval_every = 0): no equal-time figure
     json.dumps(res.to_json())
+
+
+def test_equal_time_gap_is_the_full_softmax_after_the_same_wall_time(result):
+    """Twice as fast: the layer after its 30 steps meets the full softmax after 15 (interpolated in log step
+    between its points at 10 and 20; the curves end at the final held-out loss, which is not counted twice)."""
+    from dataclasses import replace
+
+    res, _ = result
+    ours = replace(res.runs[0], step_ms=1.0, eval_curve=[(10, 6.2), (20, 5.1), (30, 4.6)])
+    full = replace(res.run("full softmax"), step_ms=2.0, eval_curve=[(10, 6.0), (20, 5.0), (30, 4.5)])
+    two = replace(res, runs=[ours, full])
+    at_15 = 6.0 - (math.log(15) - math.log(10)) / (math.log(20) - math.log(10)) * 1.0
+    assert two.summary()["vocabopt"]["equal_time_ppl_gap"] == pytest.approx(math.expm1(4.6 - at_15), rel=1e-9)
 
 
 def test_runs_report_band_perplexity_and_calibration(result):

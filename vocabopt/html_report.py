@@ -349,7 +349,7 @@ def _tune_html(plan: Plan) -> str:
     out = [
         _p(f"Penalty = held-out perplexity / the full softmax's - 1, compared at: {t['basis']}."),
         _p(
-            f"Chosen: cutoffs {c['cutoffs']}, dims {c['proj_dims']} ({how}); modelled penalty "
+            f"Chosen: cutoffs {c['cutoffs']}, dims {c['proj_dims']} ({how}); {c.get('bound', 'model')} penalty "
             f"{_pct(c['predicted_penalty'])} (upper {_pct(c['predicted_high'])}); {verdict}.",
             cls,
         ),
@@ -362,7 +362,9 @@ def _tune_html(plan: Plan) -> str:
             [m["name"], m["cutoffs"], f"{m['capacity']:.3f}", _pct(m["penalty"]),
              f"[{_pct(m['low'])}, {_pct(m['high'])}]", f"{m['heldout_ppl']:.2f}",
              DASH if not full_ms else f"{full_ms / m['predicted_ms']:.2f}x", f"{m['proxy_speedup']:.2f}x",
-             _pct(m.get("equal_time_penalty")), _f(m.get("ece"), ".3f"), _f(m.get("temperature"), ".2f")]
+             _pct(m.get("equal_time_penalty")) + (" (in run)" if m.get("equal_time_basis") == "measured"
+                                                  and m.get("equal_time_penalty") is not None else ""),
+             _f(m.get("ece"), ".3f"), _f(m.get("temperature"), ".2f")]
         )  # fmt: skip
     headers = ["design", "cutoffs", "capacity", "penalty", "95% interval", "held-out ppl", "predicted x", "proxy x",
                "equal-time", "ECE", "T"]  # fmt: skip

@@ -182,7 +182,8 @@ def optimize(
     space = space.resolved(profile, len(counts), hidden)  # the profile's defaults: min_proj, min_tail
     min_capacity, floor_reason = _floor(counts, hidden, space, min_capacity)
     found = search(profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=space)
-    best, measured = _choose(found, counts, hidden, space, tolerance, min_capacity, cutoffs, from_tune, stats)
+    folk = folklore(profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=space)
+    best, measured = _choose(found, counts, hidden, space, tolerance, min_capacity, cutoffs, from_tune, stats, folk)
     options = {
         **asdict(space),  # max_clusters, div_value, min_proj, proj_dims, min_head, max_head, candidates, min_tail
         "tolerance": tolerance,
@@ -222,8 +223,10 @@ def _choose(
     cutoffs: list[int] | None,
     from_tune: Plan | None,
     stats: Any,
+    folk: list[dict],
 ) -> tuple[Design, dict | None]:
-    """The design the plan holds: given cutoffs, else the measured choice (`from_tune`), else `recommend`."""
+    """The design the plan holds: given cutoffs, else the measured choice (`from_tune`; the folklore designs tune
+    trained are eligible too, as in tune), else `recommend`."""
     if from_tune is not None and cutoffs is not None:
         raise InputError("from_tune and cutoffs both choose the design; pass one of them")
     if cutoffs is not None:
@@ -232,7 +235,7 @@ def _choose(
     if not found["frontier"]:  # search keeps only designs faster than the full softmax and no larger in memory
         raise InputError(_no_design(found))
     if from_tune is not None:
-        return _recommend_measured(found["frontier"], from_tune, stats, hidden)
+        return _recommend_measured(found["frontier"], from_tune, stats, hidden, counts, folk, space)
     return recommend(found["frontier"], tolerance, min_capacity), None
 
 
@@ -250,8 +253,17 @@ def _no_design(found: dict[str, Any]) -> str:
     )
 
 
-def _recommend_measured(frontier: list[Design], tuned: Plan, stats: Any, hidden: int) -> tuple[Design, dict]:
-    """The fastest frontier design within the tuned plan's tolerance under its measured penalty model."""
+def _recommend_measured(
+    frontier: list[Design],
+    tuned: Plan,
+    stats: Any,
+    hidden: int,
+    counts: np.ndarray,
+    folk: list[dict],
+    space: SearchSpace,
+) -> tuple[Design, dict]:
+    """The fastest eligible design (frontier, or a folklore design tune trained) within the tuned plan's tolerance,
+    a trained design judged by its own measured bound, an untrained one by the penalty model."""
     evidence = tuned.provenance.get("tune") if isinstance(tuned, Plan) else None
     if not evidence:
         raise InputError("from_tune: not a plan made by `vocabopt tune` (no provenance['tune']); run tune first")
@@ -261,16 +273,17 @@ def _recommend_measured(frontier: list[Design], tuned: Plan, stats: Any, hidden:
     tuned_tok = tuned.provenance.get("tokenizer") or {}
     if tok is not None and tuned_tok.get("sha256") not in (None, tok.sha256):
         raise MismatchError("from_tune: tuned with another tokenizer than these stats'; tune with this one")
+    trained = {tradeoff.design_key(m) for m in evidence.get("measured") or []}
+    options = tradeoff.eligible([d.to_json() for d in frontier], [f for f in folk if tradeoff.design_key(f) in trained])
     try:
-        chosen, met = tradeoff.choose(
-            [d.to_json() for d in frontier], evidence["model"], evidence["tolerance"], evidence.get("measured")
-        )
+        chosen, met = tradeoff.choose(options, evidence["model"], evidence["tolerance"], evidence.get("measured"))
     except ValueError:
         raise InputError(
             "from_tune: no design on this frontier lies in the capacity range tune measured; tune with this profile"
         ) from None
-    best = next(d for d in frontier if d.cutoffs == chosen["cutoffs"] and d.proj_dims == chosen["proj_dims"])
-    keys = ("predicted_penalty", "predicted_high")
+    on = [d for d in frontier if d.cutoffs == chosen["cutoffs"] and d.proj_dims == chosen["proj_dims"]]
+    best = on[0] if on else _given(counts, hidden, chosen["cutoffs"], space)
+    keys = ("predicted_penalty", "predicted_high", "bound")
     return best, {"tolerance": evidence["tolerance"], "met": met, "basis": evidence["basis"]} | {
         k: chosen[k] for k in keys
     }

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .training import heldout_windows
+
 N_BINS = 15  # ECE confidence bins, equal width on [0, 1]
 BETAS = np.geomspace(1 / 2.0, 1 / 0.5, 7)  # inverse temperatures sampled: T in [0.5, 2], 2^(1/3) apart
 BETA_BLOCK = 1 << 25  # elements of each of the temperature search's two (rows, V) buffers (128 MB in fp32)
@@ -147,13 +149,13 @@ def best_beta(betas: np.ndarray, mean_nll: np.ndarray, slope: np.ndarray) -> tup
         return float(betas[0]), float(mean_nll[0])
     if slope[-1] <= 0:
         return float(betas[-1]), float(mean_nll[-1])
-    i = int(np.argmax(slope > 0)) - 1  # slope[i] < 0 < slope[i + 1] (the slope of a convex curve increases)
+    i = int(np.argmax(slope > 0)) - 1  # slope[i] <= 0 < slope[i + 1] (the slope of a convex curve increases)
     h = betas[i + 1] - betas[i]
     u = np.linspace(0.0, 1.0, 2001)  # the cubic on [betas[i], betas[i + 1]], finely
     h00, h10, h01, h11 = 2 * u**3 - 3 * u**2 + 1, u**3 - 2 * u**2 + u, -2 * u**3 + 3 * u**2, u**3 - u**2
     cubic = h00 * mean_nll[i] + h10 * h * slope[i] + h01 * mean_nll[i + 1] + h11 * h * slope[i + 1]
     k = int(np.argmin(cubic))
-    return float(betas[i] + u[k] * h), float(min(cubic[k], mean_nll[i], mean_nll[i + 1]))
+    return float(betas[i] + u[k] * h), float(cubic[k])
 
 
 def heldout_quality(
@@ -173,8 +175,6 @@ def heldout_quality(
     summation order).
     """
     import torch
-
-    from .training import heldout_windows
 
     inp, tgt = heldout_windows(data, seq_len, eval_tokens, dev)  # (W, T)
     n_win = len(inp)

@@ -14,6 +14,9 @@ trained identically (same seed, batches, steps, optimizer). Two estimates:
   scipy), the fit's parameter covariance sampled, and the fitted losses at that length differenced. Early in
   training a small head is often *ahead* of the full softmax (fewer parameters, unigram-initialised biases); the
   fit is what corrects for that short-run bias.
+At equal wall time (`penalty_at_equal_time`), measured within the run: the design at its end against the full
+softmax after the same time. The choice (`choose`): the fastest eligible design whose upper bound is within the
+tolerance, a trained design judged by its own measured bound, an untrained one by the monotone model's.
 """
 
 from __future__ import annotations
@@ -127,12 +130,16 @@ def penalty_at_equal_time(
     Args:
         design_curves, full_curves: per seed, (step, held-out loss) points in increasing step, the last at the end.
     """
+    if len(design_curves) != len(full_curves):
+        raise ValueError(f"{len(design_curves)} design curves but {len(full_curves)} full-softmax curves: one per seed")
+    if not speedup > 0:
+        return None
     diffs = []
     for mine, full in zip(design_curves, full_curves):
         end_step, end_loss = mine[-1]
         steps, losses = np.array([p[0] for p in full], float), np.array([p[1] for p in full], float)
         at = float(end_step) / speedup
-        if speedup <= 0 or not steps[0] <= at <= steps[-1]:
+        if not steps[0] <= at <= steps[-1]:
             return None
         diffs.append(end_loss - float(np.interp(np.log(at), np.log(steps), losses)))
     return math.expm1(float(np.clip(np.mean(diffs), -MAX_GAP, MAX_GAP))) if diffs else None
@@ -197,6 +204,17 @@ def predict_penalty(model: dict[str, Any], capacity: float) -> dict[str, float] 
     }
 
 
+def design_key(design: dict) -> tuple:
+    """What identifies a design across lists: its cutoffs and projection sizes."""
+    return tuple(design["cutoffs"]), tuple(design.get("proj_dims") or ())
+
+
+def eligible(frontier: list[dict], trained: list[dict]) -> list[dict]:
+    """The designs `choose` may pick: the frontier, and every trained design off it (the folklore designs)."""
+    on = {design_key(d) for d in frontier}
+    return [*frontier, *[t for t in trained if design_key(t) not in on]]
+
+
 def choose(
     frontier: list[dict],
     model: dict[str, Any],
@@ -205,8 +223,8 @@ def choose(
     *,
     trained_only: bool = False,
 ) -> tuple[dict, bool]:
-    """The fastest frontier design whose upper bound is within `tolerance`, and True; else the design with the
-    lowest upper bound, and False (no design met the tolerance).
+    """The fastest of `frontier` (the designs that may be chosen: `eligible`) whose upper bound is within
+    `tolerance`, and True; else the design with the lowest upper bound, and False (no design met the tolerance).
 
     A trained design (one of `measured`, matched by cutoffs and projections) is judged by its own measured upper
     bound: the direct evidence, which isotonic pooling must neither lower (a neighbour's luck hiding its own
@@ -215,20 +233,28 @@ def choose(
     [2000] at -1.88%). An untrained design is judged by the model's interpolated bound. The choice says whether it
     was trained (`measured`) or interpolated; `trained_only` considers the trained designs alone.
     """
-    own = {(tuple(m["cutoffs"]), tuple(m.get("proj_dims") or ())): m for m in measured or []}
+    own = {design_key(m): m for m in measured or []}
     scored = []
     for design in frontier:
         pred = predict_penalty(model, design["capacity"])
         if pred is None:
             continue
-        mine = own.get((tuple(design["cutoffs"]), tuple(design.get("proj_dims") or ())))
+        mine = own.get(design_key(design))
         if trained_only and mine is None:
             continue
         high = pred["high"] if mine is None else mine["high"]
         penalty = pred["penalty"] if mine is None else mine["penalty"]
-        scored.append({**design, "predicted_penalty": penalty, "predicted_high": high, "measured": mine is not None})
+        scored.append(
+            {
+                **design,
+                "predicted_penalty": penalty,
+                "predicted_high": high,
+                "measured": mine is not None,
+                "bound": "model" if mine is None else "measured",  # where predicted_* come from
+            }
+        )
     if not scored:
-        raise ValueError("no frontier design lies within the measured capacity range")
+        raise ValueError("no eligible design lies within the measured capacity range")
     within = [d for d in scored if d["predicted_high"] <= tolerance]
     if within:
         return min(within, key=lambda d: d["time_ms"]), True

@@ -211,17 +211,26 @@ def cuda_step_peak(tr: Trainer, one_step: Callable[[], float]) -> int:
 
 
 def heldout_windows(data: TokenStream, seq_len: int, eval_tokens: int, dev: Any) -> tuple[Any, Any]:
-    """The held-out windows every evaluation scores: (inputs, targets), each (W, seq_len), W = eval_tokens //
-    seq_len (as many as the held-out part holds), spread evenly over the whole held-out part, not consecutive from
-    its start: on a corpus of files (source code, documents) the first 32K held-out tokens are one or two files,
-    and a penalty measured there moves with whatever those files are about. Windows never overlap."""
+    """The held-out windows every evaluation scores, spread evenly over the whole held-out part (not consecutive
+    from its start: on a corpus of files, source code or documents, the first 32K held-out tokens are one or two
+    files, and a penalty measured there moves with whatever those files are about). Windows never overlap.
+
+    Args:
+        data: the token stream; ids[split:] is the held-out part (at least seq_len + 1 ids).
+        seq_len, eval_tokens: window length; tokens wanted (W = max(1, eval_tokens // seq_len) windows, at most as
+            many as the held-out part holds).
+    Returns:
+        (inputs, targets), each (W, seq_len) on `dev`; targets are the inputs shifted by one.
+    """
     import torch
 
-    held = torch.from_numpy(data.ids[data.split :]).to(dev)
-    n_win = max(1, min(eval_tokens // seq_len, (held.numel() - 1) // seq_len))
-    stride = (held.numel() - 1 - seq_len) // (n_win - 1) if n_win > 1 else 0  # >= seq_len: no overlap
-    starts = torch.arange(n_win, device=dev) * stride
-    x = held[starts[:, None] + torch.arange(seq_len + 1, device=dev)]  # (W, T + 1)
+    held = data.ids[data.split :]
+    if held.size < seq_len + 1:
+        raise ValueError(f"held-out part of {held.size} ids is shorter than one window of {seq_len} + 1")
+    n_win = max(1, min(eval_tokens // seq_len, (held.size - 1) // seq_len))
+    stride = (held.size - 1 - seq_len) // (n_win - 1) if n_win > 1 else 0  # >= seq_len: no overlap
+    index = (np.arange(n_win) * stride)[:, None] + np.arange(seq_len + 1)  # (W, T + 1)
+    x = torch.from_numpy(np.ascontiguousarray(held[index])).to(dev)  # only the windows go to the device
     return x[:, :-1], x[:, 1:]
 
 

@@ -112,7 +112,7 @@ def tune(
         runs.update(rounds.run(picks[-1:], full_runs=runs[FULL]))
         measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, train.steps, tolerance)
     if refine and not chosen["measured"]:  # rounds spent: keep the fastest design whose own measurement passed
-        chosen, met = tradeoff.choose(eligible(frontier, picks), model, tolerance, measured, trained_only=True)
+        chosen, met = tradeoff.choose(tradeoff.eligible(frontier, picks), model, tolerance, measured, trained_only=True)
     plan = optimize(
         stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, cutoffs=chosen["cutoffs"], **asdict(space)
     )
@@ -194,18 +194,8 @@ def _decide(frontier: list[dict], picks: list[dict], runs: dict, steps_at: float
     """(measured, basis, penalty model, chosen design, met) from the runs so far."""
     measured, basis = _measure(picks, runs, steps_at, steps)
     model = tradeoff.penalty_model(measured)
-    chosen, met = tradeoff.choose(eligible(frontier, picks), model, tolerance, measured)
+    chosen, met = tradeoff.choose(tradeoff.eligible(frontier, picks), model, tolerance, measured)
     return measured, basis, model, chosen, met
-
-
-def eligible(frontier: list[dict], picks: list[dict]) -> list[dict]:
-    """The designs tune may choose: the frontier and every trained design off it (the folklore designs)."""
-    on = {_key(d) for d in frontier}
-    return [*frontier, *[p for p in picks if _key(p) not in on]]
-
-
-def _key(design: dict) -> tuple:
-    return tuple(design["cutoffs"]), tuple(design.get("proj_dims") or ())
 
 
 def _train_seeds(

@@ -91,9 +91,9 @@ class ValidationResult:
             if full is not None and r is not full:
                 speedup = full.step_ms / r.step_ms
                 out[r.name] = {"ppl_gap": r.heldout_ppl / full.heldout_ppl - 1.0, "speedup": speedup}
-                steps = self.settings["steps"]
-                curves = [[*r.eval_curve, (steps, r.heldout_loss)]], [[*full.eval_curve, (steps, full.heldout_loss)]]
-                gap = tradeoff.penalty_at_equal_time(*curves, speedup) if full.eval_curve else None
+                curves = [r.eval_curve], [full.eval_curve]  # each ends at the final held-out loss (`_finish`)
+                recorded = len(full.eval_curve) > 1  # more than the final point: eval_every > 0
+                gap = tradeoff.penalty_at_equal_time(*curves, speedup) if recorded else None
                 out[r.name]["equal_time_ppl_gap"] = gap
         return out
 

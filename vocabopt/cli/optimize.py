@@ -192,8 +192,9 @@ def _print_tables(plan: Plan, prof: DeviceProfile, output: str | None, plot: str
         click.echo(f"  capacity {plan.capacity:.3f} (share-weighted width / d; 1 = full softmax)")
     elif measured:
         click.echo(
-            f"  capacity {plan.capacity:.3f}; measured quality (--from-tune, {measured['basis']}): modelled penalty "
-            f"{measured['predicted_penalty']:+.2%}, upper {measured['predicted_high']:+.2%} "
+            f"  capacity {plan.capacity:.3f}; measured quality (--from-tune, {measured['basis']}): "
+            f"{measured.get('bound', 'model')} penalty {measured['predicted_penalty']:+.2%}, "
+            f"upper {measured['predicted_high']:+.2%} "
             + ("within" if measured["met"] else "NOT within")
             + f" the {measured['tolerance']:.1%} tolerance"
         )

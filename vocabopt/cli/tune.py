@@ -108,14 +108,15 @@ def _print_table(plan: Any) -> None:
     for m in t["measured"]:
         interval = f"[{_pct(m['low'])}, {_pct(m['high'])}]"
         eq = _pct(m["equal_time_penalty"]) if m["equal_time_penalty"] is not None else "-"
+        eq += "*" if m.get("equal_time_basis") == "measured" and m["equal_time_penalty"] is not None else ""
         click.echo(
             f"{m['name']:<14}{str(m['cutoffs']):<26}{m['capacity']:>9.3f}{_pct(m['penalty']):>9}{interval:>21}"
             f"{m['heldout_ppl']:>9.2f}{full_ms / m['predicted_ms']:>7.2f}x{m['proxy_speedup']:>7.2f}x{eq:>11}"
         )
     if any(m.get("equal_time_basis") == "measured" for m in t["measured"]):
         click.echo(
-            "equal-time: each design at the end of its proxy run vs the full softmax after the same wall time "
-            "(measured in the run, not at your training length)"
+            "equal-time *: the design at the end of its proxy run vs the full softmax after the same wall time "
+            "(measured in the run, not at your training length; unmarked: the fitted curves at --train-tokens)"
         )
     c = t["chosen"]
     if t["met"]:
@@ -127,8 +128,8 @@ def _print_table(plan: Any) -> None:
     how = "trained" if c.get("measured") else "interpolated, not trained"
     click.echo(
         f"chosen: cutoffs {c['cutoffs']}, proj_dims {c['proj_dims']} ({how}): "
-        f"{plan.predicted['speedup']:.2f}x predicted speed-up; modelled penalty {_pct(c['predicted_penalty'])} "
-        f"(upper {_pct(c['predicted_high'])}); {verdict}"
+        f"{plan.predicted['speedup']:.2f}x predicted speed-up; {c.get('bound', 'model')} penalty "
+        f"{_pct(c['predicted_penalty'])} (upper {_pct(c['predicted_high'])}); {verdict}"
     )
     if t["proxy"]["seeds"] < 2:
         click.echo(
