@@ -148,6 +148,22 @@ def test_optimize_from_tune_recommends_on_the_measured_model(tiny):
         )
 
 
+def test_optimize_from_tune_can_choose_a_trained_folklore_design_as_tune_does(tiny):
+    """A folklore design tune trained, off the frontier, whose own bound clears the tolerance while the model's
+    bound clears it nowhere: optimize --from-tune chooses it (tune's rule: `tradeoff.eligible`, own bounds)."""
+    _, stats, prof = tiny
+    plain = vocabopt.optimize(stats, hidden=16, profile=prof, batch_tokens=4096, min_capacity=0.0)
+    folk = next(f for f in plain.predicted["folklore"] if f["name"] == "paper/Lua")
+    tuned = Plan.from_cutoffs(stats, hidden=16, cutoffs=folk["cutoffs"], proj_dims=folk["proj_dims"])
+    model = {"capacity": [0.3, 1.0], "penalty": [0.04, 0.02], "high": [0.05, 0.03], "monotone_violations": 0}
+    mine = {**{k: folk[k] for k in ("cutoffs", "proj_dims", "capacity")}, "penalty": 0.0, "low": -0.005, "high": 0.005}
+    tuned.provenance["tune"] = {"model": model, "tolerance": 0.01, "basis": "test", "measured": [mine]}
+    plan = vocabopt.optimize(stats, hidden=16, profile=prof, batch_tokens=4096, from_tune=tuned, min_capacity=0.0)
+    chosen = plan.provenance["options"]["from_tune"]
+    assert plan.cutoffs == folk["cutoffs"] and plan.proj_dims == folk["proj_dims"]
+    assert chosen["met"] and chosen["bound"] == "measured" and chosen["predicted_high"] == 0.005
+
+
 def _fake_training(gap_of_capacity, stats):
     """A stand-in for the proxy-LM trainings: each layer's held-out windows are the full softmax's plus a known
     gap that falls with the design's capacity (so the answer is known), plus a small noise."""
