@@ -111,10 +111,15 @@ def rows(result: dict) -> list[str]:
         mark = " **chosen**" if m["cutoffs"] == plan.cutoffs else ""
         mark += f" (refinement {m['round']})" if m.get("round") else ""
         within = "yes" if m["high"] <= t["tolerance"] else "no"
+        raced = (
+            f" ({m['seeds']} seed: out of the race)"
+            if m.get("seeds", t["proxy"]["seeds"]) < t["proxy"]["seeds"]
+            else ""
+        )
         eq = f"{m['equal_time_penalty']:+.1%}" if m["equal_time_penalty"] is not None else "—"
         out.append(
             f"| {result['name']} | {m['name']}{mark} | {m['cutoffs']} | {m['capacity']:.3f} | "
-            f"{m['penalty']:+.2%} [{m['low']:+.2%}, {m['high']:+.2%}] | {within} | "
+            f"{m['penalty']:+.2%} [{m['low']:+.2%}, {m['high']:+.2%}]{raced} | {within} | "
             f"{full_ms / m['predicted_ms']:.2f}x | {m['proxy_speedup']:.2f}x | {eq} |"
         )
     summ = check.summary()
@@ -133,6 +138,15 @@ def rows(result: dict) -> list[str]:
             + (f"{folk['equal_time_ppl_gap']:+.1%} |" if folk.get("equal_time_ppl_gap") is not None else "— |")
         )
     return out
+
+
+def _swing(t: dict) -> str:
+    """The largest seed-to-seed penalty swing of the designs trained on every seed (RACE_MARGIN's evidence)."""
+    swings = [(m["seed_swing"], m["name"]) for m in t["measured"] if m.get("seed_swing") is not None]
+    if not swings:
+        return "no design trained on two seeds"
+    swing, name = max(swings)
+    return f"largest seed-to-seed penalty swing {swing:.2%} ({name})"
 
 
 def _verdict(t: dict) -> str:
@@ -159,7 +173,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
             f"- **{r['name']}** ({r['about']}; V={r['stats'].vocab_size:,}, {r['stats'].total:,} tokens): "
             f"tune took {r['tune_s'] / 60:.1f} min; penalties compared at: {t['basis']}; "
             f"{_verdict(t)}; chosen {r['plan'].cutoffs} ({how}) "
-            f"(predicted {r['plan'].predicted['speedup']:.2f}x faster than the full softmax per layer step)."
+            f"(predicted {r['plan'].predicted['speedup']:.2f}x faster than the full softmax per layer step); "
+            f"{_swing(t)}."
         )
     lines += [
         "",
@@ -192,10 +207,14 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--plans", default=str(ROOT / "out" / "tune_corpora"), help="where each tuned plan is saved")
     args = ap.parse_args()
     profile = vocabopt.DeviceProfile.load(args.profile)
     with tempfile.TemporaryDirectory() as tmp:
         results = [run_corpus(name, args, profile, Path(tmp)) for name in args.corpus]
+    for r in results:  # the evidence (per-seed curves and windows' penalties) to re-derive a choice without training
+        Path(args.plans).mkdir(parents=True, exist_ok=True)
+        r["plan"].save(Path(args.plans) / f"{r['name']}.plan.json")
     text = report(results, args)
     print(text)
     if not args.no_write:

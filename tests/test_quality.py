@@ -9,7 +9,15 @@ import torch
 from vocabopt.layer import build_layer
 from vocabopt.plan import Plan
 from vocabopt.quality import N_BINS, QualitySums, best_beta, heldout_quality
-from vocabopt.training import TokenStream, _body, _full_softmax, heldout_loss, heldout_windows
+from vocabopt.training import (
+    CURVE_STRIDE,
+    TokenStream,
+    _body,
+    _full_softmax,
+    curve_point,
+    heldout_loss,
+    heldout_windows,
+)
 
 V, N, WINDOW = 60, 900, 15
 
@@ -89,6 +97,8 @@ def test_heldout_quality_scores_the_same_windows_as_heldout_loss(adaptive):
     assert q.loss == pytest.approx(heldout_loss(body, head, data, **kw), rel=1e-5)
     assert q.tokens == 800 and len(q.window_losses) == 50
     assert sum(b["tokens"] for b in q.bands) == 800
+    # a learning curve's point scores every CURVE_STRIDE-th of these windows; `curve_point` ends the curve there
+    assert curve_point(q.window_losses) == pytest.approx(heldout_loss(body, head, data, **kw, stride=2), rel=1e-5)
 
 
 @pytest.mark.parametrize("eval_tokens", [5, 64, 800, 10_000])
@@ -120,6 +130,13 @@ def test_temperature_search_in_row_blocks_gives_the_same_answer(case, monkeypatc
     blocks = _streamed(logp, target, rank_of, [0, V])
     assert blocks.temperature == pytest.approx(whole.temperature, abs=1e-9)
     assert blocks.loss_at_temperature == pytest.approx(whole.loss_at_temperature, rel=1e-9)
+
+
+def test_curve_windows_are_every_other_window_of_the_evaluation():
+    data = TokenStream(ids=np.random.default_rng(2).permutation(5000), split=2000)
+    inp, tgt = heldout_windows(data, 16, 800, torch.device("cpu"))
+    sub_inp, sub_tgt = heldout_windows(data, 16, 800, torch.device("cpu"), stride=CURVE_STRIDE)
+    assert CURVE_STRIDE == 2 and torch.equal(sub_inp, inp[::2]) and torch.equal(sub_tgt, tgt[::2])
 
 
 def test_heldout_windows_of_a_held_out_part_one_window_long():

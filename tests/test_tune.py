@@ -84,6 +84,7 @@ def test_end_to_end_tune_records_its_evidence(tuned):
         covered = 1 <= m["proxy_speedup"] <= 8  # the full softmax's curve (steps 3..24) holds step 24 / speed-up
         assert (m["equal_time_penalty"] is not None) == covered
         assert len(m["curves"]) == 1 and m["curves"][0][-1][0] == TINY.steps  # per seed, ending at the last step
+        assert m["seeds"] == 1 and m["seed_swing"] is None
     assert np.all(np.diff(t["model"]["penalty"]) <= 1e-12)  # monotone in capacity
     assert tuned.cutoffs == t["chosen"]["cutoffs"] and tuned.proj_dims == t["chosen"]["proj_dims"]
     assert isinstance(t["met"], bool)
@@ -183,7 +184,7 @@ def _fake_training(gap_of_capacity, stats):
         curve = [(k, float(np.mean(loss_windows)) + 1.0 / k) for k in (4, 8, 12, 16, 20)]
         return {"step_ms": 1.0, "curve": curve, "quality": quality}
 
-    def train_seeds(layers, base, data, train, seeds, dev, tdtype, progress, full_runs=None):
+    def train_seeds(layers, base, data, train, seeds, dev, tdtype, progress, full_runs=None, race=None):
         runs = {} if full_runs else {tune.FULL: [record(windows)]}
         for name, plan in layers.items():
             trained.append(list(plan.cutoffs))
@@ -253,3 +254,44 @@ def test_the_full_softmax_run_repeats_exactly_so_refinement_rounds_may_reuse_it(
     for other in runs[1:]:
         assert runs[0]["curve"] == other["curve"]
         assert runs[0]["quality"].window_losses == other["quality"].window_losses
+
+
+def test_a_design_out_of_the_race_trains_no_more_seeds(tiny):
+    """Racing with real training: a design out of the race after seed 1 keeps one record, the full softmax trains
+    every seed (later rounds pair with all of them), and the evidence pairs the design with the same first seed."""
+    import torch
+
+    tune_mod = sys.modules["vocabopt.tune"]
+    from vocabopt.validate import load_tokens
+
+    path, stats, _ = tiny
+    base = Plan.from_cutoffs(stats, hidden=16, cutoffs=[100])
+    data = load_tokens(base, [str(path)], str(BPE), seq_len=TINY.seq_len, max_tokens=25_000)
+    train = tune_mod._train_settings(TINY)
+    layers = {"d": Plan.from_cutoffs(stats, hidden=16, cutoffs=[200])}
+    cpu = torch.device("cpu")
+    for race, design_seeds in ((None, 2), (100.0, 2), (-1.0, 1)):  # no race; nobody out; everybody out at once
+        runs = tune_mod._train_seeds(layers, base, data, train, 2, cpu, torch.float32, None, None, race)
+        assert len(runs[tune_mod.FULL]) == 2 and len(runs["d"]) == design_seeds
+        pick = {"name": "d", "cutoffs": [200], "proj_dims": [16], "capacity": 0.9, "time_ms": 1.0}
+        ev = tune_mod._evidence(pick, runs, None, train.steps)
+        assert ev["seeds"] == design_seeds == len(ev["curves"])
+        assert ev["at_end"]["runs"] == design_seeds
+        assert (ev["seed_swing"] is None) == (design_seeds == 1)
+
+
+def test_out_of_race_needs_the_interval_clearly_above_the_tolerance():
+    rng = np.random.default_rng(0)
+    full = [list(rng.normal(5.0, 0.3, size=128))]
+    noise = rng.normal(0.0, 0.01, size=128)
+
+    def design(gap):  # nats over the full softmax on every window, a little noise
+        return [list(np.asarray(full[0]) + gap + noise)]
+
+    assert tradeoff.out_of_race(design(0.10), full, 0.01)  # +10.5%: beyond 1% + the 5% margin
+    assert not tradeoff.out_of_race(design(0.03), full, 0.01)  # +3%: over the tolerance, not clearly
+    assert not tradeoff.out_of_race(design(0.10), full, 0.01, margin=0.2)
+    assert tradeoff.seed_swing(design(0.02) + design(0.05), full + full) == pytest.approx(
+        np.expm1(0.05 + noise.mean()) - np.expm1(0.02 + noise.mean())
+    )
+    assert tradeoff.seed_swing(design(0.02), full) is None

@@ -21,6 +21,12 @@ from .plan import Plan
 MODELS = ("lstm", "transformer")
 
 
+# learning-curve points score every CURVE_STRIDE-th window of the final evaluation's held-out windows (half the
+# cost of scoring them all: the curves were about a fifth of `tune`'s time); `curve_point` ends each curve on the
+# same windows, so a curve and a comparison along it (equal-time penalties, fits) compare like with like
+CURVE_STRIDE = 2
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How every run trains: the same model, window, steps, optimizer, evaluation and seed."""
@@ -199,7 +205,14 @@ class Batches:
             eval_tokens=t.eval_tokens,
             dev=self.dev,
             autocast=self.autocast,
+            stride=CURVE_STRIDE,
         )
+
+
+def curve_point(window_losses: list[float]) -> float:
+    """A learning curve's point from a full evaluation's per-window losses: the mean over the curve's windows
+    (every CURVE_STRIDE-th), so a curve's last point is scored on the same windows as its earlier ones."""
+    return float(np.mean(window_losses[::CURVE_STRIDE]))
 
 
 def cuda_step_peak(tr: Trainer, one_step: Callable[[], float]) -> int:
@@ -210,7 +223,7 @@ def cuda_step_peak(tr: Trainer, one_step: Callable[[], float]) -> int:
     return int(state + cuda_peak_bytes(one_step))
 
 
-def heldout_windows(data: TokenStream, seq_len: int, eval_tokens: int, dev: Any) -> tuple[Any, Any]:
+def heldout_windows(data: TokenStream, seq_len: int, eval_tokens: int, dev: Any, stride: int = 1) -> tuple[Any, Any]:
     """The held-out windows every evaluation scores, spread evenly over the whole held-out part (not consecutive
     from its start: on a corpus of files, source code or documents, the first 32K held-out tokens are one or two
     files, and a penalty measured there moves with whatever those files are about). Windows never overlap.
@@ -219,6 +232,7 @@ def heldout_windows(data: TokenStream, seq_len: int, eval_tokens: int, dev: Any)
         data: the token stream; ids[split:] is the held-out part (at least seq_len + 1 ids).
         seq_len, eval_tokens: window length; tokens wanted (W = max(1, eval_tokens // seq_len) windows, at most as
             many as the held-out part holds).
+        stride: keep every stride-th of those W windows (the learning curves' subset, `CURVE_STRIDE`).
     Returns:
         (inputs, targets), each (W, seq_len) on `dev`; targets are the inputs shifted by one.
     """
@@ -228,19 +242,27 @@ def heldout_windows(data: TokenStream, seq_len: int, eval_tokens: int, dev: Any)
     if held.size < seq_len + 1:
         raise ValueError(f"held-out part of {held.size} ids is shorter than one window of {seq_len} + 1")
     n_win = max(1, min(eval_tokens // seq_len, (held.size - 1) // seq_len))
-    stride = (held.size - 1 - seq_len) // (n_win - 1) if n_win > 1 else 0  # >= seq_len: no overlap
-    index = (np.arange(n_win) * stride)[:, None] + np.arange(seq_len + 1)  # (W, T + 1)
+    step = (held.size - 1 - seq_len) // (n_win - 1) if n_win > 1 else 0  # >= seq_len: no overlap
+    index = (np.arange(0, n_win, stride) * step)[:, None] + np.arange(seq_len + 1)  # (W / stride, T + 1)
     x = torch.from_numpy(np.ascontiguousarray(held[index])).to(dev)  # only the windows go to the device
     return x[:, :-1], x[:, 1:]
 
 
 def heldout_loss(
-    body: Any, head: Any, data: TokenStream, *, seq_len: int, eval_tokens: int, dev: Any, autocast: Any
+    body: Any,
+    head: Any,
+    data: TokenStream,
+    *,
+    seq_len: int,
+    eval_tokens: int,
+    dev: Any,
+    autocast: Any,
+    stride: int = 1,
 ) -> float:
-    """Mean NLL (nats) per predicted token over the held-out windows (`heldout_windows`)."""
+    """Mean NLL (nats) per predicted token over the held-out windows (`heldout_windows`, every stride-th)."""
     import torch
 
-    inp, tgt = heldout_windows(data, seq_len, eval_tokens, dev)  # (W, T)
+    inp, tgt = heldout_windows(data, seq_len, eval_tokens, dev, stride)  # (W, T)
     total, count = 0.0, 0
     was = body.training, head.training
     body.eval(), head.eval()

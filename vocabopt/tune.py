@@ -34,7 +34,7 @@ from .optimize import optimize
 from .plan import Plan
 from .quality import heldout_quality
 from .search import SearchSpace
-from .training import MODELS, TokenStream, TrainSettings, train_lockstep
+from .training import MODELS, TokenStream, TrainSettings, curve_point, train_lockstep
 from .validate import batch_offsets, load_tokens
 
 FULL = "full softmax"
@@ -63,6 +63,7 @@ def tune(
     dtype: str = "float32",
     space: SearchSpace | None = None,
     refine: int = 2,
+    race: bool = True,
     progress: Progress | None = None,
 ) -> Plan:
     """The fastest design within `tolerance` of the full softmax's held-out perplexity, measured on `sources`.
@@ -82,6 +83,7 @@ def tune(
         heldout, max_tokens, device, dtype: as for `vocabopt.validate`; space: the optimizer's search space.
         refine: rounds that train the model's interpolated choice (with the same seeds and batches, paired with the
             full softmax runs already made); the choice is then always a trained design. 0: keep the interpolation.
+        race: a design clearly above the tolerance after a seed trains no more seeds (`tradeoff.out_of_race`).
         progress: called as progress(what, done, total).
 
     Example:
@@ -94,14 +96,10 @@ def tune(
     space, train = space or SearchSpace(), _train_settings(train)
     _check(tolerance, seeds, candidates, train, dtype, refine)
     base = optimize(stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, min_capacity=0.0, **asdict(space))
-    full_ms = base.predicted["full_softmax"]["time_ms"]
-    frontier = [d for d in base.predicted["frontier"] if d["time_ms"] < full_ms]
-    picks = select_candidates(frontier, candidates)
-    if folklore:
-        picks += [f for f in base.predicted["folklore"] if f["time_ms"] < full_ms]
+    frontier, picks = _picks(base, candidates, folklore)
     dev = torch.device(resolve_device(device))
     data = load_tokens(base, sources, tokenizer, heldout=heldout, seq_len=train.seq_len, max_tokens=max_tokens)
-    rounds = _Rounds(stats, base, data, train, seeds, dev, getattr(torch, dtype), progress)
+    rounds = _Rounds(stats, base, data, train, seeds, dev, getattr(torch, dtype), progress, tolerance if race else None)
     runs = rounds.run(picks)
     steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
     measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, train.steps, tolerance)
@@ -124,10 +122,20 @@ def tune(
         "measured": measured,
         "model": model,
         "full_softmax": _full_record(runs[FULL]),
-        "proxy": {**asdict(train), "seeds": seeds, "device": device_name(dev.type), "dtype": dtype},
+        "proxy": {**asdict(train), "seeds": seeds, "race": race, "device": device_name(dev.type), "dtype": dtype},
         "bands": "ids covering 50%, 90%, 99% of the corpus's tokens, then the rest",
     }
     return plan
+
+
+def _picks(base: Plan, candidates: int, folklore: bool) -> tuple[list[dict], list[dict]]:
+    """(the frontier's designs faster than the full softmax, the designs to train: candidates and folklore)."""
+    full_ms = base.predicted["full_softmax"]["time_ms"]
+    frontier = [d for d in base.predicted["frontier"] if d["time_ms"] < full_ms]
+    picks = select_candidates(frontier, candidates)
+    if folklore:
+        picks += [f for f in base.predicted["folklore"] if f["time_ms"] < full_ms]
+    return frontier, picks
 
 
 def select_candidates(frontier: list[dict], k: int) -> list[dict]:
@@ -178,16 +186,18 @@ class _Rounds:
     dev: Any
     tdtype: Any
     progress: Progress | None
+    race: float | None  # the tolerance designs race against (None: every design trains every seed)
 
     def run(self, picks: list[dict], full_runs: list[dict] | None = None) -> dict[str, list[dict]]:
-        """Train each picked design (and the full softmax unless its runs are given) for every seed."""
+        """Train each picked design (and the full softmax unless its runs are given) for every seed it stays in
+        the race."""
         hidden = self.base.hidden
         layers = {
             d["name"]: Plan.from_cutoffs(self.stats, hidden=hidden, cutoffs=d["cutoffs"], proj_dims=d["proj_dims"])
             for d in picks
         }
         args = (self.base, self.data, self.train, self.seeds, self.dev, self.tdtype, self.progress)
-        return _train_seeds(layers, *args, full_runs)
+        return _train_seeds(layers, *args, full_runs, self.race)
 
 
 def _decide(frontier: list[dict], picks: list[dict], runs: dict, steps_at: float | None, steps: int, tolerance: float):
@@ -208,24 +218,30 @@ def _train_seeds(
     tdtype: Any,
     progress: Progress | None,
     full_runs: list[dict] | None = None,
+    race: float | None = None,
 ) -> dict[str, list[dict]]:
-    """name -> one record per seed: step times, the held-out curve, the held-out quality at the end.
+    """name -> one record per seed trained: step times, the held-out curve, the held-out quality at the end.
 
     The full softmax trains beside the layers unless `full_runs` holds its records from an earlier call: with the
-    same seeds and batches (and no dropout) its run would be the same, so the pairing stays exact."""
+    same seeds and batches (and no dropout) its run would be the same, so the pairing stays exact. With `race`
+    (the tolerance), a design out of the race after a seed (`tradeoff.out_of_race`) trains no further seeds: its
+    records then hold the first seeds only, paired with the full softmax's first ones."""
     runs: dict[str, list[dict]] = {name: [] for name in [*([] if full_runs else [FULL]), *layers]}
     edges = _band_edges(base)
-    last = next(reversed(runs))
+    active = dict(layers)  # the designs still in the race
     for s in range(seeds):
         seeded = TrainSettings(**{**asdict(train), "seed": train.seed + s})
         offsets = batch_offsets(data.split, train.seq_len, train.batch_size, train.steps, seeded.seed)
+        training = {**({} if full_runs else {FULL: None}), **active}
+        if not training:
+            break
 
-        def report(name: str, step: int, steps: int, loss: float, s: int = s) -> None:
-            if progress and name == last:  # once per lockstep round
-                progress(f"seed {s + 1}/{seeds}, {len(runs)} layers", s * steps + step, seeds * steps)
+        def report(name: str, step: int, steps: int, loss: float, s: int = s, round_of: tuple = (*training,)) -> None:
+            if progress and name == round_of[-1]:  # once per lockstep round
+                progress(f"seed {s + 1}/{seeds}, {len(round_of)} layers", s * steps + step, seeds * steps)
 
         trainers, batches = train_lockstep(
-            {**({} if full_runs else {FULL: None}), **layers},
+            training,
             base,
             data,
             offsets,
@@ -246,10 +262,17 @@ def _train_seeds(
                 band_edges=edges,
                 rank_of=base.rank_of,
             )
-            curve = [*tr.eval_curve, (train.steps, final.loss)]
+            curve = [*tr.eval_curve, (train.steps, curve_point(final.window_losses))]  # the curve's windows
             runs[tr.name].append(
                 {"step_ms": statistics.median(tr.step_ms[2:] or tr.step_ms), "curve": curve, "quality": final}
             )
+        if race is not None and s + 1 < seeds:  # designs that cannot come within the tolerance train no more seeds
+            full = [r["quality"].window_losses for r in (full_runs or runs[FULL])[: s + 1]]
+            active = {
+                n: p
+                for n, p in active.items()
+                if not tradeoff.out_of_race([r["quality"].window_losses for r in runs[n]], full, race)
+            }
     if full_runs:
         runs[FULL] = full_runs
     return runs
@@ -264,10 +287,10 @@ def _band_edges(plan: Plan) -> list[int]:
 
 def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, steps: int) -> dict[str, Any]:
     """One trained design: penalty at the end and at the training length, equal-time penalty, step times, bands."""
-    mine, full = runs[pick["name"]], runs[FULL]
-    at_end = tradeoff.penalty_at_end(
-        [r["quality"].window_losses for r in mine], [r["quality"].window_losses for r in full]
-    )
+    mine = runs[pick["name"]]
+    full = runs[FULL][: len(mine)]  # the same seeds: a design out of the race trained only the first ones
+    windows = [r["quality"].window_losses for r in mine], [r["quality"].window_losses for r in full]
+    at_end = tradeoff.penalty_at_end(*windows)
     fit = tradeoff.fit_pair([r["curve"] for r in mine], [r["curve"] for r in full])
     at_length = tradeoff.penalty_at_length(fit, steps_at) if fit is not None else None
     ratio = _median_step(full) / _median_step(mine)  # steps this layer takes in the full softmax's time per step
@@ -295,6 +318,8 @@ def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, s
         "equal_time_at_steps": steps_at if equal_basis == "fitted" else steps,
         "equal_time_basis": equal_basis,  # "fitted" at the real run's length, or "measured" within the proxy run
         "bands": _mean_bands(mine, full),
+        "seeds": len(mine),  # fewer than the proxy's when it left the race (`tradeoff.out_of_race`)
+        "seed_swing": tradeoff.seed_swing(*windows),  # largest difference between two seeds' penalties
         "curves": [r["curve"] for r in mine],  # per seed: (step, held-out loss), the same windows as the full's
         "ece": float(np.mean([r["quality"].ece for r in mine])),
         "temperature": float(np.mean([r["quality"].temperature for r in mine])),

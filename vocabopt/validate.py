@@ -35,6 +35,7 @@ from .training import (
     Trainer,
     TrainSettings,
     cuda_step_peak,
+    curve_point,
     heldout_windows,
     train_lockstep,
 )
@@ -60,7 +61,8 @@ class ValidationRun:
     saved_bytes: int  # activation bytes autograd keeps for backward in one training step (whole model)
     peak_bytes: int | None  # CUDA: weights + grads + AdamW state + one step's peak above them; None elsewhere
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
-    eval_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
+    # (step, held-out loss on every CURVE_STRIDE-th held-out window: `training.curve_point`), the last at the end
+    eval_curve: list[tuple[int, float]] = field(default_factory=list)
     # What an adaptive softmax can lose (vocabopt.quality): held-out perplexity per frequency band (the plan's head
     # cluster and each tail, for every run alike), top-label ECE (15 bins), the NLL-minimising temperature
     bands: list[dict[str, Any]] = field(default_factory=list)  # {"ranks": [lo, hi], "tokens", "loss", "ppl"}
@@ -91,7 +93,7 @@ class ValidationResult:
             if full is not None and r is not full:
                 speedup = full.step_ms / r.step_ms
                 out[r.name] = {"ppl_gap": r.heldout_ppl / full.heldout_ppl - 1.0, "speedup": speedup}
-                curves = [r.eval_curve], [full.eval_curve]  # each ends at the final held-out loss (`_finish`)
+                curves = [r.eval_curve], [full.eval_curve]  # each ends on its windows' final loss (`_finish`)
                 recorded = len(full.eval_curve) > 1  # more than the final point: eval_every > 0
                 gap = tradeoff.penalty_at_equal_time(*curves, speedup) if recorded else None
                 out[r.name]["equal_time_ppl_gap"] = gap
@@ -356,7 +358,7 @@ def _finish(tr: Trainer, batches: Batches, offsets: np.ndarray, plan: Plan) -> V
         rank_of=plan.rank_of,
     )
     final = quality.loss
-    tr.eval_curve.append((len(offsets), final))
+    tr.eval_curve.append((len(offsets), curve_point(quality.window_losses)))  # on the curve's windows
     one_more_step = lambda: batches.step(tr, offsets[-1])  # noqa: E731
     peak = cuda_step_peak(tr, one_more_step) if batches.dev.type == "cuda" else None
     timed = tr.step_ms[2:] if len(tr.step_ms) > 4 else tr.step_ms  # the first steps warm up allocator, caches

@@ -30,6 +30,9 @@ from .group import main
     "--refine", type=int, default=2, show_default=True, help="Rounds training the interpolated choice (0: none)."
 )
 @click.option("--folklore", is_flag=True, help="Also train the folklore designs.")
+@click.option(
+    "--race/--no-race", default=True, show_default=True, help="Stop training designs clearly above the tolerance."
+)
 @click.option("--train-tokens", type=int, default=None, help="Tokens of your real run: compare there (else asymptote).")
 @click.option("--seq-len", type=int, default=64, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -105,8 +108,9 @@ def _print_table(plan: Any) -> None:
         f"{'full softmax':<14}{'-':<26}{1.0:>9.3f}{'-':>9}{'-':>21}{full['heldout_ppl']:>9.2f}{'1.00x':>8}{'1.00x':>8}"
     )
     full_ms = plan.predicted["full_softmax"]["time_ms"]
+    seeds = t["proxy"]["seeds"]
     for m in t["measured"]:
-        interval = f"[{_pct(m['low'])}, {_pct(m['high'])}]"
+        interval = f"[{_pct(m['low'])}, {_pct(m['high'])}]" + ("^" if m.get("seeds", seeds) < seeds else "")
         eq = _pct(m["equal_time_penalty"]) if m["equal_time_penalty"] is not None else "-"
         eq += "*" if m.get("equal_time_basis") == "measured" and m["equal_time_penalty"] is not None else ""
         click.echo(
@@ -117,6 +121,11 @@ def _print_table(plan: Any) -> None:
         click.echo(
             "equal-time *: the design at the end of its proxy run vs the full softmax after the same wall time "
             "(measured in the run, not at your training length; unmarked: the fitted curves at --train-tokens)"
+        )
+    if any(m.get("seeds", seeds) < seeds for m in t["measured"]):
+        click.echo(
+            f"^ out of the race: clearly above the tolerance after fewer than {seeds} seeds, so not trained further "
+            "(the interval is from the seeds it trained)"
         )
     c = t["chosen"]
     if t["met"]:
