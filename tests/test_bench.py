@@ -365,9 +365,19 @@ def test_decode_bench_rows_exactness_and_full_head(plan):
             assert r.exact is True and r.tails_evaluated + r.tails_skipped == r.batch * len(plan.cutoffs)
         else:
             assert r.tails_evaluated is None and r.exact is None
+    assert {(r.method, r.layout) for r in res.rows} == {
+        (m, lay) for m in ("vocabopt", "full lm_head") for lay in ("row-major", "column-major")
+    }
+    for method in ("vocabopt", "full lm_head"):  # row() is the method's fastest layout
+        times = [r.ms_per_call for r in res.rows if (r.decode, r.batch, r.method) == ("greedy", 4, method)]
+        assert len(times) == 2 and res.row("greedy", 4, method).ms_per_call == min(times)
     assert res.speedup("greedy", 4) == pytest.approx(
         res.row("greedy", 4, "full lm_head").ms_per_call / res.row("greedy", 4).ms_per_call
     )
+    row_major = {
+        r.method: r.ms_per_call for r in res.rows if (r.decode, r.batch, r.layout) == ("greedy", 4, "row-major")
+    }
+    assert res.speedup_in("row-major", "greedy", 4) == pytest.approx(row_major["full lm_head"] / row_major["vocabopt"])
 
 
 def test_full_head_scores_like_the_adaptive_head_where_rows_correspond(plan):
@@ -394,7 +404,7 @@ def test_cli_bench_infer_prints_and_writes(plan, tmp_path):
     res = CliRunner().invoke(main, [*args, "--reps", "1", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "greedy" in res.output and "checked" in res.output
-    assert len(vocabopt.DecodeResult.load(out).rows) == 4
+    assert len(vocabopt.DecodeResult.load(out).rows) == 8  # 2 batches x 2 heads x 2 weight layouts
     bad = CliRunner().invoke(main, [*args[:-1], "beam", "--reps", "1"])
     assert bad.exit_code == 1 and "beam" in bad.output and "Traceback" not in bad.output
     bad = CliRunner().invoke(main, [*args[:4], "--batch", "1,x"])

@@ -474,3 +474,37 @@ def test_bound_constants_are_dropped_by_eval_and_refresh(plan):
     with torch.no_grad():
         lp = layer.log_prob(x)
     torch.testing.assert_close(layer.topk(x, 5)[0], lp.topk(5, dim=-1).values, atol=1e-5, rtol=0)
+
+
+def test_decode_layout_stores_weights_column_major_and_changes_no_output(plan):
+    layer = trained_like(plan, seed=5)
+    x = torch.randn(64, D) * 2
+    with torch.no_grad():
+        ref_lp, ref_top = layer.log_prob(x), layer.topk(x, 7)
+    ref_state = {k: v.clone() for k, v in layer.state_dict().items()}
+    assert not layer.decode_layout
+    assert layer.decode_layout_() is layer and layer.decode_layout and not layer.training
+    for m in [layer.head, *layer.proj, *layer.out]:
+        w = m.weight
+        assert w.t().is_contiguous() and not w.is_contiguous()  # stored as its (in, out) transpose
+    state = layer.state_dict()
+    assert state.keys() == ref_state.keys() and all(torch.equal(state[k], ref_state[k]) for k in state)
+    with torch.no_grad():
+        lp = layer.log_prob(x)
+        torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=1e-5)  # same values, other summation order
+        vals, ids = layer.topk(x, 7)
+        torch.testing.assert_close(vals, lp.topk(7, dim=-1).values, atol=1e-5, rtol=0)  # exact to its own log_prob
+        torch.testing.assert_close(vals, ref_top[0], atol=1e-5, rtol=1e-5)
+        assert torch.equal(layer.predict(x), lp.argmax(-1))
+    stacked = layer._bound_stats()[0]
+    assert stacked.t().is_contiguous()  # the bound's stacked projections follow the layout
+    layer.train()  # training restores nn.Linear's layout
+    assert not layer.decode_layout and all(m.weight.is_contiguous() for m in [layer.head, *layer.proj, *layer.out])
+    t = layer.order[torch.arange(64) % plan.vocab_size]
+    layer(x, t).backward()
+    assert all(p.grad is not None for p in layer.parameters())
+    layer.quantize_("int8-tails").decode_layout_()  # int8 tails keep their layout; the float head is re-laid
+    assert layer.decode_layout and layer.head.weight.t().is_contiguous()
+    with torch.no_grad():
+        lp = layer.log_prob(x)
+        torch.testing.assert_close(layer.topk(x, 7)[0], lp.topk(7, dim=-1).values, atol=1e-5, rtol=0)

@@ -226,6 +226,7 @@ API: dict[str, str] = {
     "torch.randn(requires_grad=)": OLD,
     "torch.save": OLD,
     "torch.addmm": OLD,
+    "torch.addcmul": OLD,
     "torch.full_like": OLD,
     "torch.nn.functional.kl_div": OLD,
     "torch.nn.functional.kl_div(log_target=)": OLD,
@@ -246,15 +247,18 @@ OBJECT_ATTRS: dict[str, str] = {
     "untyped_storage": "2.0",
     "_cdata": OLD,  # private, on every storage; read only where the guarded _storage_Use_Count exists
     "_version": OLD,  # private in-place version counter
+    "_parameters": OLD,  # nn.Module's own parameter and buffer dicts (read directly: cheaper than the generators)
+    "_buffers": OLD,
     "_load_from_state_dict": OLD,  # nn.Module's per-module loading hook (Int8Linear quantises an fp weight on load)
     # Int8Linear's own `dequantize` / `matmul` methods share names with Tensor methods (counted here, stricter)
     **dict.fromkeys(
-        "__init__ abs add_ all amax any apply argmax argsort buffers ceil chunk clamp clone contiguous copy_ cumsum "
+        "__init__ abs add_ all amax any apply argmax argsort buffers ceil chunk clamp clamp_ clone contiguous copy_ "
+        "cumsum data "
         "data_ptr dequantize detach device dim double dtype element_size eval exp exp_ float forward gather index_add "
         "index_select is_floating_point log logsumexp long masked_fill matmul max mean min minimum mul_ new_full "
         "new_zeros nonzero norm numel parameters prod "
         "register_buffer reshape save_for_backward saved_tensors scatter_ scatter_add_ shape sort split sqrt "
-        "squeeze sub_ sum t to tolist topk "
+        "squeeze stride sub_ sum t to tolist topk "
         "train type unique unsqueeze values view".split(),
         OLD,
     ),

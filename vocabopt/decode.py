@@ -31,6 +31,7 @@ from .plan import Plan
 SCHEMA_VERSION = 1
 ARTIFACT = "vocabopt.DecodeResult"
 DECODES = ("greedy", "topk", "sample", "topp")
+LAYOUTS = ("row-major", "column-major")  # weight layouts timed: nn.Linear's, and `decode_layout_()`'s
 
 
 @dataclass
@@ -48,6 +49,7 @@ class DecodeRow:
     tails_evaluated: int | None = None  # (row, tail) pairs evaluated in one call; None for the full lm_head
     tails_skipped: int | None = None
     exact: bool | None = None  # checked against the layer's own full log_prob in this run
+    layout: str = "row-major"  # of the weights: "row-major" (nn.Linear's) or "column-major" (decode_layout_)
 
 
 @dataclass
@@ -63,11 +65,21 @@ class DecodeResult:
     schema_version: int = SCHEMA_VERSION
 
     def row(self, decode: str, batch: int, method: str = "vocabopt") -> DecodeRow | None:
-        return next((r for r in self.rows if (r.decode, r.batch, r.method) == (decode, batch, method)), None)
+        """The method's fastest row for this decode and batch, over the weight layouts timed (its best
+        configuration); None if there is none."""
+        rows = [r for r in self.rows if (r.decode, r.batch, r.method) == (decode, batch, method)]
+        return min(rows, key=lambda r: r.ms_per_call) if rows else None
 
     def speedup(self, decode: str, batch: int) -> float | None:
-        """Full lm_head time / adaptive head time for one decode and batch (None if either is missing)."""
+        """Full lm_head time / adaptive head time for one decode and batch, each in its fastest layout (None if
+        either is missing)."""
         ours, full = self.row(decode, batch), self.row(decode, batch, "full lm_head")
+        return None if ours is None or full is None else full.ms_per_call / ours.ms_per_call
+
+    def speedup_in(self, layout: str, decode: str, batch: int) -> float | None:
+        """The speed-up with both heads' weights in one layout (None if either was not timed in it)."""
+        rows = {r.method: r for r in self.rows if (r.decode, r.batch, r.layout) == (decode, batch, layout)}
+        ours, full = rows.get("vocabopt"), rows.get("full lm_head")
         return None if ours is None or full is None else full.ms_per_call / ours.ms_per_call
 
     def to_json(self) -> dict[str, Any]:
@@ -110,6 +122,7 @@ def bench_decode(
     full: bool = True,
     layer: Any = None,
     seed: int = 0,
+    layouts: tuple[str, ...] | list[str] = LAYOUTS,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> DecodeResult:
     """Measure per-token decode latency of the plan's head, exactness checked, next to the full lm_head.
@@ -126,6 +139,9 @@ def bench_decode(
         full: also time the full lm_head (nn.Linear(d, V) with the same decode on full logits).
         layer: a built (e.g. trained) layer for this plan; default `build_layer(plan)`, untrained.
         seed: for the hidden states and the draws.
+        layouts: weight layouts to time, each for both heads: "row-major" (nn.Linear's (out, in)) and
+            "column-major" (the transpose contiguous: `AdaptiveSoftmax.decode_layout_()` for the adaptive head,
+            the same for the lm_head's weight); each method's speed-up uses its fastest layout.
         progress: called as progress(row name, round done, rounds).
 
     Example:
@@ -143,6 +159,8 @@ def bench_decode(
         raise InputError(f"need batches >= 1 (got {list(batches)}), reps >= 1 (got {reps}), 1 <= k <= V (got {k})")
     if not 0 < top_p <= 1:
         raise InputError(f"top_p must be in (0, 1], got {top_p}")
+    if not layouts or set(layouts) - set(LAYOUTS):
+        raise InputError(f"layouts {list(layouts)}: choose one or more of {list(LAYOUTS)}")
     dev = torch.device(resolve_device(device))
     torch.manual_seed(seed)
     if layer is None:
@@ -152,12 +170,16 @@ def bench_decode(
     layer = layer.to(dev).eval()
     rows: list[DecodeRow] = []
     with torch.no_grad():
-        lin = _full_head(layer) if full else None
+        heads = _layouts(layer, _full_head(layer) if full else None, layouts)  # layout -> (layer, lm_head)
         for b in batches:
             x = torch.randn(int(b), plan.hidden, device=dev)  # (B, d)
             gen = torch.Generator(device=dev).manual_seed(seed)
-            cases = _cases(layer, lin, x, gen, decodes, k, top_p)
-            rows += _time_cases(layer, x, cases, dev, reps, progress, k, top_p)
+            cases = [
+                (lay, ours, *case)
+                for lay, (ours, lin) in heads.items()
+                for case in _cases(ours, lin, x, gen, decodes, k, top_p)
+            ]
+            rows += _time_cases(x, cases, dev, reps, progress, k, top_p)
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "reps": reps, "seed": seed}
     env["date"] = datetime.date.today().isoformat()
     return DecodeResult(
@@ -186,6 +208,23 @@ def _full_head(layer: Any) -> Any:
     lin.weight.copy_(torch.cat(w)[layer.rank_of])  # row of token id t = its row by rank
     lin.bias.copy_(torch.cat([head_bias, *b[1:]])[layer.rank_of])
     return lin
+
+
+def _layouts(layer: Any, lin: Any, layouts) -> dict[str, tuple[Any, Any]]:
+    """layout -> (adaptive head, full lm_head or None) with their float weights stored in that layout (copies
+    where the given layer's layout differs: the caller's layer is never changed)."""
+    import copy
+
+    out = {}
+    for lay in layouts:
+        col = lay == "column-major"
+        ours = layer if layer.decode_layout == col else copy.deepcopy(layer).decode_layout_(col).eval()
+        full = lin
+        if lin is not None and col:
+            full = copy.deepcopy(lin)
+            full.weight.data = full.weight.data.t().contiguous().t()  # (V, d) stored as its (d, V) transpose
+        out[lay] = (ours, full)
+    return out
 
 
 def _cases(layer: Any, lin: Any, x: Any, gen: Any, decodes, k: int, top_p: float) -> list[tuple[str, Any, Any]]:
@@ -226,24 +265,26 @@ def _cases(layer: Any, lin: Any, x: Any, gen: Any, decodes, k: int, top_p: float
     return cases
 
 
-def _time_cases(layer, x, cases, dev, reps, progress, k, top_p) -> list[DecodeRow]:
+def _time_cases(x, cases, dev, reps, progress, k, top_p) -> list[DecodeRow]:
     """Time every case's adaptive and full calls interleaved; check each adaptive decode exact."""
     steps, names = [], []
-    for name, ours, full in cases:
+    for layout, layer, name, ours, full in cases:
         steps.append(ours)
-        names.append((name, "vocabopt"))
+        names.append((name, "vocabopt", layout, layer))
         if full is not None:
             steps.append(full)
-            names.append((name, "full lm_head"))
+            names.append((name, "full lm_head", layout, None))
     samples = interleaved_ms(
         steps,
         dev,
         rounds=reps,
         warmup_rounds=1,
-        on_sample=(lambda i, rnd, _s: progress(f"{names[i][0]} B={x.shape[0]}", rnd, reps + 1)) if progress else None,
+        on_sample=(lambda i, rnd, _s: progress(f"{names[i][0]} B={len(x)} {names[i][2]}", rnd, reps + 1))
+        if progress
+        else None,
     )
     rows = []
-    for (name, method), step, times in zip(names, steps, samples, strict=True):
+    for (name, method, layout, layer), step, times in zip(names, steps, samples, strict=True):
         evals, exact = {}, None
         if method == "vocabopt":
             step()
@@ -264,6 +305,7 @@ def _time_cases(layer, x, cases, dev, reps, progress, k, top_p) -> list[DecodeRo
                 tails_evaluated=evals.get("evaluated"),
                 tails_skipped=evals.get("skipped"),
                 exact=exact,
+                layout=layout,
             )
         )
     return rows

@@ -182,15 +182,17 @@ def _infer(plan, device, batches, decodes, top_k, top_p, reps, full, output, as_
         echo_json(result.to_json())
         return
     click.echo(f"{result.device}, d={result.hidden}, V={result.vocab_size}: ms per token (per call / batch)")
-    click.echo(f"{'decode':<24}{'batch':>6}{'vocabopt':>11}{'full':>11}{'speed-up':>10}{'tails run/skipped':>19}")
-    for r in result.rows:
-        if r.method != "vocabopt":
-            continue
-        full_row = result.row(r.decode, r.batch, "full lm_head")
-        f = f"{full_row.ms_per_token:.3f}" if full_row else "-"
-        up = f"{result.speedup(r.decode, r.batch):.1f}x" if full_row else "-"
+    click.echo(
+        f"{'decode':<24}{'batch':>6}{'vocabopt':>11}{'layout':>14}{'full':>11}{'layout':>14}{'speed-up':>10}"
+        f"{'tails run/skipped':>19}"
+    )
+    for decode, batch in dict.fromkeys((r.decode, r.batch) for r in result.rows):
+        r, full_row = result.row(decode, batch), result.row(decode, batch, "full lm_head")
+        f, fl = (f"{full_row.ms_per_token:.3f}", full_row.layout) if full_row else ("-", "-")
+        up = f"{result.speedup(decode, batch):.1f}x" if full_row else "-"
         tails = f"{r.tails_evaluated}/{r.tails_skipped}"
-        click.echo(f"{r.decode:<24}{r.batch:>6}{r.ms_per_token:>11.3f}{f:>11}{up:>10}{tails:>19}")
-    click.echo("every adaptive decode was checked against the head's own full log_prob in this run")
+        click.echo(f"{decode:<24}{batch:>6}{r.ms_per_token:>11.3f}{r.layout:>14}{f:>11}{fl:>14}{up:>10}{tails:>19}")
+    click.echo("each head in its fastest weight layout; every adaptive decode was checked against the head's own")
+    click.echo("full log_prob in this run")
     if output:
         click.echo(f"wrote {output}")
