@@ -61,6 +61,23 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     uni.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     files["unigram"] = out / "unigram.json"
     uni.save(str(files["unigram"]))
+    uni.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)  # the same vocabulary, unsplit
+    files["spm_unigram"] = out / "spm_unigram.json"
+    uni.save(str(files["spm_unigram"]))
+
+    # SentencePiece-style BPE with byte fallback as Llama 2 / Mistral ship it in tokenizers: trained on words, then
+    # Metaspace without splitting (one pre-token per sequence). "spm_bpe": its tokens never join a character to a
+    # following "▁" (chunk path); "spm_bpe_joined": trained on whole sequences, its tokens cross spaces (encode).
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    for name, split in (("spm_bpe", True), ("spm_bpe_joined", False)):
+        sp = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+        sp.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=split)
+        sp.train([str(corpus_slice)], trainers.BpeTrainer(vocab_size=900, show_progress=False, special_tokens=specials))
+        sp.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)
+        sp.decoder = decoders.Metaspace(prepend_scheme="first", split=False)
+        sp.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+        files[name] = out / f"{name}.json"
+        sp.save(str(files[name]))
 
     # Byte-level BPE that learned whitespace-run tokens ("ĠĠĠ", tabs): the case where cutting inside a run of
     # spaces would change the counts.

@@ -38,7 +38,9 @@ def documents_of(path) -> list[str]:
     return docs + (["\n".join(block)] if block else [])
 
 
-@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram", "split_regex", "split_custom"])
+@pytest.mark.parametrize(
+    "kind", ["bpe", "wordpiece", "unigram", "split_regex", "split_custom", "spm_bpe", "spm_bpe_joined", "spm_unigram"]
+)
 @pytest.mark.parametrize("path", [None, "pretokens", "encode"])
 @pytest.mark.parametrize("sequence", [None, "line"])
 def test_counts_equal_encode_batch(tokenizer_files, corpus_slice, kind, path, sequence):
@@ -95,7 +97,19 @@ texts = st.one_of(_texts(ALPHABET), _texts(ASCII), _texts(UTF8))
 
 @pytest.mark.parametrize(
     "kind",
-    ["bpe", "bpe_spaces", "wordpiece", "unigram", "bpe_gaps", "bpe_unk", "bpe_fuse_unk", "split_regex", "split_qwen"],
+    [
+        "bpe",
+        "bpe_spaces",
+        "wordpiece",
+        "unigram",
+        "bpe_gaps",
+        "bpe_unk",
+        "bpe_fuse_unk",
+        "split_regex",
+        "split_qwen",
+        "spm_bpe",
+        "spm_unigram",
+    ],
 )
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequences=texts)

