@@ -212,7 +212,7 @@ def main() -> None:
     profile = vocabopt.DeviceProfile.load(args.profile)
     with tempfile.TemporaryDirectory() as tmp:
         results = [run_corpus(name, args, profile, Path(tmp)) for name in args.corpus]
-    for r in results:  # the evidence (per-seed curves and windows' penalties) to re-derive a choice without training
+    for r in results if not args.no_write else []:  # the evidence (per-seed curves), kept for later analysis
         Path(args.plans).mkdir(parents=True, exist_ok=True)
         r["plan"].save(Path(args.plans) / f"{r['name']}.plan.json")
     text = report(results, args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,9 +62,10 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     uni.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     files["unigram"] = out / "unigram.json"
     uni.save(str(files["unigram"]))
-    uni.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)  # the same vocabulary, unsplit
+    unsplit = json.loads(files["unigram"].read_text())  # the same vocabulary, unsplit and without a normalizer
+    unsplit["pre_tokenizer"]["split"], unsplit["normalizer"] = False, None
     files["spm_unigram"] = out / "spm_unigram.json"
-    uni.save(str(files["spm_unigram"]))
+    files["spm_unigram"].write_text(json.dumps(unsplit))
 
     # SentencePiece-style BPE with byte fallback as Llama 2 / Mistral ship it in tokenizers: trained on words, then
     # Metaspace without splitting (one pre-token per sequence). "spm_bpe": its tokens never join a character to a
@@ -78,6 +80,13 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
         sp.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
         files[name] = out / f"{name}.json"
         sp.save(str(files[name]))
+    # ... and with a whitespace-run token "▁▁" (as Llama 2's vocabulary has): safe for spaces, not for a literal "▁"
+    # in the text ("a▁ b": the merge would cross the cut before the space), so such texts must be encoded whole
+    runs = json.loads(files["spm_bpe"].read_text())
+    runs["model"]["vocab"]["\u2581\u2581"] = len(runs["model"]["vocab"])
+    runs["model"]["merges"].insert(0, ["\u2581", "\u2581"])  # the first merge: it always applies
+    files["spm_bpe_runs"] = out / "spm_bpe_runs.json"
+    files["spm_bpe_runs"].write_text(json.dumps(runs))
 
     # Byte-level BPE that learned whitespace-run tokens ("ĠĠĠ", tabs): the case where cutting inside a run of
     # spaces would change the counts.

@@ -450,3 +450,16 @@ def test_layer_speed_benchmark_smoke_run():
     assert out.returncode == 0, out.stderr
     for method in ("vocabopt", "ALSWL", "full softmax", CHUNKED):
         assert f"| 256 | 64 | 4000 | [500, 1500] | {method} |" in out.stdout
+
+
+def test_decode_bench_times_an_all_int8_head_in_one_layout(plan):
+    """Re-laying an all-int8 head changes nothing: it is timed once (the faster of two timings of the same thing
+    would flatter it); an int8-tails head keeps its float head, so both layouts are timed."""
+    from vocabopt.layer import build_layer
+
+    layouts = {}
+    for mode in ("int8", "int8-tails"):
+        layer = build_layer(plan).quantize_(mode)
+        res = vocabopt.bench_decode(plan, layer=layer, batches=[1], decodes=["greedy"], reps=1, full=False)
+        layouts[mode] = sorted(r.layout for r in res.rows)
+    assert layouts == {"int8": ["row-major"], "int8-tails": ["column-major", "row-major"]}

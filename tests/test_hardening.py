@@ -1102,3 +1102,15 @@ def test_stopping_early_with_batches_in_flight_exits_and_leaves_no_worker(tmp_pa
         raise AssertionError("stopping early hung at exit") from None
     assert proc.returncode == 0 and b"stopped" in stdout, stderr.decode()
     assert _group_gone(proc.pid), "worker processes outlived the early stop"
+
+
+@pytest.mark.parametrize("kind", list(LOADERS))
+def test_infinite_integers_are_our_error(kind, small):
+    """Hypothesis found `"n_sequences": Infinity` raising a bare OverflowError from CorpusStats.load: every integer
+    field of every artifact, set to infinity, loads or raises vocabopt's own error."""
+    src, obj = small[kind]
+    dst = src.with_name(f"inf-{kind}.json")
+    for key, value in obj.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            dst.write_text(json.dumps({**obj, key: float("inf")}))
+            _load_only_our_errors(kind, dst)

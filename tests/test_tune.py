@@ -271,13 +271,18 @@ def test_a_design_out_of_the_race_trains_no_more_seeds(tiny):
     layers = {"d": Plan.from_cutoffs(stats, hidden=16, cutoffs=[200])}
     cpu = torch.device("cpu")
     for race, design_seeds in ((None, 2), (100.0, 2), (-1.0, 1)):  # no race; nobody out; everybody out at once
-        runs = tune_mod._train_seeds(layers, base, data, train, 2, cpu, torch.float32, None, None, race)
+        runs = tune_mod._train_seeds(layers, base, data, train, 2, cpu, torch.float32, None, None, race)  # tolerance
         assert len(runs[tune_mod.FULL]) == 2 and len(runs["d"]) == design_seeds
         pick = {"name": "d", "cutoffs": [200], "proj_dims": [16], "capacity": 0.9, "time_ms": 1.0}
         ev = tune_mod._evidence(pick, runs, None, train.steps)
         assert ev["seeds"] == design_seeds == len(ev["curves"])
         assert ev["at_end"]["runs"] == design_seeds
         assert (ev["seed_swing"] is None) == (design_seeds == 1)
+        windows = [[r["quality"].window_losses for r in runs[name][:design_seeds]] for name in ("d", tune_mod.FULL)]
+        assert ev["at_end"] == tradeoff.penalty_at_end(*windows)  # paired with the full softmax's same (first) seeds
+        ev.update(ev["at_end"])
+        chosen_from = tune_mod._eligible([pick], [pick], [ev], runs)
+        assert chosen_from == ([] if design_seeds == 1 else [pick])  # a design out of the race is never chosen
 
 
 def test_out_of_race_needs_the_interval_clearly_above_the_tolerance():

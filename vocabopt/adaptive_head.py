@@ -745,11 +745,12 @@ class AdaptiveSoftmax(nn.Module):
     @torch.no_grad()
     def decode_layout_(self, column_major: bool = True) -> AdaptiveSoftmax:
         """Store every float weight (head, projections, tail outputs) column-major, i.e. its (in, out) transpose
-        contiguous, for generation at small batches; returns the layer, in eval mode. Values, shapes, state_dict
-        keys and every output are unchanged; only the memory order differs. On CPU a one-row product then streams
-        long contiguous rows: benchmarks/decode_latency.py times both layouts (at batch 1 the narrow tails ran up
-        to 2.5x faster; at batch 64 the wide head ran slower). `decode_layout_(False)` or `train()` restores the
-        row-major (out, in) layout nn.Linear uses. int8 weights keep their own layout.
+        contiguous, for generation at small batches; returns the layer, in eval mode. Values, shapes and state_dict
+        are unchanged, outputs equal up to float rounding (another summation order). On CPU a one-row product then
+        streams long contiguous rows: benchmarks/decode_latency.py times both layouts. `decode_layout_(False)` or
+        `train()` restores the row-major (out, in) layout nn.Linear uses. int8 weights keep their own layout.
+        The weights get new storage: call it before anything holds their memory (FSDP, CUDA graphs, a compiled
+        module).
         """
         for m in [self.head, *self.proj, *self.out]:
             if isinstance(m, Int8Linear):

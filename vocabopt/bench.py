@@ -139,7 +139,7 @@ class BenchResult:
                 environment=dict(obj["environment"]),
                 notes=list(obj["notes"]),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise ArtifactError(f"{path}: malformed BenchResult ({type(e).__name__}: {e}); re-run bench") from None
 
 

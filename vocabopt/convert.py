@@ -115,7 +115,7 @@ class ConvertReport:
                     obj[name].pop("ppl_change", None)
                     obj[name] = Quality(**obj[name])
             return cls(**obj)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise ArtifactError(f"{path}: malformed ConvertReport ({type(e).__name__}: {e}); re-run convert") from None
 
 

@@ -273,6 +273,8 @@ def _recommend_measured(
         raise MismatchError("from_tune: tuned with another tokenizer than these stats'; tune with this one")
     trained = {tradeoff.design_key(m) for m in evidence.get("measured") or []}
     options = tradeoff.eligible([d.to_json() for d in frontier], [f for f in folk if tradeoff.design_key(f) in trained])
+    raced = tradeoff.raced_out(evidence.get("measured") or [], int((evidence.get("proxy") or {}).get("seeds", 1)))
+    options = [d for d in options if tradeoff.design_key(d) not in raced]
     try:
         chosen, met = tradeoff.choose(options, evidence["model"], evidence["tolerance"], evidence.get("measured"))
     except ValueError:

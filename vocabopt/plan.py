@@ -281,7 +281,7 @@ class Plan:
             )
         except ArtifactError:
             raise
-        except (KeyError, TypeError, ValueError, InputError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, InputError) as e:
             raise ArtifactError(f"{path}: malformed Plan ({type(e).__name__}: {e}); regenerate it") from None
 
 

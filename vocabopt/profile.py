@@ -165,7 +165,7 @@ class DeviceProfile:
         except ArtifactError as e:
             fix = "" if "re-run" in str(e) else "; re-run `vocabopt profile`"
             raise ArtifactError(f"{path}: {e}{fix}") from None
-        except (KeyError, TypeError, ValueError, InputError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, InputError) as e:
             raise ArtifactError(
                 f"{path}: malformed DeviceProfile ({type(e).__name__}: {e}); re-run `vocabopt profile`"
             ) from None
@@ -203,7 +203,7 @@ def _check_table(name: str, axes: tuple[str, ...], table: Any) -> None:
             math.isfinite(float(roof[k])) and float(roof[k]) >= 0
             for k in ("overhead_ms", "peak_gflops", "bandwidth_gbs")
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ArtifactError(f"kernel table {name!r} is malformed ({type(e).__name__}: {e})") from None
     if any(len(g) < 2 or not np.all(np.diff(g) > 0) or g[0] < 1 for g in grid):
         raise ArtifactError(f"kernel table {name!r}: each axis needs >= 2 increasing sizes >= 1")

@@ -200,7 +200,7 @@ class CorpusStats:
             )
         except ArtifactError:
             raise
-        except (KeyError, TypeError, ValueError, MismatchError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, MismatchError) as e:
             raise ArtifactError(f"{path}: malformed CorpusStats ({type(e).__name__}: {e}); regenerate it") from None
         if stats.tokenizer.vocab_size != stats.vocab_size:
             raise ArtifactError(

@@ -110,7 +110,9 @@ def tune(
         runs.update(rounds.run(picks[-1:], full_runs=runs[FULL]))
         measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, train.steps, tolerance)
     if refine and not chosen["measured"]:  # rounds spent: keep the fastest design whose own measurement passed
-        chosen, met = tradeoff.choose(tradeoff.eligible(frontier, picks), model, tolerance, measured, trained_only=True)
+        chosen, met = tradeoff.choose(
+            _eligible(frontier, picks, measured, runs), model, tolerance, measured, trained_only=True
+        )
     plan = optimize(
         stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, cutoffs=chosen["cutoffs"], **asdict(space)
     )
@@ -186,7 +188,7 @@ class _Rounds:
     dev: Any
     tdtype: Any
     progress: Progress | None
-    race: float | None  # the tolerance designs race against (None: every design trains every seed)
+    race_tolerance: float | None  # the tolerance designs race against (None: every design trains every seed)
 
     def run(self, picks: list[dict], full_runs: list[dict] | None = None) -> dict[str, list[dict]]:
         """Train each picked design (and the full softmax unless its runs are given) for every seed it stays in
@@ -197,15 +199,22 @@ class _Rounds:
             for d in picks
         }
         args = (self.base, self.data, self.train, self.seeds, self.dev, self.tdtype, self.progress)
-        return _train_seeds(layers, *args, full_runs, self.race)
+        return _train_seeds(layers, *args, full_runs, self.race_tolerance)
 
 
 def _decide(frontier: list[dict], picks: list[dict], runs: dict, steps_at: float | None, steps: int, tolerance: float):
     """(measured, basis, penalty model, chosen design, met) from the runs so far."""
     measured, basis = _measure(picks, runs, steps_at, steps)
     model = tradeoff.penalty_model(measured)
-    chosen, met = tradeoff.choose(tradeoff.eligible(frontier, picks), model, tolerance, measured)
+    chosen, met = tradeoff.choose(_eligible(frontier, picks, measured, runs), model, tolerance, measured)
     return measured, basis, model, chosen, met
+
+
+def _eligible(frontier: list[dict], picks: list[dict], measured: list[dict], runs: dict) -> list[dict]:
+    """The designs the choice may take: `tradeoff.eligible`, less those out of the race (their evidence is fewer
+    seeds than the others', and it was judged clearly above the tolerance)."""
+    raced = tradeoff.raced_out(measured, len(runs[FULL]))
+    return [d for d in tradeoff.eligible(frontier, picks) if tradeoff.design_key(d) not in raced]
 
 
 def _train_seeds(
@@ -218,13 +227,13 @@ def _train_seeds(
     tdtype: Any,
     progress: Progress | None,
     full_runs: list[dict] | None = None,
-    race: float | None = None,
+    race_tolerance: float | None = None,
 ) -> dict[str, list[dict]]:
     """name -> one record per seed trained: step times, the held-out curve, the held-out quality at the end.
 
     The full softmax trains beside the layers unless `full_runs` holds its records from an earlier call: with the
-    same seeds and batches (and no dropout) its run would be the same, so the pairing stays exact. With `race`
-    (the tolerance), a design out of the race after a seed (`tradeoff.out_of_race`) trains no further seeds: its
+    same seeds and batches (and no dropout) its run would be the same, so the pairing stays exact. With
+    `race_tolerance`, a design out of the race after a seed (`tradeoff.out_of_race`) trains no further seeds: its
     records then hold the first seeds only, paired with the full softmax's first ones."""
     runs: dict[str, list[dict]] = {name: [] for name in [*([] if full_runs else [FULL]), *layers]}
     edges = _band_edges(base)
@@ -266,12 +275,12 @@ def _train_seeds(
             runs[tr.name].append(
                 {"step_ms": statistics.median(tr.step_ms[2:] or tr.step_ms), "curve": curve, "quality": final}
             )
-        if race is not None and s + 1 < seeds:  # designs that cannot come within the tolerance train no more seeds
+        if race_tolerance is not None and s + 1 < seeds:  # designs clearly above the tolerance train no more seeds
             full = [r["quality"].window_losses for r in (full_runs or runs[FULL])[: s + 1]]
             active = {
                 n: p
                 for n, p in active.items()
-                if not tradeoff.out_of_race([r["quality"].window_losses for r in runs[n]], full, race)
+                if not tradeoff.out_of_race([r["quality"].window_losses for r in runs[n]], full, race_tolerance)
             }
     if full_runs:
         runs[FULL] = full_runs

@@ -126,7 +126,7 @@ class ValidationResult:
                 schema_version=obj["schema_version"],
                 quantized=None if q is None else asdict(QuantizedComparison(**q)),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise ArtifactError(
                 f"{path}: malformed ValidationResult ({type(e).__name__}: {e}); re-run validate"
             ) from None

@@ -108,6 +108,7 @@ texts = st.one_of(_texts(ALPHABET), _texts(ASCII), _texts(UTF8))
         "split_regex",
         "split_qwen",
         "spm_bpe",
+        "spm_bpe_runs",
         "spm_unigram",
     ],
 )
@@ -243,3 +244,20 @@ def test_added_tokens_match_where_the_tokenizer_matches_them(tmp_path, tokenizer
     counter = HFCounter(load_spec(str(tmp_path / "special.json")), add_special_tokens=False)
     counter.normalizer = Refuses()
     assert not counter._any_added(["a \uff3b\uff23\uff2c\uff33\uff3d b", "plain"]) and counter._any_added(["[CLS]"])
+
+
+# Text for the unsplit-Metaspace tokenizers: the replacement character itself, runs of spaces, zero-width and
+# no-break spaces (characters a space-making normalizer would turn into spaces), unknown characters.
+METASPACE = list("ab \u2581\u200b\u00a0\t\n.中") + ["  ", "\u2581\u2581", "the", " \u2581"]
+
+
+@pytest.mark.parametrize("kind", ["spm_bpe", "spm_bpe_runs", "spm_unigram"])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequences=_texts(METASPACE))
+@example(sequences=["x a\u2581 b"])  # "▁▁" across the cut before the space: encoded whole
+def test_unsplit_metaspace_chunk_path_is_exact_with_the_replacement_in_the_text(tokenizer_files, kind, sequences):
+    counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=True)
+    assert counter.path == "chunks"
+    ref = reference_counts(tokenizer_files[kind], sequences)
+    for _ in range(2):
+        np.testing.assert_array_equal(counter.count([(s, False) for s in sequences]).counts, ref)

@@ -22,6 +22,7 @@ from vocabopt.corpus.tokenizer import choose_path
         ("spm_bpe", "chunks"),
         ("spm_bpe_joined", "encode"),
         ("spm_unigram", "chunks"),
+        ("spm_bpe_runs", "chunks"),
     ],
 )
 def test_path_choice(tokenizer_files, kind, expected):
@@ -40,6 +41,12 @@ def test_unsplit_metaspace_needs_tokens_that_never_cross_a_space(tokenizer_files
     no_space = json.loads(json.dumps(config))
     del no_space["model"]["vocab"]["\u2581"]
     assert choose_path(no_space)[0] == "encode"
+    ignore_merges = json.loads(json.dumps(config))
+    ignore_merges["model"]["ignore_merges"] = True  # a whole piece in the vocabulary is one token: pieces differ
+    assert choose_path(ignore_merges)[0] == "encode"
+    normalized = json.loads(json.dumps(config))
+    normalized["normalizer"] = {"type": "NFKC"}  # a normalizer could make spaces the cut does not see
+    assert choose_path(normalized)[0] == "encode"
     wordpiece = json.loads(json.dumps(config))
     wordpiece["model"]["type"] = "WordPiece"
     assert choose_path(wordpiece)[0] == "encode"

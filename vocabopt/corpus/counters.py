@@ -35,7 +35,15 @@ import numpy as np
 from . import spm
 from .chunks import CACHE_LIMIT, IdStore, add_distinct, chunk_groups, count_words, utf8
 from .reader import DEFAULT_MAX_CHARS, cut_long
-from .tokenizer import TokenizerSpec, byte_level_sizes, choose_path, config_of, hf_vocab_size, shared_tokenizer
+from .tokenizer import (
+    TokenizerSpec,
+    byte_level_sizes,
+    choose_path,
+    config_of,
+    hf_vocab_size,
+    metaspace_replacement,
+    shared_tokenizer,
+)
 
 JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
 # Meant to be no slower than the tokenizer per batch (benchmarks/analyze_throughput.py measures every family's whole
@@ -131,7 +139,10 @@ class HFCounter:
         self.vocab_size = hf_vocab_size(tok)
         self.special_ids = self._special_ids() if add_special_tokens else np.zeros(0, np.int64)
         added = [t for t in config.get("added_tokens") or [] if t.get("content")]
-        self.added = _alternation(t["content"] for t in added)  # matched in the raw text (a superset: see below)
+        # matched in the raw text (a superset: see below); with them, an unsplit Metaspace's replacement character
+        # (texts holding it are encoded whole: `tokenizer.metaspace_replacement`)
+        replacement = metaspace_replacement(config) if self.path == "chunks" else None
+        self.added = _alternation([*(t["content"] for t in added), *([replacement] if replacement else [])])
         # the tokenizer matches a token with "normalized": true in the *normalized* text only; normalizing a batch
         # is costly (it was most of a WordPiece or NFKC Unigram count), so only for those tokens
         self.added_normalized = _alternation(t["content"] for t in added if t.get("normalized", True))

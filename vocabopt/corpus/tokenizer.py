@@ -79,8 +79,9 @@ def load_spec(spec: str, min_count: int = 1, max_vocab: int | None = None) -> To
         raw = json_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise TokenizerError(f"{json_path}: cannot read ({e}); pass a readable tokenizer.json") from None
-    if fmt == "hf" and (raw, str(json_path)) in _SPECS:  # the same file's text: parsed already in this process
-        return _SPECS[raw, str(json_path)]
+    key = (hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), str(json_path))
+    if fmt == "hf" and key in _SPECS:  # the same file's text: parsed already in this process
+        return _SPECS[key]
     tok = _from_str(raw, str(json_path))
     if fmt == "transformers":
         add_config_tokens(tok, path)
@@ -88,7 +89,7 @@ def load_spec(spec: str, min_count: int = 1, max_vocab: int | None = None) -> To
     if fmt == "hf":
         if len(_SPECS) >= 4:
             _SPECS.clear()
-        _SPECS[raw, str(json_path)] = spec
+        _SPECS[key] = spec
     return spec
 
 
@@ -135,7 +136,7 @@ def _from_str(raw: str, where: str):
 # A tokenizer.json is parsed once per process (~16 ms, and ~8 ms for json.loads, on the shipped one; ~40 ms with
 # its canonical form for a 32K Unigram: a measurable share of counting a 4 MB corpus).
 _SHARED: dict[str, Any] = {}  # canonical JSON -> Tokenizer (the last few), never truncating or padding
-_SPECS: dict[tuple[str, str], TokenizerSpec] = {}  # (a tokenizer.json's text, its path) -> its spec (the last few)
+_SPECS: dict[tuple[str, str], TokenizerSpec] = {}  # (sha256 of a tokenizer.json's text, its path) -> its spec
 
 
 def _share(canonical: str, tok) -> None:
@@ -176,7 +177,7 @@ def choose_path(config: dict) -> tuple[str, str]:
     if pre is not None and pre.get("type") == "Metaspace" and not pre.get("split", True):
         # one pre-token per sequence (Llama 2 / Mistral's SentencePiece layout in tokenizers): it still tokenizes as
         # its pieces cut before spaces when no token can join two pieces
-        if _unsplit_metaspace_cuts(config) and _normalizer_local(norm, allow_deleting=False):
+        if norm is None and _unsplit_metaspace_cuts(config):  # (a normalizer could make spaces the cut misses)
             return "chunks", "Metaspace keeps a sequence whole, but no token joins a character to a following space"
         return "encode", "Metaspace keeps a sequence whole and tokens cross spaces: counted by plain encoding"
     if pre is None:  # one pre-token per sequence: nothing repeats to count once
@@ -196,13 +197,16 @@ def _unsplit_metaspace_cuts(config: dict) -> bool:
     It does when no token of the vocabulary holds the replacement character (a space, "▁") right after another
     character: a BPE merge or a Unigram segment that crossed a cut would make such a token, so the tokens of the
     whole are those of its pieces. The replacement must itself be a token (unknown characters around it would
-    otherwise fuse across the cut), and the model BPE or Unigram with no word affixes. The first piece of a text
-    gets the prefix the whole does: the chunk path encodes pieces laid end to end, a text's first piece first.
+    otherwise fuse across the cut), and the model BPE (no word affixes, no `ignore_merges`) or Unigram. The first
+    piece of a text gets the prefix the whole does: the chunk path encodes pieces laid end to end, a text's first
+    piece first. A text holding the replacement character itself ("a▁ b": "▁▁" may be a token across the cut) is
+    encoded whole (`metaspace_replacement`, the counter's added-token check).
     """
     pre, model = config["pre_tokenizer"], config.get("model") or {}
     replacement = pre.get("replacement") or "\u2581"
     kind, vocab = model.get("type"), model.get("vocab") or {}
-    if kind == "BPE" and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix"):
+    affixes = model.get("continuing_subword_prefix") or model.get("end_of_word_suffix") or model.get("ignore_merges")
+    if kind == "BPE" and not affixes:
         tokens = list(vocab) if isinstance(vocab, dict) else []
     elif kind == "Unigram":
         tokens = [piece[0] for piece in vocab if piece]
@@ -212,6 +216,15 @@ def _unsplit_metaspace_cuts(config: dict) -> bool:
         return False
     joined = "\x00".join(tokens)  # one C scan for "a character, then the replacement" inside any token
     return re.search(f"[^\x00{re.escape(replacement)}]{re.escape(replacement)}", joined) is None
+
+
+def metaspace_replacement(config: dict) -> str | None:
+    """The replacement character of a Metaspace pre-tokenizer that keeps a sequence whole (None otherwise): texts
+    holding it are encoded whole on the chunk path (see `_unsplit_metaspace_cuts`)."""
+    pre = config.get("pre_tokenizer") or {}
+    if pre.get("type") != "Metaspace" or pre.get("split", True):
+        return None
+    return pre.get("replacement") or "\u2581"
 
 
 def _splitter_kind(pre: dict) -> str | None:
