@@ -108,11 +108,12 @@ def test_cli_tune(tiny, tmp_path):
         "tune", str(tmp_path / "stats.json"), "--corpus", str(path), "-t", str(BPE), "--hidden", "16",
         "--batch-tokens", "512", "--profile", str(tmp_path / "prof.json"), "--steps", "16", "--seq-len", "16",
         "--batch-size", "8", "--seeds", "1", "--candidates", "2", "--max-tokens", "20000",
-        "-o", str(tmp_path / "plan.json"), "--plot", str(tmp_path / "tune.png"),
+        "--confirm", "-o", str(tmp_path / "plan.json"), "--plot", str(tmp_path / "tune.png"),
     ]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "penalty" in res.output and "chosen:" in res.output
+    assert "confirmation (seed 1, one more run)" in res.output
     assert (tmp_path / "tune.png").read_bytes()[:4] == b"\x89PNG"
     assert "tune" in Plan.load(tmp_path / "plan.json").provenance
     replan = CliRunner().invoke(
@@ -300,3 +301,19 @@ def test_out_of_race_needs_the_interval_clearly_above_the_tolerance():
         np.expm1(0.05 + noise.mean()) - np.expm1(0.02 + noise.mean())
     )
     assert tradeoff.seed_swing(design(0.02), full) is None
+
+
+def test_confirm_trains_the_chosen_design_on_a_new_seed(tiny):
+    """--confirm: the chosen design and the full softmax train once more with a seed no round used; the record
+    is that run's paired end-of-run penalty, "confirmed" when it is within the tolerance."""
+    path, stats, prof = tiny
+    plan = vocabopt.tune(
+        stats, sources=[str(path)], tokenizer=str(BPE), hidden=16, batch_tokens=512, profile=prof,
+        seeds=2, candidates=2, train=TINY, max_tokens=25_000, tolerance=0.05, refine=0, confirm=True,
+    )  # fmt: skip
+    t = plan.provenance["tune"]
+    conf = t["confirmation"]
+    assert conf["seed"] == TINY.seed + 2 and conf["runs"] == 1  # the rounds used seeds 0 and 1
+    assert conf["low"] <= conf["penalty"] <= conf["high"]
+    assert conf["confirmed"] == (conf["penalty"] <= 0.05)
+    assert all(len(m["curves"]) <= 2 for m in t["measured"])  # the confirming run is not part of the evidence

@@ -64,6 +64,7 @@ def tune(
     space: SearchSpace | None = None,
     refine: int = 2,
     race: bool = True,
+    confirm: bool = False,
     progress: Progress | None = None,
 ) -> Plan:
     """The fastest design within `tolerance` of the full softmax's held-out perplexity, measured on `sources`.
@@ -83,7 +84,8 @@ def tune(
         heldout, max_tokens, device, dtype: as for `vocabopt.validate`; space: the optimizer's search space.
         refine: rounds that train the model's interpolated choice (with the same seeds and batches, paired with the
             full softmax runs already made); the choice is then always a trained design. 0: keep the interpolation.
-        race: a design clearly above the tolerance after a seed trains no more seeds (`tradeoff.out_of_race`).
+        race: a design clearly above the tolerance after a seed trains no more seeds (`tradeoff.out_of_race`);
+            confirm: train the chosen design once more beside the full softmax, with a seed no round used.
         progress: called as progress(what, done, total).
 
     Example:
@@ -102,17 +104,8 @@ def tune(
     rounds = _Rounds(stats, base, data, train, seeds, dev, getattr(torch, dtype), progress, tolerance if race else None)
     runs = rounds.run(picks)
     steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
-    measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, train.steps, tolerance)
-    for r in range(refine):  # train the interpolated choice itself; the model then narrows around the crossing
-        if chosen["measured"] or not met:
-            break
-        picks.append({**chosen, "name": f"r{r + 1}", "round": r + 1})
-        runs.update(rounds.run(picks[-1:], full_runs=runs[FULL]))
-        measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, train.steps, tolerance)
-    if refine and not chosen["measured"]:  # rounds spent: keep the fastest design whose own measurement passed
-        chosen, met = tradeoff.choose(
-            _eligible(frontier, picks, measured, runs), model, tolerance, measured, trained_only=True
-        )
+    measured, basis, model, chosen, met = _refine(rounds, frontier, picks, runs, steps_at, tolerance, refine)
+    confirmation = rounds.confirm(chosen, tolerance) if confirm else None
     plan = optimize(
         stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, cutoffs=chosen["cutoffs"], **asdict(space)
     )
@@ -121,6 +114,7 @@ def tune(
     plan.provenance["tune"] = {
         **_verdict(met, basis, tolerance, train_tokens, train.steps),
         "chosen": chosen,
+        "confirmation": confirmation,  # None, or the chosen design's penalty on one more seed (`_Rounds.confirm`)
         "measured": measured,
         "model": model,
         "full_softmax": _full_record(runs[FULL]),
@@ -200,6 +194,42 @@ class _Rounds:
         }
         args = (self.base, self.data, self.train, self.seeds, self.dev, self.tdtype, self.progress)
         return _train_seeds(layers, *args, full_runs, self.race_tolerance)
+
+    def confirm(self, design: dict, tolerance: float) -> dict:
+        """The winner's curse check: among several trained designs, one can pass its interval by luck. Train
+        `design` once more beside the full softmax with a seed no round used (rounds use train.seed .. + seeds - 1)
+        and take its end-of-run penalty there: "confirmed" when that penalty is within the tolerance (as an
+        independent `vocabopt validate --seed` run reads; its interval covers that seed's windows only)."""
+        seed = self.train.seed + self.seeds
+        train = TrainSettings(**{**asdict(self.train), "seed": seed})
+        hidden = self.base.hidden
+        layer = Plan.from_cutoffs(self.stats, hidden=hidden, cutoffs=design["cutoffs"], proj_dims=design["proj_dims"])
+        runs = _train_seeds({"confirm": layer}, self.base, self.data, train, 1, self.dev, self.tdtype, self.progress)
+        windows = [runs[name][0]["quality"].window_losses for name in ("confirm", FULL)]
+        return _confirmation(*windows, seed, tolerance)
+
+
+def _refine(rounds: _Rounds, frontier: list[dict], picks: list[dict], runs: dict, steps_at, tolerance, refine: int):
+    """(measured, basis, model, chosen, met) after up to `refine` rounds, each training the model's interpolated
+    choice (paired with the full softmax's runs already made; `picks` and `runs` grow) until the choice is a trained
+    design; rounds spent, the fastest trained design whose own measurement passed."""
+    steps = rounds.train.steps
+    measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, steps, tolerance)
+    for r in range(refine):  # train the interpolated choice itself; the model then narrows around the crossing
+        if chosen["measured"] or not met:
+            break
+        picks.append({**chosen, "name": f"r{r + 1}", "round": r + 1})
+        runs.update(rounds.run(picks[-1:], full_runs=runs[FULL]))
+        measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, steps, tolerance)
+    if refine and not chosen["measured"]:  # rounds spent: keep the fastest design whose own measurement passed
+        eligible = _eligible(frontier, picks, measured, runs)
+        chosen, met = tradeoff.choose(eligible, model, tolerance, measured, trained_only=True)
+    return measured, basis, model, chosen, met
+
+
+def _confirmation(design_windows: list[float], full_windows: list[float], seed: int, tolerance: float) -> dict:
+    at_end = tradeoff.penalty_at_end([design_windows], [full_windows])
+    return {"seed": seed, **at_end, "confirmed": at_end["penalty"] <= tolerance}
 
 
 def _decide(frontier: list[dict], picks: list[dict], runs: dict, steps_at: float | None, steps: int, tolerance: float):

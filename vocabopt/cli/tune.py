@@ -33,6 +33,7 @@ from .group import main
 @click.option(
     "--race/--no-race", default=True, show_default=True, help="Stop training designs clearly above the tolerance."
 )
+@click.option("--confirm", is_flag=True, help="Train the chosen design once more with a new seed (winner's curse).")
 @click.option("--train-tokens", type=int, default=None, help="Tokens of your real run: compare there (else asymptote).")
 @click.option("--seq-len", type=int, default=64, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -140,6 +141,13 @@ def _print_table(plan: Any) -> None:
         f"{plan.predicted['speedup']:.2f}x predicted speed-up; {c.get('bound', 'model')} penalty "
         f"{_pct(c['predicted_penalty'])} (upper {_pct(c['predicted_high'])}); {verdict}"
     )
+    conf = t.get("confirmation")
+    if conf:
+        word = "confirmed" if conf["confirmed"] else "NOT confirmed: its pass may be luck among several designs"
+        click.echo(
+            f"confirmation (seed {conf['seed']}, one more run): penalty {_pct(conf['penalty'])} "
+            f"[{_pct(conf['low'])}, {_pct(conf['high'])}] -> {word}"
+        )
     if t["proxy"]["seeds"] < 2:
         click.echo(
             "warning: one training per design: the intervals cover held-out windows only, not run-to-run variance "
