@@ -486,7 +486,12 @@ def test_decode_layout_stores_weights_column_major_and_changes_no_output(plan):
     assert layer.decode_layout_() is layer and layer.decode_layout and not layer.training
     for m in [layer.head, *layer.proj, *layer.out]:
         w = m.weight
-        assert w.t().is_contiguous() and not w.is_contiguous()  # stored as its (in, out) transpose
+        assert w.stride(0) == 1 and not w.is_contiguous()  # stored as its (in, out) transpose
+    fused = layer._fused_weight()  # the head's and the projections' weights: column blocks of one buffer
+    width = plan.cutoffs[0] + len(plan.cutoffs)  # the head's outputs: shortlist + one per tail
+    assert fused is not None and fused.is_contiguous() and fused.shape == (D, width + sum(plan.proj_dims))
+    torch.testing.assert_close(fused[:, :width], layer.head.weight.t(), rtol=0, atol=0)
+    assert fused.data_ptr() == layer.head.weight.data_ptr()
     state = layer.state_dict()
     assert state.keys() == ref_state.keys() and all(torch.equal(state[k], ref_state[k]) for k in state)
     with torch.no_grad():
@@ -497,7 +502,12 @@ def test_decode_layout_stores_weights_column_major_and_changes_no_output(plan):
         torch.testing.assert_close(vals, ref_top[0], atol=1e-5, rtol=1e-5)
         assert torch.equal(layer.predict(x), lp.argmax(-1))
     stacked = layer._bound_stats()[0]
-    assert stacked.t().is_contiguous()  # the bound's stacked projections follow the layout
+    assert stacked.data_ptr() == layer.proj[0].weight.data_ptr()  # the bound's projections: a view, no copy
+    layer.proj[0].weight.data = layer.proj[0].weight.data.clone()  # moved apart: no longer fused, still exact
+    assert layer._fused_weight() is None
+    with torch.no_grad():
+        torch.testing.assert_close(layer.topk(x, 7)[0], layer.log_prob(x).topk(7, dim=-1).values, atol=1e-5, rtol=0)
+    layer.decode_layout_()  # fused again
     layer.train()  # training restores nn.Linear's layout
     assert not layer.decode_layout and all(m.weight.is_contiguous() for m in [layer.head, *layer.proj, *layer.out])
     t = layer.order[torch.arange(64) % plan.vocab_size]

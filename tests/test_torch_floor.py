@@ -252,8 +252,8 @@ OBJECT_ATTRS: dict[str, str] = {
     "_load_from_state_dict": OLD,  # nn.Module's per-module loading hook (Int8Linear quantises an fp weight on load)
     # Int8Linear's own `dequantize` / `matmul` methods share names with Tensor methods (counted here, stricter)
     **dict.fromkeys(
-        "__init__ abs add_ all amax any apply argmax argsort buffers ceil chunk clamp clamp_ clone contiguous copy_ "
-        "cumsum data "
+        "__init__ abs add_ all amax any apply argmax argsort as_strided buffers ceil chunk clamp clamp_ clone "
+        "contiguous copy_ cumsum data "
         "data_ptr dequantize detach device dim double dtype element_size eval exp exp_ float forward gather index_add "
         "index_select is_floating_point log logsumexp long masked_fill matmul max mean min minimum mul_ new_full "
         "new_zeros nonzero norm numel parameters prod "

@@ -669,10 +669,12 @@ class AdaptiveSoftmax(nn.Module):
     def log_prob(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (..., V) fp32 log-probabilities in ORIGINAL id order (evaluates every cluster)."""
         x = self._flat_hidden(hidden)
-        head_lp = torch.log_softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
+        logits, zs = self._head_out(x)
+        head_lp = torch.log_softmax(logits.float(), dim=-1)  # (N, shortlist + J)
         parts = [head_lp[:, : self.shortlist]]
         for i in range(self.n_tails):
-            parts.append(self._tail_log_prob(i, x) + head_lp[:, self.shortlist + i, None])  # (N, size_i)
+            tail_lp = self._tail_log_prob(i, x) if zs is None else self._tail_lp_z(i, zs[i])  # (N, size_i)
+            parts.append(tail_lp + head_lp[:, self.shortlist + i, None])
         by_rank = torch.cat(parts, dim=1)  # (N, V) in rank order
         return by_rank.index_select(1, self.rank_of).reshape(*hidden.shape[:-1], self.config.vocab_size)
 
@@ -711,6 +713,8 @@ class AdaptiveSoftmax(nn.Module):
             stacked = Int8Linear(self.config.hidden, sum(self.config.proj_dims), bias=False).to(pins[0].device)
             stacked.qweight = torch.cat([p.qweight for p in self.proj], 0)  # (sum p_i, d)
             stacked.scale = torch.cat([p.scale for p in self.proj], 0)  # (sum p_i,)
+        elif (fused := self._fused_weight()) is not None:  # the projections' block of the fused buffer, no copy
+            stacked = fused[:, self.head.weight.shape[0] :].t().detach()  # (sum p_i, d)
         elif self.decode_layout:  # column-major like the projections: (d, sum p_i) contiguous
             stacked = torch.cat([p.weight.t() for p in self.proj], 1).t().detach()  # (sum p_i, d)
         else:
@@ -752,13 +756,53 @@ class AdaptiveSoftmax(nn.Module):
         The weights get new storage: call it before anything holds their memory (FSDP, CUDA graphs, a compiled
         module).
         """
+        fuse = [self.head, *self.proj]
+        if column_major and not any(isinstance(m, Int8Linear) for m in fuse):
+            # the head's and the projections' weights as column blocks of one (d, S + J + sum p) buffer: a decode
+            # step's first product is then one matmul (`_fused_weight`)
+            blocks = [m.weight.data.t() for m in fuse]  # (d, out) each
+            buf = torch.cat(blocks, 1).contiguous()
+            at = 0
+            for m, b in zip(fuse, blocks, strict=True):
+                m.weight.data = buf[:, at : at + b.shape[1]].t()
+                at += b.shape[1]
         for m in [self.head, *self.proj, *self.out]:
-            if isinstance(m, Int8Linear):
+            if isinstance(m, Int8Linear) or (column_major and m.weight.stride(0) == 1):
                 continue
             w = m.weight.data
             m.weight.data = w.t().contiguous().t() if column_major else w.contiguous()
         self.refresh_bounds()
         return super().train(False) if column_major else self
+
+    def _fused_weight(self) -> torch.Tensor | None:
+        """The (d, S + J + sum p) buffer holding the head's and every projection's weights side by side (as
+        `decode_layout_` lays them), or None when they are not so laid (any other layout, int8, moved apart)."""
+        if isinstance(self.head, Int8Linear) or any(isinstance(p, Int8Linear) for p in self.proj):
+            return None
+        w = self.head.weight
+        total = w.shape[0] + sum(self.config.proj_dims)
+        if w.stride() != (1, total):
+            return None
+        at = w.data_ptr() + w.shape[0] * w.element_size()
+        for p in self.proj:
+            pw = p.weight
+            if pw.stride() != (1, total) or pw.data_ptr() != at or pw.dtype != w.dtype or pw.device != w.device:
+                return None
+            at += pw.shape[0] * pw.element_size()
+        return w.t().as_strided((w.shape[1], total), (total, 1))
+
+    def _head_out(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """(N, S + J) head logits, and [(N, p_i)] every tail's projection when the weights are fused (one
+        product for both, `_fused_weight`; else None). log_prob and the generation methods share it, so their
+        head logits are the same numbers."""
+        fused = self._fused_weight()
+        if fused is None:
+            return self.head(x), None
+        out = x @ fused  # (N, S + J + sum p)
+        logits = out[:, : self.head.weight.shape[0]]
+        if self.head.bias is not None:
+            logits = logits + self.head.bias
+        return logits, list(out[:, self.head.weight.shape[0] :].split(self.config.proj_dims, dim=1))
 
     def _head_and_bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """The shared work of one generation call, computed once: head log-probs (N, shortlist + J), every tail's
@@ -768,9 +812,12 @@ class AdaptiveSoftmax(nn.Module):
         s_j = z.W_j + b_j, log p(j | tail) = s_j - lse(s) <= ||z|| R + G (see `_bound_stats`); it is capped at 0,
         added to the cluster's head log-prob, and widened by a rounding slack so it also bounds computed values.
         """
-        head_lp = torch.log_softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
+        logits, fused_zs = self._head_out(x)
+        head_lp = torch.log_softmax(logits.float(), dim=-1)  # (N, shortlist + J)
         stacked, R, G, A = self._bound_stats()
-        if isinstance(stacked, Int8Linear):
+        if fused_zs is not None:
+            zs, dt = fused_zs, self.head.weight.dtype
+        elif isinstance(stacked, Int8Linear):
             zs, dt = stacked(x).split(self.config.proj_dims, dim=1), stacked.scale.dtype  # [(N, p_i)]
         else:
             zs, dt = torch.nn.functional.linear(x, stacked).split(self.config.proj_dims, dim=1), stacked.dtype
@@ -934,7 +981,7 @@ class AdaptiveSoftmax(nn.Module):
             probs = torch.softmax(self.log_prob(x) / temperature, dim=1)  # (N, V) by original id
             self.last_tail_evals = {"evaluated": N * self.n_tails, "skipped": 0}
             return _multinomial(probs, generator).reshape(hidden.shape[:-1])
-        head_p = torch.softmax(self.head(x).float(), dim=-1)  # (N, shortlist + J)
+        head_p = torch.softmax(self._head_out(x)[0].float(), dim=-1)  # (N, shortlist + J)
         choice = _multinomial(head_p, generator).squeeze(1)  # (N,) shortlist rank or slot
         rank = choice.clone()  # (N,) final ranks: tail draws overwrite the cluster slots below
         evaluated = 0
