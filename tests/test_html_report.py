@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import shutil
 import subprocess
@@ -228,6 +229,16 @@ def test_tune_and_bench_tables(tuned, bench):
     for m in t["measured"]:
         assert page.row(m["name"])[3:5] == [f"{m['penalty']:+.2%}", f"[{m['low']:+.2%}, {m['high']:+.2%}]"]
     assert f"Chosen: cutoffs {t['chosen']['cutoffs']}" in shown and "end of the run only" in shown
+    assert "Confirmation" not in shown and "out of the race" not in shown
+    raced = copy.deepcopy(tuned)  # two seeds, the first design out of the race after one, a failed confirmation
+    raced.provenance["tune"]["proxy"] = {"seeds": 2}
+    raced.provenance["tune"]["measured"][0]["seeds"] = 1
+    conf = {"seed": 2, "penalty": 0.031, "low": 0.02, "high": 0.04, "runs": 1, "confirmed": False}
+    raced.provenance["tune"]["confirmation"] = conf
+    page = Page(render([raced]))
+    first = raced.provenance["tune"]["measured"][0]["name"]
+    assert page.row(first)[4].endswith("(1 seed: out of the race)")
+    assert "Confirmation (one more run, seed 2): penalty +3.10%" in page.tables() and "NOT confirmed" in page.tables()
     page = Page(render([bench]))  # alone: the plan's provenance has a "vocabopt" row too
     ours = page.row("vocabopt")  # measured, p20-p80, spread, predicted, error (2.4 - 2) / 2, speed-up 30 / 2
     assert ours[2:8] == ["2.00", "1.90–2.20", "1.16x", "2.40", "+20.00%", "15.00x"]

@@ -354,13 +354,22 @@ def _tune_html(plan: Plan) -> str:
             cls,
         ),
     ]  # fmt: skip
+    conf = t.get("confirmation")
+    if conf:
+        word = "confirmed" if conf["confirmed"] else "NOT confirmed: its pass may be luck among several designs"
+        text = f"Confirmation (one more run, seed {conf['seed']}): penalty {_pct(conf['penalty'])} "
+        text += f"[{_pct(conf['low'])}, {_pct(conf['high'])}]: {word}."
+        out.append(_p(text, "good" if conf["confirmed"] else "bad"))
+    seeds = (t.get("proxy") or {}).get("seeds", 1)
     full_ms = plan.predicted.get("full_softmax", {}).get("time_ms")
     rows = [["full softmax", DASH, "1.000", DASH, DASH, f"{full['heldout_ppl']:.2f}", "1.00x", "1.00x", DASH,
              _f(full.get("ece"), ".3f"), _f(full.get("temperature"), ".2f")]]  # fmt: skip
     for m in t["measured"]:
         rows.append(
             [m["name"], m["cutoffs"], f"{m['capacity']:.3f}", _pct(m["penalty"]),
-             f"[{_pct(m['low'])}, {_pct(m['high'])}]", f"{m['heldout_ppl']:.2f}",
+             f"[{_pct(m['low'])}, {_pct(m['high'])}]" + (f" ({m['seeds']} seed: out of the race)"
+                                                        if m.get("seeds", seeds) < seeds else ""),
+             f"{m['heldout_ppl']:.2f}",
              DASH if not full_ms else f"{full_ms / m['predicted_ms']:.2f}x", f"{m['proxy_speedup']:.2f}x",
              _pct(m.get("equal_time_penalty")) + (" (in run)" if m.get("equal_time_basis") == "measured"
                                                   and m.get("equal_time_penalty") is not None else ""),
