@@ -487,7 +487,8 @@ def test_decode_layout_stores_weights_column_major_and_changes_no_output(plan):
     for m in [layer.head, *layer.proj, *layer.out]:
         w = m.weight
         assert w.stride(0) == 1 and not w.is_contiguous()  # stored as its (in, out) transpose
-    fused = layer._fused_weight()  # the head's and the projections' weights: column blocks of one buffer
+    with torch.no_grad():  # (with autograd recording the products stay separate: see below)
+        fused = layer._fused_weight()  # the head's and the projections' weights: column blocks of one buffer
     width = plan.cutoffs[0] + len(plan.cutoffs)  # the head's outputs: shortlist + one per tail
     assert fused is not None and fused.is_contiguous() and fused.shape == (D, width + sum(plan.proj_dims))
     torch.testing.assert_close(fused[:, :width], layer.head.weight.t(), rtol=0, atol=0)
@@ -501,10 +502,18 @@ def test_decode_layout_stores_weights_column_major_and_changes_no_output(plan):
         torch.testing.assert_close(vals, lp.topk(7, dim=-1).values, atol=1e-5, rtol=0)  # exact to its own log_prob
         torch.testing.assert_close(vals, ref_top[0], atol=1e-5, rtol=1e-5)
         assert torch.equal(layer.predict(x), lp.argmax(-1))
-    stacked = layer._bound_stats()[0]
+    with torch.no_grad():
+        stacked = layer._bound_stats()[0]
     assert stacked.data_ptr() == layer.proj[0].weight.data_ptr()  # the bound's projections: a view, no copy
+    # with autograd recording, log_prob takes the separate products: gradients reach every weight
+    layer.log_prob(x).logsumexp(-1).sum().backward()
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in [layer.head.weight, *(q.weight for q in layer.proj)]
+    )
+    layer.zero_grad(set_to_none=True)
     layer.proj[0].weight.data = layer.proj[0].weight.data.clone()  # moved apart: no longer fused, still exact
-    assert layer._fused_weight() is None
+    with torch.no_grad():
+        assert layer._fused_weight() is None
     with torch.no_grad():
         torch.testing.assert_close(layer.topk(x, 7)[0], layer.log_prob(x).topk(7, dim=-1).values, atol=1e-5, rtol=0)
     layer.decode_layout_()  # fused again

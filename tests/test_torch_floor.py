@@ -227,6 +227,7 @@ API: dict[str, str] = {
     "torch.save": OLD,
     "torch.addmm": OLD,
     "torch.addcmul": OLD,
+    "torch.is_grad_enabled": OLD,
     "torch.full_like": OLD,
     "torch.nn.functional.kl_div": OLD,
     "torch.nn.functional.kl_div(log_target=)": OLD,

@@ -776,8 +776,11 @@ class AdaptiveSoftmax(nn.Module):
 
     def _fused_weight(self) -> torch.Tensor | None:
         """The (d, S + J + sum p) buffer holding the head's and every projection's weights side by side (as
-        `decode_layout_` lays them), or None when they are not so laid (any other layout, int8, moved apart)."""
+        `decode_layout_` lays them), or None when they are not so laid (any other layout, int8, moved apart) or
+        when autograd records (a view past the head's own weight would not carry the projections' gradients)."""
         if isinstance(self.head, Int8Linear) or any(isinstance(p, Int8Linear) for p in self.proj):
+            return None
+        if torch.is_grad_enabled() and self.head.weight.requires_grad:
             return None
         w = self.head.weight
         total = w.shape[0] + sum(self.config.proj_dims)
