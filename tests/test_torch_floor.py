@@ -258,7 +258,8 @@ OBJECT_ATTRS: dict[str, str] = {
         "data_ptr dequantize detach device dim double dtype element_size eval exp exp_ float forward gather index_add "
         "index_select is_floating_point log logsumexp long masked_fill matmul max mean min minimum mul_ new_full "
         "new_zeros nonzero norm numel parameters prod "
-        "register_buffer reshape save_for_backward saved_tensors scatter_ scatter_add_ shape sort split sqrt "
+        "register_buffer requires_grad reshape save_for_backward saved_tensors scatter_ scatter_add_ shape sort split "
+        "sqrt "
         "squeeze stride sub_ sum t to tolist topk "
         "train type unique unsqueeze values view".split(),
         OLD,
