@@ -175,7 +175,7 @@ def choose_path(config: dict) -> tuple[str, str]:
     pre = config.get("pre_tokenizer")
     norm = config.get("normalizer")
     if pre is not None and pre.get("type") == "Metaspace" and not pre.get("split", True):
-        # one pre-token per sequence (Llama 2 / Mistral's SentencePiece layout in tokenizers): it still tokenizes as
+        # one pre-token per sequence (a SentencePiece layout in tokenizers): it still tokenizes as
         # its pieces cut before spaces when no token can join two pieces
         if norm is None and _unsplit_metaspace_cuts(config):  # (a normalizer could make spaces the cut misses)
             return "chunks", "Metaspace keeps a sequence whole, but no token joins a character to a following space"
