@@ -53,3 +53,22 @@ def stdlib_text(limit: int) -> str:
         if size >= limit:
             break
     return "\n".join(out)
+
+
+def stdlib_corpus(tmp: Path, limit: int, vocab: int) -> tuple[Path, Path, int]:
+    """(a text file of `stdlib_text(limit)`, a byte-level BPE of `vocab` ids trained on it, its size in bytes), both
+    written under `tmp` (tokenizers' BpeTrainer; nothing downloaded)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    text = stdlib_text(limit)
+    corpus = tmp / "python-stdlib.txt"
+    corpus.write_text(text, encoding="utf-8")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train(
+        [str(corpus)], trainers.BpeTrainer(vocab_size=vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    path = tmp / f"python-stdlib-bpe-{vocab // 1000}k.json"
+    tok.save(str(path))
+    return corpus, path, len(text.encode("utf-8"))

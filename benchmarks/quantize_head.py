@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sections import command, machine, stdlib_text, write_section  # noqa: E402
+from _sections import command, machine, stdlib_corpus, write_section  # noqa: E402
 
 import vocabopt  # noqa: E402
 from vocabopt.adaptive_head import int8_path  # noqa: E402
@@ -55,18 +55,7 @@ def kjv(args, tmp: Path) -> tuple[Path, Path, str]:
 
 def python_stdlib(args, tmp: Path) -> tuple[Path, Path, str]:
     """~4 MB of the running interpreter's standard library source and a 32K byte-level BPE trained on it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    corpus = tmp / "python-stdlib.txt"
-    corpus.write_text(stdlib_text(STDLIB_BYTES), encoding="utf-8")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train(
-        [str(corpus)], trainers.BpeTrainer(vocab_size=32000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    )
-    path = tmp / "python-stdlib-bpe-32k.json"
-    tok.save(str(path))
+    corpus, path, _ = stdlib_corpus(tmp, STDLIB_BYTES, 32000)
     return corpus, path, "Python stdlib, 32K BPE"
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sections import command, machine, stdlib_text, write_section  # noqa: E402
+from _sections import command, machine, stdlib_corpus, write_section  # noqa: E402
 
 import vocabopt  # noqa: E402
 from vocabopt.optimize import FOLKLORE  # noqa: E402
@@ -41,19 +41,7 @@ def kjv(_: Path) -> tuple[Path, Path, str]:
 
 def python_stdlib(tmp: Path) -> tuple[Path, Path, str]:
     """~4 MB of the running interpreter's standard library source, and an 8K byte-level BPE trained on it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    text = stdlib_text(STDLIB_BYTES)
-    size = len(text.encode("utf-8"))
-    corpus = tmp / "python-stdlib.txt"
-    corpus.write_text(text, encoding="utf-8")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=8000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train([str(corpus)], trainer)
-    path = tmp / "python-stdlib-bpe-8k.json"
-    tok.save(str(path))
+    corpus, path, size = stdlib_corpus(tmp, STDLIB_BYTES, 8000)
     version = sys.version.split()[0]
     return corpus, path, f"Python {version} standard library source, {size / 1e6:.1f} MB (PSF License v2)"
 

@@ -715,8 +715,6 @@ class AdaptiveSoftmax(nn.Module):
             stacked.scale = torch.cat([p.scale for p in self.proj], 0)  # (sum p_i,)
         elif (fused := self._fused_weight()) is not None:  # the projections' block of the fused buffer, no copy
             stacked = fused[:, self.head.weight.shape[0] :].t().detach()  # (sum p_i, d)
-        elif self.decode_layout:  # column-major like the projections: (d, sum p_i) contiguous
-            stacked = torch.cat([p.weight.t() for p in self.proj], 1).t().detach()  # (sum p_i, d)
         else:
             stacked = torch.cat([p.weight for p in self.proj], 0).detach()  # (sum p_i, d)
         R, G, A = [], [], []
