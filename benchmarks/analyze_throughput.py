@@ -7,7 +7,9 @@ the post-processor's special tokens; identical counts are asserted for every row
 
 Families (trained here on the shipped corpus with the `tokenizers` trainers where no real file ships): GPT-2
 byte-level (the shipped kjv-bpe-8k), cl100k-style, o200k-style and tekken-style Split regexes then ByteLevel,
-a SentencePiece-style BPE with byte fallback (Metaspace without splitting, as Llama 2 / Mistral ship it), a
+a SentencePiece-style BPE with byte fallback (Metaspace without splitting: one piece per sequence, as the tokenizers
+library's own SentencePiece layout does; Llama 2's tokenizer.json gets the same pieces from a Prepend + Replace
+normalizer instead, which the analyzer counts on the same chunk path), a
 Unigram (Metaspace), WordPiece (BERT). Corpora: the shipped corpus (4.4 MB) and a generated one whose distinct words
 grow as in real text (Heaps' law: Zipf-Mandelbrot word sampling over a 2M-word synthetic vocabulary, a fifth of its
 documents real text), since the distinct-piece rate is what decides the speed-up. Rounds are interleaved (peer,
@@ -86,7 +88,7 @@ def train_family(name: str, out: Path, vocab: int) -> Path:
     else:
         raise ValueError(name)
     tok.train([str(CORPUS)], trainer)
-    if name.startswith("SentencePiece"):  # ... then encode as Llama 2 / Mistral do: one piece per sequence
+    if name.startswith("SentencePiece"):  # ... then encode SentencePiece's way: one piece per sequence
         tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)
         tok.decoder = decoders.Metaspace(prepend_scheme="first", split=False)
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])

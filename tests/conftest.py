@@ -87,6 +87,18 @@ def tokenizer_files(tmp_path_factory, corpus_slice) -> dict[str, Path]:
     runs["model"]["merges"].insert(0, ["\u2581", "\u2581"])  # the first merge: it always applies
     files["spm_bpe_runs"] = out / "spm_bpe_runs.json"
     files["spm_bpe_runs"].write_text(json.dumps(runs))
+    # The same vocabulary in SentencePiece's other tokenizer.json layout: no pre-tokenizer, a normalizer that makes
+    # the "▁"s (Llama 2 / Mistral v0.1: Prepend then Replace; "spm_replace": the Replace alone)
+    replace = {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}
+    prepend = {"type": "Prepend", "prepend": "\u2581"}
+    for name, normalizer in (
+        ("spm_llama", {"type": "Sequence", "normalizers": [prepend, replace]}),
+        ("spm_replace", replace),
+    ):
+        layout = json.loads(files["spm_bpe"].read_text())
+        layout["normalizer"], layout["pre_tokenizer"] = normalizer, None
+        files[name] = out / f"{name}.json"
+        files[name].write_text(json.dumps(layout))
 
     # Byte-level BPE that learned whitespace-run tokens ("ĠĠĠ", tabs): the case where cutting inside a run of
     # spaces would change the counts.

@@ -463,3 +463,28 @@ def test_decode_bench_times_an_all_int8_head_in_one_layout(plan):
         res = vocabopt.bench_decode(plan, layer=layer, batches=[1], decodes=["greedy"], reps=1, full=False)
         layouts[mode] = sorted(r.layout for r in res.rows)
     assert layouts == {"int8": ["row-major"], "int8-tails": ["column-major", "row-major"]}
+
+
+def test_decode_bench_times_an_int8_head_against_its_dequantised_lm_head(plan):
+    """full=True on an int8 layer: the float lm_head it is timed against carries the int8 weights dequantised, so it
+    is the fp32 layer's lm_head up to int8 rounding (and exactly it where the weights stayed float)."""
+    import copy
+
+    import torch
+
+    from vocabopt.decode import _full_head
+    from vocabopt.layer import build_layer
+
+    fp = build_layer(plan).eval()
+    with torch.no_grad():
+        ref = _full_head(fp).weight.detach()
+    S = fp.shortlist
+    for mode in ("int8-tails", "int8"):
+        layer = copy.deepcopy(fp).quantize_(mode)
+        res = vocabopt.bench_decode(plan, layer=layer, batches=[2], decodes=["greedy"], reps=1, full=True)
+        assert {r.method for r in res.rows} == {"vocabopt", "full lm_head"}
+        with torch.no_grad():
+            got = _full_head(layer).weight.detach()
+        head = fp.rank_of < S  # token ids in the shortlist
+        assert float((got - ref).abs().max()) <= 0.02 * float(ref.abs().max())
+        assert torch.equal(got[head], ref[head]) == (mode == "int8-tails")

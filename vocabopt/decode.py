@@ -194,13 +194,17 @@ def bench_decode(
 
 def _full_head(layer: Any) -> Any:
     """nn.Linear(d, V) by original id with the adaptive head's rows: shortlist rows and biases copied, tail rows
-    out_i.W @ proj_i.W (the rank-p_i rows the adaptive head scores with), tail biases copied."""
+    out_i.W @ proj_i.W (the rank-p_i rows the adaptive head scores with), tail biases copied. An int8 layer's
+    weights enter dequantised (the values it computes with): the lm_head it is timed against stays float."""
     import torch
 
+    def weight(m):  # (out, in) float weight of an nn.Linear or an Int8Linear
+        return m.dequantize() if hasattr(m, "qweight") else m.weight
+
     cfg, S = layer.config, layer.shortlist
-    w, b = [layer.head.weight[:S]], [layer.head.bias[:S] if layer.head.bias is not None else None]
+    w, b = [weight(layer.head)[:S]], [layer.head.bias[:S] if layer.head.bias is not None else None]
     for i in range(layer.n_tails):
-        w.append(layer.out[i].weight @ layer.proj[i].weight)  # (size_i, d)
+        w.append(weight(layer.out[i]) @ weight(layer.proj[i]))  # (size_i, d)
         size = layer.edges[i + 2] - layer.edges[i + 1]
         b.append(layer.out[i].bias if layer.out[i].bias is not None else torch.zeros(size, device=w[0].device))
     lin = torch.nn.Linear(cfg.hidden, cfg.vocab_size, device=w[0].device, dtype=w[0].dtype)

@@ -39,7 +39,18 @@ def documents_of(path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "kind", ["bpe", "wordpiece", "unigram", "split_regex", "split_custom", "spm_bpe", "spm_bpe_joined", "spm_unigram"]
+    "kind",
+    [
+        "bpe",
+        "wordpiece",
+        "unigram",
+        "split_regex",
+        "split_custom",
+        "spm_bpe",
+        "spm_bpe_joined",
+        "spm_unigram",
+        "spm_llama",
+    ],
 )
 @pytest.mark.parametrize("path", [None, "pretokens", "encode"])
 @pytest.mark.parametrize("sequence", [None, "line"])
@@ -251,13 +262,27 @@ def test_added_tokens_match_where_the_tokenizer_matches_them(tmp_path, tokenizer
 METASPACE = list("ab \u2581\u200b\u00a0\t\n.中") + ["  ", "\u2581\u2581", "the", " \u2581"]
 
 
-@pytest.mark.parametrize("kind", ["spm_bpe", "spm_bpe_runs", "spm_unigram"])
+@pytest.mark.parametrize("kind", ["spm_bpe", "spm_bpe_runs", "spm_unigram", "spm_llama", "spm_replace"])
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequences=_texts(METASPACE))
 @example(sequences=["x a\u2581 b"])  # "▁▁" across the cut before the space: encoded whole
+@example(sequences=[" a b", "  the a", "a\n b"])  # a leading space: Prepend gives it one more "▁" (encoded whole)
 def test_unsplit_metaspace_chunk_path_is_exact_with_the_replacement_in_the_text(tokenizer_files, kind, sequences):
     counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=True)
     assert counter.path == "chunks"
     ref = reference_counts(tokenizer_files[kind], sequences)
     for _ in range(2):
         np.testing.assert_array_equal(counter.count([(s, False) for s in sequences]).counts, ref)
+
+
+def test_prepend_layout_encodes_texts_with_a_leading_space_whole(tmp_path, tokenizer_files):
+    """Llama 2's Prepend + Replace normalizer gives a text's leading space one more "▁" than the chunk path's
+    tokenizer (an unsplit Metaspace) would: those texts, and only those, are encoded whole."""
+    lines = [" In the beginning", "God created the heaven", "  and the earth", "And the earth was\t without form"]
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(lines) + "\n")
+    for kind, whole in (("spm_llama", 2), ("spm_replace", 0)):
+        stats = analyze([str(path)], str(tokenizer_files[kind]), sequence="line")
+        np.testing.assert_array_equal(stats.counts, reference_counts(tokenizer_files[kind], lines))
+        per_path = stats.options["sequences_per_path"]
+        assert per_path.get("encode", 0) == whole and per_path["chunks"] == len(lines) - whole

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vocabopt.corpus.tokenizer import choose_path
+from vocabopt.corpus.tokenizer import choose_path, restated_metaspace
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,8 @@ from vocabopt.corpus.tokenizer import choose_path
         ("spm_bpe_joined", "encode"),
         ("spm_unigram", "chunks"),
         ("spm_bpe_runs", "chunks"),
+        ("spm_llama", "chunks"),
+        ("spm_replace", "chunks"),
     ],
 )
 def test_path_choice(tokenizer_files, kind, expected):
@@ -51,3 +53,35 @@ def test_unsplit_metaspace_needs_tokens_that_never_cross_a_space(tokenizer_files
     wordpiece["model"]["type"] = "WordPiece"
     assert choose_path(wordpiece)[0] == "encode"
     assert choose_path(json.loads(tokenizer_files["spm_bpe_joined"].read_text()))[1].startswith("Metaspace keeps")
+
+
+def test_replace_normalizer_layout_is_restated_as_an_unsplit_metaspace(tokenizer_files):
+    """Llama 2's layout (Prepend("▁"), Replace(" ", "▁"), no pre-tokenizer) is an unsplit Metaspace that always
+    prepends; the Replace alone one that never does; anything else is not restated."""
+    llama = json.loads(tokenizer_files["spm_llama"].read_text())
+    restated = restated_metaspace(llama)
+    assert restated["normalizer"] is None and restated["model"] == llama["model"]
+    assert restated["pre_tokenizer"] == {
+        "type": "Metaspace",
+        "replacement": "\u2581",
+        "prepend_scheme": "always",
+        "split": False,
+    }
+    replace = json.loads(tokenizer_files["spm_replace"].read_text())
+    assert restated_metaspace(replace)["pre_tokenizer"]["prepend_scheme"] == "never"
+    prepend, rep = llama["normalizer"]["normalizers"]
+    others = [
+        {**llama, "pre_tokenizer": {"type": "Whitespace"}},  # a pre-tokenizer decides the pieces itself
+        {**llama, "normalizer": {"type": "Sequence", "normalizers": [rep, prepend]}},  # other order: not recognised
+        {**llama, "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, prepend, rep]}},
+        {**llama, "normalizer": {"type": "Sequence", "normalizers": [{**prepend, "prepend": "_"}, rep]}},
+        {**llama, "normalizer": {**rep, "pattern": {"Regex": " "}}},
+        {**llama, "normalizer": {**rep, "pattern": {"String": "\t"}}},
+        {**llama, "normalizer": {**rep, "content": "__"}},
+        {**llama, "normalizer": None},
+    ]
+    for config in others:
+        assert restated_metaspace(config) is None
+    joined = json.loads(json.dumps(llama))
+    joined["model"]["vocab"]["e\u2581"] = len(joined["model"]["vocab"])  # a token crossing a space: plain encoding
+    assert choose_path(joined)[0] == "encode"

@@ -41,6 +41,7 @@ from .tokenizer import (
     choose_path,
     config_of,
     hf_vocab_size,
+    leading_space_whole,
     metaspace_replacement,
     shared_tokenizer,
 )
@@ -140,14 +141,19 @@ class HFCounter:
         self.special_ids = self._special_ids() if add_special_tokens else np.zeros(0, np.int64)
         added = [t for t in config.get("added_tokens") or [] if t.get("content")]
         # matched in the raw text (a superset: see below); with them, an unsplit Metaspace's replacement character
-        # (texts holding it are encoded whole: `tokenizer.metaspace_replacement`)
+        # (texts holding it are encoded whole: `tokenizer.metaspace_replacement`), and texts that start with a space
+        # where a Prepend normalizer gives them one more "▁" than the chunk path's tokenizer (`leading_space_whole`)
         replacement = metaspace_replacement(config) if self.path == "chunks" else None
         self.added = _alternation([*(t["content"] for t in added), *([replacement] if replacement else [])])
+        self.leading_space = self.path == "chunks" and leading_space_whole(config)
         # the tokenizer matches a token with "normalized": true in the *normalized* text only; normalizing a batch
         # is costly (it was most of a WordPiece or NFKC Unigram count), so only for those tokens
         self.added_normalized = _alternation(t["content"] for t in added if t.get("normalized", True))
         self.normalizer = tok.normalizer
         self.token_bytes = byte_level_sizes(tok, config) if self.path == "chunks" else None
+        # chunks are encoded by the tokenizer restated without its Replace normalizer (`restated_metaspace`), the
+        # same tokens on every text the chunk path takes
+        self.chunk_tok = shared_tokenizer(spec, restated=True)
         self.store = IdStore()  # distinct piece -> ids, remembered across batches
         self.configured = self.path  # what the stats record; self.path may become "encode" (see PROBE_BATCHES)
         self.probe_batches = PROBE_BATCHES if force_path is None else 0
@@ -259,7 +265,10 @@ class HFCounter:
     def _any_added(self, texts: list[str]) -> bool:
         """Whether any text contains an added token's content: any added token's in the raw text, or a
         `normalized` one's in the normalized text (checked on the whole batch; a raw match of a token the tokenizer
-        would only match after normalizing just sends the text to plain encoding, which is exact anyway)."""
+        would only match after normalizing just sends the text to plain encoding, which is exact anyway), or, with
+        `leading_space`, starts with a space."""
+        if self.leading_space and any(t[:1] == " " for t in texts):
+            return True
         if self.added is None:
             return False
         joined = "\n".join(texts)
@@ -319,7 +328,7 @@ class HFCounter:
     def _locate_by_offsets(self, texts: list[str], ordered: list[str], firsts: np.ndarray) -> _Located:
         """Encode `texts` (`ordered` chunks laid end to end, text k starting at chunk firsts[k]); positions in
         characters, from the tokens' offsets."""
-        encs = self.tok.encode_batch(texts, add_special_tokens=False)
+        encs = self.chunk_tok.encode_batch(texts, add_special_tokens=False)
         ids, n_tokens = _ids_of(encs)
         lengths = np.fromiter(map(len, ordered), dtype=np.int64, count=len(ordered))
         chunk_starts = np.cumsum(lengths) - lengths
@@ -333,7 +342,7 @@ class HFCounter:
         text, so the tokens' sizes lay them out without the offsets (which cost the tokenizer ~40% more time).
         None if some text's tokens do not add up to its bytes (an unknown character was dropped): then the offsets
         decide."""
-        ids, n_tokens = _ids_of(self.tok.encode_batch_fast(texts, add_special_tokens=False))
+        ids, n_tokens = _ids_of(self.chunk_tok.encode_batch_fast(texts, add_special_tokens=False))
         sizes = self.token_bytes[ids]  # (total,) bytes of each token
         ascii_only = all(map(str.isascii, texts))
         lengths = np.fromiter(

@@ -9,7 +9,9 @@ process, the counting path its config allows (`choose_path`), its vocabulary siz
 The counting paths (see vocabopt.corpus.counters for how each counts):
 - "chunks": the normalizer is character-local and the pre-tokenizer always splits before a run of spaces that
   follows a non-space character (GPT-2 byte-level, Metaspace, BERT, Whitespace; Split regexes that the analysis of
-  `regex_safety` proves do: cl100k, o200k, Qwen2, tekken, DeepSeek ...), so a sequence can be cut at those points.
+  `regex_safety` proves do: cl100k, o200k, Qwen2, tekken, DeepSeek ...), so a sequence can be cut at those points;
+  and SentencePiece layouts that keep a sequence whole (an unsplit Metaspace, or Llama 2's Prepend + Replace
+  normalizer: `restated_metaspace`) when no token of the vocabulary crosses such a point.
 - "pretokens": any other deterministic model.
 - "encode": BPE dropout (not deterministic), or a pre-tokenizer that does not split (nothing repeats). Sequences
   holding an added token's text take it whatever the path, and so does every batch after a path measured slower
@@ -147,11 +149,15 @@ def _share(canonical: str, tok) -> None:
     _SHARED[canonical] = tok
 
 
-def shared_tokenizer(spec: TokenizerSpec):
-    """The tokenizer of `spec`, parsed once per process and shared: callers only encode and read it."""
-    if spec.json not in _SHARED:
-        _share(spec.json, _from_str(spec.json, spec.name))
-    return _SHARED[spec.json]
+def shared_tokenizer(spec: TokenizerSpec, restated: bool = False):
+    """The tokenizer of `spec`, parsed once per process and shared: callers only encode and read it. `restated`: the
+    tokenizer of its config as `restated_metaspace` gives it (the tokenizer itself where there is none)."""
+    canonical = spec.json
+    if restated and (config := restated_metaspace(config_of(spec.json))) is not None:
+        canonical = json.dumps(config, ensure_ascii=False)
+    if canonical not in _SHARED:
+        _share(canonical, _from_str(canonical, spec.name))
+    return _SHARED[canonical]
 
 
 @functools.lru_cache(maxsize=4)
@@ -180,6 +186,17 @@ def choose_path(config: dict) -> tuple[str, str]:
         if norm is None and _unsplit_metaspace_cuts(config):  # (a normalizer could make spaces the cut misses)
             return "chunks", "Metaspace keeps a sequence whole, but no token joins a character to a following space"
         return "encode", "Metaspace keeps a sequence whole and tokens cross spaces: counted by plain encoding"
+    restated = restated_metaspace(config)
+    if restated is not None:  # SentencePiece's other layout: a normalizer makes the "▁"s, no pre-tokenizer
+        if _unsplit_metaspace_cuts(restated):
+            return (
+                "chunks",
+                "a Replace normalizer keeps a sequence whole, but no token joins a character to a following space",
+            )
+        return (
+            "encode",
+            "a Replace normalizer keeps a sequence whole and tokens cross spaces: counted by plain encoding",
+        )
     if pre is None:  # one pre-token per sequence: nothing repeats to count once
         return "encode", "the pre-tokenizer does not split a sequence: counted by plain encoding"
     splitter = _splitter_kind(pre)
@@ -219,12 +236,50 @@ def _unsplit_metaspace_cuts(config: dict) -> bool:
 
 
 def metaspace_replacement(config: dict) -> str | None:
-    """The replacement character of a Metaspace pre-tokenizer that keeps a sequence whole (None otherwise): texts
-    holding it are encoded whole on the chunk path (see `_unsplit_metaspace_cuts`)."""
-    pre = config.get("pre_tokenizer") or {}
+    """The replacement character of a Metaspace pre-tokenizer that keeps a sequence whole, or of the normalizer
+    `restated_metaspace` restates as one (None otherwise): texts holding it are encoded whole on the chunk path (see
+    `_unsplit_metaspace_cuts`)."""
+    pre = (restated_metaspace(config) or config).get("pre_tokenizer") or {}
     if pre.get("type") != "Metaspace" or pre.get("split", True):
         return None
     return pre.get("replacement") or "\u2581"
+
+
+def restated_metaspace(config: dict) -> dict | None:
+    """SentencePiece's layout in tokenizer.json without a pre-tokenizer (Llama 2, Mistral v0.1: a normalizer
+    Prepend("▁") then Replace(" ", "▁"); the Replace alone: no prefix) as the config with the unsplit Metaspace
+    pre-tokenizer it equals instead (prepend_scheme "always", or "never" without the Prepend), or None for any other.
+
+    Replace alone is exactly Metaspace(prepend_scheme="never", split=False). With the Prepend the two differ only on
+    a text that starts with a space or "▁" (Prepend adds one more "▁", Metaspace does not); the counter encodes such
+    texts whole with the tokenizer itself (`leading_space_whole`), the rest by chunks with the restated one.
+    """
+    norm = config.get("normalizer") or {}
+    if config.get("pre_tokenizer") is not None:
+        return None
+    steps = norm.get("normalizers") if norm.get("type") == "Sequence" else [norm]
+    if not steps or not 1 <= len(steps) <= 2:
+        return None
+    *prepend, replace = steps
+    r = replace.get("content")
+    if (
+        replace.get("type") != "Replace"
+        or replace.get("pattern") != {"String": " "}
+        or not isinstance(r, str)
+        or len(r) != 1
+        or r.isspace()
+        or any(p.get("type") != "Prepend" or p.get("prepend") != r for p in prepend)
+    ):
+        return None
+    scheme = "always" if prepend else "never"
+    metaspace = {"type": "Metaspace", "replacement": r, "prepend_scheme": scheme, "split": False}
+    return {**config, "normalizer": None, "pre_tokenizer": metaspace}
+
+
+def leading_space_whole(config: dict) -> bool:
+    """Whether texts that start with a space must be encoded whole on the chunk path (see `restated_metaspace`)."""
+    restated = restated_metaspace(config)
+    return restated is not None and restated["pre_tokenizer"]["prepend_scheme"] == "always"
 
 
 def _splitter_kind(pre: dict) -> str | None:
