@@ -143,8 +143,9 @@ def test_tokens_that_do_not_add_up_to_the_bytes_fall_back_to_offsets(tokenizer_f
     counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
     assert counter.token_bytes is not None  # byte-level: chunks are located by token sizes ...
     firsts = np.array([0])
-    assert counter._locate_by_bytes(["In the"], ["In", " the"], firsts) is not None
-    assert counter._locate_by_bytes(["Ésaïe 中"], ["Ésaïe", " 中"], firsts) is None  # ... unless bytes went missing
+    counter._locate(["In the"], ["In", " the"], firsts)
+    assert counter.token_bytes is not None
+    counter._locate(["Ésaïe 中"], ["Ésaïe", " 中"], firsts)  # ... unless bytes went missing
     assert counter.token_bytes is None  # and then no longer tried
     counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
     sequences = ["Ésaïe and the 中文 text", "plain words", "naïve café"]
@@ -286,3 +287,48 @@ def test_prepend_layout_encodes_texts_with_a_leading_space_whole(tmp_path, token
         np.testing.assert_array_equal(stats.counts, reference_counts(tokenizer_files[kind], lines))
         per_path = stats.options["sequences_per_path"]
         assert per_path.get("encode", 0) == whole and per_path["chunks"] == len(lines) - whole
+
+
+# Chunks for locating tokens by their characters: words the vocabulary has, characters only byte fallback spells
+# (CJK, an emoji outside the BMP), accents, tabs; glue chunks start with a space, alone chunks end in whitespace.
+_WORDS = st.lists(
+    st.sampled_from(["the", "LORD", "中", "文", "\U0001f600", "é", "a", "\t", "ZZ"]), min_size=1, max_size=4
+)
+_CHUNKS = st.lists(
+    st.tuples(st.sampled_from(["", " ", " "]), _WORDS.map("".join), st.sampled_from(["", "", "\t", " \t"])).map(
+        "".join
+    ),
+    min_size=1,
+    max_size=30,
+).map(lambda cs: sorted(set(c for c in cs if c.strip())))
+
+
+@pytest.mark.parametrize("kind", ["spm_bpe", "spm_llama", "spm_replace", "spm_unigram"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=_CHUNKS)
+def test_sentencepiece_tokens_located_by_characters_as_by_offsets(tokenizer_files, kind, chunks):
+    """The SentencePiece layouts place each token by its characters (byte-fallback bytes of one character add up to
+    one; the tokenizer's own leading "▁" is no character of the text): the same ids per chunk as placing them by
+    the tokenizer's offsets."""
+    if not chunks:
+        return
+    by_chars = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
+    by_offsets = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
+    assert by_chars.token_chars is not None
+    by_offsets.token_chars = None
+    ids, starts, lengths = by_chars._encode_chunks(chunks)
+    ref_ids, ref_starts, ref_lengths = by_offsets._encode_chunks(chunks)
+    got = [ids[a : a + n].tolist() for a, n in zip(starts, lengths)]
+    ref = [ref_ids[a : a + n].tolist() for a, n in zip(ref_starts, ref_lengths)]
+    assert got == ref
+
+
+def test_byte_fallback_characters_keep_the_character_path(tokenizer_files):
+    """Text whose characters only byte fallback spells counts exactly and keeps locating by characters; a
+    Unigram's fused unk (several characters, one token) falls back to the offsets, still exact."""
+    sequences = ["In the beginning 中文 \U0001f600 and é", "  the LORD\t中", "plain words here"]
+    for kind, kept in (("spm_bpe", True), ("spm_llama", True), ("spm_unigram", False)):
+        counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
+        got = counter.count([(s, False) for s in sequences])
+        np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], sequences, False))
+        assert (counter.token_chars is not None) == kept, kind

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import spm
+from . import locate, spm
 from .chunks import CACHE_LIMIT, IdStore, add_distinct, chunk_groups, count_words, utf8
 from .reader import DEFAULT_MAX_CHARS, cut_long
 from .tokenizer import (
@@ -43,6 +43,7 @@ from .tokenizer import (
     hf_vocab_size,
     leading_space_whole,
     metaspace_replacement,
+    metaspace_sizes,
     shared_tokenizer,
 )
 
@@ -151,6 +152,8 @@ class HFCounter:
         self.added_normalized = _alternation(t["content"] for t in added if t.get("normalized", True))
         self.normalizer = tok.normalizer
         self.token_bytes = byte_level_sizes(tok, config) if self.path == "chunks" else None
+        # SentencePiece layouts: tokens located by their characters (None: by the tokenizer's offsets)
+        self.token_chars = metaspace_sizes(tok, config) if self.path == "chunks" else None
         # chunks are encoded by the tokenizer restated without its Replace normalizer (`restated_metaspace`), the
         # same tokens on every text the chunk path takes
         self.chunk_tok = shared_tokenizer(spec, restated=True)
@@ -312,8 +315,7 @@ class HFCounter:
         firsts = np.flatnonzero(np.diff(group[order], prepend=-1))  # positions in `order` where a text starts
         ordered = [chunks[i] for i in order.tolist()]
         texts = ["".join(ordered[a:b]) for a, b in zip(firsts.tolist(), firsts[1:].tolist() + [n])]
-        located = self._locate_by_bytes(texts, ordered, firsts) if self.token_bytes is not None else None
-        ids, n_tokens, token_starts, chunk_starts = located or self._locate_by_offsets(texts, ordered, firsts)
+        ids, n_tokens, token_starts, chunk_starts = self._locate(texts, ordered, firsts)
         total = ids.size
         bounds = np.empty(n + 1, np.int64)
         bounds[:n] = np.searchsorted(token_starts, chunk_starts, side="left")
@@ -325,46 +327,21 @@ class HFCounter:
         starts[order], counts[order] = bounds[:-1], np.diff(bounds)
         return ids, starts, counts
 
-    def _locate_by_offsets(self, texts: list[str], ordered: list[str], firsts: np.ndarray) -> _Located:
-        """Encode `texts` (`ordered` chunks laid end to end, text k starting at chunk firsts[k]); positions in
-        characters, from the tokens' offsets."""
-        encs = self.chunk_tok.encode_batch(texts, add_special_tokens=False)
-        ids, n_tokens = _ids_of(encs)
-        lengths = np.fromiter(map(len, ordered), dtype=np.int64, count=len(ordered))
-        chunk_starts = np.cumsum(lengths) - lengths
-        offsets = itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encs))
-        token_starts = np.fromiter(offsets, dtype=np.int64, count=2 * ids.size)[::2]  # (start, end) pairs
-        token_starts += np.repeat(chunk_starts[firsts], n_tokens)
-        return ids, n_tokens, token_starts, chunk_starts
-
-    def _locate_by_bytes(self, texts: list[str], ordered: list[str], firsts: np.ndarray) -> _Located | None:
-        """As `_locate_by_offsets`, in bytes, for byte-level BPE: a token's string has one character per byte of
-        text, so the tokens' sizes lay them out without the offsets (which cost the tokenizer ~40% more time).
-        None if some text's tokens do not add up to its bytes (an unknown character was dropped): then the offsets
-        decide."""
-        ids, n_tokens = _ids_of(self.chunk_tok.encode_batch_fast(texts, add_special_tokens=False))
-        sizes = self.token_bytes[ids]  # (total,) bytes of each token
-        ascii_only = all(map(str.isascii, texts))
-        lengths = np.fromiter(
-            map(len, ordered) if ascii_only else (len(utf8(c)) for c in ordered), dtype=np.int64, count=len(ordered)
-        )
-        chunk_ends, token_ends = np.cumsum(lengths), np.cumsum(sizes)
-        text_ends = np.append(chunk_ends[firsts[1:] - 1], chunk_ends[-1:])  # bytes up to each text's end
-        text_token_ends = np.concatenate([[0], token_ends])[np.cumsum(n_tokens)]
-        if not np.array_equal(text_ends, text_token_ends):
-            self.token_bytes = None  # such characters will come again: stop paying for two encodes
-            return None
-        return ids, n_tokens, token_ends - sizes, chunk_ends - lengths
-
-
-_Located = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (ids, tokens per text, token starts, chunk starts)
-
-
-def _ids_of(encs: list) -> tuple[np.ndarray, np.ndarray]:
-    """(all ids laid end to end, number of ids of each encoding)."""
-    n_tokens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(n_tokens.sum()))
-    return ids, n_tokens
+    def _locate(self, texts: list[str], ordered: list[str], firsts: np.ndarray) -> locate.Located:
+        """Encode `texts` (`ordered` chunks laid end to end, text k starting at chunk firsts[k]) and place each
+        token: by the tokens' sizes in bytes (byte-level BPE) or characters (SentencePiece layouts), which needs
+        no offsets (~40% of the tokenizer's time); by the offsets where the sizes do not add up to a text (unknown
+        characters: they will come again, so the sizes are not tried again)."""
+        if self.token_bytes is not None or self.token_chars is not None:
+            encs = self.chunk_tok.encode_batch_fast(texts, add_special_tokens=False)
+            if self.token_bytes is not None:
+                located = locate.by_bytes(encs, texts, ordered, firsts, self.token_bytes)
+            else:
+                located = locate.by_chars(encs, texts, ordered, firsts, *self.token_chars)
+            if located is not None:
+                return located
+            self.token_bytes = self.token_chars = None
+        return locate.by_offsets(self.chunk_tok.encode_batch(texts, add_special_tokens=False), ordered, firsts)
 
 
 def _alternation(contents: Any) -> re.Pattern | None:

@@ -410,6 +410,35 @@ def byte_level_sizes(tok, config: dict) -> np.ndarray | None:
     return sizes
 
 
+def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool] | None:
+    """((V,) characters of text each token stands for, whether the tokenizer adds a "▁" before a text) for the
+    SentencePiece layouts the chunk path takes (`metaspace_replacement` not None: no normalizer once restated, the
+    "▁" one character for one space); None for any other tokenizer, or without `encode_batch_fast`.
+
+    A token stands for its string's characters; a byte-fallback token "<0xNN>" for one character when NN starts a
+    UTF-8 character and for none when NN continues one (the bytes of a character add up to 1); the unk token for one
+    (a fused unk stands for more: the text's sum then falls short, which the counter checks). Added tokens never
+    occur in the texts located this way (texts holding their content are encoded whole).
+    """
+    replacement = metaspace_replacement(config)
+    if replacement is None or not hasattr(tok, "encode_batch_fast"):
+        return None
+    pre = (restated_metaspace(config) or config)["pre_tokenizer"]
+    model = config.get("model") or {}
+    vocab = tok.get_vocab(with_added_tokens=True)
+    sizes = np.zeros(max(vocab.values(), default=-1) + 1, np.int64)
+    sizes[np.fromiter(vocab.values(), np.int64, len(vocab))] = np.fromiter(map(len, vocab), np.int64, len(vocab))
+    if model.get("byte_fallback"):
+        for b in range(256):
+            if (i := vocab.get(f"<0x{b:02X}>")) is not None:
+                sizes[i] = int(not 0x80 <= b < 0xC0)
+    unk = model.get("unk_token") if model.get("type") == "BPE" else model.get("unk_id")
+    unk_id = vocab.get(unk) if isinstance(unk, str) else unk
+    if isinstance(unk_id, int) and 0 <= unk_id < sizes.size:
+        sizes[unk_id] = 1
+    return sizes, pre.get("prepend_scheme", "always") in ("always", "first")
+
+
 def _bytes_one_to_one(pre: dict) -> bool:
     """Whether a pre-tokenizer maps each byte of the text to one character: ByteLevel without a prefix space, alone or
     after pre-tokenizers that only split (Llama 3: a Split regex, then ByteLevel)."""
