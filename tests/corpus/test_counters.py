@@ -332,3 +332,39 @@ def test_byte_fallback_characters_keep_the_character_path(tokenizer_files):
         got = counter.count([(s, False) for s in sequences])
         np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], sequences, False))
         assert (counter.token_chars is not None) == kept, kind
+
+
+@pytest.mark.parametrize("kind", ["bpe", "spm_bpe", "spm_llama", "spm_replace"])
+def test_added_token_formed_across_joined_chunks_stays_exact(tmp_path, tokenizer_files, kind):
+    """Distinct chunks are encoded laid end to end: an added token whose text holds a space ("a ", "x y") could
+    form across two of them although no text holds it; those chunks are then encoded one per text."""
+    from tokenizers import AddedToken
+
+    tok = Tokenizer.from_file(str(tokenizer_files[kind]))
+    tok.add_tokens([AddedToken("a ", normalized=False), AddedToken("x y", normalized=False)])
+    path = tmp_path / "added.json"
+    tok.save(str(path))
+    # more distinct chunks than the texts they are laid out in (JOINED_TEXTS), so chunks share texts
+    sequences = ["q a", "q x", *(f"q {p}{i}" for i in range(150) for p in ("y", "w"))]
+    counter = HFCounter(load_spec(str(path)), add_special_tokens=False)
+    assert counter.path == "chunks" and counter.join_risk
+    got = counter.count([(s, False) for s in sequences]).counts
+    np.testing.assert_array_equal(got, reference_counts(path, sequences, False))
+
+
+@pytest.mark.parametrize("kind", ["bpe", "spm_bpe", "spm_llama", "spm_replace", "spm_unigram"])
+@pytest.mark.parametrize("document", [False, True])
+def test_pieces_of_a_cut_sequence_count_as_the_whole(tokenizer_files, kind, document):
+    """A sequence over max_chars is cut before spaces; its pieces count as the uncut sequence (in Llama 2's Prepend
+    layout the piece's own space is dropped: the Prepend gives its "▁" back)."""
+    from vocabopt.corpus.reader import cut_long
+
+    text = "In the beginning  God created the heaven and\tthe earth. " * 40 + " And the earth was without form"
+    counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=True)
+    pieces = cut_long(text, 50)
+    assert len(pieces) > 10 and all(p[:1] == " " for p in pieces[1:])
+    payload = [(p, j > 0) for j, p in enumerate(pieces)] if document else text + "\nshort\n"
+    counter.max_chars = 50
+    got = counter.count(payload).counts
+    ref = reference_counts(tokenizer_files[kind], [text] if document else [text, "short"])
+    np.testing.assert_array_equal(got, ref)

@@ -85,3 +85,29 @@ def test_replace_normalizer_layout_is_restated_as_an_unsplit_metaspace(tokenizer
     joined = json.loads(json.dumps(llama))
     joined["model"]["vocab"]["e\u2581"] = len(joined["model"]["vocab"])  # a token crossing a space: plain encoding
     assert choose_path(joined)[0] == "encode"
+
+
+def test_replace_layout_is_not_restated_where_tokenizers_cannot_build_an_unsplit_metaspace(
+    tokenizer_files, monkeypatch
+):
+    """tokenizers < 0.19 has no Metaspace `split` option: the layout then keeps plain encoding."""
+    from vocabopt.corpus import tokenizer
+
+    llama = json.loads(tokenizer_files["spm_llama"].read_text())
+    assert choose_path(llama)[0] == "chunks"
+    monkeypatch.setattr(tokenizer, "unsplit_metaspace_builds", lambda: False)
+    assert restated_metaspace(llama) is None and choose_path(llama)[0] == "encode"
+
+
+def test_byte_fallback_merges_keep_offsets(tokenizer_files):
+    """A vocabulary that merges byte-fallback tokens ("<0xE4><0xB8>": its string is longer than the one character
+    it helps spell) is not located by characters."""
+    from tokenizers import Tokenizer
+
+    from vocabopt.corpus.tokenizer import metaspace_sizes
+
+    config = json.loads(tokenizer_files["spm_bpe"].read_text())
+    assert metaspace_sizes(Tokenizer.from_str(json.dumps(config)), config) is not None
+    config["model"]["vocab"]["<0xE4><0xB8>"] = len(config["model"]["vocab"])
+    config["model"]["merges"].append(["<0xE4>", "<0xB8>"])
+    assert metaspace_sizes(Tokenizer.from_str(json.dumps(config)), config) is None

@@ -84,15 +84,22 @@ class BatchCounts:
 Payload = str | list[tuple[str, bool]]  # a block of whole lines (one sequence per non-blank line), or sequences
 
 
-def unpack(payload: Payload, max_chars: int) -> tuple[list[str], int]:
-    """(texts, number of sequence starts) of a batch; block lines longer than max_chars are cut at whitespace."""
+def unpack(payload: Payload, max_chars: int) -> tuple[list[str], int, list[int]]:
+    """(texts, number of sequence starts, indices of the texts that continue a sequence cut before them) of a batch;
+    block lines longer than max_chars are cut at whitespace."""
     if isinstance(payload, str):
         texts = [line for line in payload.split("\n") if line and not line.isspace()]
         n_starts = len(texts)
+        continued: list[int] = []
         if texts and max(map(len, texts)) > max_chars:
-            texts = [piece for line in texts for piece in cut_long(line, max_chars)]
-        return texts, n_starts
-    return [t for t, _ in payload], sum(not c for _, c in payload)
+            lines, texts = texts, []
+            for line in lines:
+                for j, piece in enumerate(cut_long(line, max_chars)):
+                    if j:
+                        continued.append(len(texts))
+                    texts.append(piece)
+        return texts, n_starts, continued
+    return [t for t, _ in payload], sum(not c for _, c in payload), [k for k, (_, c) in enumerate(payload) if c]
 
 
 def _totals(out: BatchCounts, texts: list[str], n_starts: int, words: bool = True) -> None:
@@ -147,6 +154,9 @@ class HFCounter:
         replacement = metaspace_replacement(config) if self.path == "chunks" else None
         self.added = _alternation([*(t["content"] for t in added), *([replacement] if replacement else [])])
         self.leading_space = self.path == "chunks" and leading_space_whole(config)
+        # an added token's text holding whitespace after its first character can form where chunks are laid end to
+        # end (`_encode_chunks` then encodes those chunks one per text)
+        self.join_risk = any(any(c.isspace() for c in t["content"][1:]) for t in added)
         # the tokenizer matches a token with "normalized": true in the *normalized* text only; normalizing a batch
         # is costly (it was most of a WordPiece or NFKC Unigram count), so only for those tokens
         self.added_normalized = _alternation(t["content"] for t in added if t.get("normalized", True))
@@ -174,12 +184,16 @@ class HFCounter:
         return self.finish(self.prepare(payload))
 
     def prepare(self, payload: Payload) -> _Prepared:
-        texts, n_starts = unpack(payload, self.max_chars)
+        texts, n_starts, continued = unpack(payload, self.max_chars)
         if not self.tried and self.path != "encode" and self.probe_batches:
             self._trial(texts)
         start, path = time.perf_counter(), self.path
         out = BatchCounts(counts=np.zeros(self.vocab_size, np.int64), path_reason=self.reason)
         _totals(out, texts, n_starts, words=path != "chunks")
+        if continued and self.leading_space:  # a piece cut before a space: its own "▁" comes from the Prepend, as
+            texts = list(texts)  # in the uncut sequence, where no token crosses the cut
+            for k in continued:
+                texts[k] = texts[k][1:] if texts[k][:1] == " " else texts[k]
         if self.special_ids.size and n_starts:
             np.add.at(out.counts, self.special_ids, n_starts)
         if path == "encode":
@@ -315,6 +329,11 @@ class HFCounter:
         firsts = np.flatnonzero(np.diff(group[order], prepend=-1))  # positions in `order` where a text starts
         ordered = [chunks[i] for i in order.tolist()]
         texts = ["".join(ordered[a:b]) for a, b in zip(firsts.tolist(), firsts[1:].tolist() + [n])]
+        if self.join_risk and (crossed := [k for k, t in enumerate(texts) if self._any_added([t])]):
+            # an added token's text formed across two chunks laid end to end: those texts' chunks go one per text
+            ends = [*firsts[1:].tolist(), n]
+            firsts = np.union1d(firsts, [p for k in crossed for p in range(firsts[k] + 1, ends[k])]).astype(np.int64)
+            texts = ["".join(ordered[a:b]) for a, b in zip(firsts.tolist(), firsts[1:].tolist() + [n])]
         ids, n_tokens, token_starts, chunk_starts = self._locate(texts, ordered, firsts)
         total = ids.size
         bounds = np.empty(n + 1, np.int64)
@@ -373,7 +392,7 @@ class SPCounter:
         self.max_chars = max_chars
 
     def count(self, payload: Payload) -> BatchCounts:
-        texts, n_starts = unpack(payload, self.max_chars)
+        texts, n_starts, _ = unpack(payload, self.max_chars)
         out = BatchCounts(counts=np.zeros(self.vocab_size, np.int64), path_reason=self.reason)
         _totals(out, texts, n_starts)
         out.paths[self.path] += len(texts)
@@ -406,7 +425,7 @@ class BytesCounter:
         self.max_chars = max_chars
 
     def count(self, payload: Payload) -> BatchCounts:
-        texts, n_starts = unpack(payload, self.max_chars)
+        texts, n_starts, _ = unpack(payload, self.max_chars)
         out = BatchCounts(path_reason=self.reason)
         _totals(out, texts, n_starts)
         data = utf8("".join(texts))
@@ -428,7 +447,7 @@ class WordCounter:
         self.max_chars = max_chars
 
     def count(self, payload: Payload) -> BatchCounts:
-        texts, n_starts = unpack(payload, self.max_chars)
+        texts, n_starts, _ = unpack(payload, self.max_chars)
         out = BatchCounts(words=Counter(), path_reason=self.reason)
         _totals(out, texts, n_starts)
         # Whitespace never sits inside a word, so splitting at whitespace first is exact.

@@ -10,7 +10,8 @@ What one sequence is: with `sequence="document"` (the default), a blank-line-sep
 newlines, or one record of a JSON-lines/parquet/arrow/dataset source; with `"line"`, each non-empty line without its
 newline (what `datasets.load_dataset("text")` yields: the newline token is then never counted).
 Sequences longer than `max_chars` are cut at a space that follows a non-space character (`cut_long`, so that
-pre-tokenization is unchanged for the tokenizers the fast path accepts); the pieces are marked as continuations so
+the tokens are unchanged for the tokenizers the fast path accepts; in Llama 2's Prepend + Replace layout the counter
+drops a piece's leading space, whose "▁" the Prepend gives back); the pieces are marked as continuations so
 per-sequence special tokens are still counted once.
 """
 

@@ -251,11 +251,14 @@ def restated_metaspace(config: dict) -> dict | None:
     pre-tokenizer it equals instead (prepend_scheme "always", or "never" without the Prepend), or None for any other.
 
     Replace alone is exactly Metaspace(prepend_scheme="never", split=False). With the Prepend the two differ only on
-    a text that starts with a space or "▁" (Prepend adds one more "▁", Metaspace does not); the counter encodes such
-    texts whole with the tokenizer itself (`leading_space_whole`), the rest by chunks with the restated one.
+    a text that starts with a space or "▁" (Prepend adds one more "▁", Metaspace does not), and after an added token
+    (the normalizer prepends to every part between added tokens); the counter encodes texts holding "▁" or an added
+    token's text whole with the tokenizer itself, and so the texts that start with a space (`leading_space_whole`;
+    a piece of a sequence cut before a space loses that space first: its "▁" then comes from the Prepend, as in the
+    uncut sequence), the rest by chunks with the restated one.
     """
     norm = config.get("normalizer") or {}
-    if config.get("pre_tokenizer") is not None:
+    if config.get("pre_tokenizer") is not None or not unsplit_metaspace_builds():
         return None
     steps = norm.get("normalizers") if norm.get("type") == "Sequence" else [norm]
     if not steps or not 1 <= len(steps) <= 2:
@@ -274,6 +277,16 @@ def restated_metaspace(config: dict) -> dict | None:
     scheme = "always" if prepend else "never"
     metaspace = {"type": "Metaspace", "replacement": r, "prepend_scheme": scheme, "split": False}
     return {**config, "normalizer": None, "pre_tokenizer": metaspace}
+
+
+@functools.cache
+def unsplit_metaspace_builds() -> bool:
+    """Whether the installed tokenizers can build a Metaspace that keeps a sequence whole (its `split` option came
+    with tokenizers 0.19; before, Metaspace always split and needed `add_prefix_space`)."""
+    from importlib.metadata import version
+
+    major, minor = (int(x) for x in re.findall(r"\d+", version("tokenizers"))[:2])
+    return (major, minor) >= (0, 19)
 
 
 def leading_space_whole(config: dict) -> bool:
@@ -410,23 +423,30 @@ def byte_level_sizes(tok, config: dict) -> np.ndarray | None:
     return sizes
 
 
+_BYTE_TOKEN = re.compile("<0x[0-9A-Fa-f]{2}>")
+
+
 def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool] | None:
     """((V,) characters of text each token stands for, whether the tokenizer adds a "▁" before a text) for the
     SentencePiece layouts the chunk path takes (`metaspace_replacement` not None: no normalizer once restated, the
     "▁" one character for one space); None for any other tokenizer, or without `encode_batch_fast`.
 
-    A token stands for its string's characters; a byte-fallback token "<0xNN>" for one character when NN starts a
-    UTF-8 character and for none when NN continues one (the bytes of a character add up to 1); the unk token for one
-    (a fused unk stands for more: the text's sum then falls short, which the counter checks). Added tokens never
-    occur in the texts located this way (texts holding their content are encoded whole).
+    A model token stands for its string's characters; a byte-fallback token "<0xNN>" for one character when NN
+    starts a UTF-8 character and for none when NN continues one (the bytes of a character add up to 1); the unk token
+    for one (a fused unk stands for more). No size is ever too large (a vocabulary whose tokens merge byte-fallback
+    tokens, "<0xE4><0xB8>", is refused), so a text whose sizes add up to its characters has every size right, and
+    one that falls short is caught by the counter's per-text check. Added tokens never occur in the texts located
+    this way (texts holding their content are encoded whole, and so are chunks whose joining would form it).
     """
     replacement = metaspace_replacement(config)
     if replacement is None or not hasattr(tok, "encode_batch_fast"):
         return None
     pre = (restated_metaspace(config) or config)["pre_tokenizer"]
     model = config.get("model") or {}
-    vocab = tok.get_vocab(with_added_tokens=True)
-    sizes = np.zeros(max(vocab.values(), default=-1) + 1, np.int64)
+    vocab = tok.get_vocab(with_added_tokens=False)  # the model's own tokens
+    if model.get("byte_fallback") and any(len(t) > 6 and _BYTE_TOKEN.search(t) for t in vocab):
+        return None
+    sizes = np.zeros(hf_vocab_size(tok), np.int64)
     sizes[np.fromiter(vocab.values(), np.int64, len(vocab))] = np.fromiter(map(len, vocab), np.int64, len(vocab))
     if model.get("byte_fallback"):
         for b in range(256):
