@@ -41,7 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze_scale.py
 	$(BIN)/python benchmarks/analyze_dask.py
 	$(BIN)/python benchmarks/layer_speed.py --quick
-	$(BIN)/python benchmarks/cost_model_fidelity.py --profile $(PROFILE)
+	mkdir -p out && $(BIN)/vocabopt profile -q -o out/bench-device.json
+	$(BIN)/python benchmarks/cost_model_fidelity.py --profile out/bench-device.json --profile $(PROFILE)
 	$(BIN)/python benchmarks/optimizer_speed.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/plan_vs_folklore.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/validate_kjv.py --profile $(PROFILE)

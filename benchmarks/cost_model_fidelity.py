@@ -22,7 +22,7 @@ from _sections import command, machine, write_section
 from scipy.stats import spearmanr
 
 from vocabopt import DeviceProfile, Plan, build_layer, cost
-from vocabopt.device import interleaved_ms
+from vocabopt.device import device_name, interleaved_ms
 
 HEADING = "Cost-model fidelity (benchmarks/cost_model_fidelity.py)"
 
@@ -100,11 +100,18 @@ def report(path: str, profile: DeviceProfile, plans: list[Plan], measured, measu
     abs_err = [abs(r[5]) for r in rows]
     rho = float(spearmanr([r[3] for r in rows], [r[4] for r in rows]).statistic)
     med, p90 = statistics.median(abs_err), float(np.percentile(abs_err, 90))
+    here = device_name("cpu")
+    foreign = (
+        "" if profile.device == here else f"; **a profile of another machine** ({profile.device}; this run: {here})"
+    )
     line = (
-        f"`{path}` ({'quick' if profile.settings.get('quick') else 'full'} grid, measured {profile.created}): "
+        f"`{path}` ({'quick' if profile.settings.get('quick') else 'full'} grid, measured {profile.created}{foreign}): "
         f"**median |relative error| {med:.1%}** (p90 {p90:.1%}), **Spearman rho {rho:.3f}**"
     )
     print(f"median |relative error| {med:.1%}, p90 {p90:.1%}, Spearman rho {rho:.3f} over {len(rows)} designs")
+    if foreign:
+        print(f"warning: {path} was measured on {profile.device}, this machine is {here}: the errors above measure the")
+        print("machines' difference as well as the cost model (profile this one: vocabopt profile -o FILE)")
     for v, meas in zip(args.full_softmax, measured_full, strict=True):
         pred_ms, _ = cost.full_softmax_ms(profile, args.tokens, args.hidden, v)
         line += f"; full softmax V={v}: predicted {pred_ms:.0f} ms, measured {meas:.0f} ms"
@@ -173,8 +180,9 @@ Targets: median <= 15%, rho >= 0.9.
 
 {chr(10).join("- " + x for x in summaries)}
 
-Measured on a shared 2-core machine (other sessions busy); the lead re-runs it on a quiet one. "Extrapolated"
-predictions (nearly all here) used a grid point too large to measure, filled from the measured ones.
+The table is the first profile's (`make bench` passes this machine's own profile first, measured in the run or
+taken from the profile cache, then the shipped one: a profile measured on another CPU mispredicts by the machines'
+difference). "Extrapolated" predictions used a grid point too large to measure, filled from the measured ones.
 
 {tables[0]}
 """,

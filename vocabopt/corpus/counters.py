@@ -198,10 +198,10 @@ class HFCounter:
             np.add.at(out.counts, self.special_ids, n_starts)
         if path == "encode":
             plain, fast = texts, []
-        elif self._any_added(texts):
+        elif self._whole(texts):
             plain, fast = [], []
             for t in texts:
-                (plain if self._any_added([t]) else fast).append(t)
+                (plain if self._whole([t]) else fast).append(t)
         else:
             plain, fast = [], texts
         if plain:
@@ -228,7 +228,7 @@ class HFCounter:
         PROBE_BATCHES), the others under the tokenizer's own path, so that timing never changes the stats."""
         n_added = len(plain)
         if path != self.configured:
-            n_added = sum(self._any_added([t]) for t in plain) if self._any_added(plain) else 0
+            n_added = sum(self._whole([t]) for t in plain) if self._whole(plain) else 0
             out.switched = len(plain) - n_added
             if out.switched:
                 out.paths[self.configured] += out.switched
@@ -279,13 +279,15 @@ class HFCounter:
         ids = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=int(lengths.sum()))
         return ids, np.cumsum(lengths) - lengths, lengths
 
+    def _whole(self, texts: list[str]) -> bool:
+        """Whether any text is to be encoded whole: it holds an added token's content (`_any_added`) or, with
+        `leading_space`, starts with a space."""
+        return (self.leading_space and any(t[:1] == " " for t in texts)) or self._any_added(texts)
+
     def _any_added(self, texts: list[str]) -> bool:
         """Whether any text contains an added token's content: any added token's in the raw text, or a
         `normalized` one's in the normalized text (checked on the whole batch; a raw match of a token the tokenizer
-        would only match after normalizing just sends the text to plain encoding, which is exact anyway), or, with
-        `leading_space`, starts with a space."""
-        if self.leading_space and any(t[:1] == " " for t in texts):
-            return True
+        would only match after normalizing just sends the text to plain encoding, which is exact anyway)."""
         if self.added is None:
             return False
         joined = "\n".join(texts)
