@@ -32,9 +32,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check vocabopt tests benchmarks
 
 # Regenerates docs/benchmarks.md: every script whose figures README.md and docs/ quote (benchmarks/README.md maps
-# each figure to its script and section). Hours on a 2-core CPU (tune_corpora ~40 min, expand_replan ~30 min,
-# validate_kjv ~8 min, layer_speed ~3 min, ...). Run it on a quiet machine; on another machine than the shipped
-# profile's, pass your own: `make bench PROFILE=out/device.json` (from `vocabopt profile -o out/device.json`).
+# each figure to its script and section). ~1.5 h on a 2-core CPU (2026-11-29: 83 min, tune_corpora ~36 min,
+# expand_replan ~7, validate_kjv ~5, the machine's profile ~10 the first time, ...). Run it on a quiet machine, from a
+# clone of its own (edits in a working checkout would reach scripts not yet started). The cost-model check always
+# uses this machine's profile (measured here, cached); the optimizer, validate and tune use PROFILE: on another
+# machine than the shipped profile's, pass your own, `make bench PROFILE=out/bench-device.json`.
 PROFILE ?= configs/devices/cpu-xeon-2core-float32.json
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze_throughput.py
