@@ -35,13 +35,14 @@ SECTION = "Tune on two corpora (benchmarks/tune_corpora.py)"
 STDLIB_BYTES = 4_000_000
 
 
-def kjv(_: Path) -> tuple[Path, Path, str]:
+def kjv(_tmp: Path, _args) -> tuple[Path, Path, str]:
     return ROOT / "corpora" / "kjv.txt", ROOT / "corpora" / "kjv-bpe-8k" / "tokenizer.json", "KJV Bible (public domain)"
 
 
-def python_stdlib(tmp: Path) -> tuple[Path, Path, str]:
-    """~4 MB of the running interpreter's standard library source, and an 8K byte-level BPE trained on it."""
-    corpus, path, size = stdlib_corpus(tmp, STDLIB_BYTES, 8000)
+def python_stdlib(tmp: Path, args) -> tuple[Path, Path, str]:
+    """~4 MB of the running interpreter's standard library source, and a byte-level BPE trained on it
+    (--stdlib-vocab ids, 8K in the reported run)."""
+    corpus, path, size = stdlib_corpus(tmp, STDLIB_BYTES, args.stdlib_vocab)
     version = sys.version.split()[0]
     return corpus, path, f"Python {version} standard library source, {size / 1e6:.1f} MB (PSF License v2)"
 
@@ -50,7 +51,7 @@ CORPORA = {"kjv": kjv, "python-stdlib": python_stdlib}
 
 
 def run_corpus(name: str, args: argparse.Namespace, profile, tmp: Path) -> dict:
-    corpus, tokenizer, about = CORPORA[name](tmp)
+    corpus, tokenizer, about = CORPORA[name](tmp, args)
     stats = vocabopt.analyze([str(corpus)], tokenizer=str(tokenizer))
     train = TrainSettings(model=args.model, seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps)
 
@@ -195,6 +196,9 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument(
+        "--stdlib-vocab", type=int, default=8000, help="BPE size for the Python source (experiments; 8000 reported)"
+    )
     ap.add_argument("--plans", default=str(ROOT / "out" / "tune_corpora"), help="where each tuned plan is saved")
     args = ap.parse_args()
     profile = vocabopt.DeviceProfile.load(args.profile)
