@@ -418,7 +418,12 @@ def byte_level_sizes(tok, config: dict) -> np.ndarray | None:
     ):  # tokenizers < 0.20
         return None
     vocab = tok.get_vocab(with_added_tokens=True)
-    sizes = np.zeros(max(vocab.values(), default=-1) + 1, np.int64)
+    return _string_lengths(vocab, max(vocab.values(), default=-1) + 1)
+
+
+def _string_lengths(vocab: dict[str, int], n: int) -> np.ndarray:
+    """(n,) int64: the length of each id's token string in `vocab` (0 for ids it does not hold)."""
+    sizes = np.zeros(n, np.int64)
     sizes[np.fromiter(vocab.values(), np.int64, len(vocab))] = np.fromiter(map(len, vocab), np.int64, len(vocab))
     return sizes
 
@@ -446,8 +451,7 @@ def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool] | None:
     vocab = tok.get_vocab(with_added_tokens=False)  # the model's own tokens
     if model.get("byte_fallback") and any(len(t) > 6 and _BYTE_TOKEN.search(t) for t in vocab):
         return None
-    sizes = np.zeros(hf_vocab_size(tok), np.int64)
-    sizes[np.fromiter(vocab.values(), np.int64, len(vocab))] = np.fromiter(map(len, vocab), np.int64, len(vocab))
+    sizes = _string_lengths(vocab, hf_vocab_size(tok))
     if model.get("byte_fallback"):
         for b in range(256):
             if (i := vocab.get(f"<0x{b:02X}>")) is not None:
