@@ -16,9 +16,10 @@ from click.testing import CliRunner
 import vocabopt
 from vocabopt import Plan, build_layer
 from vocabopt.cli import main
-from vocabopt.convert import ConvertReport, convert_head, read_weights, summary_lines
+from vocabopt.convert import ConvertReport, convert_head, summary_lines
 from vocabopt.errors import InputError, MismatchError
 from vocabopt.replan import factor_tail
+from vocabopt.weights import read_weights
 
 V, D, CUT, PROJ = 300, 32, [40, 140], [8, 3]
 
@@ -204,6 +205,11 @@ def test_distillation_lowers_kl_on_heldout_states():
     assert r.after.kl == pytest.approx(float((lt.exp() * (lt - ls)).sum(1).mean()), rel=1e-4)
     assert r.distillation_discarded is None
     assert any(line.startswith("after distillation") for line in summary_lines(r))
+    # the copied shortlist is not distilled: its rows and biases are still the original's, bit for bit
+    ids = torch.from_numpy(plan.order[: CUT[0]])
+    assert torch.equal(conv.layer.head.weight[: CUT[0]], W[ids]) and torch.equal(conv.layer.head.bias[: CUT[0]], b[ids])
+    undistilled = convert_head(W, b, plan, hidden_states=h, distil_steps=0).layer
+    assert not torch.equal(conv.layer.head.weight[CUT[0] :], undistilled.head.weight[CUT[0] :])  # cluster rows moved
 
 
 def test_distillation_that_hurts_is_undone(tmp_path):

@@ -113,7 +113,7 @@ LAYERS = [
     ("layer",),
     ("export", "hf"),
     ("expand", "replan", "drift"),
-    ("convert",),
+    ("weights", "convert"),
     ("bench", "decode"),
     ("training",),
     ("quality",),

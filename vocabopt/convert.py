@@ -18,7 +18,8 @@ Method (by the plan's frequency rank; original logit l_j(h) = h . w_j + b_j):
   and every shortlist probability equal the original's. With hidden states it is fitted by least squares on them
   (truncated-SVD solve, `replan.RCOND`); without, the closed form is its tangent plane at h = 0: row
   sum_j softmax(b)_j w_j, bias lse(b) (a lower bound for every h since lse is convex; exact when the rows are equal);
-- distillation (optional, needs hidden states): Adam on every parameter of the layer, minimising
+- distillation (optional, needs hidden states): Adam on the layer's approximated parameters (tails, cluster logits;
+  the copied shortlist rows and biases stay exact, so the order among shortlist ids is the original's), minimising
   KL(original || adaptive) of the full distribution on random mini-batches of the hidden states. If it raises the KL
   on the evaluation states it is undone: the report's `after` is then `before` (the head kept) and the discarded
   figures sit in `distillation_discarded`.
@@ -39,14 +40,12 @@ from . import artifacts
 from .errors import ArtifactError, InputError, MismatchError
 from .plan import Plan
 from .replan import RCOND, factor_tail
+from .weights import lm_head_from
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 ARTIFACT = "vocabopt.ConvertReport"
-# Where a state dict keeps the output layer, and (tied models, whose files often omit lm_head) the input embedding.
-LM_HEAD_KEYS = ("lm_head.weight", "output.weight", "weight")
-EMBEDDING_KEYS = ("model.embed_tokens.weight", "transformer.wte.weight", "embed_tokens.weight", "tok_embeddings.weight")
 MAX_ELEMENTS = 1 << 22  # rows x V logits per chunk of evaluation / fitting (16 MB fp32)
 QUALITY_FIELDS = ("before", "after", "distillation_discarded")  # the ConvertReport fields holding a Quality
 
@@ -125,81 +124,6 @@ class Conversion:
 
     layer: Any
     report: ConvertReport
-
-
-def lm_head_from(obj: Any, bias: Any = None, *, key: str | None = None) -> tuple[Any, Any, str, bool]:
-    """(weight (V, d), bias (V,) or None, source, tied) from a tensor/array, an nn.Linear, an HF model or a state dict.
-
-    A state dict is searched for `key`, else `LM_HEAD_KEYS`, else (tied models) `EMBEDDING_KEYS`.
-    """
-    import torch
-
-    if hasattr(obj, "get_output_embeddings"):  # a transformers model
-        lin, emb = obj.get_output_embeddings(), obj.get_input_embeddings()
-        tied = emb is not None and lin.weight.data_ptr() == emb.weight.data_ptr()
-        return lin.weight.detach(), None if lin.bias is None else lin.bias.detach(), "model lm_head", tied
-    if isinstance(obj, torch.nn.Linear):
-        if bias is not None:
-            raise InputError("pass bias=None with an nn.Linear: its own bias is used")
-        return obj.weight.detach(), None if obj.bias is None else obj.bias.detach(), "nn.Linear", False
-    if isinstance(obj, dict):
-        return _from_state(obj, key)
-    try:
-        w = torch.as_tensor(obj).detach()
-        b = None if bias is None else torch.as_tensor(bias).detach()
-    except (TypeError, ValueError, RuntimeError):
-        raise InputError(
-            f"weight must be a (V, d) tensor, an nn.Linear or a state dict, got {type(obj).__name__}"
-        ) from None
-    return w, b, "tensor", False
-
-
-def _from_state(state: dict[str, Any], key: str | None) -> tuple[Any, Any, str, bool]:
-    import torch
-
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if key is not None and key not in tensors:
-        mats = sorted(k for k, v in tensors.items() if v.ndim == 2)
-        raise InputError(f"no tensor {key!r} in the weights; 2-D tensors there: {mats[:8]}; pass --key one of them")
-    found = key or next((k for k in LM_HEAD_KEYS if k in tensors), None)
-    tied = False
-    if found is None:
-        found = next((k for k in EMBEDDING_KEYS if k in tensors), None)
-        tied = found is not None
-    if found is None:
-        mats = sorted(k for k, v in tensors.items() if v.ndim == 2)
-        raise InputError(f"no lm_head or embedding weight among {len(tensors)} tensors {mats[:8]}; pass --key NAME")
-    emb = next((tensors[k] for k in EMBEDDING_KEYS if k in tensors and k != found), None)
-    tied = tied or (emb is not None and emb.shape == tensors[found].shape and torch.equal(emb, tensors[found]))
-    bias_key = found[: -len("weight")] + "bias" if found.endswith("weight") and found not in EMBEDDING_KEYS else None
-    return tensors[found], tensors.get(bias_key) if bias_key else None, found, tied
-
-
-def read_weights(path: str) -> dict[str, Any]:
-    """The tensors of a .safetensors file or a torch.save file (loaded with weights_only=True: no code runs);
-    a file holding one bare tensor comes back as {"weight": tensor}."""
-    import torch
-
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such file; save the model's weights with torch.save(model.state_dict(), path)")
-    try:
-        if path.endswith(".safetensors"):
-            try:
-                from safetensors.torch import load_file
-            except ImportError:
-                raise InputError(f"{path}: reading .safetensors needs `pip install safetensors`") from None
-            state = load_file(path, device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except InputError:
-        raise
-    except Exception as e:  # torch/safetensors raise several types for a file that is not a tensor archive
-        raise ArtifactError(f"{path}: not a weights file that loads safely ({type(e).__name__}); re-save it") from None
-    if isinstance(state, torch.Tensor):
-        return {"weight": state}
-    if not isinstance(state, dict):
-        raise ArtifactError(f"{path}: expected a state dict or a tensor, got {type(state).__name__}")
-    return state
 
 
 def _fit_shapes(w: Any, b: Any, plan: Plan) -> tuple[Any, Any, int, int]:
@@ -317,16 +241,21 @@ def distil(
     lr: float,
     batch_rows: int,
     seed: int = 0,
+    frozen_rows: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> list[float]:
-    """Adam on every parameter of `layer` for `steps` mini-batches of x (n, d): KL(original || layer) per row.
+    """Adam on the parameters of `layer` for `steps` mini-batches of x (n, d): KL(original || layer) per row.
 
+    The first `frozen_rows` rows of the head cluster's weight and bias (the copied shortlist) are put back after
+    every step: they leave the distillation bit for bit as they entered it.
     Returns the loss (nats/token) of each step. progress(step, steps, loss) after each step.
     """
     import torch
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(seed)
+    head_w, head_b = layer.head.weight, layer.head.bias
+    frozen = head_w[:frozen_rows].detach().clone(), None if head_b is None else head_b[:frozen_rows].detach().clone()
     opt = torch.optim.Adam(layer.parameters(), lr=lr)
     layer.train()
     losses = []
@@ -339,6 +268,10 @@ def distil(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        with torch.no_grad():  # the frozen rows: put back bit for bit after each step
+            head_w[:frozen_rows] = frozen[0]
+            if head_b is not None:
+                head_b[:frozen_rows] = frozen[1]
         losses.append(float(loss.detach()))
         if progress is not None:
             progress(k + 1, steps, losses[-1])
@@ -439,7 +372,8 @@ def convert_head(
         rows = batch_rows or min(256, max(16, MAX_ELEMENTS // plan.vocab_size))
         kept = {k: v.clone() for k, v in layer.state_dict().items()}
         t0 = time.perf_counter()
-        losses = distil(layer, W32, b32, x, steps=distil_steps, lr=lr, batch_rows=rows, seed=seed, progress=progress)
+        kw = {"batch_rows": rows, "seed": seed, "frozen_rows": plan.bounds[0][1], "progress": progress}
+        losses = distil(layer, W32, b32, x, steps=distil_steps, lr=lr, **kw)
         report.distil = {"steps": distil_steps, "lr": lr, "batch_rows": rows, "seconds": time.perf_counter() - t0}
         report.distil |= {"first_loss": losses[0], "last_loss": losses[-1], "kept": "distilled"}
         report.after = measure(layer, W32, b32, ev_x, ev_t)

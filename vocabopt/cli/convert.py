@@ -47,10 +47,11 @@ def convert_cmd(
     Example:
       vocabopt convert plan.json --weights model.safetensors --hidden-states h.npy --targets y.npy -o head.pt
     """
-    from ..convert import convert_head, read_weights, summary_lines
+    from ..convert import convert_head, summary_lines
     from ..errors import InputError
     from ..expand import write_state
     from ..plan import Plan
+    from ..weights import read_weights
 
     if not 0.0 <= eval_fraction < 1.0:
         raise InputError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
