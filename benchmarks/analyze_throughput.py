@@ -8,8 +8,8 @@ the post-processor's special tokens; identical counts are asserted for every row
 Families (trained here on the shipped corpus with the `tokenizers` trainers where no real file ships): GPT-2
 byte-level (the shipped kjv-bpe-8k), cl100k-style, o200k-style and tekken-style Split regexes then ByteLevel,
 a SentencePiece-style BPE with byte fallback (Metaspace without splitting: one piece per sequence, as the tokenizers
-library's own SentencePiece layout does; Llama 2's tokenizer.json gets the same pieces from a Prepend + Replace
-normalizer instead, which the analyzer counts on the same chunk path), a
+library's own SentencePiece layout does) and the same model laid out as Llama 2's tokenizer.json (no pre-tokenizer,
+a Prepend + Replace normalizer, which the analyzer restates as that Metaspace and counts on the same chunk path), a
 Unigram (Metaspace), WordPiece (BERT). Corpora: the shipped corpus (4.4 MB) and a generated one whose distinct words
 grow as in real text (Heaps' law: Zipf-Mandelbrot word sampling over a 2M-word synthetic vocabulary, a fifth of its
 documents real text), since the distinct-piece rate is what decides the speed-up. Rounds are interleaved (peer,
@@ -94,6 +94,21 @@ def train_family(name: str, out: Path, vocab: int) -> Path:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     path = out / (name.split(",")[0].replace(" ", "-") + ".json")
     tok.save(str(path))
+    return path
+
+
+def llama_layout(spm_path: Path, out: Path) -> Path:
+    """The SentencePiece BPE of `spm_path` as Llama 2's tokenizer.json lays it out (Mistral v0.1 too): no
+    pre-tokenizer, a Prepend("▁") + Replace(" " -> "▁") normalizer; the same model, merges and ids."""
+    import json
+
+    layout = json.loads(spm_path.read_text(encoding="utf-8"))
+    prepend = {"type": "Prepend", "prepend": "\u2581"}
+    replace = {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}
+    layout["normalizer"] = {"type": "Sequence", "normalizers": [prepend, replace]}
+    layout["pre_tokenizer"] = None
+    path = out / "SentencePiece-BPE-llama2-layout.json"
+    path.write_text(json.dumps(layout, ensure_ascii=False), encoding="utf-8")
     return path
 
 
@@ -247,6 +262,8 @@ def main() -> None:
         families = {"GPT-2 byte-level (kjv-bpe-8k)": TOKENIZER}
         for name in [*REGEXES, "SentencePiece BPE, byte fallback", "Unigram", "WordPiece"]:
             families[name] = train_family(name, Path(tmp), args.vocab)
+        spm_bpe = families["SentencePiece BPE, byte fallback"]
+        families["SentencePiece BPE, Llama 2 layout"] = llama_layout(spm_bpe, Path(tmp))
         for family, tok_path in families.items():
             tok = Tokenizer.from_file(str(tok_path))
             tok.no_truncation()
