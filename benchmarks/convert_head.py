@@ -11,7 +11,8 @@ on held-out states, batch 1 and 64).
 
 Corpora (nothing downloaded): the shipped King James Bible with its 8K byte-level BPE, and the first ~2 MB of the
 Python standard library source that ships with this interpreter (PSF License v2) with a 32K byte-level BPE trained on
-it in the run (a larger vocabulary, where a converted head has more to skip; `--stdlib-vocab 0`: the KJV tokenizer).
+it in the run on the whole 2 MB, held-out 5% included (a larger vocabulary, where a converted head has more to skip;
+the trainer may stop short of 32K; `--stdlib-vocab 0`: the KJV tokenizer).
 
     python benchmarks/convert_head.py                 # both corpora, d=256, 400 training steps (CPU: ~10 min)
     python benchmarks/convert_head.py --quick         # KJV slice, d=64, 40 steps (~1-2 min)
@@ -163,14 +164,15 @@ def table(rows: list[dict], args, wall_s: float) -> str:
         "held-out states. Speed-up = full lm_head time / converted head time (median of interleaved calls).",
         "",
         "| corpus | cutoffs | proj | KL before -> after (nats) | top-1 agree before -> after | ppl change before "
-        "-> after | greedy B=1 | greedy B=64 | top-50 B=1 | top-50 B=64 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "-> after | distillation | greedy B=1 | greedy B=64 | top-50 B=1 | top-50 B=64 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         b, a, s = r["before"], r["after"], r["speedup"]
         lines.append(
             f"| {r['corpus']} | {r['cutoffs']} | {r['proj_dims']} | {b.kl:.4f} -> {a.kl:.4f} | "
             f"{b.top1_agreement:.1%} -> {a.top1_agreement:.1%} | {b.ppl_change:+.2%} -> {a.ppl_change:+.2%} | "
+            f"{ {'distilled': 'kept', '-': 'none'}.get(r['kept'], 'discarded (raised the KL)') } | "
             f"{s['greedy B=1']:.2f}x | {s['greedy B=64']:.2f}x | {s['top-50 B=1']:.2f}x | {s['top-50 B=64']:.2f}x |"
         )
     lines.append("")
@@ -210,15 +212,15 @@ def main() -> None:
     corpora = []
     if args.corpus in ("kjv", "both"):
         corpora.append(("KJV", (ROOT / "corpora" / "kjv.txt").read_text(encoding="utf-8")[: args.text_bytes], tok))
-    tmp = tempfile.TemporaryDirectory(prefix="vocabopt-convert-")
-    if args.corpus in ("stdlib", "both") and not args.stdlib_vocab:
-        corpora.append(("Python stdlib, KJV BPE", stdlib_text(args.text_bytes), tok))
-    elif args.corpus in ("stdlib", "both"):
-        corpus, path, _ = stdlib_corpus(Path(tmp.name), args.text_bytes, args.stdlib_vocab)
-        name = f"Python stdlib, {args.stdlib_vocab // 1000}K BPE"
-        corpora.append((name, corpus.read_text(encoding="utf-8"), Tokenizer.from_file(str(path))))
-    rows = [r for name, text, t in corpora for r in run_corpus(name, text, t, profile, args)]
-    tmp.cleanup()
+    with tempfile.TemporaryDirectory(prefix="vocabopt-convert-") as tmp:
+        if args.corpus in ("stdlib", "both") and not args.stdlib_vocab:
+            corpora.append(("Python stdlib, KJV BPE", stdlib_text(args.text_bytes), tok))
+        elif args.corpus in ("stdlib", "both"):
+            corpus, path, _ = stdlib_corpus(Path(tmp), args.text_bytes, args.stdlib_vocab)
+            own = Tokenizer.from_file(str(path))
+            name = f"Python stdlib, own BPE (V={own.get_vocab_size():,})"
+            corpora.append((name, corpus.read_text(encoding="utf-8"), own))
+        rows = [r for name, text, t in corpora for r in run_corpus(name, text, t, profile, args)]
     text = table(rows, args, time.perf_counter() - t0)
     print(text)
     if args.docs:

@@ -41,7 +41,8 @@ def convert_cmd(
     as_json: bool,
 ) -> None:
     """Convert the trained (V, d) lm_head in --weights into PLAN's adaptive head: shortlist rows copied, each tail a
-    truncated SVD of its rows, cluster logits fitted, then distilled on --hidden-states (KL to the original).
+    truncated SVD of its rows, cluster logits fitted, then the tails and cluster logits distilled on --hidden-states
+    (KL to the original; the copied shortlist rows stay exact).
 
     \b
     Example:

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 # Distinct chunks/pre-tokens remembered per worker (the store is cleared when a batch would pass it): bounds memory
-# on huge corpora. 500K, not the 2M it was: on benchmarks/analyze_scale.py's 1 GB Heaps corpus (2026-11-29, 2 workers,
-# one run each) peak RSS was 809 MB at 2M, 758 at 1M, 612 at 500K, 555 at 250K, against ~500-680 MB for the 1/16
-# slice (which never fills 500K); wall 117 / 88 / 100 / 119 s: no cost this machine's noise could show.
+# on huge corpora. 500K, not the 2M it was: an ad-hoc single-run sweep on analyze_scale.py's 1 GB Heaps corpus
+# (docs/reliability.md, Known limits) gave peak RSS 809 MB at 2M, 612 at 500K, no wall-time cost it could resolve.
 CACHE_LIMIT = 500_000
 
 _ADJ_SPACE = re.compile(r"\s | \s")  # a space next to other whitespace (or at a text's edge, once joined)
