@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import vocabopt
 from vocabopt import Plan, build_layer
 from vocabopt.cli import main
-from vocabopt.convert import ConvertReport, convert_head, summary_lines
+from vocabopt.convert import ConvertReport, convert_head, distil, summary_lines
 from vocabopt.errors import InputError, MismatchError
 from vocabopt.replan import factor_tail
 from vocabopt.weights import read_weights
@@ -210,6 +210,21 @@ def test_distillation_lowers_kl_on_heldout_states():
     assert torch.equal(conv.layer.head.weight[: CUT[0]], W[ids]) and torch.equal(conv.layer.head.bias[: CUT[0]], b[ids])
     undistilled = convert_head(W, b, plan, hidden_states=h, distil_steps=0).layer
     assert not torch.equal(conv.layer.head.weight[CUT[0] :], undistilled.head.weight[CUT[0] :])  # cluster rows moved
+
+
+def test_distil_keeps_frozen_rows_of_a_head_without_bias():
+    """`distil` on its own: a layer whose head has no bias keeps its first rows bit for bit, the rest move; a frozen
+    count past the shortlist is refused."""
+    plan = _plan()
+    W, b = _low_rank_head(plan, [16, 8])
+    layer = build_layer(plan, head_bias=False)
+    before = layer.head.weight.detach().clone()
+    x = torch.randn(200, D, generator=_gen(14))
+    distil(layer, W, b, x, steps=5, lr=1e-2, batch_rows=32, frozen_rows=CUT[0])
+    assert layer.head.bias is None and torch.equal(layer.head.weight[: CUT[0]], before[: CUT[0]])
+    assert not torch.equal(layer.head.weight[CUT[0] :], before[CUT[0] :])
+    with pytest.raises(InputError, match="frozen_rows"):
+        distil(layer, W, b, x, steps=1, lr=1e-2, batch_rows=32, frozen_rows=CUT[0] + 1)
 
 
 def test_distillation_that_hurts_is_undone(tmp_path):

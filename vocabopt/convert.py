@@ -253,9 +253,11 @@ def distil(
     import torch
     import torch.nn.functional as F
 
+    if not 0 <= frozen_rows <= layer.shortlist:
+        raise InputError(f"frozen_rows={frozen_rows}: must be in [0, the head's shortlist {layer.shortlist}]")
     gen = torch.Generator().manual_seed(seed)
-    head_w, head_b = layer.head.weight, layer.head.bias
-    frozen = head_w[:frozen_rows].detach().clone(), None if head_b is None else head_b[:frozen_rows].detach().clone()
+    heads = (layer.head.weight, layer.head.bias) if frozen_rows else ()
+    keep = [(p, p[:frozen_rows].detach().clone()) for p in heads if p is not None]
     opt = torch.optim.Adam(layer.parameters(), lr=lr)
     layer.train()
     losses = []
@@ -269,9 +271,8 @@ def distil(
         loss.backward()
         opt.step()
         with torch.no_grad():  # the frozen rows: put back bit for bit after each step
-            head_w[:frozen_rows] = frozen[0]
-            if head_b is not None:
-                head_b[:frozen_rows] = frozen[1]
+            for p, rows0 in keep:
+                p[:frozen_rows] = rows0
         losses.append(float(loss.detach()))
         if progress is not None:
             progress(k + 1, steps, losses[-1])
