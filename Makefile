@@ -64,7 +64,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/plan_vs_folklore.py --profile $(PROFILE) --quick --no-write
 	$(BIN)/python benchmarks/tune_corpora.py --profile $(PROFILE) --corpus kjv --steps 40 --seeds 1 --no-write
 	$(BIN)/python benchmarks/expand_replan.py --profile $(PROFILE) --quick --no-write
-	$(BIN)/python benchmarks/decode_latency.py --shapes 4000:32 --batch 1 --reps 1
+	$(BIN)/python benchmarks/decode_latency.py --shapes 8192:256 --batch 1 --reps 1
 	$(BIN)/python benchmarks/convert_head.py --quick
 	$(BIN)/python benchmarks/quantize_head.py --quick
 

@@ -10,7 +10,7 @@ docs/benchmarks.md (run it on a quiet machine: timings taken while other jobs ru
 
     python benchmarks/decode_latency.py --quick                  # CPU: V=32K and 128K, d=1024, batch 1, 8, 64
     python benchmarks/decode_latency.py --device cuda --docs      # the full grid (the GPU suite's run)
-    python benchmarks/decode_latency.py --shapes 4000:32 --batch 1 --reps 1   # seconds: the test suite's smoke run
+    python benchmarks/decode_latency.py --shapes 8192:256 --batch 1 --reps 1   # seconds: the test suite's smoke run
 """
 
 from __future__ import annotations
