@@ -38,11 +38,15 @@ SHAPES_QUICK = [(32_768, 1024), (131_072, 1024)]
 CPU_PROFILE = Path(__file__).resolve().parents[1] / "configs" / "devices" / "cpu-xeon-2core-float32.json"
 
 
+def zipf_counts(V: int) -> np.ndarray:
+    """(V,) int64 counts with p(rank r) ~ 1/r, by rank = by id."""
+    return np.maximum(1, np.round(1e9 / np.arange(1, V + 1))).astype(np.int64)
+
+
 def zipf_plan(V: int, d: int) -> Plan:
-    counts = np.maximum(1, np.round(1e9 / np.arange(1, V + 1))).astype(np.int64)  # by rank = by id here
     cutoffs = [V // 32, V // 8]
     return Plan.from_cutoffs(
-        counts, hidden=d, cutoffs=cutoffs, proj_dims=[d // 4, d // 16], provenance={"name": f"zipf-V{V}-d{d}"}
+        zipf_counts(V), hidden=d, cutoffs=cutoffs, proj_dims=[d // 4, d // 16], provenance={"name": f"zipf-V{V}-d{d}"}
     )
 
 
@@ -51,9 +55,8 @@ def plans(V: int, d: int, profile: Any) -> list[tuple[str, Plan]]:
     (left out when no adaptive design is predicted faster than the full softmax: nothing adaptive to time)."""
     out = [("rule [V/32, V/8]", zipf_plan(V, d))]
     if profile is not None:
-        counts = np.maximum(1, np.round(1e9 / np.arange(1, V + 1))).astype(np.int64)
         try:
-            best = optimize(counts, hidden=d, profile=profile, batch_tokens=1, mode="infer", decode="greedy")
+            best = optimize(zipf_counts(V), hidden=d, profile=profile, batch_tokens=1, mode="infer", decode="greedy")
         except InputError as e:  # no adaptive design predicted faster here
             print(f"V={V} d={d}: no optimizer design ({e})", file=sys.stderr)
             return out

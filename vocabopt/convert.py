@@ -373,8 +373,8 @@ def convert_head(
         rows = batch_rows or min(256, max(16, MAX_ELEMENTS // plan.vocab_size))
         kept = {k: v.clone() for k, v in layer.state_dict().items()}
         t0 = time.perf_counter()
-        kw = {"batch_rows": rows, "seed": seed, "frozen_rows": plan.bounds[0][1], "progress": progress}
-        losses = distil(layer, W32, b32, x, steps=distil_steps, lr=lr, **kw)
+        kw = {"batch_rows": rows, "seed": seed, "progress": progress}
+        losses = distil(layer, W32, b32, x, steps=distil_steps, lr=lr, frozen_rows=layer.shortlist, **kw)
         report.distil = {"steps": distil_steps, "lr": lr, "batch_rows": rows, "seconds": time.perf_counter() - t0}
         report.distil |= {"first_loss": losses[0], "last_loss": losses[-1], "kept": "distilled"}
         report.after = measure(layer, W32, b32, ev_x, ev_t)
