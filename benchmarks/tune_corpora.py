@@ -71,6 +71,7 @@ def run_corpus(name: str, args: argparse.Namespace, profile, tmp: Path) -> dict:
         seeds=args.seeds,
         candidates=args.candidates,
         refine=args.refine,
+        budget_minutes=args.budget_minutes,
         folklore=True,
         train=train,
         progress=progress,
@@ -98,7 +99,8 @@ def rows(result: dict) -> list[str]:
     out = []
     for m in t["measured"]:
         mark = " **chosen**" if m["cutoffs"] == plan.cutoffs else ""
-        mark += f" (refinement {m['round']})" if m.get("round") else ""
+        kind = "probe" if m.get("refined") == "probe" else "refinement"
+        mark += f" ({kind} {m['round']})" if m.get("round") else ""
         within = "yes" if m["high"] <= t["tolerance"] else "no"
         raced = (
             f" ({m['seeds']} seed: out of the race)"
@@ -138,6 +140,16 @@ def _swing(t: dict) -> str:
     return f"largest seed-to-seed penalty swing {swing:.2%} ({name})"
 
 
+def _budget(t: dict) -> str:
+    stop = (t.get("budget") or {}).get("stopped")
+    if not stop:
+        return ""
+    return (
+        f"; refinement round {stop['round']} not run: estimated {stop['estimate_minutes']:.1f} min, "
+        f"{stop['left_minutes']:.1f} min of the budget left"
+    )
+
+
 def _verdict(t: dict) -> str:
     if t["met"]:
         return "tolerance met"
@@ -150,7 +162,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"Machine: {machine()}. Command: `{command()}`. Proxy LM: {args.model}, d={args.hidden}, "
         f"{args.steps} steps of {args.seq_len}x{args.batch_size} tokens, {args.seeds} seed(s) per design, "
-        f"{args.refine} refinement round(s) at most; the cost "
+        f"{args.candidates} frontier candidates, {args.refine} refinement round(s) at most within a "
+        f"{args.budget_minutes:g}-minute budget; the cost "
         f"model's batch is {args.batch_tokens} tokens; tolerance {args.tolerance:.0%} on the upper end of the 95% "
         "interval.",
         "",
@@ -163,7 +176,7 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
             f"tune took {r['tune_s'] / 60:.1f} min; penalties compared at: {t['basis']}; "
             f"{_verdict(t)}; chosen {r['plan'].cutoffs} ({how}) "
             f"(predicted {r['plan'].predicted['speedup']:.2f}x faster than the full softmax per layer step); "
-            f"{_swing(t)}."
+            f"{_swing(t)}{_budget(t)}."
         )
     lines += [
         "",
@@ -192,8 +205,9 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=2, help="tune's default")
-    ap.add_argument("--refine", type=int, default=2, help="tune's default")
-    ap.add_argument("--candidates", type=int, default=4)
+    ap.add_argument("--refine", type=int, default=3, help="tune's default")
+    ap.add_argument("--candidates", type=int, default=3, help="tune's default")
+    ap.add_argument("--budget-minutes", type=float, default=15.0, help="tune's default")
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument(

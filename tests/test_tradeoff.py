@@ -205,3 +205,32 @@ def test_pooling_does_not_lift_a_trained_design_whose_own_bound_clears():
     assert chosen["predicted_high"] == 0.0068 and chosen["predicted_penalty"] == -0.0046  # its own measurement
     chosen, met = tradeoff.choose(frontier[1:], model, 0.01, measured)
     assert not met  # neither the interpolated [5000] nor [7376] (own +1.73%) is within 1%
+
+
+def test_gap_probe_bisects_between_the_passing_choice_and_the_most_capacious_faster_failure():
+    """A trained choice that passed, faster trained designs that failed: the probe is the untrained design nearest
+    the middle of the gap between the choice and the most capacious failure, at least PROBE_MIN_GAIN faster than
+    the choice; trained designs, designs outside the gap and designs too little faster are never probed."""
+
+    def design(cap, ms, cut):
+        return {"cutoffs": [cut], "proj_dims": [8], "capacity": cap, "time_ms": ms}
+
+    frontier = [design(c, ms, k) for k, (c, ms) in enumerate([(0.70, 1.0), (0.82, 1.5), (0.85, 2.0), (0.90, 3.0),
+                                                              (0.92, 3.5), (0.95, 3.9), (1.0, 5.0)])]  # fmt: skip
+
+    def trained(d, high):
+        return {**d, "predicted_ms": d["time_ms"], "penalty": high - 0.01, "low": high - 0.02, "high": high}
+
+    chosen = {**frontier[5], "measured": True, "predicted_high": 0.005}  # capacity 0.95 passed
+    measured = [trained(frontier[0], 0.2), trained(frontier[1], 0.03), trained(frontier[5], 0.005)]
+    probe = tradeoff.gap_probe(frontier, measured, chosen, 0.01)
+    assert probe is frontier[3]  # the gap (0.82, 0.95): 0.90 is nearest its middle, 0.885
+    # a failure faster than the choice with more capacity than 0.82 narrows the gap from below
+    assert tradeoff.gap_probe(frontier, [*measured, trained(frontier[3], 0.02)], chosen, 0.01) is frontier[4]
+    assert tradeoff.gap_probe(frontier, [*measured, trained(frontier[4], 0.02)], chosen, 0.01) is None  # 0.92..0.95
+    assert tradeoff.gap_probe(frontier, measured, {**chosen, "predicted_high": 0.02}, 0.01) is None  # did not pass
+    assert tradeoff.gap_probe(frontier, measured, {**chosen, "measured": False}, 0.01) is None  # not trained
+    passing = [trained(frontier[0], 0.005), trained(frontier[5], 0.005)]
+    assert tradeoff.gap_probe(frontier, passing, chosen, 0.01) is None  # no faster design failed
+    slow = {**chosen, "time_ms": 3.2}  # 0.90 (3.0 ms) is under 10% faster than 3.2 ms: not worth a round
+    assert tradeoff.gap_probe(frontier, measured, slow, 0.01) is frontier[2]

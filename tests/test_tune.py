@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import vocabopt
 from vocabopt import tradeoff
 from vocabopt.cli import main
+from vocabopt.cli.tune import _print_table
 from vocabopt.errors import InputError
 from vocabopt.plan import Plan
 from vocabopt.profile import synthetic_profile
@@ -126,6 +127,8 @@ def test_cli_tune(tiny, tmp_path):
     assert "from_tune" in Plan.load(tmp_path / "p2.json").provenance["options"]
     bad = CliRunner().invoke(main, [*args[:-4], "--tolerance", "2", "-o", str(tmp_path / "x.json")])
     assert bad.exit_code == 1 and "tolerance=2" in bad.output and "Traceback" not in bad.output
+    bad = CliRunner().invoke(main, [*args[:-4], "--budget-minutes", "-1", "-o", str(tmp_path / "x.json")])
+    assert bad.exit_code == 1 and "budget_minutes=-1" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x.json").exists()
 
 
@@ -317,3 +320,61 @@ def test_confirm_trains_the_chosen_design_on_a_new_seed(tiny):
     assert conf["low"] <= conf["penalty"] <= conf["high"]
     assert conf["confirmed"] == (conf["penalty"] <= 0.05)
     assert all(len(m["curves"]) <= 2 for m in t["measured"])  # the confirming run is not part of the evidence
+
+
+def test_refinement_probes_the_gap_below_a_passing_choice_until_it_finds_the_crossing(tiny, monkeypatch):
+    """A penalty that steps from 5% to 0.9% (within the 1% tolerance, barely) at capacity 0.96: the monotone model,
+    interpolating between a failing design and one that passed with little room, predicts no untrained design
+    within the tolerance, so the choice is a trained design. Refinement then bisects the gap between the choice and
+    the most capacious faster failure (`tradeoff.gap_probe`) and ends on the fastest frontier design at or above the
+    step: the known answer, which the first round alone does not reach."""
+    tune_mod = sys.modules["vocabopt.tune"]
+    path, stats, prof = tiny
+    step = 0.96
+
+    def gap(cap):  # nats
+        return 0.05 if cap < step else 0.009
+
+    plans = {}
+    for refine in (0, 4):
+        fake, _ = _fake_training(gap, stats)
+        monkeypatch.setattr(tune_mod, "_train_seeds", fake)
+        plans[refine] = vocabopt.tune(
+            stats, sources=[str(path)], tokenizer=str(BPE), hidden=16, batch_tokens=512, profile=prof,
+            seeds=1, candidates=3, train=TINY, max_tokens=25_000, tolerance=0.01, refine=refine, budget_minutes=None,
+        )  # fmt: skip
+    frontier = plans[4].predicted["frontier"]
+    answer = min((d for d in frontier if d["capacity"] >= step), key=lambda d: d["time_ms"])
+    first, t = plans[0].provenance["tune"], plans[4].provenance["tune"]
+    assert first["chosen"]["measured"], "the fixture must make the first round's choice a trained design"
+    assert plans[0].cutoffs != answer["cutoffs"]
+    assert {m["refined"] for m in t["measured"] if m["round"]} == {"probe"}
+    assert plans[4].cutoffs == answer["cutoffs"] and t["chosen"]["measured"]
+    for m in t["measured"]:  # every probe lay between a failure and a pass
+        if m["refined"] == "probe":
+            assert any(o["high"] > 0.01 and o["capacity"] < m["capacity"] for o in t["measured"])
+            assert any(o["high"] <= 0.01 and o["capacity"] > m["capacity"] for o in t["measured"])
+
+
+def test_budget_stops_refinement_rounds_that_would_not_fit(tiny, monkeypatch, capsys):
+    """A budget already spent by the first round: no refinement round starts, the plan says which round the budget
+    left out, and the choice falls back to the fastest trained design that passed."""
+    tune_mod = sys.modules["vocabopt.tune"]
+    path, stats, prof = tiny
+    fake, _ = _fake_training(lambda cap: 0.05 if cap < 0.96 else 0.0, stats)
+    monkeypatch.setattr(tune_mod, "_train_seeds", fake)
+    plan = vocabopt.tune(
+        stats, sources=[str(path)], tokenizer=str(BPE), hidden=16, batch_tokens=512, profile=prof,
+        seeds=1, candidates=3, train=TINY, max_tokens=25_000, tolerance=0.01, refine=4, budget_minutes=1e-6,
+    )  # fmt: skip
+    t = plan.provenance["tune"]
+    assert not any(m["round"] for m in t["measured"])
+    assert t["budget"]["stopped"]["round"] == 1 and t["budget"]["minutes"] == 1e-6
+    assert t["chosen"]["measured"] and t["chosen"]["predicted_high"] <= 0.01
+    _print_table(plan)  # the CLI's table says so
+    assert "refinement round 1 not run" in capsys.readouterr().out
+    with pytest.raises(InputError, match="budget_minutes"):
+        vocabopt.tune(
+            stats, sources=[str(path)], tokenizer=str(BPE), hidden=16, batch_tokens=512, profile=prof,
+            train=TINY, budget_minutes=0,
+        )  # fmt: skip

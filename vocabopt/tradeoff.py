@@ -16,7 +16,8 @@ trained identically (same seed, batches, steps, optimizer). Two estimates:
   fit is what corrects for that short-run bias.
 At equal wall time (`penalty_at_equal_time`), measured within the run: the design at its end against the full
 softmax after the same time. The choice (`choose`): the fastest eligible design whose upper bound is within the
-tolerance, a trained design judged by its own measured bound, an untrained one by the monotone model's.
+tolerance, a trained design judged by its own measured bound, an untrained one by the monotone model's; when
+that is a trained design, `gap_probe` names the untrained design to try next between it and a faster one that failed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ MAX_GAP = 50.0  # nats: loss differences are clipped here before exp (a wild dra
 # the proxy trains deterministically; docs/benchmarks.md "Tune on two corpora"), so about 1.8x room; 9.5% before the
 # held-out windows were spread (one seed's windows vs an independent run): re-check this with --no-race runs
 RACE_MARGIN = 0.05
+# `gap_probe`: a design probed between the choice and a faster failing design must be predicted this much faster than
+# the choice; the cost model's median |relative error| is 9.1% on this machine with its own profile
+# (benchmarks/cost_model_fidelity.py, docs/benchmarks.md "Cost-model fidelity"), so a smaller predicted gain may
+# not be a gain at all.
+PROBE_MIN_GAIN = 0.10
 
 
 def penalty_at_end(design_windows: list[list[float]], full_windows: list[list[float]], seed: int = 0) -> dict:
@@ -242,6 +248,32 @@ def eligible(frontier: list[dict], trained: list[dict]) -> list[dict]:
     """The designs `choose` may pick: the frontier, and every trained design off it (the folklore designs)."""
     on = {design_key(d) for d in frontier}
     return [*frontier, *[t for t in trained if design_key(t) not in on]]
+
+
+def gap_probe(
+    designs: list[dict], measured: list[dict], chosen: dict, tolerance: float, min_gain: float = PROBE_MIN_GAIN
+) -> dict | None:
+    """The untrained design to train next when the choice is a trained design that passed: bisection of the gap
+    between it and the most capacious faster trained design that failed, whose untrained designs the monotone model
+    cannot clear (it pools towards the failing bound) although one of them may pass. The design of `designs` not
+    trained whose capacity lies strictly inside that gap nearest its middle, at least `min_gain` faster (predicted)
+    than the choice; None when the choice did not pass, no faster design failed, or the gap holds no such design.
+    """
+    if not chosen.get("measured") or chosen["predicted_high"] > tolerance:
+        return None
+    failing = [m for m in measured if m["high"] > tolerance and m["predicted_ms"] < chosen["time_ms"]]
+    if not failing:
+        return None
+    low, high = max(m["capacity"] for m in failing), chosen["capacity"]
+    trained = {design_key(m) for m in measured}
+    gap = [
+        d
+        for d in designs
+        if design_key(d) not in trained
+        and low < d["capacity"] < high
+        and d["time_ms"] * (1 + min_gain) <= chosen["time_ms"]
+    ]
+    return min(gap, key=lambda d: abs(d["capacity"] - (low + high) / 2)) if gap else None
 
 
 def choose(

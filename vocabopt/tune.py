@@ -15,14 +15,17 @@ Method:
    (`train_tokens`), else at the fitted asymptote; at the end of the run when the curves cannot be fitted;
 4. a penalty model monotone in capacity, interpolated along the frontier; the fastest design (frontier or trained
    folklore) whose upper bound is within the tolerance is chosen: a trained design's own bound, an untrained one's
-   from the model (`tradeoff.choose`). If none is, the one with the lowest upper bound, flagged `met: false`.
+   from the model (`tradeoff.choose`). If none is, the one with the lowest upper bound, flagged `met: false`;
+5. refinement rounds, while the time budget allows: an interpolated choice is trained; a trained choice that passed
+   has the gap between it and the most capacious faster design that failed bisected (`tradeoff.gap_probe`).
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,7 +56,7 @@ def tune(
     profile: Any,
     tolerance: float = 0.01,
     seeds: int = 2,
-    candidates: int = 4,
+    candidates: int = 3,
     folklore: bool = False,
     train_tokens: int | None = None,
     train: TrainSettings | None = None,
@@ -62,7 +65,8 @@ def tune(
     device: str = "cpu",
     dtype: str = "float32",
     space: SearchSpace | None = None,
-    refine: int = 2,
+    refine: int = 3,
+    budget_minutes: float | None = 15.0,
     race: bool = True,
     confirm: bool = False,
     progress: Progress | None = None,
@@ -82,8 +86,10 @@ def tune(
         train: the proxy LM's settings (model, seq_len, batch_size, steps, lr, eval_tokens; eval_every defaults to
             steps // 8 so that each curve has 8 points).
         heldout, max_tokens, device, dtype: as for `vocabopt.validate`; space: the optimizer's search space.
-        refine: rounds that train the model's interpolated choice (with the same seeds and batches, paired with the
-            full softmax runs already made); the choice is then always a trained design. 0: keep the interpolation.
+        refine: rounds after the first, each training one design paired with the full softmax's runs: the model's
+            interpolated choice (0: keep the interpolation), or a faster design below a trained choice that passed
+            (`tradeoff.gap_probe`). budget_minutes: a round starts only if its estimate fits in what is left of
+            this wall time (`confirm`'s run reserved); the first round always runs. None: no limit.
         race: a design clearly above the tolerance after a seed trains no more seeds (`tradeoff.out_of_race`);
             confirm: train the chosen design once more beside the full softmax, with a seed no round used.
         progress: called as progress(what, done, total).
@@ -95,13 +101,15 @@ def tune(
     """
     import torch
 
+    started = time.perf_counter()
     space, train = space or SearchSpace(), _train_settings(train)
-    _check(tolerance, seeds, candidates, train, dtype, refine)
+    _check(tolerance, seeds, candidates, train, dtype, refine, budget_minutes)
     base = optimize(stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, min_capacity=0.0, **asdict(space))
     frontier, picks = _picks(base, candidates, folklore)
     dev = torch.device(resolve_device(device))
     data = load_tokens(base, sources, tokenizer, heldout=heldout, seq_len=train.seq_len, max_tokens=max_tokens)
     rounds = _Rounds(stats, base, data, train, seeds, dev, getattr(torch, dtype), progress, tolerance if race else None)
+    rounds.budget = _Budget(started, None if budget_minutes is None else 60.0 * budget_minutes, 3 if confirm else 0)
     runs = rounds.run(picks)
     steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
     measured, basis, model, chosen, met = _refine(rounds, frontier, picks, runs, steps_at, tolerance, refine)
@@ -120,6 +128,7 @@ def tune(
         "full_softmax": _full_record(runs[FULL]),
         "proxy": {**asdict(train), "seeds": seeds, "race": race, "device": device_name(dev.type), "dtype": dtype},
         "bands": "ids covering 50%, 90%, 99% of the corpus's tokens, then the rest",
+        "budget": rounds.budget.report(),
     }
     return plan
 
@@ -155,9 +164,13 @@ def _train_settings(train: TrainSettings | None) -> TrainSettings:
     return TrainSettings(**{**asdict(train), "eval_every": max(1, train.steps // 8)})
 
 
-def _check(tolerance: float, seeds: int, candidates: int, train: TrainSettings, dtype: str, refine: int) -> None:
+def _check(
+    tolerance: float, seeds: int, candidates: int, train: TrainSettings, dtype: str, refine: int, budget: float | None
+) -> None:
     if refine < 0:
         raise InputError(f"refine={refine}: the number of refinement rounds must be >= 0")
+    if budget is not None and not budget > 0:
+        raise InputError(f"budget_minutes={budget}: must be > 0 (None: no limit)")
     if not 0 <= tolerance < 1:
         raise InputError(f"tolerance={tolerance}: must be a share in [0, 1), e.g. 0.01 for 1%")
     if seeds < 1 or candidates < 2:
@@ -168,6 +181,43 @@ def _check(tolerance: float, seeds: int, candidates: int, train: TrainSettings, 
         raise InputError(f"steps={train.steps}: need at least 8 steps to draw a learning curve")
     if dtype not in DTYPES:
         raise InputError(f"dtype {dtype!r} is not one of {DTYPES}")
+
+
+@dataclass
+class _Budget:
+    """The wall-time budget of a tune: what one adaptive design's training has cost per seed, and whether a round
+    fits. A lockstep round's time is shared among its layers by their step times (the full softmax's is the
+    largest: in tune_corpora.py's runs about twice an adaptive design's)."""
+
+    started: float  # time.perf_counter() at the start of the tune
+    seconds: float | None  # None: no limit
+    reserve: int = 0  # design trainings kept for after the refinement (the confirmation: a design and the full's ~2)
+    design_s: list[float] = field(default_factory=list)  # one adaptive design's training, per seed trained
+    stopped: dict | None = None  # the refinement round the budget left out
+
+    def add(self, seconds: float, step_ms: dict[str, list[float]]) -> None:
+        """A lockstep call of `seconds` that trained each named layer with these step times (one per seed)."""
+        total = sum(map(sum, step_ms.values()))
+        self.design_s += [seconds * ms / total for name, v in step_ms.items() if name != FULL for ms in v]
+
+    def fits(self, trainings: int, round_no: int) -> bool:
+        """Whether `trainings` more design trainings (and the reserve) fit; records the first round that does not."""
+        if self.seconds is None or not self.design_s:
+            return True
+        elapsed = time.perf_counter() - self.started
+        needed = statistics.median(self.design_s) * (trainings + self.reserve)
+        if elapsed + needed <= self.seconds:
+            return True
+        self.stopped = {
+            "round": round_no,
+            "estimate_minutes": needed / 60,
+            "left_minutes": (self.seconds - elapsed) / 60,
+        }
+        return False
+
+    def report(self) -> dict:
+        minutes = None if self.seconds is None else self.seconds / 60
+        return {"minutes": minutes, "used_minutes": (time.perf_counter() - self.started) / 60, "stopped": self.stopped}
 
 
 @dataclass
@@ -183,6 +233,7 @@ class _Rounds:
     tdtype: Any
     progress: Progress | None
     race_tolerance: float | None  # the tolerance designs race against (None: every design trains every seed)
+    budget: _Budget | None = None
 
     def run(self, picks: list[dict], full_runs: list[dict] | None = None) -> dict[str, list[dict]]:
         """Train each picked design (and the full softmax unless its runs are given) for every seed it stays in
@@ -193,7 +244,12 @@ class _Rounds:
             for d in picks
         }
         args = (self.base, self.data, self.train, self.seeds, self.dev, self.tdtype, self.progress)
-        return _train_seeds(layers, *args, full_runs, self.race_tolerance)
+        start = time.perf_counter()
+        runs = _train_seeds(layers, *args, full_runs, self.race_tolerance)
+        if self.budget is not None:
+            trained = [*layers, *([] if full_runs else [FULL])]
+            self.budget.add(time.perf_counter() - start, {n: [r["step_ms"] for r in runs[n]] for n in trained})
+        return runs
 
     def confirm(self, design: dict, tolerance: float) -> dict:
         """The winner's curse check: among several trained designs, one can pass its interval by luck. Train
@@ -210,15 +266,23 @@ class _Rounds:
 
 
 def _refine(rounds: _Rounds, frontier: list[dict], picks: list[dict], runs: dict, steps_at, tolerance, refine: int):
-    """(measured, basis, model, chosen, met) after up to `refine` rounds, each training the model's interpolated
-    choice (paired with the full softmax's runs already made; `picks` and `runs` grow) until the choice is a trained
-    design; rounds spent, the fastest trained design whose own measurement passed."""
+    """(measured, basis, model, chosen, met) after up to `refine` rounds (paired with the full softmax's runs already
+    made; `picks` and `runs` grow), each training one design while the budget allows: the model's interpolated
+    choice (the model then narrows around the crossing), or, once the choice is a trained design that passed, the
+    probe of the gap below it (`tradeoff.gap_probe`). Rounds spent, the fastest trained design that passed."""
     steps = rounds.train.steps
     measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, steps, tolerance)
-    for r in range(refine):  # train the interpolated choice itself; the model then narrows around the crossing
-        if chosen["measured"] or not met:
+    for r in range(refine):
+        if not chosen["measured"]:
+            pick, why = (chosen if met else None), "interpolated"
+        else:
+            pick, why = (
+                tradeoff.gap_probe(_eligible(frontier, picks, measured, runs), measured, chosen, tolerance),
+                "probe",
+            )
+        if pick is None or (rounds.budget is not None and not rounds.budget.fits(rounds.seeds, r + 1)):
             break
-        picks.append({**chosen, "name": f"r{r + 1}", "round": r + 1})
+        picks.append({**pick, "name": f"r{r + 1}", "round": r + 1, "refined": why})
         runs.update(rounds.run(picks[-1:], full_runs=runs[FULL]))
         measured, basis, model, chosen, met = _decide(frontier, picks, runs, steps_at, steps, tolerance)
     if refine and not chosen["measured"]:  # rounds spent: keep the fastest design whose own measurement passed
@@ -343,6 +407,7 @@ def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, s
     return {
         "name": pick["name"],
         "round": pick.get("round", 0),  # 0: the first round; k: refinement k (the full softmax's runs reused)
+        "refined": pick.get("refined"),  # refinement: "interpolated" (the model's choice) or "probe" (`gap_probe`)
         "cutoffs": pick["cutoffs"],
         "proj_dims": pick["proj_dims"],
         "capacity": pick["capacity"],
@@ -430,11 +495,3 @@ def _basis_text(basis: str, train_tokens: int | None, steps: int) -> str:
     if train_tokens is None:
         return "fitted asymptote of the held-out learning curves"
     return f"fitted held-out learning curves at {train_tokens:,} training tokens"
-
-
-def design_rows(plan: Plan) -> list[dict]:
-    """The tune evidence of a tuned plan, one row per trained design (for tables and plots)."""
-    evidence = plan.provenance.get("tune")
-    if not evidence:
-        raise InputError("this plan was not made by `vocabopt tune` (no provenance['tune']); run tune first")
-    return evidence["measured"]

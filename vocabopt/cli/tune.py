@@ -25,9 +25,22 @@ from .group import main
 @click.option(
     "--seeds", type=int, default=2, show_default=True, help="Trainings per design (>= 2: interval includes runs)."
 )
-@click.option("--candidates", type=int, default=4, show_default=True, help="Frontier designs to train.")
 @click.option(
-    "--refine", type=int, default=2, show_default=True, help="Rounds training the interpolated choice (0: none)."
+    "--candidates", type=int, default=3, show_default=True, help="Frontier designs in the first round (>= 2)."
+)
+@click.option(
+    "--refine",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Rounds after the first: the interpolated choice, or a faster design probed below a passing one (0: none).",
+)
+@click.option(
+    "--budget-minutes",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Start a refinement round only if it fits in this wall time (0: no limit; the first round always runs).",
 )
 @click.option("--folklore", is_flag=True, help="Also train the folklore designs.")
 @click.option(
@@ -77,8 +90,10 @@ def tune_cmd(
     train = TrainSettings(
         model=kw.pop("model"), seq_len=kw.pop("seq_len"), batch_size=kw.pop("batch_size"), steps=kw.pop("steps")
     )
+    budget = kw.pop("budget_minutes")
     plan = tune(
         CorpusStats.load(stats),
+        budget_minutes=None if budget == 0 else budget,
         sources=list(kw.pop("corpus")),
         profile=DeviceProfile.load(profile_path),
         train=train,
@@ -141,6 +156,13 @@ def _print_table(plan: Any) -> None:
         f"{plan.predicted['speedup']:.2f}x predicted speed-up; {c.get('bound', 'model')} penalty "
         f"{_pct(c['predicted_penalty'])} (upper {_pct(c['predicted_high'])}); {verdict}"
     )
+    stop = (t.get("budget") or {}).get("stopped")
+    if stop:
+        click.echo(
+            f"refinement round {stop['round']} not run: its estimate ({stop['estimate_minutes']:.1f} min) would "
+            f"pass the {t['budget']['minutes']:g}-minute budget ({stop['left_minutes']:.1f} min left); raise "
+            "--budget-minutes"
+        )
     conf = t.get("confirmation")
     if conf:
         word = "confirmed" if conf["confirmed"] else "NOT confirmed: its pass may be luck among several designs"
