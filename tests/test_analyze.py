@@ -19,6 +19,14 @@ def test_fast_path_reported(tokenizer_files, corpus_slice):
     assert stats.options["count_path"] == "pretokens"
 
 
+def test_paths_may_be_pathlib_objects(tokenizer_files, corpus_slice):
+    """The Python API takes os.PathLike sources and tokenizers, one or a list, as it takes strings."""
+    want = analyze([str(corpus_slice)], str(tokenizer_files["bpe"]))
+    for sources in (corpus_slice, [corpus_slice]):
+        got = analyze(sources, Path(tokenizer_files["bpe"]))
+        assert (got.counts == want.counts).all() and got.tokenizer == want.tokenizer
+
+
 def test_limits(tmp_path, plain):
     full = analyze([str(plain)], "bytes", sequence="line")
     part = analyze([str(plain)], "bytes", sequence="line", limit_bytes=60)

@@ -172,6 +172,8 @@ def test_load_tokens_tokenises_as_analyze_counts(tiny, sequence):
     stats = vocabopt.analyze([str(path)], str(BPE), sequence=sequence, add_special_tokens=False)
     np.testing.assert_array_equal(np.bincount(data.ids, minlength=stats.vocab_size), stats.counts)
     assert (stats.counts[stats.tokens.index("Ċ")] > 0) == (sequence is None)
+    as_paths = load_tokens(plan, Path(path), Path(BPE), heldout=0.1, seq_len=16, sequence=sequence)  # os.PathLike
+    np.testing.assert_array_equal(as_paths.ids, data.ids)
 
 
 def test_load_tokens_reads_the_corpus_in_the_mode_the_plans_stats_were_counted_in(tiny):

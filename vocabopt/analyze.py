@@ -22,7 +22,7 @@ import numpy as np
 
 from .corpus.cluster import count_on_cluster
 from .corpus.counters import CountOptions
-from .corpus.files import SourceInfo, file_kind, resolve
+from .corpus.files import SourceInfo, file_kind, resolve, source_list
 from .corpus.pool import count_local
 from .corpus.reader import SourceOptions
 from .corpus.tally import Progress, Tally
@@ -184,7 +184,7 @@ def _count(
 
 def _resolve_sources(sources: list[str] | str, dataset: str | None, engine: str) -> list[str]:
     """The files to read, in order; InputError when there is nothing to read or the engine cannot read it."""
-    paths = resolve([sources] if isinstance(sources, str) else list(sources))
+    paths = resolve(source_list(sources))
     if not paths and dataset is None:
         raise InputError("no sources given; pass files, directories, globs, '-' or --dataset PATH")
     if engine == "dask" and "-" in paths:

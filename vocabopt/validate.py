@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import artifacts, design, tradeoff
+from .corpus.files import source_list
 from .device import DTYPES, device_name, resolve_device, saved_bytes
 from .errors import ArtifactError, InputError, MismatchError, TokenizerError
 from .plan import Plan
@@ -213,7 +214,7 @@ def validate(
         "heldout_tokens": int(data.ids.size - data.split),
         "eval_tokens": int(min(eval_tokens, data.ids.size - data.split)),
         "tokenizer": str(tokenizer),
-        "sources": [str(s) for s in ([sources] if isinstance(sources, str) else sources)],
+        "sources": source_list(sources),
     }
     train = TrainSettings(model, seq_len, batch_size, steps, lr, eval_tokens, eval_every, seed)
     trainers, batches = train_lockstep(
@@ -299,7 +300,7 @@ def load_tokens(
             "optimize the plan from stats counted with this tokenizer"
         )
     reader = src.Reader(
-        src_files.resolve([sources] if isinstance(sources, str) else list(sources)),
+        src_files.resolve(src_files.source_list(sources)),
         src.SourceOptions(sequence=sequence),
     )
     pieces, total = [], 0

@@ -86,6 +86,11 @@ def size_of(path: str) -> int:
     return os.path.getsize(path)
 
 
+def source_list(sources: Any) -> list[str]:
+    """The API's `sources` as strings: one source (a str or os.PathLike) or an iterable of them."""
+    return [os.fspath(s) for s in ([sources] if isinstance(sources, str | os.PathLike) else sources)]
+
+
 def resolve(sources: list[str]) -> list[str]:
     """Expand directories and globs (local or fsspec URLs) into a sorted list of files; keep `-` for stdin. Raise
     InputError if empty."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,8 @@ class TokenizerSpec:
 
 def load_spec(spec: str, min_count: int = 1, max_vocab: int | None = None) -> TokenizerSpec:
     """Parse `--tokenizer`: a tokenizer.json, a transformers folder, a SentencePiece .model, a tiktoken rank file, a
-    tekken JSON (see vocabopt.corpus.formats), `word`, or `bytes`."""
+    tekken JSON (see vocabopt.corpus.formats), `word`, or `bytes`; a path may be an os.PathLike."""
+    spec = os.fspath(spec)
     if spec == "bytes":
         return TokenizerSpec("bytes", "bytes", _sha({"kind": "bytes", "version": 1}))
     if spec == "word":
