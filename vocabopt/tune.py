@@ -56,7 +56,7 @@ def tune(
     profile: Any,
     tolerance: float = 0.01,
     seeds: int = 2,
-    candidates: int = 3,
+    candidates: int = 2,
     folklore: bool = False,
     train_tokens: int | None = None,
     train: TrainSettings | None = None,
@@ -65,7 +65,7 @@ def tune(
     device: str = "cpu",
     dtype: str = "float32",
     space: SearchSpace | None = None,
-    refine: int = 3,
+    refine: int = 4,
     budget_minutes: float | None = 15.0,
     race: bool = True,
     confirm: bool = False,
@@ -80,7 +80,8 @@ def tune(
         tolerance: allowed perplexity penalty over the full softmax (0.01 = 1%), on the interval's upper end.
         seeds: proxy-LM trainings per design (each with the full softmax beside it); the interval includes
             run-to-run variance only with 2 or more (with 1 it covers the held-out windows alone).
-        candidates: frontier designs to train; `folklore` adds the folklore designs.
+        candidates: frontier designs of the first round (2: its two ends, which refinement bisects); `folklore`
+            adds the folklore designs.
         train_tokens: the length of the real training run, in tokens: penalties are compared there (fitted learning
             curves); None compares at the curves' fitted asymptote.
         train: the proxy LM's settings (model, seq_len, batch_size, steps, lr, eval_tokens; eval_every defaults to

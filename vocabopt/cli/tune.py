@@ -26,12 +26,12 @@ from .group import main
     "--seeds", type=int, default=2, show_default=True, help="Trainings per design (>= 2: interval includes runs)."
 )
 @click.option(
-    "--candidates", type=int, default=3, show_default=True, help="Frontier designs in the first round (>= 2)."
+    "--candidates", type=int, default=2, show_default=True, help="Frontier designs in the first round (>= 2)."
 )
 @click.option(
     "--refine",
     type=int,
-    default=3,
+    default=4,
     show_default=True,
     help="Rounds after the first: the interpolated choice, or a faster design probed below a passing one (0: none).",
 )
