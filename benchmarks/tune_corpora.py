@@ -146,7 +146,7 @@ def _budget(t: dict) -> str:
         return ""
     return (
         f"; refinement round {stop['round']} not run: estimated {stop['estimate_minutes']:.1f} min, "
-        f"{stop['left_minutes']:.1f} min of the budget left"
+        f"{max(0.0, stop['left_minutes']):.1f} min of the budget left"
     )
 
 

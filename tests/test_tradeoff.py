@@ -234,3 +234,7 @@ def test_gap_probe_bisects_between_the_passing_choice_and_the_most_capacious_fas
     assert tradeoff.gap_probe(frontier, passing, chosen, 0.01) is None  # no faster design failed
     slow = {**chosen, "time_ms": 3.2}  # 0.90 (3.0 ms) is under 10% faster than 3.2 ms: not worth a round
     assert tradeoff.gap_probe(frontier, measured, slow, 0.01) is frontier[2]
+    # an off-frontier choice (a folklore design) dominated by a faster design with more capacity that failed: that
+    # failure bounds no gap below the choice, the one below is still bisected
+    dominating = trained(design(0.97, 3.0, 99), 0.02)
+    assert tradeoff.gap_probe(frontier, [*measured, dominating], chosen, 0.01) is frontier[3]

@@ -109,14 +109,14 @@ def test_cli_tune(tiny, tmp_path):
         "tune", str(tmp_path / "stats.json"), "--corpus", str(path), "-t", str(BPE), "--hidden", "16",
         "--batch-tokens", "512", "--profile", str(tmp_path / "prof.json"), "--steps", "16", "--seq-len", "16",
         "--batch-size", "8", "--seeds", "1", "--candidates", "2", "--max-tokens", "20000",
-        "--confirm", "-o", str(tmp_path / "plan.json"), "--plot", str(tmp_path / "tune.png"),
+        "--budget-minutes", "0", "--confirm", "-o", str(tmp_path / "plan.json"), "--plot", str(tmp_path / "tune.png"),
     ]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "penalty" in res.output and "chosen:" in res.output
     assert "confirmation (seed 1, one more run)" in res.output
     assert (tmp_path / "tune.png").read_bytes()[:4] == b"\x89PNG"
-    assert "tune" in Plan.load(tmp_path / "plan.json").provenance
+    assert Plan.load(tmp_path / "plan.json").provenance["tune"]["budget"]["minutes"] is None  # 0: no limit
     replan = CliRunner().invoke(
         main,
         ["optimize", str(tmp_path / "stats.json"), "--hidden", "16", "--batch-tokens", "4096", "--profile",
@@ -354,6 +354,27 @@ def test_refinement_probes_the_gap_below_a_passing_choice_until_it_finds_the_cro
         if m["refined"] == "probe":
             assert any(o["high"] > 0.01 and o["capacity"] < m["capacity"] for o in t["measured"])
             assert any(o["high"] <= 0.01 and o["capacity"] > m["capacity"] for o in t["measured"])
+
+
+def test_budget_estimates_a_round_from_the_step_times_of_the_trainings_so_far(monkeypatch):
+    """A lockstep call's time is shared by step times: 15 s for the full softmax (2 ms steps) and one design on two
+    seeds (1 ms each) -> 5 s per full-softmax training, 2.5 s per design training; a round of 2 design trainings
+    needs 5 s, and 12.5 s with the confirmation (one design, one full softmax) kept in reserve."""
+    tune_mod = sys.modules["vocabopt.tune"]
+    now = [100.0]
+    monkeypatch.setattr(tune_mod.time, "perf_counter", lambda: now[0])
+    budget = tune_mod._Budget(started=100.0, minutes=1.0)
+    budget.add(15.0, {tune_mod.FULL: [2.0, 2.0], "d0": [1.0, 1.0]})
+    assert budget.design_s == [2.5, 2.5] and budget.full_s == [5.0, 5.0]
+    budget.add(3.0, {"r1": [0.0]})  # a call whose step times are all 0 (a coarse clock): no share to give
+    now[0] = 155.0  # 55 s spent, 5 s left
+    assert budget.fits(2, 1) and budget.stopped is None
+    assert not budget.fits(3, 2)
+    assert budget.stopped == pytest.approx({"round": 2, "estimate_minutes": 7.5 / 60, "left_minutes": 5 / 60})
+    confirming = tune_mod._Budget(started=100.0, minutes=1.0, confirm=True, design_s=[2.5], full_s=[5.0])
+    now[0] = 147.5  # 12.5 s left: 2 designs (5 s) + the confirmation (7.5 s)
+    assert confirming.fits(2, 1) and not confirming.fits(3, 1)
+    assert tune_mod._Budget(started=0.0, minutes=None, design_s=[1e9]).fits(10, 1)  # no limit
 
 
 def test_budget_stops_refinement_rounds_that_would_not_fit(tiny, monkeypatch, capsys):

@@ -33,6 +33,7 @@ N_BINS = 15  # ECE confidence bins, equal width on [0, 1]
 BETAS = np.geomspace(1 / 2.0, 1 / 0.5, 5)  # inverse temperatures sampled: T in [0.5, 2], 2^(1/2) apart
 BETA_BLOCK = 1 << 25  # elements of each of the temperature search's two (rows, V) buffers (128 MB in fp32)
 CHUNK_WINDOWS = 64  # held-out windows per chunk: (64 x seq_len, V) log-probs at a time
+COVERAGE = (0.5, 0.9, 0.99)  # tune's quality bands: the ids covering the first 50%, 90%, 99% of tokens, and the rest
 
 
 @dataclass
@@ -134,6 +135,14 @@ class QualitySums:
             temperature=1.0 / beta,
             loss_at_temperature=beta_loss,
         )
+
+
+def coverage_band_edges(counts_by_rank: np.ndarray) -> list[int]:
+    """Rank edges of the bands of ids covering COVERAGE of the tokens (counts sorted by rank), then the rest."""
+    vocab = len(counts_by_rank)
+    cum = np.cumsum(counts_by_rank) / max(int(np.sum(counts_by_rank)), 1)
+    cuts = sorted({int(np.searchsorted(cum, c) + 1) for c in COVERAGE} - {0, vocab})
+    return [0, *[c for c in cuts if 0 < c < vocab], vocab]
 
 
 def expected_calibration_error(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> float:

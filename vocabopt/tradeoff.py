@@ -34,9 +34,9 @@ EXPONENT_BOUNDS = (0.05, 3.0)  # c of L(t) = a + b t^-c; a fit that ends on a bo
 MAX_GAP = 50.0  # nats: loss differences are clipped here before exp (a wild draw must not overflow)
 # `out_of_race`: a design whose interval so far starts this far above the tolerance trains no more seeds. Wrong
 # only if later seeds swing its penalty by more than twice this (2 seeds). Largest seed-to-seed swing measured by
-# benchmarks/tune_corpora.py: 5.65% (Python source, d1, +28.05% vs +33.70%: its seed 2 from the run before racing,
-# the proxy trains deterministically; docs/benchmarks.md "Tune on two corpora"), so about 1.8x room; 9.5% before the
-# held-out windows were spread (one seed's windows vs an independent run): re-check this with --no-race runs
+# benchmarks/tune_corpora.py: 5.65% (Python source, [168, 560, 1800, 3952], +28.05% vs +33.70%, in the run before
+# racing; the proxy trains deterministically; later runs no longer train that design), so about 1.8x room; 9.5%
+# before the held-out windows were spread (one seed's windows vs an independent run): re-check with --no-race runs
 RACE_MARGIN = 0.05
 # `gap_probe`: a design probed between the choice and a faster failing design must be predicted this much faster than
 # the choice; the cost model's median |relative error| is 9.1% on this machine with its own profile
@@ -254,17 +254,22 @@ def gap_probe(
     designs: list[dict], measured: list[dict], chosen: dict, tolerance: float, min_gain: float = PROBE_MIN_GAIN
 ) -> dict | None:
     """The untrained design to train next when the choice is a trained design that passed: bisection of the gap
-    between it and the most capacious faster trained design that failed, whose untrained designs the monotone model
-    cannot clear (it pools towards the failing bound) although one of them may pass. The design of `designs` not
-    trained whose capacity lies strictly inside that gap nearest its middle, at least `min_gain` faster (predicted)
-    than the choice; None when the choice did not pass, no faster design failed, or the gap holds no such design.
+    between it and the most capacious faster trained design that failed, where the monotone model (interpolating
+    between the failure's bound and the choice's, itself possibly pooled with a more capacious failure) clears no
+    untrained design although one of them may pass. Returns the untrained design of `designs` whose capacity lies
+    strictly inside that gap nearest its middle, at least `min_gain` faster (predicted) than the choice; None when
+    the choice did not pass, no faster design with less capacity failed, or the gap holds no such design. (Only
+    failures with less capacity count: a faster design with more capacity than an off-frontier choice, e.g. a
+    folklore design, bounds no gap below it.)
     """
     if not chosen.get("measured") or chosen["predicted_high"] > tolerance:
         return None
-    failing = [m for m in measured if m["high"] > tolerance and m["predicted_ms"] < chosen["time_ms"]]
+    high = chosen["capacity"]
+    faster = [m for m in measured if m["predicted_ms"] < chosen["time_ms"] and m["capacity"] < high]
+    failing = [m for m in faster if m["high"] > tolerance]
     if not failing:
         return None
-    low, high = max(m["capacity"] for m in failing), chosen["capacity"]
+    low = max(m["capacity"] for m in failing)
     trained = {design_key(m) for m in measured}
     gap = [
         d

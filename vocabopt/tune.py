@@ -35,13 +35,12 @@ from .device import DTYPES, device_name, resolve_device
 from .errors import InputError
 from .optimize import optimize
 from .plan import Plan
-from .quality import heldout_quality
+from .quality import coverage_band_edges, heldout_quality
 from .search import SearchSpace
 from .training import MODELS, TokenStream, TrainSettings, curve_point, train_lockstep
 from .validate import batch_offsets, load_tokens
 
 FULL = "full softmax"
-BAND_COVERAGE = (0.5, 0.9, 0.99)  # quality bands: the ids covering the first 50%, 90%, 99% of tokens, and the rest
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -88,16 +87,15 @@ def tune(
         heldout, max_tokens, device, dtype: as for `vocabopt.validate`; space: the optimizer's search space.
         refine: rounds after the first, each training one design paired with the full softmax's runs: the model's
             interpolated choice (0: keep the interpolation), or a faster design below a trained choice that passed
-            (`tradeoff.gap_probe`). budget_minutes: a round starts only if its estimate fits in what is left of
-            this wall time (`confirm`'s run reserved); the first round always runs. None: no limit.
+            (`tradeoff.gap_probe`).
+        budget_minutes: a refinement round starts only if it fits in what is left of this wall time; None: no limit.
         race: a design clearly above the tolerance after a seed trains no more seeds (`tradeoff.out_of_race`);
             confirm: train the chosen design once more beside the full softmax, with a seed no round used.
         progress: called as progress(what, done, total).
 
     Example:
         >>> plan = vocabopt.tune(stats, sources=["corpora/kjv.txt"], tokenizer="corpora/kjv-bpe-8k/tokenizer.json",
-        ...                      hidden=256, batch_tokens=2048, profile=prof)
-        >>> plan.provenance["tune"]["chosen"]
+        ...                      hidden=256, batch_tokens=2048, profile=prof)  # plan.provenance["tune"]["chosen"]
     """
     import torch
 
@@ -108,8 +106,8 @@ def tune(
     frontier, picks = _picks(base, candidates, folklore)
     dev = torch.device(resolve_device(device))
     data = load_tokens(base, sources, tokenizer, heldout=heldout, seq_len=train.seq_len, max_tokens=max_tokens)
-    rounds = _Rounds(stats, base, data, train, seeds, dev, getattr(torch, dtype), progress, tolerance if race else None)
-    rounds.budget = _Budget(started, None if budget_minutes is None else 60.0 * budget_minutes, 3 if confirm else 0)
+    race_at, budget = (tolerance if race else None), _Budget(started, budget_minutes, confirm)
+    rounds = _Rounds(stats, base, data, train, seeds, dev, getattr(torch, dtype), progress, race_at, budget)
     runs = rounds.run(picks)
     steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
     measured, basis, model, chosen, met = _refine(rounds, frontier, picks, runs, steps_at, tolerance, refine)
@@ -170,7 +168,7 @@ def _check(
     if refine < 0:
         raise InputError(f"refine={refine}: the number of refinement rounds must be >= 0")
     if budget is not None and not budget > 0:
-        raise InputError(f"budget_minutes={budget}: must be > 0 (None: no limit)")
+        raise InputError(f"budget_minutes={budget}: must be > 0 (no limit: 0 on the command line, None from Python)")
     if not 0 <= tolerance < 1:
         raise InputError(f"tolerance={tolerance}: must be a share in [0, 1), e.g. 0.01 for 1%")
     if seeds < 1 or candidates < 2:
@@ -185,39 +183,46 @@ def _check(
 
 @dataclass
 class _Budget:
-    """The wall-time budget of a tune: what one adaptive design's training has cost per seed, and whether a round
-    fits. A lockstep round's time is shared among its layers by their step times (the full softmax's is the
-    largest: in tune_corpora.py's runs about twice an adaptive design's)."""
+    """The wall-time budget of a tune: what one training of an adaptive design and of the full softmax has cost per
+    seed, and whether a round fits. A lockstep call's time is shared among its layers by their step times."""
 
     started: float  # time.perf_counter() at the start of the tune
-    seconds: float | None  # None: no limit
-    reserve: int = 0  # design trainings kept for after the refinement (the confirmation: a design and the full's ~2)
+    minutes: float | None  # None: no limit
+    confirm: bool = False  # keep room for the confirmation (one design and one full softmax) after the refinement
     design_s: list[float] = field(default_factory=list)  # one adaptive design's training, per seed trained
+    full_s: list[float] = field(default_factory=list)  # the full softmax's
     stopped: dict | None = None  # the refinement round the budget left out
 
     def add(self, seconds: float, step_ms: dict[str, list[float]]) -> None:
         """A lockstep call of `seconds` that trained each named layer with these step times (one per seed)."""
         total = sum(map(sum, step_ms.values()))
-        self.design_s += [seconds * ms / total for name, v in step_ms.items() if name != FULL for ms in v]
+        if total <= 0:
+            return
+        for name, times in step_ms.items():
+            (self.full_s if name == FULL else self.design_s).extend(seconds * ms / total for ms in times)
 
     def fits(self, trainings: int, round_no: int) -> bool:
-        """Whether `trainings` more design trainings (and the reserve) fit; records the first round that does not."""
-        if self.seconds is None or not self.design_s:
+        """Whether `trainings` more design trainings (and the confirmation) fit; records the first round that does
+        not."""
+        if self.minutes is None or not self.design_s:
             return True
         elapsed = time.perf_counter() - self.started
-        needed = statistics.median(self.design_s) * (trainings + self.reserve)
-        if elapsed + needed <= self.seconds:
+        design = statistics.median(self.design_s)
+        needed = design * trainings
+        if self.confirm:
+            needed += design + (statistics.median(self.full_s) if self.full_s else design)
+        if elapsed + needed <= 60 * self.minutes:
             return True
         self.stopped = {
             "round": round_no,
             "estimate_minutes": needed / 60,
-            "left_minutes": (self.seconds - elapsed) / 60,
+            "left_minutes": self.minutes - elapsed / 60,
         }
         return False
 
     def report(self) -> dict:
-        minutes = None if self.seconds is None else self.seconds / 60
-        return {"minutes": minutes, "used_minutes": (time.perf_counter() - self.started) / 60, "stopped": self.stopped}
+        used = (time.perf_counter() - self.started) / 60
+        return {"minutes": self.minutes, "used_minutes": used, "stopped": self.stopped}
 
 
 @dataclass
@@ -330,7 +335,7 @@ def _train_seeds(
     `race_tolerance`, a design out of the race after a seed (`tradeoff.out_of_race`) trains no further seeds: its
     records then hold the first seeds only, paired with the full softmax's first ones."""
     runs: dict[str, list[dict]] = {name: [] for name in [*([] if full_runs else [FULL]), *layers]}
-    edges = _band_edges(base)
+    edges = coverage_band_edges(base.counts_by_rank)
     active = dict(layers)  # the designs still in the race
     for s in range(seeds):
         seeded = TrainSettings(**{**asdict(train), "seed": train.seed + s})
@@ -379,13 +384,6 @@ def _train_seeds(
     if full_runs:
         runs[FULL] = full_runs
     return runs
-
-
-def _band_edges(plan: Plan) -> list[int]:
-    """Rank edges of the quality bands: the ids covering BAND_COVERAGE of the tokens, then the rest."""
-    cum = np.cumsum(plan.counts_by_rank) / max(int(plan.counts_by_rank.sum()), 1)
-    cuts = sorted({int(np.searchsorted(cum, c) + 1) for c in BAND_COVERAGE} - {0, plan.vocab_size})
-    return [0, *[c for c in cuts if 0 < c < plan.vocab_size], plan.vocab_size]
 
 
 def _evidence(pick: dict, runs: dict[str, list[dict]], steps_at: float | None, steps: int) -> dict[str, Any]:

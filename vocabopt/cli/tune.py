@@ -160,7 +160,7 @@ def _print_table(plan: Any) -> None:
     if stop:
         click.echo(
             f"refinement round {stop['round']} not run: its estimate ({stop['estimate_minutes']:.1f} min) would "
-            f"pass the {t['budget']['minutes']:g}-minute budget ({stop['left_minutes']:.1f} min left); raise "
+            f"pass the {t['budget']['minutes']:g}-minute budget ({max(0.0, stop['left_minutes']):.1f} min left); raise "
             "--budget-minutes"
         )
     conf = t.get("confirmation")

@@ -14,6 +14,7 @@ import gzip
 import lzma
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -86,7 +87,7 @@ def size_of(path: str) -> int:
     return os.path.getsize(path)
 
 
-def source_list(sources: Any) -> list[str]:
+def source_list(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
     """The API's `sources` as strings: one source (a str or os.PathLike) or an iterable of them."""
     return [os.fspath(s) for s in ([sources] if isinstance(sources, str | os.PathLike) else sources)]
 
