@@ -8,7 +8,8 @@ Corpora:
   the run (tokenizers' BpeTrainer; nothing downloaded).
 
 For each: analyze, tune (transformer body by default, CPU defaults otherwise), then validate the tuned plan with a
-different seed next to the full softmax and the folklore design [2000, 10000] (cut to the vocabulary). Prints a
+different seed next to the full softmax and the folklore design [2000, 10000] (cut to the vocabulary), and time the
+chosen and the folklore layers' training step on this machine (`vocabopt.bench`): the speed floors measured. Prints a
 table and rewrites its section of docs/benchmarks.md.
 
     python benchmarks/tune_corpora.py --profile configs/devices/cpu-xeon-2core-float32.json     # CPU, ~30 min
@@ -18,6 +19,7 @@ table and rewrites its section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -89,7 +91,31 @@ def run_corpus(name: str, args: argparse.Namespace, profile, tmp: Path) -> dict:
         eval_every=max(1, args.steps // 8),
         seed=1000,  # another seed than tune's runs
     )
-    return {"name": name, "about": about, "plan": plan, "check": check, "tune_s": tune_s, "stats": stats}
+    folk = vocabopt.optimize(
+        stats,
+        hidden=args.hidden,
+        profile=profile,
+        batch_tokens=args.batch_tokens,
+        cutoffs=check.run("folklore").cutoffs,
+    )
+    layer_ms = measured_layers({"chosen": plan, "folklore": folk}, args.batch_tokens)
+    out = {"name": name, "about": about, "plan": plan, "check": check, "tune_s": tune_s, "stats": stats}
+    return {**out, "layer_ms": layer_ms, "folklore_cutoffs": folk.cutoffs}
+
+
+def measured_layers(plans: dict, batch_tokens: int, rounds: int = 3) -> dict[str, float]:
+    """Median measured training step (fwd+bwd) of each plan's layer and of the full softmax on this machine
+    (`vocabopt.bench`, CPU), the plans' rounds alternating: the floors' speed ratios measured, not predicted."""
+    times: dict[str, list[float]] = {name: [] for name in [*plans, "full softmax"]}
+    for r in range(rounds):
+        for name, p in plans.items():
+            result = vocabopt.bench(
+                p, device="cpu", batch_tokens=batch_tokens, full_softmax=r == 0 and name == "chosen"
+            )
+            times[name].append(result.row("vocabopt").measured_ms)
+            if r == 0 and name == "chosen":
+                times["full softmax"].append(result.row("full softmax").measured_ms)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def rows(result: dict) -> list[str]:
@@ -140,6 +166,16 @@ def _swing(t: dict) -> str:
     return f"largest seed-to-seed penalty swing {swing:.2%} ({name})"
 
 
+def _layers(r: dict) -> str:
+    ms = r["layer_ms"]
+    return (
+        f"measured layer step on this machine (`vocabopt.bench`, medians of 3 alternating rounds; the full softmax "
+        f"once): chosen {ms['chosen']:.1f} ms, folklore {r['folklore_cutoffs']} {ms['folklore']:.1f} ms, full "
+        f"softmax {ms['full softmax']:.1f} ms: chosen {ms['full softmax'] / ms['chosen']:.2f}x faster than the "
+        f"full softmax, {ms['folklore'] / ms['chosen']:.2f}x than the folklore"
+    )
+
+
 def _budget(t: dict) -> str:
     stop = (t.get("budget") or {}).get("stopped")
     if not stop:
@@ -176,7 +212,7 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
             f"tune took {r['tune_s'] / 60:.1f} min; penalties compared at: {t['basis']}; "
             f"{_verdict(t)}; chosen {r['plan'].cutoffs} ({how}) "
             f"(predicted {r['plan'].predicted['speedup']:.2f}x faster than the full softmax per layer step); "
-            f"{_swing(t)}{_budget(t)}."
+            f"{_swing(t)}{_budget(t)}; {_layers(r)}."
         )
     lines += [
         "",
