@@ -96,6 +96,7 @@ LAYERS = [
     ("errors", "artifacts", "version"),
     ("design",),
     ("tradeoff",),
+    ("budget",),
     ("corpus",),
     ("zipf",),
     ("stats",),

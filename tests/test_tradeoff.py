@@ -207,34 +207,51 @@ def test_pooling_does_not_lift_a_trained_design_whose_own_bound_clears():
     assert not met  # neither the interpolated [5000] nor [7376] (own +1.73%) is within 1%
 
 
-def test_gap_probe_bisects_between_the_passing_choice_and_the_most_capacious_faster_failure():
+def test_gap_probe_aims_where_the_bounds_line_crosses_the_tolerance_kept_off_the_gaps_ends():
     """A trained choice that passed, faster trained designs that failed: the probe is the untrained design nearest
-    the middle of the gap between the choice and the most capacious failure, at least PROBE_MIN_GAIN faster than
-    the choice; trained designs, designs outside the gap and designs too little faster are never probed."""
+    the capacity where the line through the most capacious failure's upper bound and the choice's crosses the
+    tolerance, that target kept PROBE_SAFEGUARD of the gap from either end (safeguarded false position), at least
+    PROBE_MIN_GAIN faster than the choice; trained designs, designs outside the gap and designs too little faster are
+    never probed."""
+    assert 0 < tradeoff.PROBE_SAFEGUARD < 0.5
 
     def design(cap, ms, cut):
         return {"cutoffs": [cut], "proj_dims": [8], "capacity": cap, "time_ms": ms}
 
-    frontier = [design(c, ms, k) for k, (c, ms) in enumerate([(0.70, 1.0), (0.82, 1.5), (0.85, 2.0), (0.90, 3.0),
-                                                              (0.92, 3.5), (0.95, 3.9), (1.0, 5.0)])]  # fmt: skip
+    points = [(0.70, 1.0), (0.82, 1.5), (0.85, 2.0), (0.87, 2.5), (0.90, 3.0), (0.92, 3.5), (0.95, 3.9), (1.0, 5.0)]
+    frontier = [design(c, ms, k) for k, (c, ms) in enumerate(points)]
 
     def trained(d, high):
         return {**d, "predicted_ms": d["time_ms"], "penalty": high - 0.01, "low": high - 0.02, "high": high}
 
-    chosen = {**frontier[5], "measured": True, "predicted_high": 0.005}  # capacity 0.95 passed
-    measured = [trained(frontier[0], 0.2), trained(frontier[1], 0.03), trained(frontier[5], 0.005)]
-    probe = tradeoff.gap_probe(frontier, measured, chosen, 0.01)
-    assert probe is frontier[3]  # the gap (0.82, 0.95): 0.90 is nearest its middle, 0.885
+    def probe(measured, chosen, **kw):
+        return tradeoff.gap_probe(frontier, measured, chosen, 0.01, **kw)
+
+    chosen = {**frontier[6], "measured": True, "predicted_high": 0.0}  # capacity 0.95 passed, 1% below the tolerance
+    # the failure 0.82 at +3%: the line crosses 1% a third of the way down the gap (0.95 - 0.13 / 3 = 0.907)
+    measured = [trained(frontier[0], 0.2), trained(frontier[1], 0.03), trained(frontier[6], 0.0)]
+    assert probe(measured, chosen) is frontier[4]  # 0.90
+    wide = [trained(frontier[0], 0.03), trained(frontier[6], 0.0)]  # the failure 0.70 at +3%: 0.867 -> 0.87
+    assert probe(wide, chosen) is frontier[3]
+    assert probe(wide, chosen, safeguard=0.5) is frontier[1]  # bisection: the middle, 0.825 -> 0.82
+    # a far failure (+21%): the line crosses near the choice (0.944); the safeguard keeps a quarter of the gap
+    # (0.9175 -> 0.92)
+    far = [trained(frontier[0], 0.2), trained(frontier[1], 0.21), trained(frontier[6], 0.0)]
+    assert probe(far, chosen) is frontier[5]
+    near = {**chosen, "predicted_high": 0.0099}  # a choice barely within: the target is still a quarter down
+    assert probe(measured, near) is frontier[5]
+    # a failure barely above the tolerance: the line crosses near it; the safeguard keeps a quarter of the gap above
+    # it (0.82 + 0.0325 = 0.8525 -> 0.85)
+    assert probe([trained(frontier[1], 0.0101), trained(frontier[6], 0.0)], chosen) is frontier[2]
     # a failure faster than the choice with more capacity than 0.82 narrows the gap from below
-    assert tradeoff.gap_probe(frontier, [*measured, trained(frontier[3], 0.02)], chosen, 0.01) is frontier[4]
-    assert tradeoff.gap_probe(frontier, [*measured, trained(frontier[4], 0.02)], chosen, 0.01) is None  # 0.92..0.95
-    assert tradeoff.gap_probe(frontier, measured, {**chosen, "predicted_high": 0.02}, 0.01) is None  # did not pass
-    assert tradeoff.gap_probe(frontier, measured, {**chosen, "measured": False}, 0.01) is None  # not trained
-    passing = [trained(frontier[0], 0.005), trained(frontier[5], 0.005)]
-    assert tradeoff.gap_probe(frontier, passing, chosen, 0.01) is None  # no faster design failed
+    assert probe([*measured, trained(frontier[4], 0.02)], chosen) is frontier[5]  # (0.90, 0.95): 0.92 only
+    assert probe([*measured, trained(frontier[5], 0.02)], chosen) is None  # (0.92, 0.95): empty
+    assert probe(measured, {**chosen, "predicted_high": 0.02}) is None  # did not pass
+    assert probe(measured, {**chosen, "measured": False}) is None  # not trained
+    assert probe([trained(frontier[0], 0.005), trained(frontier[6], 0.0)], chosen) is None  # no faster design failed
     slow = {**chosen, "time_ms": 3.2}  # 0.90 (3.0 ms) is under 10% faster than 3.2 ms: not worth a round
-    assert tradeoff.gap_probe(frontier, measured, slow, 0.01) is frontier[2]
+    assert probe(measured, slow) is frontier[3]  # the nearest to 0.907 of those left: 0.87 (2.5 ms)
     # an off-frontier choice (a folklore design) dominated by a faster design with more capacity that failed: that
-    # failure bounds no gap below the choice, the one below is still bisected
+    # failure bounds no gap below the choice, the one below is still probed
     dominating = trained(design(0.97, 3.0, 99), 0.02)
-    assert tradeoff.gap_probe(frontier, [*measured, dominating], chosen, 0.01) is frontier[3]
+    assert probe([*measured, dominating], chosen) is frontier[4]

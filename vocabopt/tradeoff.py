@@ -17,7 +17,8 @@ trained identically (same seed, batches, steps, optimizer). Two estimates:
 At equal wall time (`penalty_at_equal_time`), measured within the run: the design at its end against the full
 softmax after the same time. The choice (`choose`): the fastest eligible design whose upper bound is within the
 tolerance, a trained design judged by its own measured bound, an untrained one by the monotone model's; when
-that is a trained design, `gap_probe` names the untrained design to try next between it and a faster one that failed.
+that is a trained design, `gap_probe` names the untrained design to try next between it and a faster one that failed
+(safeguarded false position on the upper bounds).
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ RACE_MARGIN = 0.05
 # (benchmarks/cost_model_fidelity.py, docs/benchmarks.md "Cost-model fidelity"), so a smaller predicted gain may
 # not be a gain at all.
 PROBE_MIN_GAIN = 0.10
+# `gap_probe` aims where the line through the failure's and the choice's upper bounds crosses the tolerance (false
+# position: it uses how far each bound lies from the tolerance, which bisection ignores), kept at least this share of
+# the gap from either end (safeguarded false position: a curved penalty cannot pin the probes to one end; 0.5 would
+# be bisection). On KJV, bisection's three probes ([232, 864, 3184] +4.01%, [760, 1616, 3848] +1.89%, then [1488,
+# 3096] -0.11%, docs/benchmarks.md "Tune on two corpora", commit fa8e7fb) aimed at 0.768, 0.859 and 0.909; this rule
+# aims at 0.858 (the safeguard: the line crosses at 0.938), then at 0.928 (the line: 0.936), two probes to the same gap.
+PROBE_SAFEGUARD = 0.25
 
 
 def penalty_at_end(design_windows: list[list[float]], full_windows: list[list[float]], seed: int = 0) -> dict:
@@ -251,16 +259,24 @@ def eligible(frontier: list[dict], trained: list[dict]) -> list[dict]:
 
 
 def gap_probe(
-    designs: list[dict], measured: list[dict], chosen: dict, tolerance: float, min_gain: float = PROBE_MIN_GAIN
+    designs: list[dict],
+    measured: list[dict],
+    chosen: dict,
+    tolerance: float,
+    min_gain: float = PROBE_MIN_GAIN,
+    safeguard: float = PROBE_SAFEGUARD,
 ) -> dict | None:
-    """The untrained design to train next when the choice is a trained design that passed: bisection of the gap
-    between it and the most capacious faster trained design that failed, where the monotone model (interpolating
-    between the failure's bound and the choice's, itself possibly pooled with a more capacious failure) clears no
-    untrained design although one of them may pass. Returns the untrained design of `designs` whose capacity lies
-    strictly inside that gap nearest its middle, at least `min_gain` faster (predicted) than the choice; None when
-    the choice did not pass, no faster design with less capacity failed, or the gap holds no such design. (Only
-    failures with less capacity count: a faster design with more capacity than an off-frontier choice, e.g. a
-    folklore design, bounds no gap below it.)
+    """The untrained design to train next when the choice is a trained design that passed: safeguarded false
+    position in the gap between it and the most capacious faster trained design that failed, where the monotone
+    model (interpolating between the failure's bound and the choice's, itself possibly pooled with a more capacious
+    failure) clears no untrained design although one of them may pass.
+
+    The target capacity is where the straight line through the two upper bounds (failure: above the tolerance;
+    choice: within it) crosses the tolerance, moved to at least `safeguard` of the gap's width from either end.
+    Returns the untrained design of `designs` whose capacity lies strictly inside the gap nearest the target, at
+    least `min_gain` faster (predicted) than the choice; None when the choice did not pass, no faster design with
+    less capacity failed, or the gap holds no such design. (Only failures with less capacity count: a faster design
+    with more capacity than an off-frontier choice, e.g. a folklore design, bounds no gap below it.)
     """
     if not chosen.get("measured") or chosen["predicted_high"] > tolerance:
         return None
@@ -269,7 +285,10 @@ def gap_probe(
     failing = [m for m in faster if m["high"] > tolerance]
     if not failing:
         return None
-    low = max(m["capacity"] for m in failing)
+    failure = max(failing, key=lambda m: (m["capacity"], -m["high"]))
+    low = failure["capacity"]
+    share = (tolerance - chosen["predicted_high"]) / (failure["high"] - chosen["predicted_high"])  # from the choice
+    target = high - min(max(share, safeguard), 1 - safeguard) * (high - low)
     trained = {design_key(m) for m in measured}
     gap = [
         d
@@ -278,7 +297,7 @@ def gap_probe(
         and low < d["capacity"] < high
         and d["time_ms"] * (1 + min_gain) <= chosen["time_ms"]
     ]
-    return min(gap, key=lambda d: abs(d["capacity"] - (low + high) / 2)) if gap else None
+    return min(gap, key=lambda d: abs(d["capacity"] - target)) if gap else None
 
 
 def choose(

@@ -8,7 +8,7 @@ the comparison and whether the tolerance was met.
 
 Method:
 1. candidates: `optimize`'s time-capacity frontier (designs slower than the full softmax dropped), a few spanning
-   its capacity range, plus the folklore designs when asked;
+   its capacity range, plus the folklore designs (unless told not to: a design that passes anchors the refinement);
 2. quality: each candidate and the full softmax train the same proxy LM (`vocabopt.training`: same seed, batches,
    optimizer, in lockstep) for several seeds; held-out loss per window and learning curves are recorded;
 3. penalty of each design with a 95% interval (`vocabopt.tradeoff`): at the training length the user plans
@@ -17,7 +17,8 @@ Method:
    folklore) whose upper bound is within the tolerance is chosen: a trained design's own bound, an untrained one's
    from the model (`tradeoff.choose`). If none is, the one with the lowest upper bound, flagged `met: false`;
 5. refinement rounds, while the time budget allows: an interpolated choice is trained; a trained choice that passed
-   has the gap between it and the most capacious faster design that failed bisected (`tradeoff.gap_probe`).
+   has the gap between it and the most capacious faster design that failed narrowed by safeguarded false position
+   (`tradeoff.gap_probe`); the budget's bookkeeping is `vocabopt.budget`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from . import tradeoff
+from .budget import Budget
 from .device import DTYPES, device_name, resolve_device
 from .errors import InputError
 from .optimize import optimize
@@ -56,7 +58,7 @@ def tune(
     tolerance: float = 0.01,
     seeds: int = 2,
     candidates: int = 2,
-    folklore: bool = False,
+    folklore: bool = True,
     train_tokens: int | None = None,
     train: TrainSettings | None = None,
     heldout: float = 0.05,
@@ -79,7 +81,8 @@ def tune(
         tolerance: allowed perplexity penalty over the full softmax (0.01 = 1%), on the interval's upper end.
         seeds: proxy-LM trainings per design (each with the full softmax beside it); the interval includes
             run-to-run variance only with 2 or more (with 1 it covers the held-out windows alone).
-        candidates: frontier designs of the first round (2: its ends); `folklore` adds the folklore designs.
+        candidates: frontier designs of the first round (2: its ends); `folklore` adds the folklore designs: often
+            the first round's only pass (KJV), which the refinement's probes need as an anchor.
         train_tokens: the length of the real training run, in tokens: penalties are compared there (fitted learning
             curves); None compares at the curves' fitted asymptote.
         train: the proxy LM's settings (model, seq_len, batch_size, steps, lr, eval_tokens; eval_every defaults to
@@ -106,7 +109,7 @@ def tune(
     frontier, picks = _picks(base, candidates, folklore)
     dev = torch.device(resolve_device(device))
     data = load_tokens(base, sources, tokenizer, heldout=heldout, seq_len=train.seq_len, max_tokens=max_tokens)
-    race_at, budget = (tolerance if race else None), _Budget(started, budget_minutes, confirm)
+    race_at, budget = (tolerance if race else None), Budget(started, budget_minutes, confirm)
     rounds = _Rounds(stats, base, data, train, seeds, dev, getattr(torch, dtype), progress, race_at, budget)
     runs = rounds.run(picks)
     steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
@@ -182,50 +185,6 @@ def _check(
 
 
 @dataclass
-class _Budget:
-    """The wall-time budget of a tune: what one training of an adaptive design and of the full softmax has cost per
-    seed, and whether a round fits. A lockstep call's time is shared among its layers by their step times."""
-
-    started: float  # time.perf_counter() at the start of the tune
-    minutes: float | None  # None: no limit
-    confirm: bool = False  # keep room for the confirmation (one design and one full softmax) after the refinement
-    design_s: list[float] = field(default_factory=list)  # one adaptive design's training, per seed trained
-    full_s: list[float] = field(default_factory=list)  # the full softmax's
-    stopped: dict | None = None  # the refinement round the budget left out
-
-    def add(self, seconds: float, step_ms: dict[str, list[float]]) -> None:
-        """A lockstep call of `seconds` that trained each named layer with these step times (one per seed)."""
-        total = sum(map(sum, step_ms.values()))
-        if total <= 0:
-            return
-        for name, times in step_ms.items():
-            (self.full_s if name == FULL else self.design_s).extend(seconds * ms / total for ms in times)
-
-    def fits(self, trainings: int, round_no: int) -> bool:
-        """Whether `trainings` more design trainings (and the confirmation) fit; records the first round that does
-        not."""
-        if self.minutes is None or not self.design_s:
-            return True
-        elapsed = time.perf_counter() - self.started
-        design = statistics.median(self.design_s)
-        needed = design * trainings
-        if self.confirm:
-            needed += design + (statistics.median(self.full_s) if self.full_s else design)
-        if elapsed + needed <= 60 * self.minutes:
-            return True
-        self.stopped = {
-            "round": round_no,
-            "estimate_minutes": needed / 60,
-            "left_minutes": self.minutes - elapsed / 60,
-        }
-        return False
-
-    def report(self) -> dict:
-        used = (time.perf_counter() - self.started) / 60
-        return {"minutes": self.minutes, "used_minutes": used, "stopped": self.stopped}
-
-
-@dataclass
 class _Rounds:
     """What every training round shares: the corpus, the proxy LM's settings, the seeds, the device."""
 
@@ -238,7 +197,7 @@ class _Rounds:
     tdtype: Any
     progress: Progress | None
     race_tolerance: float | None  # the tolerance designs race against (None: every design trains every seed)
-    budget: _Budget | None = None
+    budget: Budget | None = None
 
     def run(self, picks: list[dict], full_runs: list[dict] | None = None) -> dict[str, list[dict]]:
         """Train each picked design (and the full softmax unless its runs are given) for every seed it stays in
@@ -253,7 +212,8 @@ class _Rounds:
         runs = _train_seeds(layers, *args, full_runs, self.race_tolerance)
         if self.budget is not None:
             trained = [*layers, *([] if full_runs else [FULL])]
-            self.budget.add(time.perf_counter() - start, {n: [r["step_ms"] for r in runs[n]] for n in trained})
+            times = {n: [r["step_ms"] for r in runs[n]] for n in trained}
+            self.budget.add(time.perf_counter() - start, times, full=FULL, refined=bool(full_runs))
         return runs
 
     def confirm(self, design: dict, tolerance: float) -> dict:

@@ -42,7 +42,12 @@ from .group import main
     show_default=True,
     help="Start a refinement round only if it fits in this wall time (0: no limit; the first round always runs).",
 )
-@click.option("--folklore", is_flag=True, help="Also train the folklore designs.")
+@click.option(
+    "--folklore/--no-folklore",
+    default=True,
+    show_default=True,
+    help="Also train the folklore designs (a design that passes anchors the refinement's probes).",
+)
 @click.option(
     "--race/--no-race", default=True, show_default=True, help="Stop training designs clearly above the tolerance."
 )
