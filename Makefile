@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/optimizer_speed.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/plan_vs_folklore.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/validate_kjv.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/proxy_noise.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/tune_corpora.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/expand_replan.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/decode_latency.py --quick --docs
@@ -62,6 +63,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/cost_model_fidelity.py --profile $(PROFILE) --quick --no-write
 	$(BIN)/python benchmarks/optimizer_speed.py --profile $(PROFILE) --quick --no-write
 	$(BIN)/python benchmarks/plan_vs_folklore.py --profile $(PROFILE) --quick --no-write
+	$(BIN)/python benchmarks/proxy_noise.py --profile $(PROFILE) --corpus kjv --steps 16 --seeds 2 --no-write
 	$(BIN)/python benchmarks/tune_corpora.py --profile $(PROFILE) --corpus kjv --steps 40 --seeds 1 --no-write
 	$(BIN)/python benchmarks/expand_replan.py --profile $(PROFILE) --quick --no-write
 	$(BIN)/python benchmarks/decode_latency.py --shapes 8192:256 --batch 1 --reps 1

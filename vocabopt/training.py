@@ -27,6 +27,15 @@ MODELS = ("lstm", "transformer")
 CURVE_STRIDE = 2
 
 
+# Every held-out evaluation scores an exponential moving average of the weights, not the last iterate: at a constant
+# learning rate the iterate's held-out loss jumps from one evaluation to the next, and a penalty (two such losses
+# compared) jumped with it by several % (benchmarks/proxy_noise.py, docs/benchmarks.md "Proxy-LM noise": the
+# seed-to-seed swing of a design's end-of-run penalty and the step-to-step jitter of its curve, last iterate against
+# this average, in one run). At step k the average moves towards the weights by 1 - min(EMA, (1 + k) / (10 + k)) (the
+# usual warm-up of the decay, so early evaluations do not score the initial weights); 0 turns it off.
+EMA = 0.95
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How every run trains: the same model, window, steps, optimizer, evaluation and seed."""
@@ -39,6 +48,7 @@ class TrainSettings:
     eval_tokens: int = 32768
     eval_every: int = 0
     seed: int = 0
+    ema: float = EMA
 
 
 @dataclass
@@ -125,6 +135,30 @@ class Trainer:
     step_ms: list[float] = field(default_factory=list)
     train_curve: list[tuple[int, float]] = field(default_factory=list)
     eval_curve: list[tuple[int, float]] = field(default_factory=list)
+    average: list[Any] | None = None  # the weights' moving average (TrainSettings.ema), one tensor per parameter
+
+    def update_average(self, step: int, decay: float) -> None:
+        """Move the average towards the weights after optimizer step `step` (1-based)."""
+        import torch
+
+        if self.average is None:
+            return
+        with torch.no_grad():
+            torch._foreach_lerp_(
+                self.average, [p.detach() for p in self.params], 1.0 - min(decay, (1 + step) / (10 + step))
+            )
+
+    def swap_average(self) -> None:
+        """Exchange the weights and their average (twice: back as they were)."""
+        import torch
+
+        if self.average is None:
+            return
+        with torch.no_grad():
+            for p, a in zip(self.params, self.average, strict=True):
+                tmp = p.detach().clone()
+                p.copy_(a)
+                a.copy_(tmp)
 
 
 def train_lockstep(
@@ -140,7 +174,8 @@ def train_lockstep(
 ) -> tuple[list[Trainer], Batches]:
     """Train every run in lockstep (step k of each run, then step k + 1): a shared machine's drift in speed then
     spreads over all runs alike instead of favouring whichever ran while it was quiet. Runs share nothing but the
-    data, so the results are those of running them one after another."""
+    data, so the results are those of running them one after another. Evaluations score the weights' moving average
+    (`TrainSettings.ema`), and the trainers returned hold it as their weights."""
     import torch
 
     trainers = []
@@ -149,7 +184,9 @@ def train_lockstep(
         body = _body(train.model, plan.vocab_size, plan.hidden, train.seq_len).to(dev)
         head = _head(layer_plan, plan).to(dev)
         params = [*body.parameters(), *head.parameters()]
-        trainers.append(Trainer(name, layer_plan, body, head, params, torch.optim.AdamW(params, lr=train.lr)))
+        tr = Trainer(name, layer_plan, body, head, params, torch.optim.AdamW(params, lr=train.lr))
+        tr.average = [p.detach().clone() for p in params] if train.ema else None
+        trainers.append(tr)
     batches = Batches(data, train, dev, tdtype)
     steps = len(offsets)
     for k, starts in enumerate(offsets, 1):
@@ -159,11 +196,17 @@ def train_lockstep(
             loss = batches.step(tr, starts)
             sync_device(dev)
             tr.step_ms.append((time.perf_counter() - t0) * 1e3)
+            tr.update_average(k, train.ema)  # outside the timed step
             tr.train_curve.append((k, loss))
             if train.eval_every and k % train.eval_every == 0 and k < steps:
+                tr.swap_average()
                 tr.eval_curve.append((k, batches.heldout_loss(tr)))
+                tr.swap_average()
             if progress:
                 progress(tr.name, k, steps, loss)
+    for tr in trainers:  # the trained model is the average: every later evaluation scores it
+        tr.swap_average()
+        tr.average = None
     return trainers, batches
 
 

@@ -30,6 +30,7 @@ from .errors import ArtifactError, InputError, MismatchError, TokenizerError
 from .plan import Plan
 from .quality import CHUNK_WINDOWS, heldout_quality
 from .training import (
+    EMA,
     MODELS,
     Batches,
     TokenStream,
@@ -168,7 +169,8 @@ def validate(
         plan: the design; its `hidden` is the model width and its vocabulary must be the tokenizer's.
         sources: corpus files (any source `vocabopt analyze` reads).
         tokenizer: the tokenizer.json the plan's stats were counted with (or "bytes").
-        steps: optimizer steps per run (AdamW, constant `lr`, gradient norm clipped to 1).
+        steps: optimizer steps per run (AdamW, constant `lr`, gradient norm clipped to 1); evaluations score the
+            weights' moving average (`training.EMA`).
         model: "lstm" (one layer) or "transformer" (2 pre-norm causal layers, 4 heads).
         seq_len, batch_size: each step trains on batch_size windows of seq_len next-token predictions.
         heldout: fraction of the token stream (its end) held out; never trained on.
@@ -206,6 +208,7 @@ def validate(
         "tokens_per_step": seq_len * batch_size,
         "lr": lr,
         "optimizer": "AdamW",
+        "evaluated": f"moving average of the weights, decay {EMA}",
         "seed": seed,
         "device": device_name(dev.type),
         "dtype": dtype,
