@@ -7,7 +7,9 @@ scores *both* the last iterate and the moving average (`training.EMA`) at every 
 the end) on the same held-out windows: the same trajectory, two ways of reading it. It reports per seed the
 end-of-run penalty each way, the seed-to-seed swing of that penalty, the jitter of the penalty along the run (the
 median change between consecutive evaluations) and the full softmax's held-out perplexity. Rewrites its section of
-docs/benchmarks.md.
+docs/benchmarks.md. It drives the steps itself (train_lockstep scores the average only), with the Trainer, Batches and
+moving-average methods train_lockstep uses; tests/test_training.py checks that the average never changes the
+trajectory and that train_lockstep's average is the recurrence these methods implement.
 
     python benchmarks/proxy_noise.py                        # Python source, [4784], 3 seeds: ~14 min on 2 cores
     python benchmarks/proxy_noise.py --corpus kjv --steps 16 --seeds 2 --no-write   # smoke run

@@ -154,6 +154,14 @@ def test_choose_trained_only_keeps_the_fastest_trained_design_within_tolerance()
     assert chosen["cutoffs"] == [2] and met and not chosen["measured"]
     chosen, met = tradeoff.choose(frontier, model, 0.01, measured, trained_only=True)
     assert chosen["cutoffs"] == [3] and met and chosen["measured"]
+    # min_gain: the interpolated [2] (2 ms) is 1.5x faster than the trained pass [3] (3 ms): still chosen with a
+    # 10% minimum gain; made 2.8 ms (under 10% faster), the trained pass is chosen instead
+    chosen, met = tradeoff.choose(frontier, model, 0.01, measured, min_gain=0.1)
+    assert chosen["cutoffs"] == [2] and met and not chosen["measured"]
+    close = [frontier[0], {**frontier[1], "time_ms": 2.8}, frontier[2]]
+    assert tradeoff.choose(close, model, 0.01, measured)[0]["cutoffs"] == [2]  # no minimum gain: the faster
+    chosen, met = tradeoff.choose(close, model, 0.01, measured, min_gain=0.1)
+    assert chosen["cutoffs"] == [3] and met and chosen["measured"]
 
 
 def test_the_interval_at_end_includes_run_to_run_variance():
@@ -212,46 +220,49 @@ def test_gap_probe_aims_where_the_bounds_line_crosses_the_tolerance_kept_off_the
     the capacity where the line through the most capacious failure's upper bound and the choice's crosses the
     tolerance, that target kept PROBE_SAFEGUARD of the gap from either end (safeguarded false position), at least
     PROBE_MIN_GAIN faster than the choice; trained designs, designs outside the gap and designs too little faster are
-    never probed."""
-    assert 0 < tradeoff.PROBE_SAFEGUARD < 0.5
+    never probed. The frontier has designs on both sides of each clamped target, so that the line's own target
+    (unclamped) would pick another design."""
+    assert tradeoff.PROBE_SAFEGUARD == 0.25  # the targets below are worked out for it
 
     def design(cap, ms, cut):
         return {"cutoffs": [cut], "proj_dims": [8], "capacity": cap, "time_ms": ms}
 
-    points = [(0.70, 1.0), (0.82, 1.5), (0.85, 2.0), (0.87, 2.5), (0.90, 3.0), (0.92, 3.5), (0.95, 3.9), (1.0, 5.0)]
+    points = [(0.70, 1.0), (0.82, 1.5), (0.835, 1.7), (0.85, 2.0), (0.87, 2.5), (0.90, 3.0), (0.92, 3.5),
+              (0.94, 3.52), (0.95, 3.9), (1.0, 5.0)]  # fmt: skip
     frontier = [design(c, ms, k) for k, (c, ms) in enumerate(points)]
+    at = {d["capacity"]: d for d in frontier}
+    passed = {**at[0.95], "measured": True, "predicted_high": 0.0}  # the choice: 1% below the tolerance
 
-    def trained(d, high):
+    def trained(cap, high):
+        d = at[cap] if cap in at else design(cap, 3.0, 99)
         return {**d, "predicted_ms": d["time_ms"], "penalty": high - 0.01, "low": high - 0.02, "high": high}
 
-    def probe(measured, chosen, **kw):
-        return tradeoff.gap_probe(frontier, measured, chosen, 0.01, **kw)
+    def probe(failures, chosen=passed, **kw):
+        measured = [*(trained(c, h) for c, h in failures), trained(0.95, chosen["predicted_high"])]
+        found = tradeoff.gap_probe(frontier, measured, chosen, 0.01, **kw)
+        return None if found is None else found["capacity"]
 
-    chosen = {**frontier[6], "measured": True, "predicted_high": 0.0}  # capacity 0.95 passed, 1% below the tolerance
-    # the failure 0.82 at +3%: the line crosses 1% a third of the way down the gap (0.95 - 0.13 / 3 = 0.907)
-    measured = [trained(frontier[0], 0.2), trained(frontier[1], 0.03), trained(frontier[6], 0.0)]
-    assert probe(measured, chosen) is frontier[4]  # 0.90
-    wide = [trained(frontier[0], 0.03), trained(frontier[6], 0.0)]  # the failure 0.70 at +3%: 0.867 -> 0.87
-    assert probe(wide, chosen) is frontier[3]
-    assert probe(wide, chosen, safeguard=0.5) is frontier[1]  # bisection: the middle, 0.825 -> 0.82
-    # a far failure (+21%): the line crosses near the choice (0.944); the safeguard keeps a quarter of the gap
-    # (0.9175 -> 0.92)
-    far = [trained(frontier[0], 0.2), trained(frontier[1], 0.21), trained(frontier[6], 0.0)]
-    assert probe(far, chosen) is frontier[5]
-    near = {**chosen, "predicted_high": 0.0099}  # a choice barely within: the target is still a quarter down
-    assert probe(measured, near) is frontier[5]
-    # a failure barely above the tolerance: the line crosses near it; the safeguard keeps a quarter of the gap above
-    # it (0.82 + 0.0325 = 0.8525 -> 0.85)
-    assert probe([trained(frontier[1], 0.0101), trained(frontier[6], 0.0)], chosen) is frontier[2]
-    # a failure faster than the choice with more capacity than 0.82 narrows the gap from below
-    assert probe([*measured, trained(frontier[4], 0.02)], chosen) is frontier[5]  # (0.90, 0.95): 0.92 only
-    assert probe([*measured, trained(frontier[5], 0.02)], chosen) is None  # (0.92, 0.95): empty
-    assert probe(measured, {**chosen, "predicted_high": 0.02}) is None  # did not pass
-    assert probe(measured, {**chosen, "measured": False}) is None  # not trained
-    assert probe([trained(frontier[0], 0.005), trained(frontier[6], 0.0)], chosen) is None  # no faster design failed
-    slow = {**chosen, "time_ms": 3.2}  # 0.90 (3.0 ms) is under 10% faster than 3.2 ms: not worth a round
-    assert probe(measured, slow) is frontier[3]  # the nearest to 0.907 of those left: 0.87 (2.5 ms)
+    # the failure 0.82 at +3%: the line crosses 1% a third of the way down the gap, 0.907 -> 0.90
+    assert probe([(0.70, 0.2), (0.82, 0.03)]) == 0.90
+    # the failure 0.70 at +3%: 0.867 -> 0.87; bisection (safeguard 0.5) takes the middle, 0.825 -> 0.82
+    assert probe([(0.70, 0.03)]) == 0.87
+    assert probe([(0.70, 0.03)], safeguard=0.5) == 0.82
+    # a far failure (+21%): the line crosses at 0.944 (-> 0.94); the safeguard keeps a quarter of the gap: 0.9175
+    assert probe([(0.82, 0.21)]) == 0.92
+    # a choice barely within (0.99%): the line crosses at 0.949 (-> 0.94); kept a quarter down, 0.9175 -> 0.92
+    assert probe([(0.82, 0.03)], {**passed, "predicted_high": 0.0099}) == 0.92
+    # a failure barely above (1.01%): the line crosses at 0.821 (-> 0.835); kept a quarter up, 0.8525 -> 0.85
+    assert probe([(0.82, 0.0101)]) == 0.85
+    # a more capacious failure narrows the gap from below: (0.90, 0.95): 0.925 -> 0.92; (0.92, 0.95): 0.94 only
+    assert probe([(0.82, 0.03), (0.90, 0.02)]) == 0.92
+    assert probe([(0.82, 0.03), (0.92, 0.02)]) == 0.94
+    assert probe([(0.82, 0.03), (0.94, 0.02)]) is None  # (0.94, 0.95): empty
+    assert probe([(0.82, 0.03)], {**passed, "predicted_high": 0.02}) is None  # did not pass
+    assert probe([(0.82, 0.03)], {**passed, "predicted_high": float("nan")}) is None  # no bound: not a pass
+    assert probe([(0.82, 0.03)], {**passed, "measured": False}) is None  # not trained
+    assert probe([(0.70, 0.005)]) is None  # no faster design failed
+    # 0.90 (3.0 ms) is under 10% faster than 3.2 ms: not worth a round; the nearest to 0.907 of those left: 0.87
+    assert probe([(0.82, 0.03)], {**passed, "time_ms": 3.2}) == 0.87
     # an off-frontier choice (a folklore design) dominated by a faster design with more capacity that failed: that
     # failure bounds no gap below the choice, the one below is still probed
-    dominating = trained(design(0.97, 3.0, 99), 0.02)
-    assert probe([*measured, dominating], chosen) is frontier[4]
+    assert probe([(0.82, 0.03), (0.97, 0.02)]) == 0.90

@@ -380,3 +380,38 @@ def test_budget_stops_refinement_rounds_that_would_not_fit(tiny, monkeypatch, ca
             stats, sources=[str(path)], tokenizer=str(BPE), hidden=16, batch_tokens=512, profile=prof,
             train=TINY, budget_minutes=0,
         )  # fmt: skip
+
+
+def test_cli_no_folklore_leaves_the_folklore_designs_out(tiny, tmp_path, monkeypatch):
+    """The folklore designs train by default (the refinement's anchor); --no-folklore trains the frontier's alone."""
+    path, stats, prof = tiny
+    stats.save(tmp_path / "stats.json")
+    prof.save(tmp_path / "prof.json")
+    folklore = {f["name"] for f in stats_plan_folklore(stats, prof)}
+    assert folklore
+    names = {}
+    for flag in ("--folklore", "--no-folklore"):
+        fake, _ = _fake_training(lambda cap: 0.05 if cap < 0.96 else 0.0, stats)
+        monkeypatch.setattr(sys.modules["vocabopt.tune"], "_train_seeds", fake)
+        out = tmp_path / f"{flag}.json"
+        res = CliRunner().invoke(
+            main,
+            ["tune", str(tmp_path / "stats.json"), "--corpus", str(path), "-t", str(BPE), "--hidden", "16",
+             "--batch-tokens", "512", "--profile", str(tmp_path / "prof.json"), "--steps", "16", "--seq-len", "16",
+             "--batch-size", "8", "--seeds", "1", "--max-tokens", "20000", "--refine", "0", flag, "-o", str(out)],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        names[flag] = {m["name"] for m in Plan.load(out).provenance["tune"]["measured"]}
+    assert folklore <= names["--folklore"] and not folklore & names["--no-folklore"]
+    with pytest.raises(InputError, match="ema=1.5"):
+        vocabopt.tune(
+            stats, sources=[str(path)], tokenizer=str(BPE), hidden=16, batch_tokens=512, profile=prof,
+            train=TrainSettings(**{**TINY.__dict__, "ema": 1.5}),
+        )  # fmt: skip
+
+
+def stats_plan_folklore(stats, prof) -> list[dict]:
+    """The folklore designs tune trains: optimize's, faster than the full softmax (as tune's candidates)."""
+    base = vocabopt.optimize(stats, hidden=16, profile=prof, batch_tokens=512, min_capacity=0.0)
+    full = base.predicted["full_softmax"]["time_ms"]
+    return [f for f in base.predicted["folklore"] if f["time_ms"] < full]

@@ -30,7 +30,9 @@ class Budget:
     refined_s: list[float] = field(default_factory=list)  # one design's training per seed in a refinement round
     stopped: dict | None = None  # the refinement round the budget left out
 
-    def add(self, seconds: float, step_ms: dict[str, list[float]], full: str | None = None, refined: bool = False):
+    def add(
+        self, seconds: float, step_ms: dict[str, list[float]], full: str | None = None, refined: bool = False
+    ) -> None:
         """A lockstep call of `seconds` that trained each named layer with these step times (one per seed); the
         layer named `full` is the full softmax; `refined`: a refinement round's call."""
         total = sum(map(sum, step_ms.values()))
@@ -62,5 +64,6 @@ class Budget:
         return False
 
     def report(self) -> dict:
+        """{minutes, used_minutes, stopped}: the budget, the wall time spent so far, the round left out (or None)."""
         used = (time.perf_counter() - self.started) / 60
         return {"minutes": self.minutes, "used_minutes": used, "stopped": self.stopped}

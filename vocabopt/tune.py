@@ -178,6 +178,8 @@ def _check(
         raise InputError(f"seeds={seeds}, candidates={candidates}: need seeds >= 1 and candidates >= 2")
     if train.model not in MODELS:
         raise InputError(f"model {train.model!r} is not one of {MODELS}")
+    if not 0 <= train.ema < 1:
+        raise InputError(f"ema={train.ema}: the weights' moving average decay must be in [0, 1) (0: off)")
     if train.steps < 8:
         raise InputError(f"steps={train.steps}: need at least 8 steps to draw a learning curve")
     if dtype not in DTYPES:
@@ -265,7 +267,8 @@ def _decide(frontier: list[dict], picks: list[dict], runs: dict, steps_at: float
     """(measured, basis, penalty model, chosen design, met) from the runs so far."""
     measured, basis = _measure(picks, runs, steps_at, steps)
     model = tradeoff.penalty_model(measured)
-    chosen, met = tradeoff.choose(_eligible(frontier, picks, measured, runs), model, tolerance, measured)
+    eligible = _eligible(frontier, picks, measured, runs)
+    chosen, met = tradeoff.choose(eligible, model, tolerance, measured, min_gain=tradeoff.PROBE_MIN_GAIN)
     return measured, basis, model, chosen, met
 
 

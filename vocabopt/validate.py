@@ -223,8 +223,8 @@ def validate(
     trainers, batches = train_lockstep(
         layers, plan, data, offsets, train, dev=dev, tdtype=getattr(torch, dtype), progress=progress
     )
+    quantized = asdict(quantize_comparison(trainers[0], batches, quantize)) if quantize else None  # before _finish
     runs = [_finish(tr, batches, offsets, plan) for tr in trainers]
-    quantized = asdict(quantize_comparison(trainers[0], batches, quantize)) if quantize else None
     return ValidationResult(runs=runs, settings=settings, quantized=quantized)
 
 
@@ -348,7 +348,8 @@ def _designs(plan: Plan, folklore: list[int] | None, full: bool) -> dict[str, Pl
 
 
 def _finish(tr: Trainer, batches: Batches, offsets: np.ndarray, plan: Plan) -> ValidationRun:
-    """A trained run's final held-out quality (bands: `plan`'s clusters), median step time and memory."""
+    """A trained run's final held-out quality (bands: `plan`'s clusters), median step time and memory. On CUDA its
+    memory probe takes one more optimizer step: nothing may score the run's weights after this."""
     t = batches.train
     quality = heldout_quality(
         tr.body,
