@@ -81,8 +81,8 @@ def tune(
         tolerance: allowed perplexity penalty over the full softmax (0.01 = 1%), on the interval's upper end.
         seeds: proxy-LM trainings per design (each with the full softmax beside it); the interval includes
             run-to-run variance only with 2 or more (with 1 it covers the held-out windows alone).
-        candidates: frontier designs of the first round (2: its ends); `folklore` adds the folklore designs: often
-            the first round's only pass (KJV), which the refinement's probes need as an anchor.
+        candidates: frontier designs of the first round (2: its ends); `folklore` adds the folklore designs: likely
+            passes (on KJV, scoring the last iterate, the only one), which the refinement's probes need as anchors.
         train_tokens: the length of the real training run, in tokens: penalties are compared there (fitted learning
             curves); None compares at the curves' fitted asymptote.
         train: the proxy LM's settings (model, seq_len, batch_size, steps, lr, eval_tokens; eval_every defaults to
