@@ -7,9 +7,10 @@ scores *both* the last iterate and the moving average (`training.EMA`) at every 
 the end) on the same held-out windows: the same trajectory, two ways of reading it. It reports per seed the
 end-of-run penalty each way, the seed-to-seed swing of that penalty, the jitter of the penalty along the run (the
 median change between consecutive evaluations) and the full softmax's held-out perplexity. Rewrites its section of
-docs/benchmarks.md. It drives the steps itself (train_lockstep scores the average only), with the Trainer, Batches and
-moving-average methods train_lockstep uses; tests/test_training.py checks that the average never changes the
-trajectory and that train_lockstep's average is the recurrence these methods implement.
+docs/benchmarks.md. It drives the steps itself (train_lockstep scores the average only), with the runs built by
+`training.new_trainer` (as train_lockstep builds them) and the Batches and moving-average methods train_lockstep uses;
+tests/test_training.py checks that the average never changes the trajectory and that train_lockstep's average is the
+recurrence these methods implement.
 
     python benchmarks/proxy_noise.py                        # Python source, [4784], 3 seeds: ~14 min on 2 cores
     python benchmarks/proxy_noise.py --corpus kjv --steps 16 --seeds 2 --no-write   # smoke run
@@ -22,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,7 @@ from tune_corpora import CORPORA  # noqa: E402
 import vocabopt  # noqa: E402
 from vocabopt.plan import Plan  # noqa: E402
 from vocabopt.profile import DeviceProfile  # noqa: E402
-from vocabopt.training import EMA, Batches, Trainer, TrainSettings, _body, _head, heldout_loss  # noqa: E402
+from vocabopt.training import EMA, Batches, Trainer, TrainSettings, heldout_loss, new_trainer  # noqa: E402
 from vocabopt.validate import batch_offsets, load_tokens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +59,8 @@ def run(name: str, args: argparse.Namespace, tmp: Path) -> dict:
     seeds = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
-        trainers = []
-        for layer, plan in (("full", None), ("design", design)):
-            torch.manual_seed(seed)
-            body, head = _body(train.model, base.vocab_size, args.hidden, train.seq_len), _head(plan, base)
-            params = [*body.parameters(), *head.parameters()]
-            tr = Trainer(layer, plan, body, head, params, torch.optim.AdamW(params, lr=train.lr))
-            tr.average = [p.detach().clone() for p in params]
-            trainers.append(tr)
+        seeded = replace(train, seed=seed)
+        trainers = [new_trainer(layer, plan, base, seeded, dev) for layer, plan in (("full", None), ("design", design))]
         batches = Batches(data, train, dev, torch.float32)
 
         def score(tr: Trainer, batches: Batches = batches) -> float:  # every window: eval_tokens=32768 held out

@@ -163,6 +163,20 @@ class Trainer:
                 a.copy_(tmp)
 
 
+def new_trainer(name: str, layer_plan: Plan | None, plan: Plan, train: TrainSettings, dev: Any) -> Trainer:
+    """One run's model (the body seeded with train.seed: the same initial weights in every run), its AdamW and,
+    with train.ema, the weights' moving average starting at the initial weights."""
+    import torch
+
+    torch.manual_seed(train.seed)
+    body = _body(train.model, plan.vocab_size, plan.hidden, train.seq_len).to(dev)
+    head = _head(layer_plan, plan).to(dev)
+    params = [*body.parameters(), *head.parameters()]
+    tr = Trainer(name, layer_plan, body, head, params, torch.optim.AdamW(params, lr=train.lr))
+    tr.average = [p.detach().clone() for p in params] if train.ema else None
+    return tr
+
+
 def train_lockstep(
     layers: dict[str, Plan | None],
     plan: Plan,
@@ -178,17 +192,8 @@ def train_lockstep(
     spreads over all runs alike instead of favouring whichever ran while it was quiet. Runs share nothing but the
     data, so the results are those of running them one after another. Evaluations score the weights' moving average
     (`TrainSettings.ema`), and the trainers returned hold it as their weights."""
-    import torch
 
-    trainers = []
-    for name, layer_plan in layers.items():
-        torch.manual_seed(train.seed)  # the body starts from the same weights in every run
-        body = _body(train.model, plan.vocab_size, plan.hidden, train.seq_len).to(dev)
-        head = _head(layer_plan, plan).to(dev)
-        params = [*body.parameters(), *head.parameters()]
-        tr = Trainer(name, layer_plan, body, head, params, torch.optim.AdamW(params, lr=train.lr))
-        tr.average = [p.detach().clone() for p in params] if train.ema else None
-        trainers.append(tr)
+    trainers = [new_trainer(name, layer_plan, plan, train, dev) for name, layer_plan in layers.items()]
     batches = Batches(data, train, dev, tdtype)
     steps = len(offsets)
     for k, starts in enumerate(offsets, 1):
