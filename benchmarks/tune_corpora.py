@@ -127,12 +127,12 @@ def rows(result: dict) -> list[str]:
         mark = " **chosen**" if m["cutoffs"] == plan.cutoffs else ""
         kind = "probe" if m.get("refined") == "probe" else "refinement"
         mark += f" ({kind} {m['round']})" if m.get("round") else ""
+        mark += f" (+1 seed, round {m['tie_break']})" if m.get("tie_break") else ""
         within = "yes" if m["high"] <= t["tolerance"] else "no"
-        raced = (
-            f" ({m['seeds']} seed: out of the race)"
-            if m.get("seeds", t["proxy"]["seeds"]) < t["proxy"]["seeds"]
-            else ""
-        )
+        seeds = m.get("seeds", t["proxy"]["seeds"])
+        raced = f" ({seeds} seed: out of the race)" if seeds < t["proxy"]["seeds"] else ""
+        if m.get("tie_break"):
+            raced += f" (seeds: {', '.join(f'{p:+.2%}' for p in m['seed_penalties'])})"
         eq = f"{m['equal_time_penalty']:+.1%}" if m["equal_time_penalty"] is not None else "—"
         out.append(
             f"| {result['name']} | {m['name']}{mark} | {m['cutoffs']} | {m['capacity']:.3f} | "

@@ -29,6 +29,7 @@ def test_budget_estimates_a_round_from_the_step_times_of_the_trainings_so_far(mo
     assert budget.stopped == pytest.approx({"round": 2, "estimate_minutes": 7.5 * margin / 60, "left_minutes": left})
     budget.add(8.0, {"r1": [1.0, 1.0]}, full=FULL, refined=True)  # a refinement round: 4 s per seed
     assert budget.refined_s == [4.0, 4.0] and budget.estimate(2) == pytest.approx(8.0 * margin)
+    assert budget.estimate(1, full=1) == pytest.approx((4.0 + 5.0) * margin)  # a tie-break's seed: design + full
     confirming = budget_mod.Budget(started=100.0, minutes=1.0, confirm=True, design_s=[2.5], full_s=[5.0])
     now[0] = 160.0 - 12.5 * margin  # 2 designs (5 s) + the confirmation (7.5 s)
     assert confirming.fits(2, 1) and not confirming.fits(3, 1)

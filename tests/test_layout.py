@@ -97,6 +97,7 @@ LAYERS = [
     ("design",),
     ("tradeoff",),
     ("budget",),
+    ("evidence",),
     ("corpus",),
     ("zipf",),
     ("stats",),

@@ -218,17 +218,18 @@ def test_pooling_does_not_lift_a_trained_design_whose_own_bound_clears():
 def test_gap_probe_aims_where_the_bounds_line_crosses_the_tolerance_kept_off_the_gaps_ends():
     """A trained choice that passed, faster trained designs that failed: the probe is the untrained design nearest
     the capacity where the line through the most capacious failure's upper bound and the choice's crosses the
-    tolerance, that target kept PROBE_SAFEGUARD of the gap from either end (safeguarded false position), at least
+    tolerance, that target kept PROBE_SAFEGUARD's shares of the gap from the choice's and the failure's ends
+    (safeguarded false position), at least
     PROBE_MIN_GAIN faster than the choice; trained designs, designs outside the gap and designs too little faster are
     never probed. The frontier has designs on both sides of each clamped target, so that the line's own target
     (unclamped) would pick another design."""
-    assert tradeoff.PROBE_SAFEGUARD == 0.25  # the targets below are worked out for it
+    assert tradeoff.PROBE_SAFEGUARD == (0.1, 0.25)  # the targets below are worked out for it
 
     def design(cap, ms, cut):
         return {"cutoffs": [cut], "proj_dims": [8], "capacity": cap, "time_ms": ms}
 
     points = [(0.70, 1.0), (0.82, 1.5), (0.835, 1.7), (0.85, 2.0), (0.87, 2.5), (0.90, 3.0), (0.92, 3.5),
-              (0.94, 3.52), (0.95, 3.9), (1.0, 5.0)]  # fmt: skip
+              (0.94, 3.52), (0.946, 3.53), (0.95, 3.9), (1.0, 5.0)]  # fmt: skip
     frontier = [design(c, ms, k) for k, (c, ms) in enumerate(points)]
     at = {d["capacity"]: d for d in frontier}
     passed = {**at[0.95], "measured": True, "predicted_high": 0.0}  # the choice: 1% below the tolerance
@@ -246,17 +247,18 @@ def test_gap_probe_aims_where_the_bounds_line_crosses_the_tolerance_kept_off_the
     assert probe([(0.70, 0.2), (0.82, 0.03)]) == 0.90
     # the failure 0.70 at +3%: 0.867 -> 0.87; bisection (safeguard 0.5) takes the middle, 0.825 -> 0.82
     assert probe([(0.70, 0.03)]) == 0.87
-    assert probe([(0.70, 0.03)], safeguard=0.5) == 0.82
-    # a far failure (+21%): the line crosses at 0.944 (-> 0.94); the safeguard keeps a quarter of the gap: 0.9175
-    assert probe([(0.82, 0.21)]) == 0.92
-    # a choice barely within (0.99%): the line crosses at 0.949 (-> 0.94); kept a quarter down, 0.9175 -> 0.92
-    assert probe([(0.82, 0.03)], {**passed, "predicted_high": 0.0099}) == 0.92
+    assert probe([(0.70, 0.03)], safeguard=(0.5, 0.5)) == 0.82
+    # a far failure (+21%): the line crosses at 0.944 (-> 0.946); a tenth of the gap kept from the choice: 0.937 -> 0.94
+    assert probe([(0.82, 0.21)]) == 0.94
+    assert probe([(0.82, 0.21)], safeguard=(0.25, 0.25)) == 0.92  # a quarter: 0.9175
+    # a choice barely within (0.99%): the line crosses at 0.949 (-> 0.946); kept a tenth down, 0.937 -> 0.94
+    assert probe([(0.82, 0.03)], {**passed, "predicted_high": 0.0099}) == 0.94
     # a failure barely above (1.01%): the line crosses at 0.821 (-> 0.835); kept a quarter up, 0.8525 -> 0.85
     assert probe([(0.82, 0.0101)]) == 0.85
-    # a more capacious failure narrows the gap from below: (0.90, 0.95): 0.925 -> 0.92; (0.92, 0.95): 0.94 only
+    # a more capacious failure narrows the gap from below: (0.90, 0.95): 0.925 -> 0.92; (0.92, 0.95): 0.935 -> 0.94
     assert probe([(0.82, 0.03), (0.90, 0.02)]) == 0.92
     assert probe([(0.82, 0.03), (0.92, 0.02)]) == 0.94
-    assert probe([(0.82, 0.03), (0.94, 0.02)]) is None  # (0.94, 0.95): empty
+    assert probe([(0.82, 0.03), (0.946, 0.02)]) is None  # (0.946, 0.95): empty
     assert probe([(0.82, 0.03)], {**passed, "predicted_high": 0.02}) is None  # did not pass
     assert probe([(0.82, 0.03)], {**passed, "predicted_high": float("nan")}) is None  # no bound: not a pass
     assert probe([(0.82, 0.03)], {**passed, "measured": False}) is None  # not trained
@@ -266,3 +268,30 @@ def test_gap_probe_aims_where_the_bounds_line_crosses_the_tolerance_kept_off_the
     # an off-frontier choice (a folklore design) dominated by a faster design with more capacity that failed: that
     # failure bounds no gap below the choice, the one below is still probed
     assert probe([(0.82, 0.03), (0.97, 0.02)]) == 0.90
+
+
+def test_tie_break_gives_a_seed_only_to_a_faster_design_whose_every_seed_passes():
+    """The fastest trained design whose seeds all passed but whose interval's upper end did not, with seeds left
+    and (when a choice met the tolerance) at least the minimum gain faster than it; a worst seed above the
+    tolerance, a penalty above it, a design already passing, too few gains or no seeds left: None."""
+
+    def m(name, ms, seeds, high, per_seed):
+        return {"name": name, "predicted_ms": ms, "seeds": seeds, "high": high, "seed_penalties": per_seed}
+
+    chosen = {"name": "c", "time_ms": 50.0}
+    measured = [
+        m("c", 50.0, 2, 0.004, [-0.01, 0.0]),  # the choice: passes
+        m("undecided", 40.0, 2, 0.0107, [-0.009, 0.0093]),  # every seed within 1%, the bound just outside
+        m("slower", 44.0, 2, 0.0105, [0.0, 0.009]),  # undecided too, but not the fastest
+        m("worst seed fails", 30.0, 2, 0.013, [-0.01, 0.012]),  # mean within, a seed above: more seeds cannot help
+        m("fails", 20.0, 2, 0.05, [0.03, 0.04]),
+    ]
+    assert tradeoff.tie_break(measured, chosen, True, 0.01, 3)["name"] == "undecided"
+    assert tradeoff.tie_break(measured, chosen, True, 0.01, 2) is None  # no seed left to give
+    assert tradeoff.tie_break(measured[:1] + measured[2:], chosen, True, 0.01, 3)["name"] == "slower"
+    near = [m("near", 48.0, 2, 0.0107, [-0.009, 0.0093])]  # 4% faster: a pass would not be worth the choice
+    assert tradeoff.tie_break(near, chosen, True, 0.01, 3) is None
+    assert tradeoff.tie_break(near, chosen, False, 0.01, 3)["name"] == "near"  # nothing passed: any undecided one
+    assert tradeoff.seed_penalties([[1.0, 1.2], [2.0, 2.0]], [[1.0, 1.0], [1.9, 2.1]]) == pytest.approx(
+        [np.expm1(0.1), 0.0]
+    )

@@ -42,22 +42,24 @@ class Budget:
             into = self.full_s if name == full else self.refined_s if refined else self.design_s
             into.extend(seconds * ms / total for ms in times)
 
-    def estimate(self, trainings: int) -> float:
-        """Seconds for `trainings` more design trainings in a refinement round (and the confirmation), margin
-        included: from the refinement rounds' costs once one ran, else from the first round's designs."""
+    def estimate(self, trainings: int, full: int = 0) -> float:
+        """Seconds for `trainings` more design trainings and `full` full-softmax trainings in a refinement round
+        (and the confirmation), margin included: a design's cost from the refinement rounds' once one ran, else
+        from the first round's designs."""
         design = statistics.median(self.refined_s or self.design_s)
-        needed = design * trainings
+        full_s = statistics.median(self.full_s) if self.full_s else design
+        needed = design * trainings + full_s * full
         if self.confirm:
-            needed += design + (statistics.median(self.full_s) if self.full_s else design)
+            needed += design + full_s
         return needed * (1 + MARGIN)
 
-    def fits(self, trainings: int, round_no: int) -> bool:
-        """Whether `trainings` more design trainings (and the confirmation) fit; records the first round that does
-        not."""
+    def fits(self, trainings: int, round_no: int, full: int = 0) -> bool:
+        """Whether `trainings` more design trainings and `full` full-softmax ones (and the confirmation) fit;
+        records the first round that does not."""
         if self.minutes is None or not (self.design_s or self.refined_s):
             return True
         elapsed = time.perf_counter() - self.started
-        needed = self.estimate(trainings)
+        needed = self.estimate(trainings, full)
         if elapsed + needed <= 60 * self.minutes:
             return True
         self.stopped = {"round": round_no, "estimate_minutes": needed / 60, "left_minutes": self.minutes - elapsed / 60}

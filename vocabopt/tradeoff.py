@@ -47,12 +47,15 @@ RACE_MARGIN = 0.05
 # not be a gain at all.
 PROBE_MIN_GAIN = 0.10
 # `gap_probe` aims where the line through the failure's and the choice's upper bounds crosses the tolerance (false
-# position: it uses how far each bound lies from the tolerance, which bisection ignores), kept at least this share of
-# the gap from either end (safeguarded false position: a curved penalty cannot pin the probes to one end; 0.5 would
-# be bisection). On KJV (benchmarks/tune_corpora.py at commit fa8e7fb, scoring the last iterate), bisection's three
-# probes aimed at capacities 0.768, 0.860 and 0.909 ([232, 864, 3184] +4.01%, [760, 1616, 3848] +1.89%, then [1488,
-# 3096] -0.11%, passing): the first two far from the crossing, which the bounds' line there put at 0.938.
-PROBE_SAFEGUARD = 0.25
+# position: it uses how far each bound lies from the tolerance, which bisection ignores), kept at least these shares
+# of the gap from the choice's end and from the failure's (safeguarded false position: a curved penalty cannot pin
+# the probes to one end; (0.5, 0.5) would be bisection). Near the choice PROBE_MIN_GAIN already makes each probe a
+# real gain, so the guard there is small. Evidence, benchmarks/tune_corpora.py on KJV: at commit fa8e7fb (scoring
+# the last iterate) bisection's probes aimed at capacities 0.768, 0.860 and 0.909 ([232, 864, 3184] +4.01%, [760,
+# 1616, 3848] +1.89%, then [1488, 3096] -0.11%), the first two far from the crossing; at ba55c18, with a quarter of
+# the gap kept from both ends, the line's 0.930 (from d0's +14.07% and [2000]'s +0.35%) was moved to 0.857 and the
+# round went to [560, 1376, 3648] (0.847, +3.65%), while the crossing the next probe measured lay near 0.925.
+PROBE_SAFEGUARD = (0.1, 0.25)
 
 
 def penalty_at_end(design_windows: list[list[float]], full_windows: list[list[float]], seed: int = 0) -> dict:
@@ -84,11 +87,16 @@ def out_of_race(
     return penalty_at_end(design_windows, full_windows)["low"] > tolerance + margin
 
 
+def seed_penalties(design_windows: list[list[float]], full_windows: list[list[float]]) -> list[float]:
+    """Each seed's own end-of-run penalty (its windows' mean loss difference, as a perplexity ratio - 1)."""
+    return [math.expm1(float(np.mean(d) - np.mean(f))) for d, f in zip(design_windows, full_windows)]
+
+
 def seed_swing(design_windows: list[list[float]], full_windows: list[list[float]]) -> float | None:
     """The largest difference between two seeds' penalties of one design (None with fewer than two seeds)."""
     if len(design_windows) < 2:
         return None
-    per_seed = [math.expm1(float(np.mean(d) - np.mean(f))) for d, f in zip(design_windows, full_windows)]
+    per_seed = seed_penalties(design_windows, full_windows)
     return max(per_seed) - min(per_seed)
 
 
@@ -266,7 +274,7 @@ def gap_probe(
     chosen: dict,
     tolerance: float,
     min_gain: float = PROBE_MIN_GAIN,
-    safeguard: float = PROBE_SAFEGUARD,
+    safeguard: tuple[float, float] = PROBE_SAFEGUARD,
 ) -> dict | None:
     """The untrained design to train next when the choice is a trained design that passed: safeguarded false
     position in the gap between it and the most capacious faster trained design that failed, where the monotone
@@ -274,7 +282,8 @@ def gap_probe(
     failure) clears no untrained design although one of them may pass.
 
     The target capacity is where the straight line through the two upper bounds (failure: above the tolerance;
-    choice: within it) crosses the tolerance, moved to at least `safeguard` of the gap's width from either end.
+    choice: within it) crosses the tolerance, moved to at least `safeguard` = (from the choice, from the failure)
+    shares of the gap's width from its ends.
     Returns the untrained design of `designs` whose capacity lies strictly inside the gap nearest the target, at
     least `min_gain` faster (predicted) than the choice; None when the choice did not pass, no faster design with
     less capacity failed, or the gap holds no such design. (Only failures with less capacity count: a faster design
@@ -290,7 +299,8 @@ def gap_probe(
     failure = max(failing, key=lambda m: (m["capacity"], -m["high"]))
     low = failure["capacity"]
     share = (tolerance - chosen["predicted_high"]) / (failure["high"] - chosen["predicted_high"])  # from the choice
-    target = high - min(max(share, safeguard), 1 - safeguard) * (high - low)
+    near_choice, near_failure = safeguard
+    target = high - min(max(share, near_choice), 1 - near_failure) * (high - low)
     trained = {design_key(m) for m in measured}
     gap = [
         d
@@ -300,6 +310,29 @@ def gap_probe(
         and d["time_ms"] * (1 + min_gain) <= chosen["time_ms"]
     ]
     return min(gap, key=lambda d: abs(d["capacity"] - target)) if gap else None
+
+
+def tie_break(
+    measured: list[dict], chosen: dict, met: bool, tolerance: float, max_seeds: int, min_gain: float = PROBE_MIN_GAIN
+) -> dict | None:
+    """The trained design to give one more seed, or None: the fastest undecided one, every seed's own penalty
+    within the tolerance but the interval's upper end above it, trained with fewer than `max_seeds` seeds and, when
+    a choice met the tolerance, predicted at least `min_gain` faster than it (else a pass would not change the
+    choice).
+
+    Why only then: with 2 or 3 seeds the two-level bootstrap puts about 1/2^2 or 1/3^3 of its draws on the worst
+    seed alone, so the upper end sits near the worst seed's penalty plus the windows' noise. One more seed shrinks
+    that share below the 2.5% tail (1/27) and pulls the bound towards the worst seed; it cannot pull it below a
+    worst seed that is itself above the tolerance."""
+    undecided = [
+        m
+        for m in measured
+        if m["high"] > tolerance
+        and max(m["seed_penalties"]) <= tolerance
+        and m["seeds"] < max_seeds
+        and (not met or m["predicted_ms"] * (1 + min_gain) <= chosen["time_ms"])
+    ]
+    return min(undecided, key=lambda m: m["predicted_ms"]) if undecided else None
 
 
 def choose(

@@ -131,7 +131,8 @@ def _print_table(plan: Any) -> None:
     full_ms = plan.predicted["full_softmax"]["time_ms"]
     seeds = t["proxy"]["seeds"]
     for m in t["measured"]:
-        interval = f"[{_pct(m['low'])}, {_pct(m['high'])}]" + ("^" if m.get("seeds", seeds) < seeds else "")
+        mark = "^" if m.get("seeds", seeds) < seeds else "+" if m.get("tie_break") else ""
+        interval = f"[{_pct(m['low'])}, {_pct(m['high'])}]" + mark
         eq = _pct(m["equal_time_penalty"]) if m["equal_time_penalty"] is not None else "-"
         eq += "*" if m.get("equal_time_basis") == "measured" and m["equal_time_penalty"] is not None else ""
         click.echo(
@@ -147,6 +148,11 @@ def _print_table(plan: Any) -> None:
         click.echo(
             f"^ out of the race: clearly above the tolerance after fewer than {seeds} seeds, so not trained further "
             "(the interval is from the seeds it trained)"
+        )
+    for m in (m for m in t["measured"] if m.get("tie_break")):
+        click.echo(
+            f"+ {m['name']}: undecided after {seeds} seeds (each seed within the tolerance, the interval not), "
+            f"one more seed in round {m['tie_break']}"
         )
     c = t["chosen"]
     if t["met"]:
