@@ -295,3 +295,23 @@ def test_tie_break_gives_a_seed_only_to_a_faster_design_whose_every_seed_passes(
     assert tradeoff.seed_penalties([[1.0, 1.2], [2.0, 2.0]], [[1.0, 1.0], [1.9, 2.1]]) == pytest.approx(
         [np.expm1(0.1), 0.0]
     )
+
+
+def test_with_up_to_3_seeds_a_design_above_the_tolerance_after_its_first_seed_never_passes():
+    """race_margin's premise: a design whose first seed's interval lies just above the tolerance keeps its final
+    upper end above it however much better its later seeds are (2 or 3 seeds), for small and large window noise; so
+    racing it out at the tolerance itself (margin 0) loses no pass. With 4 seeds the margin comes back."""
+    rng = np.random.default_rng(3)
+    for trial in range(12):
+        full = [rng.normal(5.0, 0.3, 256) for _ in range(3)]
+        sd = [0.01, 0.03, 0.1][trial % 3]
+        noise = [rng.normal(0.0, sd, 256) for _ in range(3)]
+        first = tradeoff.penalty_at_end([list(full[0] + noise[0])], [list(full[0])])
+        lift = np.log1p(0.01) - np.log1p(first["low"]) + 1e-4  # seed 0's interval now starts just above 1%
+        design = [list(full[0] + noise[0] + lift)]
+        assert tradeoff.out_of_race(design, [list(full[0])], 0.01, tradeoff.race_margin(2))
+        for s in (1, 2):
+            design.append(list(full[s] + noise[s] + rng.uniform(-0.05, -0.02)))  # 2% to 5% better than the full
+            high = tradeoff.penalty_at_end(design, [list(f) for f in full[: s + 1]], seed=trial)["high"]
+            assert high > 0.01, (trial, s, high)
+    assert tradeoff.race_margin(3) == 0.0 and tradeoff.race_margin(4) == tradeoff.RACE_MARGIN

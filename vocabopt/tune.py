@@ -98,7 +98,7 @@ def tune(
             interpolated choice (0: keep the interpolation), or a faster design below a trained choice that passed
             (`tradeoff.gap_probe`).
         budget_minutes: a refinement round starts only if it fits in what is left of this wall time; None: no limit.
-        race: a design clearly above the tolerance after a seed trains no more seeds (`tradeoff.out_of_race`);
+        race: a design above the tolerance after a seed trains no more seeds (`tradeoff.out_of_race`, `race_margin`);
             confirm: train the chosen design once more beside the full softmax, with a seed no round used.
         progress: called as progress(what, done, total).
 
@@ -395,7 +395,9 @@ def _train_seeds(
             active = {
                 n: p
                 for n, p in active.items()
-                if not tradeoff.out_of_race([r["quality"].window_losses for r in runs[n]], full, race_tolerance)
+                if not tradeoff.out_of_race(
+                    [r["quality"].window_losses for r in runs[n]], full, race_tolerance, tradeoff.race_margin(seeds)
+                )
             }
     if full_runs:
         runs[FULL] = full_runs

@@ -48,9 +48,7 @@ from .group import main
     show_default=True,
     help="Also train the folklore designs (a design that passes anchors the refinement's probes).",
 )
-@click.option(
-    "--race/--no-race", default=True, show_default=True, help="Stop training designs clearly above the tolerance."
-)
+@click.option("--race/--no-race", default=True, show_default=True, help="Stop training designs above the tolerance.")
 @click.option("--confirm", is_flag=True, help="Train the chosen design once more with a new seed (winner's curse).")
 @click.option("--train-tokens", type=int, default=None, help="Tokens of your real run: compare there (else asymptote).")
 @click.option("--seq-len", type=int, default=64, show_default=True)
@@ -146,7 +144,7 @@ def _print_table(plan: Any) -> None:
         )
     if any(m.get("seeds", seeds) < seeds for m in t["measured"]):
         click.echo(
-            f"^ out of the race: clearly above the tolerance after fewer than {seeds} seeds, so not trained further "
+            f"^ out of the race: above the tolerance after fewer than {seeds} seeds, so not trained further "
             "(the interval is from the seeds it trained)"
         )
     for m in (m for m in t["measured"] if m.get("tie_break")):
