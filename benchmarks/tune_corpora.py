@@ -158,7 +158,8 @@ def rows(result: dict) -> list[str]:
 
 
 def _swing(t: dict) -> str:
-    """The largest seed-to-seed penalty swing of the designs trained on every seed (RACE_MARGIN's evidence)."""
+    """The largest seed-to-seed penalty swing of the designs trained on every seed (the proxy's noise; a tie-broken
+    design's third seed counts too)."""
     swings = [(m["seed_swing"], m["name"]) for m in t["measured"] if m.get("seed_swing") is not None]
     if not swings:
         return "no design trained on two seeds"

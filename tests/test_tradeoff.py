@@ -289,6 +289,9 @@ def test_tie_break_gives_a_seed_only_to_a_faster_design_whose_every_seed_passes(
     assert tradeoff.tie_break(measured, chosen, True, 0.01, 3)["name"] == "undecided"
     assert tradeoff.tie_break(measured, chosen, True, 0.01, 2) is None  # no seed left to give
     assert tradeoff.tie_break(measured[:1] + measured[2:], chosen, True, 0.01, 3)["name"] == "slower"
+    passing = [m("passes", 30.0, 2, 0.009, [-0.009, 0.008])]  # faster but decided already: its bound is within
+    assert tradeoff.tie_break(passing, chosen, True, 0.01, 3) is None
+    assert tradeoff.tie_break(passing, chosen, False, 0.01, 3) is None
     near = [m("near", 48.0, 2, 0.0107, [-0.009, 0.0093])]  # 4% faster: a pass would not be worth the choice
     assert tradeoff.tie_break(near, chosen, True, 0.01, 3) is None
     assert tradeoff.tie_break(near, chosen, False, 0.01, 3)["name"] == "near"  # nothing passed: any undecided one

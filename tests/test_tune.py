@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import vocabopt
+from vocabopt import budget as budget_mod
 from vocabopt import tradeoff
 from vocabopt.cli import main
 from vocabopt.cli.tune import _print_table
@@ -298,8 +299,10 @@ def test_out_of_race_needs_the_interval_clearly_above_the_tolerance():
     def design(gap):  # nats over the full softmax on every window, a little noise
         return [list(np.asarray(full[0]) + gap + noise)]
 
-    assert tradeoff.out_of_race(design(0.10), full, 0.01)  # +10.5%: beyond 1% + the 5% margin
-    assert not tradeoff.out_of_race(design(0.03), full, 0.01)  # +3%: over the tolerance, not clearly
+    margin = tradeoff.RACE_MARGIN  # (4 or more seeds)
+    assert tradeoff.out_of_race(design(0.10), full, 0.01, margin)  # +10.5%: beyond 1% + the 5% margin
+    assert not tradeoff.out_of_race(design(0.03), full, 0.01, margin)  # +3%: over the tolerance, not clearly
+    assert tradeoff.out_of_race(design(0.03), full, 0.01, tradeoff.race_margin(2))  # with 2 seeds: over it
     assert not tradeoff.out_of_race(design(0.10), full, 0.01, margin=0.2)
     assert tradeoff.seed_swing(design(0.02) + design(0.05), full + full) == pytest.approx(
         np.expm1(0.05 + noise.mean()) - np.expm1(0.02 + noise.mean())
@@ -453,20 +456,29 @@ def test_an_undecided_faster_design_gets_one_more_seed_and_is_chosen_when_it_the
         return {**runs, **({tune_mod.FULL: full_runs} if full_runs else {})}
 
     monkeypatch.setattr(tune_mod, "_train_seeds", fake)
+    asked = []  # the budget's questions: (design trainings, full-softmax trainings)
+    fits = budget_mod.Budget.fits
+    monkeypatch.setattr(
+        budget_mod.Budget,
+        "fits",
+        lambda self, n, r, full=0, record=True: asked.append((n, full)) or fits(self, n, r, full, record),
+    )
     plan = vocabopt.tune(
         stats, sources=[str(path)], tokenizer=str(BPE), hidden=16, batch_tokens=512, profile=prof,
-        seeds=2, candidates=2, train=TINY, max_tokens=25_000, tolerance=0.01, refine=4, budget_minutes=None,
+        seeds=2, candidates=2, train=TINY, max_tokens=25_000, tolerance=0.01, refine=4, budget_minutes=60,
     )  # fmt: skip
     t = plan.provenance["tune"]
-    broken = [m for m in t["measured"] if m["tie_break"]]
+    broken = sorted((m for m in t["measured"] if m["tie_break"]), key=lambda m: m["tie_break"])
     assert broken, [(m["name"], m["capacity"], m["high"], m["seeds"]) for m in t["measured"]]
-    for m in broken:
+    trained = [(sorted(names), seed) for names, seed in seen]
+    for k, m in enumerate(broken):  # the first trains the full softmax's seed 2 beside it; later ones reuse it
         assert m["seeds"] == 3 and m["seed_penalties"] == pytest.approx(np.expm1([-0.008, 0.008, -0.008]))
-        assert (sorted([m["name"], tune_mod.FULL]), 2) in [(sorted(names), seed) for names, seed in seen]
+        assert (sorted([m["name"], *([] if k else [tune_mod.FULL])]), 2) in trained
+        assert asked.count((1, 0 if k else 1)) >= 1  # the budget was asked for one design (+ one full softmax)
         two = [[list(full_windows[s] + gap(m["capacity"], s))] for s in (0, 1)]
         before = tradeoff.penalty_at_end([two[0][0], two[1][0]], [list(full_windows[0]), list(full_windows[1])])
         assert m["high"] <= 0.01 < before["high"]  # undecided with 2 seeds, a pass with 3
-    assert len(t["full_softmax"]["curves"]) == 3  # its third seed trained once, beside the first tie-break
+    assert len(t["full_softmax"]["curves"]) == 2  # its record: the seeds every design trained
     assert sum(1 for names, seed in seen if tune_mod.FULL in names and seed == 2) == 1
     chosen = t["chosen"]
     assert chosen["measured"] and chosen["cutoffs"] == min(broken, key=lambda m: m["predicted_ms"])["cutoffs"]

@@ -53,16 +53,18 @@ class Budget:
             needed += design + full_s
         return needed * (1 + MARGIN)
 
-    def fits(self, trainings: int, round_no: int, full: int = 0) -> bool:
+    def fits(self, trainings: int, round_no: int, full: int = 0, record: bool = True) -> bool:
         """Whether `trainings` more design trainings and `full` full-softmax ones (and the confirmation) fit;
-        records the first round that does not."""
+        records the round that does not (unless `record` is False: the caller has another round to try)."""
         if self.minutes is None or not (self.design_s or self.refined_s):
             return True
         elapsed = time.perf_counter() - self.started
         needed = self.estimate(trainings, full)
         if elapsed + needed <= 60 * self.minutes:
             return True
-        self.stopped = {"round": round_no, "estimate_minutes": needed / 60, "left_minutes": self.minutes - elapsed / 60}
+        if record:
+            left = self.minutes - elapsed / 60
+            self.stopped = {"round": round_no, "estimate_minutes": needed / 60, "left_minutes": left}
         return False
 
     def report(self) -> dict:

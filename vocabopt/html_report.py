@@ -369,7 +369,8 @@ def _tune_html(plan: Plan) -> str:
             [m["name"], m["cutoffs"], f"{m['capacity']:.3f}", _pct(m["penalty"]),
              f"[{_pct(m['low'])}, {_pct(m['high'])}]" + (f" ({m['seeds']} seed: out of the race)"
                                                         if m.get("seeds", seeds) < seeds else "")
-             + (f" ({m['seeds']} seeds: undecided, one more)" if m.get("tie_break") else ""),
+             + (f" (undecided after {m['seeds'] - 1} seeds; seed {m['seeds']} in round {m['tie_break']})"
+                if m.get("tie_break") else ""),
              f"{m['heldout_ppl']:.2f}",
              DASH if not full_ms else f"{full_ms / m['predicted_ms']:.2f}x", f"{m['proxy_speedup']:.2f}x",
              _pct(m.get("equal_time_penalty")) + (" (in run)" if m.get("equal_time_basis") == "measured"

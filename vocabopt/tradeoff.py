@@ -34,13 +34,11 @@ LEVEL = 0.95
 EXPONENT_BOUNDS = (0.05, 3.0)  # c of L(t) = a + b t^-c; a fit that ends on a bound is refused
 MAX_GAP = 50.0  # nats: loss differences are clipped here before exp (a wild draw must not overflow)
 # `out_of_race` with 4 or more seeds (`race_margin`: with up to 3 the tolerance itself is the line): a design whose
-# interval so far starts this far above the tolerance trains no more seeds. Wrong only if later seeds swing its
-# penalty by more than twice this (2 seeds). Largest seed-to-seed swing measured by
-# benchmarks/tune_corpora.py: 5.65% (Python source, [168, 560, 1800, 3952], +28.05% vs +33.70%, in the run before
-# racing; the proxy trains deterministically; later runs no longer train that design), so about 1.8x room; 9.5%
-# before the held-out windows were spread (one seed's windows vs an independent run): re-check with --no-race runs.
-# Those runs scored the last iterate; the weights' moving average (training.EMA) halved a swing in
-# benchmarks/proxy_noise.py (4.33% -> 2.12%), so the room is larger now.
+# interval so far starts this far above the tolerance trains no more seeds. Set when the proxy trained 2 seeds and
+# this was the line: wrong only if later seeds swing its penalty by more than twice this. Largest seed-to-seed swing
+# measured by benchmarks/tune_corpora.py: 5.65% (Python source, [168, 560, 1800, 3952], +28.05% vs +33.70%, in the
+# run before racing, scoring the last iterate); the weights' moving average (training.EMA) halved a swing in
+# benchmarks/proxy_noise.py (4.33% -> 2.12%).
 RACE_MARGIN = 0.05
 # `gap_probe`: a design probed between the choice and a faster failing design must be predicted this much faster than
 # the choice; the cost model's median |relative error| is 9.1% on this machine with its own profile
@@ -81,19 +79,21 @@ def penalty_at_end(design_windows: list[list[float]], full_windows: list[list[fl
 
 def race_margin(seeds: int) -> float:
     """How far above the tolerance a design's interval must start for it to leave the race when the proxy trains
-    `seeds` seeds. With up to 3, none: the two-level bootstrap (`penalty_at_end`) puts at least 1/3^3 of its draws
-    (above the 2.5% tail) on the seeds trained so far alone, so a design whose interval after them lies above the
-    tolerance keeps its final upper end above it however good the later seeds (tests/test_tradeoff.py checks
-    this); with more seeds that share falls under the tail and RACE_MARGIN stands for what later seeds may move."""
+    `seeds` seeds. With up to 3, none. The two-level bootstrap (`penalty_at_end`) draws the seeds trained so far
+    alone in at least 1/3^3 = 3.7% of its resamples (above the 2.5% tail); if their interval's lower end lies above
+    the tolerance, at least 2.5% of all draws do too, so the final upper end stays above it however good the later
+    seeds (tests/test_tradeoff.py checks this). With more seeds that share falls under the tail, and RACE_MARGIN
+    stands for what later seeds may move. This is the end-of-run interval: where the decision is made on fitted
+    curves instead, racing rests on short runs favouring small heads (their fitted penalty is larger than at the
+    end of the run, module docstring)."""
     return 0.0 if seeds <= 3 else RACE_MARGIN
 
 
 def out_of_race(
-    design_windows: list[list[float]], full_windows: list[list[float]], tolerance: float, margin: float = RACE_MARGIN
+    design_windows: list[list[float]], full_windows: list[list[float]], tolerance: float, margin: float
 ) -> bool:
-    """True when a design cannot plausibly come within `tolerance`, judged on the seeds trained so far: the lower
-    end of its interval (`penalty_at_end`) is above tolerance + margin. With one seed the interval holds no
-    run-to-run variance: the margin stands for it (see RACE_MARGIN)."""
+    """True when a design cannot come within `tolerance`, judged on the seeds trained so far: the lower end of its
+    interval (`penalty_at_end`) is above tolerance + margin (`race_margin`)."""
     return penalty_at_end(design_windows, full_windows)["low"] > tolerance + margin
 
 
@@ -263,7 +263,7 @@ def predict_penalty(model: dict[str, Any], capacity: float) -> dict[str, float] 
 
 def raced_out(measured: list[dict], seeds: int) -> set[tuple]:
     """Keys of the trained designs that left the race (fewer than `seeds` seeds, `out_of_race`): never chosen,
-    in tune or in optimize --from-tune (their evidence is thinner, and it was clearly above the tolerance)."""
+    in tune or in optimize --from-tune (their evidence is thinner, and it was judged above the tolerance)."""
     return {design_key(m) for m in measured if m.get("seeds", seeds) < seeds}
 
 
@@ -330,10 +330,12 @@ def tie_break(
     a choice met the tolerance, predicted at least `min_gain` faster than it (else a pass would not change the
     choice).
 
-    Why only then: with 2 or 3 seeds the two-level bootstrap puts about 1/2^2 or 1/3^3 of its draws on the worst
-    seed alone, so the upper end sits near the worst seed's penalty plus the windows' noise. One more seed shrinks
-    that share below the 2.5% tail (1/27) and pulls the bound towards the worst seed; it cannot pull it below a
-    worst seed that is itself above the tolerance."""
+    Why this test: the two-level bootstrap (`penalty_at_end`) draws the worst seed alone in 1/S^S of its resamples
+    (1/4 with 2 seeds, 1/27 with 3, both above the 2.5% tail), so the upper end is about the 97.5% point of those
+    draws: with 2 seeds their 90% quantile (the worst seed's penalty + ~1.3 of its windows' standard error), with 3
+    their 32% quantile (~0.45 standard errors under it). A third seed no worse than the tolerance therefore brings
+    a design whose seeds all passed under it; a design with a seed above the tolerance stays above whatever it
+    draws next."""
     undecided = [
         m
         for m in measured

@@ -96,7 +96,7 @@ def tune(
         heldout, max_tokens, device, dtype: as for `vocabopt.validate`; space: the optimizer's search space.
         refine: rounds after the first, each training one design paired with the full softmax's runs: the model's
             interpolated choice (0: keep the interpolation), or a faster design below a trained choice that passed
-            (`tradeoff.gap_probe`).
+            (`tradeoff.gap_probe`); or one more seed of a faster undecided design (`tradeoff.tie_break`).
         budget_minutes: a refinement round starts only if it fits in what is left of this wall time; None: no limit.
         race: a design above the tolerance after a seed trains no more seeds (`tradeoff.out_of_race`, `race_margin`);
             confirm: train the chosen design once more beside the full softmax, with a seed no round used.
@@ -132,7 +132,7 @@ def tune(
         "confirmation": confirmation,  # None, or the chosen design's penalty on one more seed (`_Rounds.confirm`)
         "measured": measured,
         "model": model,
-        "full_softmax": full_record(runs[FULL]),
+        "full_softmax": full_record(runs[FULL][:seeds]),  # the seeds every design trained (tie-breaks add more)
         "proxy": {**asdict(train), "seeds": seeds, "race": race, "device": device_name(dev.type), "dtype": dtype},
         "bands": "ids covering 50%, 90%, 99% of the corpus's tokens, then the rest",
         "budget": rounds.budget.report(),
@@ -265,7 +265,8 @@ class _Rounds:
 def _refine(rounds: _Rounds, frontier: list[dict], picks: list[dict], runs: dict, steps_at, tolerance, refine: int):
     """(measured, basis, model, chosen, met) after up to `refine` rounds (paired with the full softmax's runs already
     made; `picks` and `runs` grow), each training one design while the budget allows: one more seed of a faster
-    undecided design (`tradeoff.tie_break`) when the choice is a trained design or nothing passed; else the model's
+    undecided design (`tradeoff.tie_break`; with 2+ seeds, on the end-of-run basis) when the choice is a trained
+    design or nothing passed and it fits the budget; else the model's
     interpolated choice (the model then narrows around the crossing), or, once the choice is a trained design that
     passed, the probe of the gap below it (`tradeoff.gap_probe`). Rounds spent, the fastest trained design that
     passed."""
@@ -276,22 +277,24 @@ def _refine(rounds: _Rounds, frontier: list[dict], picks: list[dict], runs: dict
 
     measured, basis, model, chosen, met = decide()
     for r in range(refine):
-        undecided = measured if basis == "end" else []  # a fitted curve's interval is not the seeds' bootstrap
+        # the end-of-run bootstrap over 2+ seeds is what `tie_break` reasons about (not a fitted curve's interval)
+        undecided = measured if basis == "end" and seeds >= 2 else []
         tie = tradeoff.tie_break(undecided, chosen, met, tolerance, seeds + TIE_BREAK_SEEDS)
+        full = tie is not None and int(len(runs[FULL]) <= tie["seeds"])  # that seed's full softmax is still to train
         if tie is not None and (chosen["measured"] or not met):
-            full = int(len(runs[FULL]) <= tie["seeds"])  # the full softmax's run of that seed is still to train
-            if budget is not None and not budget.fits(1, r + 1, full=full):
-                break
-            pick = next(p for p in picks if p["name"] == tie["name"])
-            pick["tie_break"] = r + 1
-            rounds.extra_seed(pick, runs)
-            measured, basis, model, chosen, met = decide()
-            continue
+            if budget is None or budget.fits(1, r + 1, full=full, record=False):  # else a probe may still fit
+                at = next(i for i, p in enumerate(picks) if p["name"] == tie["name"])
+                picks[at] = {**picks[at], "tie_break": r + 1}  # (a copy: folklore picks are the base plan's dicts)
+                rounds.extra_seed(picks[at], runs)
+                measured, basis, model, chosen, met = decide()
+                continue
         if not chosen["measured"]:
             pick, why = (chosen if met else None), "interpolated"
         else:
             eligible = _eligible(frontier, picks, measured, seeds)
             pick, why = tradeoff.gap_probe(eligible, measured, chosen, tolerance), "probe"
+        if pick is None and tie is not None and budget is not None:
+            budget.fits(1, r + 1, full=full)  # records the tie-break the budget left out
         if pick is None or (budget is not None and not budget.fits(seeds, r + 1)):
             break
         picks.append({**pick, "name": f"r{r + 1}", "round": r + 1, "refined": why})
@@ -327,7 +330,7 @@ def _decide(
 
 def _eligible(frontier: list[dict], picks: list[dict], measured: list[dict], seeds: int) -> list[dict]:
     """The designs the choice may take: `tradeoff.eligible`, less those out of the race (their evidence is fewer
-    seeds than the proxy's `seeds`, and it was judged clearly above the tolerance)."""
+    seeds than the proxy's `seeds`, and it was judged above the tolerance)."""
     raced = tradeoff.raced_out(measured, seeds)
     return [d for d in tradeoff.eligible(frontier, picks) if tradeoff.design_key(d) not in raced]
 
@@ -390,7 +393,7 @@ def _train_seeds(
             runs[tr.name].append(
                 {"step_ms": statistics.median(tr.step_ms[2:] or tr.step_ms), "curve": curve, "quality": final}
             )
-        if race_tolerance is not None and s + 1 < seeds:  # designs clearly above the tolerance train no more seeds
+        if race_tolerance is not None and s + 1 < seeds:  # designs above the tolerance train no more seeds
             full = [r["quality"].window_losses for r in (full_runs or runs[FULL])[: s + 1]]
             active = {
                 n: p
