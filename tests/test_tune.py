@@ -484,3 +484,27 @@ def test_an_undecided_faster_design_gets_one_more_seed_and_is_chosen_when_it_the
     assert chosen["measured"] and chosen["cutoffs"] == min(broken, key=lambda m: m["predicted_ms"])["cutoffs"]
     _print_table(plan)
     assert f"+ {broken[0]['name']}: undecided after 2 seeds" in capsys.readouterr().out
+
+
+def test_tunes_frontier_spans_both_projection_rules_and_is_pareto(tiny, monkeypatch):
+    """tune's frontier is the Pareto set of the space's projection rule (d/4 per tail) and d/2 (WIDE_DIV_VALUE): it
+    holds designs of both, none beaten on both step time and capacity by another; the plan keeps the chosen
+    design's own projections. `pareto` by hand: dominated and repeated designs drop out."""
+    tune_mod = sys.modules["vocabopt.tune"]
+    path, stats, prof = tiny
+    fake, _ = _fake_training(lambda cap: 0.05 if cap < 0.96 else 0.0, stats)
+    monkeypatch.setattr(tune_mod, "_train_seeds", fake)
+    plan = vocabopt.tune(
+        stats, sources=[str(path)], tokenizer=str(BPE), hidden=64, batch_tokens=512, profile=prof,
+        seeds=1, candidates=2, train=TINY, max_tokens=25_000, tolerance=0.01, refine=0,
+    )  # fmt: skip
+    frontier = plan.predicted["frontier"]
+    assert {d["proj_dims"][0] for d in frontier if d["proj_dims"]} >= {
+        64 // 4,
+        64 // 2,
+    }  # (at 16 wide the profile's floor of 8 merges them)
+    for a in frontier:
+        assert not any(b["time_ms"] <= a["time_ms"] and b["capacity"] > a["capacity"] for b in frontier)
+    assert plan.proj_dims == plan.provenance["tune"]["chosen"]["proj_dims"]
+    rows = [{"time_ms": t, "capacity": c} for t, c in [(2.0, 0.9), (1.0, 0.8), (2.5, 0.85), (3.0, 1.0), (2.0, 0.9)]]
+    assert [(d["time_ms"], d["capacity"]) for d in tune_mod.pareto(rows)] == [(1.0, 0.8), (2.0, 0.9), (3.0, 1.0)]
