@@ -7,8 +7,9 @@ evidence: every trained design with its penalty and interval, the fitted penalty
 the comparison and whether the tolerance was met.
 
 Method:
-1. candidates: `optimize`'s time-capacity frontier (designs slower than the full softmax dropped), a few spanning
-   its capacity range, plus the folklore designs (unless told not to: a design that passes anchors the refinement);
+1. candidates: `optimize`'s time-capacity frontier over two projection rules, the space's and d/2^i (their Pareto
+   set; designs slower than the full softmax dropped), a few spanning its capacity range, plus the folklore designs
+   (unless told not to: a design that passes anchors the refinement);
 2. quality: each candidate and the full softmax train the same proxy LM (`vocabopt.training`: same seed, batches,
    optimizer, in lockstep) for several seeds; held-out loss per window and learning curves are recorded;
 3. penalty of each design with a 95% interval (`vocabopt.tradeoff`): at the training length the user plans
@@ -51,10 +52,11 @@ Progress = Callable[[str, int, int], None]  # (what, done, total)
 # softmax's training (~2.3 min there). Taking more seeds only for designs that lean to a pass favours passes (the
 # winner's curse): the independent run (`--confirm`, `vocabopt validate --seed`) is the check.
 TIE_BREAK_SEEDS = 1
-# The second projection rule tune's frontier spans (tails of d/2^(i+1) beside the space's d/4^(i+1)). Evidence, ad hoc
-# (session notes of 2026-11-30; Python source, d=256, 300 steps, seed 0): [3016] with a 128-wide tail +0.33% against
-# +1.16% with 64, at a predicted step 3% slower (2.91x vs 2.99x the full softmax, shipped Xeon profile); on KJV the
-# d/2 search finds [1264]/[128] at the capacity of [2000]/[64] (0.947) and 4.91x instead of 4.13x.
+# The second projection rule tune's frontier spans (tails of d/2^(i+1) beside the space's d/4^(i+1)): the cost model
+# puts a wider tail at nearly the same step (Python source, [3016]: 2.91x with 128 vs 2.99x with 64, shipped Xeon
+# profile). Evidence, benchmarks/tune_corpora.py, consecutive runs (docs/benchmarks.md "Tune on two corpora"): with
+# d/4 only KJV chose the folklore [2000] (1.00x over it), with both [824, 1752, 3648] / [128, 64, 32] (-0.51%,
+# confirmed -1.32%, 2.11x the folklore measured); Python's [3016] read +0.98% with a 64-wide tail, +0.48% with 128.
 WIDE_DIV_VALUE = 2.0
 
 
