@@ -506,5 +506,29 @@ def test_tunes_frontier_spans_both_projection_rules_and_is_pareto(tiny, monkeypa
     for a in frontier:
         assert not any(b["time_ms"] <= a["time_ms"] and b["capacity"] > a["capacity"] for b in frontier)
     assert plan.proj_dims == plan.provenance["tune"]["chosen"]["proj_dims"]
+    assert plan.provenance["tune"]["frontier_rules"] == [4.0, 2.0]
+    for f in plan.predicted["folklore"]:  # the folklore rows are the designs tune trained: the space's d/4 rule
+        assert f["proj_dims"][0] == 64 // 4
     rows = [{"time_ms": t, "capacity": c} for t, c in [(2.0, 0.9), (1.0, 0.8), (2.5, 0.85), (3.0, 1.0), (2.0, 0.9)]]
     assert [(d["time_ms"], d["capacity"]) for d in tune_mod.pareto(rows)] == [(1.0, 0.8), (2.0, 0.9), (3.0, 1.0)]
+
+
+def test_optimize_from_tune_can_choose_a_trained_design_of_the_second_projection_rule(tiny):
+    """A tuned plan whose frontier spanned d/2 tails (`frontier_rules`): optimize --from-tune searches those too, so
+    a trained d/2 design that passed is eligible, as in tune, and the plan keeps its projections; without the
+    rule recorded, optimize's own d/4 frontier cannot hold it."""
+    _, stats, prof = tiny
+    wide = vocabopt.optimize(stats, hidden=64, profile=prof, batch_tokens=4096, min_capacity=0.0, div_value=2.0)
+    mine = max(wide.predicted["frontier"], key=lambda d: d["capacity"] if d["capacity"] < 0.95 else 0)
+    assert mine["proj_dims"][0] == 32
+    tuned = Plan.from_cutoffs(stats, hidden=64, cutoffs=mine["cutoffs"], proj_dims=mine["proj_dims"])
+    model = {"capacity": [0.3, 1.0], "penalty": [0.04, 0.02], "high": [0.05, 0.03], "monotone_violations": 0}
+    ev = {**{k: mine[k] for k in ("cutoffs", "proj_dims", "capacity")}, "penalty": 0.0, "low": -0.005, "high": 0.005}
+    tuned.provenance["tune"] = {"model": model, "tolerance": 0.01, "basis": "test", "measured": [ev],
+                                "frontier_rules": [4.0, 2.0]}  # fmt: skip
+    plan = vocabopt.optimize(stats, hidden=64, profile=prof, batch_tokens=4096, from_tune=tuned, min_capacity=0.0)
+    assert plan.cutoffs == mine["cutoffs"] and plan.proj_dims == mine["proj_dims"]
+    assert plan.provenance["options"]["from_tune"]["bound"] == "measured"
+    del tuned.provenance["tune"]["frontier_rules"]
+    plain = vocabopt.optimize(stats, hidden=64, profile=prof, batch_tokens=4096, from_tune=tuned, min_capacity=0.0)
+    assert plain.proj_dims != mine["proj_dims"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ import numpy as np
 from . import cost, design, tradeoff
 from .errors import InputError, MismatchError
 from .plan import Plan, tokenizer_record
-from .search import Design, SearchSpace, search
+from .search import Design, SearchSpace, pareto, search
 from .version import __version__
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def optimize(
     space.check(len(counts), hidden)
     space = space.resolved(profile, len(counts), hidden)  # the profile's defaults: min_proj, min_tail
     min_capacity, floor_reason = _floor(counts, hidden, space, min_capacity)
-    found = search(profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=space)
+    found = _search(profile, counts, hidden, batch_tokens, mode, decode, space, from_tune)
     folk = folklore(profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=space)
     best, measured = _choose(found, counts, hidden, space, tolerance, min_capacity, cutoffs, from_tune, stats, folk)
     options = {
@@ -251,6 +251,29 @@ def _no_design(found: dict[str, Any]) -> str:
     )
 
 
+def _search(
+    profile: Any, counts: np.ndarray, hidden: int, batch_tokens: int, mode: str, decode: str, space, from_tune
+) -> dict[str, Any]:
+    """`search` over the space; its frontier joined (Pareto) with those of the other projection rules a tuned
+    plan's frontier spanned (`_tuned_rules`)."""
+    found = search(profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=space)
+    for rule in _tuned_rules(from_tune, space):
+        wide = search(
+            profile, counts, hidden, batch_tokens, mode=mode, decode=decode, space=replace(space, div_value=rule)
+        )
+        found = {**found, "frontier": pareto(found["frontier"] + wide["frontier"])}
+    return found
+
+
+def _tuned_rules(from_tune: Plan | None, space: SearchSpace) -> list[float]:
+    """The projection rules (div_value) a tuned plan's frontier spanned beyond this space's, when the space leaves
+    the projections to a rule (tune: `frontier_rules`)."""
+    evidence = getattr(from_tune, "provenance", {}).get("tune") or {} if from_tune is not None else {}
+    if space.proj_dims is not None:
+        return []
+    return [r for r in evidence.get("frontier_rules") or [] if r != space.div_value]
+
+
 def _recommend_measured(
     frontier: list[Design],
     tuned: Plan,
@@ -282,7 +305,7 @@ def _recommend_measured(
             "from_tune: no design on this frontier lies in the capacity range tune measured; tune with this profile"
         ) from None
     on = [d for d in frontier if d.cutoffs == chosen["cutoffs"] and d.proj_dims == chosen["proj_dims"]]
-    best = on[0] if on else _given(counts, hidden, chosen["cutoffs"], space)
+    best = on[0] if on else Design.build(counts, hidden, chosen["cutoffs"], chosen["proj_dims"], 0.0)
     keys = ("predicted_penalty", "predicted_high", "bound")
     return best, {"tolerance": evidence["tolerance"], "met": met, "basis": evidence["basis"]} | {
         k: chosen[k] for k in keys

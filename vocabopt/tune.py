@@ -7,8 +7,9 @@ evidence: every trained design with its penalty and interval, the fitted penalty
 the comparison and whether the tolerance was met.
 
 Method:
-1. candidates: `optimize`'s time-capacity frontier over two projection rules, the space's and d/2^i (their Pareto
-   set; designs slower than the full softmax dropped), a few spanning its capacity range, plus the folklore designs
+1. candidates: `optimize`'s time-capacity frontier over two projection rules, the space's and tail i of d/2^i (the
+   Pareto set of the two searches' frontiers, each thinned to 12 designs by `optimize`; designs slower than the full
+   softmax dropped), a few spanning its capacity range, plus the folklore designs
    (unless told not to: a design that passes anchors the refinement);
 2. quality: each candidate and the full softmax train the same proxy LM (`vocabopt.training`: same seed, batches,
    optimizer, in lockstep) for several seeds; held-out loss per window and learning curves are recorded;
@@ -52,11 +53,12 @@ Progress = Callable[[str, int, int], None]  # (what, done, total)
 # softmax's training (~2.3 min there). Taking more seeds only for designs that lean to a pass favours passes (the
 # winner's curse): the independent run (`--confirm`, `vocabopt validate --seed`) is the check.
 TIE_BREAK_SEEDS = 1
-# The second projection rule tune's frontier spans (tails of d/2^(i+1) beside the space's d/4^(i+1)): the cost model
-# puts a wider tail at nearly the same step (Python source, [3016]: 2.91x with 128 vs 2.99x with 64, shipped Xeon
-# profile). Evidence, benchmarks/tune_corpora.py, consecutive runs (docs/benchmarks.md "Tune on two corpora"): with
-# d/4 only KJV chose the folklore [2000] (1.00x over it), with both [824, 1752, 3648] / [128, 64, 32] (-0.51%,
-# confirmed -1.32%, 2.11x the folklore measured); Python's [3016] read +0.98% with a 64-wide tail, +0.48% with 128.
+# The second projection rule tune's frontier spans (tail i of width d/2^i beside the space's d/4^i): wider for a small
+# predicted cost (Python source, [3016]: 2.91x with 128 vs 2.99x with 64, shipped Xeon profile). Observed in two
+# consecutive runs of benchmarks/tune_corpora.py that differ only in this rule (docs/benchmarks.md "Tune on two
+# corpora"): with d/4 only KJV chose the folklore [2000] (1.00x over it), with both [824, 1752, 3648] / [128, 64, 32]
+# (-0.51%, confirmed -1.32%, 2.11x the folklore measured); Python's [3016] read +0.98% with a 64-wide tail, +0.48%
+# with 128 (overlapping intervals).
 WIDE_DIV_VALUE = 2.0
 
 
@@ -100,7 +102,8 @@ def tune(
             curves); None compares at the curves' fitted asymptote.
         train: the proxy LM's settings (model, seq_len, batch_size, steps, lr, eval_tokens; eval_every defaults to
             steps // 8 so that each curve has 8 points).
-        heldout, max_tokens, device, dtype: as for `vocabopt.validate`; space: the optimizer's search space.
+        heldout, max_tokens, device, dtype: as for `vocabopt.validate`; space: the optimizer's search space (unless
+            it fixes `proj_dims`, a search with tails of d/2^i is added: WIDE_DIV_VALUE).
         refine: rounds after the first, each training one design paired with the full softmax's runs: the model's
             interpolated choice (0: keep the interpolation), or a faster design below a trained choice that passed
             (`tradeoff.gap_probe`); or one more seed of a faster undecided design (`tradeoff.tie_break`).
@@ -127,9 +130,7 @@ def tune(
     steps_at = None if train_tokens is None else train_tokens / (train.seq_len * train.batch_size)
     measured, basis, model, chosen, met = _refine(rounds, frontier, picks, runs, steps_at, tolerance, refine)
     confirmation = rounds.confirm(chosen, tolerance, len(runs[FULL])) if confirm else None
-    plan = optimize(stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, cutoffs=chosen["cutoffs"],
-                    **{**asdict(space), "proj_dims": chosen["proj_dims"]})  # fmt: skip
-    plan.predicted["frontier"] = frontier  # the one tune searched (both projection rules: `_picks`)
+    plan = _final_plan(stats, hidden, profile, batch_tokens, space, chosen, base, frontier)
     plan.provenance["method"] = "vocabopt.tune"
     plan.provenance["options"].update(cutoffs=None, tolerance=tolerance, min_capacity_rule="measured: see tune")
     plan.provenance["tune"] = {
@@ -142,6 +143,7 @@ def tune(
         "proxy": {**asdict(train), "seeds": seeds, "race": race, "device": device_name(dev.type), "dtype": dtype},
         "bands": "ids covering 50%, 90%, 99% of the corpus's tokens, then the rest",
         "budget": rounds.budget.report(),
+        "frontier_rules": _rules(space),  # the div_values whose searches make the frontier (optimize --from-tune)
     }
     return plan
 
@@ -155,14 +157,36 @@ def _picks(
     kw = dict(hidden=hidden, profile=profile, batch_tokens=batch_tokens, min_capacity=0.0)
     base = optimize(stats, **kw, **asdict(space))
     designs = list(base.predicted["frontier"])
-    if space.proj_dims is None and space.div_value != WIDE_DIV_VALUE:
-        designs += optimize(stats, **kw, **{**asdict(space), "div_value": WIDE_DIV_VALUE}).predicted["frontier"]
+    for rule in _rules(space)[1:]:
+        designs += optimize(stats, **kw, **{**asdict(space), "div_value": rule}).predicted["frontier"]
     full_ms = base.predicted["full_softmax"]["time_ms"]
     frontier = [d for d in pareto(designs) if d["time_ms"] < full_ms]
     picks = select_candidates(frontier, candidates)
     if folklore:
         picks += [f for f in base.predicted["folklore"] if f["time_ms"] < full_ms]
     return base, frontier, picks
+
+
+def _rules(space: SearchSpace) -> list[float]:
+    """The projection rules (div_value) tune's frontier spans: the space's, and WIDE_DIV_VALUE unless the space fixes
+    the projections."""
+    wide = space.proj_dims is None and space.div_value != WIDE_DIV_VALUE
+    return [space.div_value, *([WIDE_DIV_VALUE] if wide else [])]
+
+
+def _final_plan(
+    stats: Any, hidden: int, profile: Any, batch_tokens: int, space: SearchSpace, chosen: dict, base: Plan, frontier
+) -> Plan:
+    """The plan of the chosen design, made by `optimize` with the projection rule that gives its projections; its
+    folklore rows are those tune trained (the space's rule) and its frontier the one tune searched."""
+    kw = dict(hidden=hidden, profile=profile, batch_tokens=batch_tokens, cutoffs=chosen["cutoffs"])
+    for rule in _rules(space):
+        plan = optimize(stats, **kw, **{**asdict(space), "div_value": rule})
+        if list(plan.proj_dims) == list(chosen["proj_dims"]):
+            break
+    plan.predicted["folklore"] = base.predicted["folklore"]
+    plan.predicted["frontier"] = frontier
+    return plan
 
 
 def pareto(designs: list[dict]) -> list[dict]:
