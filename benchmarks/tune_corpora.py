@@ -100,7 +100,7 @@ def run_corpus(name: str, args: argparse.Namespace, profile, tmp: Path) -> dict:
     )
     layer_ms = measured_layers({"chosen": plan, "folklore": folk}, args.batch_tokens)
     out = {"name": name, "about": about, "plan": plan, "check": check, "tune_s": tune_s, "stats": stats}
-    return {**out, "layer_ms": layer_ms, "folklore_cutoffs": folk.cutoffs}
+    return {**out, "layer_ms": layer_ms, "folklore_cutoffs": folk.cutoffs, "folklore_dims": folk.proj_dims}
 
 
 def measured_layers(plans: dict, batch_tokens: int, rounds: int = 3) -> dict[str, float]:
@@ -124,7 +124,7 @@ def rows(result: dict) -> list[str]:
     full_ms = plan.predicted["full_softmax"]["time_ms"]
     out = []
     for m in t["measured"]:
-        mark = " **chosen**" if m["cutoffs"] == plan.cutoffs else ""
+        mark = " **chosen**" if (m["cutoffs"], m["proj_dims"]) == (plan.cutoffs, plan.proj_dims) else ""
         kind = "probe" if m.get("refined") == "probe" else "refinement"
         mark += f" ({kind} {m['round']})" if m.get("round") else ""
         mark += f" (+1 seed, round {m['tie_break']})" if m.get("tie_break") else ""
@@ -135,7 +135,7 @@ def rows(result: dict) -> list[str]:
             raced += f" (seeds: {', '.join(f'{p:+.2%}' for p in m['seed_penalties'])})"
         eq = f"{m['equal_time_penalty']:+.1%}" if m["equal_time_penalty"] is not None else "—"
         out.append(
-            f"| {result['name']} | {m['name']}{mark} | {m['cutoffs']} | {m['capacity']:.3f} | "
+            f"| {result['name']} | {m['name']}{mark} | {m['cutoffs']} / {m['proj_dims']} | {m['capacity']:.3f} | "
             f"{m['penalty']:+.2%} [{m['low']:+.2%}, {m['high']:+.2%}]{raced} | {within} | "
             f"{full_ms / m['predicted_ms']:.2f}x | {m['proxy_speedup']:.2f}x | {eq} |"
         )
@@ -143,14 +143,15 @@ def rows(result: dict) -> list[str]:
     v = summ["vocabopt"]
     folk = summ.get("folklore")
     out.append(
-        f"| {result['name']} | independent validate, seed 1000 | {plan.cutoffs} | {plan.capacity:.3f} | "
+        f"| {result['name']} | independent validate, seed 1000 | {plan.cutoffs} / {plan.proj_dims} | "
+        f"{plan.capacity:.3f} | "
         f"{v['ppl_gap']:+.2%} (end of run) | — | {plan.predicted['speedup']:.2f}x | {v['speedup']:.2f}x | "
         + (f"{v['equal_time_ppl_gap']:+.1%} |" if v.get("equal_time_ppl_gap") is not None else "— |")
     )
     if folk:
         cut = check.run("folklore").cutoffs
         out.append(
-            f"| {result['name']} | folklore {cut}, same run | {cut} | "
+            f"| {result['name']} | folklore {cut}, same run | {cut} / {check.run('folklore').proj_dims} | "
             f"— | {folk['ppl_gap']:+.2%} (end of run) | — | — | {folk['speedup']:.2f}x | "
             + (f"{folk['equal_time_ppl_gap']:+.1%} |" if folk.get("equal_time_ppl_gap") is not None else "— |")
         )
@@ -217,8 +218,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
         )
     lines += [
         "",
-        "| corpus | design | cutoffs | capacity | penalty [95% interval] | within tolerance | predicted layer "
-        "speed-up | measured proxy-step speed-up | penalty at equal wall time |",
+        "| corpus | design | cutoffs / projections | capacity | penalty [95% interval] | within tolerance | "
+        "predicted layer speed-up | measured proxy-step speed-up | penalty at equal wall time |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
