@@ -50,8 +50,9 @@ Progress = Callable[[str, int, int], None]  # (what, done, total)
 # `tradeoff.tie_break`: seeds a design may train beyond the proxy's `seeds`. Evidence: benchmarks/tune_corpora.py at
 # commit ba55c18, KJV: [1488, 3096] (5.41x predicted, 1.31x the folklore [2000]) measured +0.03% [-1.06%, +1.07%]
 # with 2 seeds, undecided by 0.07 points, and the round went to nothing; a third seed costs one design's and one full
-# softmax's training (~2.3 min there). Taking more seeds only for designs that lean to a pass favours passes (the
-# winner's curse): the independent run (`--confirm`, `vocabopt validate --seed`) is the check.
+# softmax's training (~2.3 min there). At commit 52d0d32 its third seed read +1.44%: decided, a failure. Taking more
+# seeds only for designs that lean to a pass favours passes (the winner's curse): the independent run (`--confirm`,
+# `vocabopt validate --seed`) is the check.
 TIE_BREAK_SEEDS = 1
 # The second projection rule tune's frontier spans (tail i of width d/2^i beside the space's d/4^i): wider for a small
 # predicted cost (Python source, [3016]: 2.91x with 128 vs 2.99x with 64, shipped Xeon profile). Observed in two
