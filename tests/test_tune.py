@@ -20,6 +20,7 @@ from vocabopt.errors import InputError
 from vocabopt.evidence import design_record
 from vocabopt.plan import Plan
 from vocabopt.profile import synthetic_profile
+from vocabopt.search import pareto
 from vocabopt.training import TrainSettings
 from vocabopt.tune import select_candidates
 
@@ -489,7 +490,7 @@ def test_an_undecided_faster_design_gets_one_more_seed_and_is_chosen_when_it_the
 def test_tunes_frontier_spans_both_projection_rules_and_is_pareto(tiny, monkeypatch):
     """tune's frontier is the Pareto set of the space's projection rule (d/4 per tail) and d/2 (WIDE_DIV_VALUE): it
     holds designs of both, none beaten on both step time and capacity by another; the plan keeps the chosen
-    design's own projections. `pareto` by hand: dominated and repeated designs drop out."""
+    design's own projections. `search.pareto` on JSON designs by hand: dominated and repeated designs drop out."""
     tune_mod = sys.modules["vocabopt.tune"]
     path, stats, prof = tiny
     fake, _ = _fake_training(lambda cap: 0.05 if cap < 0.96 else 0.0, stats)
@@ -510,7 +511,7 @@ def test_tunes_frontier_spans_both_projection_rules_and_is_pareto(tiny, monkeypa
     for f in plan.predicted["folklore"]:  # the folklore rows are the designs tune trained: the space's d/4 rule
         assert f["proj_dims"][0] == 64 // 4
     rows = [{"time_ms": t, "capacity": c} for t, c in [(2.0, 0.9), (1.0, 0.8), (2.5, 0.85), (3.0, 1.0), (2.0, 0.9)]]
-    assert [(d["time_ms"], d["capacity"]) for d in tune_mod.pareto(rows)] == [(1.0, 0.8), (2.0, 0.9), (3.0, 1.0)]
+    assert [(d["time_ms"], d["capacity"]) for d in pareto(rows, dict.get)] == [(1.0, 0.8), (2.0, 0.9), (3.0, 1.0)]
 
 
 def test_optimize_from_tune_can_choose_a_trained_design_of_the_second_projection_rule(tiny):

@@ -268,9 +268,9 @@ def _search(
 def _tuned_rules(from_tune: Plan | None, space: SearchSpace) -> list[float]:
     """The projection rules (div_value) a tuned plan's frontier spanned beyond this space's, when the space leaves
     the projections to a rule (tune: `frontier_rules`)."""
-    evidence = getattr(from_tune, "provenance", {}).get("tune") or {} if from_tune is not None else {}
-    if space.proj_dims is not None:
+    if from_tune is None or space.proj_dims is not None:
         return []
+    evidence = (getattr(from_tune, "provenance", None) or {}).get("tune") or {}
     return [r for r in evidence.get("frontier_rules") or [] if r != space.div_value]
 
 

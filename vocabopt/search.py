@@ -17,6 +17,7 @@ ids, no projection below `min_proj` (default: the profile's alignment, see `defa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -292,11 +293,12 @@ def search(
     }
 
 
-def pareto(designs: list[Design]) -> list[Design]:
-    """Designs no other beats on both time (lower) and capacity (higher), fastest first."""
-    out: list[Design] = []
-    for d in sorted(designs, key=lambda d: (d.time_ms, -d.capacity)):
-        if not out or d.capacity > out[-1].capacity + 1e-12:
+def pareto(designs: list, get: Callable[[Any, str], float] = getattr) -> list:
+    """Designs no other beats on both time (lower) and capacity (higher), fastest first (one of equal ones).
+    `get(design, field)` reads "time_ms" and "capacity": attributes of `Design`s, or `dict.get` for their JSON."""
+    out: list = []
+    for d in sorted(designs, key=lambda d: (get(d, "time_ms"), -get(d, "capacity"))):
+        if not out or get(d, "capacity") > get(out[-1], "capacity") + 1e-12:
             out.append(d)
     return out
 

@@ -42,7 +42,7 @@ from .evidence import FULL, full_record, measure
 from .optimize import optimize
 from .plan import Plan
 from .quality import coverage_band_edges, heldout_quality
-from .search import SearchSpace
+from .search import SearchSpace, pareto
 from .training import MODELS, TokenStream, TrainSettings, curve_point, train_lockstep
 from .validate import batch_offsets, load_tokens
 
@@ -50,7 +50,7 @@ Progress = Callable[[str, int, int], None]  # (what, done, total)
 # `tradeoff.tie_break`: seeds a design may train beyond the proxy's `seeds`. Evidence: benchmarks/tune_corpora.py at
 # commit ba55c18, KJV: [1488, 3096] (5.41x predicted, 1.31x the folklore [2000]) measured +0.03% [-1.06%, +1.07%]
 # with 2 seeds, undecided by 0.07 points, and the round went to nothing; a third seed costs one design's and one full
-# softmax's training (~2.3 min there). At commit 52d0d32 its third seed read +1.44%: decided, a failure. Taking more
+# softmax's training. At commit 52d0d32 its third seed read +1.44%: decided, a failure. Taking more
 # seeds only for designs that lean to a pass favours passes (the winner's curse): the independent run (`--confirm`,
 # `vocabopt validate --seed`) is the check.
 TIE_BREAK_SEEDS = 1
@@ -161,7 +161,7 @@ def _picks(
     for rule in _rules(space)[1:]:
         designs += optimize(stats, **kw, **{**asdict(space), "div_value": rule}).predicted["frontier"]
     full_ms = base.predicted["full_softmax"]["time_ms"]
-    frontier = [d for d in pareto(designs) if d["time_ms"] < full_ms]
+    frontier = [d for d in pareto(designs, dict.get) if d["time_ms"] < full_ms]
     picks = select_candidates(frontier, candidates)
     if folklore:
         picks += [f for f in base.predicted["folklore"] if f["time_ms"] < full_ms]
@@ -188,15 +188,6 @@ def _final_plan(
     plan.predicted["folklore"] = base.predicted["folklore"]
     plan.predicted["frontier"] = frontier
     return plan
-
-
-def pareto(designs: list[dict]) -> list[dict]:
-    """The designs no other design beats on both step time and capacity (one of each design), fastest first."""
-    out: list[dict] = []
-    for d in sorted(designs, key=lambda d: (d["time_ms"], -d["capacity"])):
-        if not out or d["capacity"] > out[-1]["capacity"]:
-            out.append(d)
-    return out
 
 
 def select_candidates(frontier: list[dict], k: int) -> list[dict]:
