@@ -7,9 +7,9 @@ evidence: every trained design with its penalty and interval, the fitted penalty
 the comparison and whether the tolerance was met.
 
 Method:
-1. candidates: `optimize`'s time-capacity frontier over two projection rules, the space's and tail i of d/2^i (the
-   Pareto set of the two searches' frontiers, each thinned to 12 designs by `optimize`; designs slower than the full
-   softmax dropped), a few spanning its capacity range, plus the folklore designs
+1. candidates: the optimizer's time-capacity frontier over two projection rules, the space's and tail i of d/2^i
+   (the Pareto set of the two searches' whole frontiers; designs slower than the full softmax dropped), a few
+   spanning its capacity range, plus the folklore designs
    (unless told not to: a design that passes anchors the refinement);
 2. quality: each candidate and the full softmax train the same proxy LM (`vocabopt.training`: same seed, batches,
    optimizer, in lockstep) for several seeds; held-out loss per window and learning curves are recorded;
@@ -29,7 +29,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ from .evidence import FULL, full_record, measure
 from .optimize import optimize
 from .plan import Plan
 from .quality import coverage_band_edges, heldout_quality
-from .search import SearchSpace, pareto
+from .search import SearchSpace, pareto, search
 from .training import MODELS, TokenStream, TrainSettings, curve_point, train_lockstep
 from .validate import batch_offsets, load_tokens
 
@@ -155,11 +155,11 @@ def _picks(
     """(the optimizer's plan over the whole frontier, the frontier's designs faster than the full softmax, the designs
     to train: candidates and folklore). Unless the space fixes the projections, the frontier spans two projection
     rules, the space's (d/4^i by default) and d/2^i (WIDE_DIV_VALUE): the Pareto set of both searches."""
-    kw = dict(hidden=hidden, profile=profile, batch_tokens=batch_tokens, min_capacity=0.0)
-    base = optimize(stats, **kw, **asdict(space))
-    designs = list(base.predicted["frontier"])
-    for rule in _rules(space)[1:]:
-        designs += optimize(stats, **kw, **{**asdict(space), "div_value": rule}).predicted["frontier"]
+    base = optimize(stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, min_capacity=0.0, **asdict(space))
+    designs = []
+    for rule in _rules(space):  # each search's whole frontier (the plan's `predicted` keeps 12 of it, for display)
+        found = search(profile, base.counts_by_rank, hidden, batch_tokens, space=replace(space, div_value=rule))
+        designs += [d.to_json() for d in found["frontier"]]
     full_ms = base.predicted["full_softmax"]["time_ms"]
     frontier = [d for d in pareto(designs, dict.get) if d["time_ms"] < full_ms]
     picks = select_candidates(frontier, candidates)
