@@ -50,6 +50,22 @@ def test_candidates_span_the_frontier():
         select_candidates([], 4)
 
 
+def test_no_trained_choice_when_every_trained_design_left_the_race():
+    """Every trained design raced out (fewer seeds than the proxy's 2): none may be chosen, and the fallback to the
+    trained designs says so (None) instead of raising; with one that kept its seeds, that one."""
+    tune_mod = sys.modules["vocabopt.tune"]
+    frontier = _frontier([0.5, 0.7, 0.9])
+    measured = [
+        {**d, "name": f"d{i}", "penalty": 0.2, "low": 0.15, "high": 0.25, "seeds": 1}
+        for i, d in enumerate(frontier[::2])
+    ]
+    model = tradeoff.penalty_model(measured)
+    assert tune_mod._trained_choice(frontier, measured, measured, model, 0.01, 2) is None
+    measured[1]["seeds"] = 2
+    chosen, met = tune_mod._trained_choice(frontier, measured, measured, model, 0.01, 2)
+    assert chosen["capacity"] == 0.9 and chosen["measured"] and not met
+
+
 def test_folklore_designs_off_the_frontier_are_eligible_once():
     frontier = _frontier([0.5, 0.9])
     folk = {"cutoffs": [2000], "proj_dims": [64], "time_ms": 1.2, "capacity": 0.95, "name": "paper/Lua"}
@@ -469,11 +485,12 @@ def test_an_undecided_faster_design_gets_one_more_seed_and_is_chosen_when_it_the
     )
     plan = vocabopt.tune(
         stats, sources=[str(path)], tokenizer=str(BPE), hidden=16, batch_tokens=512, profile=prof,
-        seeds=2, candidates=2, train=TINY, max_tokens=25_000, tolerance=0.01, refine=6, budget_minutes=60,
+        seeds=2, candidates=2, train=TINY, max_tokens=25_000, tolerance=0.01, refine=4, budget_minutes=60,
     )  # fmt: skip
     t = plan.provenance["tune"]
     broken = sorted((m for m in t["measured"] if m["tie_break"]), key=lambda m: m["tie_break"])
     assert broken, [(m["name"], m["capacity"], m["high"], m["seeds"]) for m in t["measured"]]
+    assert broken[0]["tie_break"] == (broken[0].get("round") or 0) + 1  # the round after it came out undecided
     trained = [(sorted(names), seed) for names, seed in seen]
     for k, m in enumerate(broken):  # the first trains the full softmax's seed 2 beside it; later ones reuse it
         assert m["seeds"] == 3 and m["seed_penalties"] == pytest.approx(np.expm1([-0.008, 0.008, -0.008]))

@@ -56,8 +56,8 @@ Progress = Callable[[str, int, int], None]  # (what, done, total)
 TIE_BREAK_SEEDS = 1
 # The second projection rule tune's frontier spans (tail i of width d/2^i beside the space's d/4^i): wider for a small
 # predicted cost (Python source, [3016]: 2.91x with 128 vs 2.99x with 64, shipped Xeon profile). Observed in two
-# consecutive runs of benchmarks/tune_corpora.py that differ only in this rule (docs/benchmarks.md "Tune on two
-# corpora"): with d/4 only KJV chose the folklore [2000] (1.00x over it), with both [824, 1752, 3648] / [128, 64, 32]
+# consecutive runs of benchmarks/tune_corpora.py that differ only in this rule, at 52d0d32 and 23cbd1c
+# (docs/benchmarks.md "Tune on two corpora", earlier runs): with d/4 only KJV chose the folklore [2000] (1.00x over it), with both [824, 1752, 3648] / [128, 64, 32]
 # (-0.51%, confirmed -1.32%, 2.11x the folklore measured); Python's [3016] read +0.98% with a 64-wide tail, +0.48%
 # with 128 (overlapping intervals).
 WIDE_DIV_VALUE = 2.0
@@ -152,12 +152,12 @@ def tune(
 def _picks(
     stats: Any, hidden: int, profile: Any, batch_tokens: int, space: SearchSpace, candidates: int, folklore: bool
 ) -> tuple[Plan, list[dict], list[dict]]:
-    """(the optimizer's plan over the whole frontier, the frontier's designs faster than the full softmax, the designs
+    """(`optimize`'s plan with the space's rule, the frontier's designs faster than the full softmax, the designs
     to train: candidates and folklore). Unless the space fixes the projections, the frontier spans two projection
     rules, the space's (d/4^i by default) and d/2^i (WIDE_DIV_VALUE): the Pareto set of both searches."""
     base = optimize(stats, hidden=hidden, profile=profile, batch_tokens=batch_tokens, min_capacity=0.0, **asdict(space))
     designs = []
-    for rule in _rules(space):  # each search's whole frontier (the plan's `predicted` keeps 12 of it, for display)
+    for rule in _rules(space):  # each search's whole frontier (`optimize`'s own plans keep 12 of it, for display)
         found = search(profile, base.counts_by_rank, hidden, batch_tokens, space=replace(space, div_value=rule))
         designs += [d.to_json() for d in found["frontier"]]
     full_ms = base.predicted["full_softmax"]["time_ms"]
@@ -305,8 +305,8 @@ class _Rounds:
 def _refine(rounds: _Rounds, frontier: list[dict], picks: list[dict], runs: dict, steps_at, tolerance, refine: int):
     """(measured, basis, model, chosen, met) after up to `refine` rounds (paired with the full softmax's runs already
     made; `picks` and `runs` grow), each training one design while the budget allows: one more seed of a faster
-    undecided design (`tradeoff.tie_break`; with 2+ seeds, on the end-of-run basis) when the choice is a trained
-    design or nothing passed and it fits the budget; else the model's
+    undecided design (`tradeoff.tie_break`: at least PROBE_MIN_GAIN faster than the fastest trained design that
+    passed, if one did; with 2+ seeds, on the end-of-run basis) when it fits the budget; else the model's
     interpolated choice (the model then narrows around the crossing), or, once the choice is a trained design that
     passed, the probe of the gap below it (`tradeoff.gap_probe`). Rounds spent, the fastest trained design that
     passed."""
@@ -319,9 +319,14 @@ def _refine(rounds: _Rounds, frontier: list[dict], picks: list[dict], runs: dict
     for r in range(refine):
         # the end-of-run bootstrap over 2+ seeds is what `tie_break` reasons about (not a fitted curve's interval)
         undecided = measured if basis == "end" and seeds >= 2 else []
-        tie = tradeoff.tie_break(undecided, chosen, met, tolerance, seeds + TIE_BREAK_SEEDS)
+        # judged against the fastest trained pass, and first, even when the choice is interpolated: the whole
+        # frontier holds a design every ~2% of capacity, and the model clears those between an undecided design and
+        # a pass one round at a time (each a small gain, and as undecided)
+        trained = None if chosen["measured"] else _trained_choice(frontier, picks, measured, model, tolerance, seeds)
+        held, held_met = (chosen, met) if chosen["measured"] else (trained or (chosen, False))
+        tie = tradeoff.tie_break(undecided, held, held_met, tolerance, seeds + TIE_BREAK_SEEDS)
         full = tie is not None and int(len(runs[FULL]) <= tie["seeds"])  # that seed's full softmax is still to train
-        if tie is not None and (chosen["measured"] or not met):
+        if tie is not None:
             if budget is None or budget.fits(1, r + 1, full=full, record=False):  # else a probe may still fit
                 at = next(i for i, p in enumerate(picks) if p["name"] == tie["name"])
                 picks[at] = {**picks[at], "tie_break": r + 1}  # (a copy: folklore picks are the base plan's dicts)
@@ -341,9 +346,18 @@ def _refine(rounds: _Rounds, frontier: list[dict], picks: list[dict], runs: dict
         runs.update(rounds.run(picks[-1:], full_runs=runs[FULL]))
         measured, basis, model, chosen, met = decide()
     if refine and not chosen["measured"]:  # rounds spent: keep the fastest design whose own measurement passed
-        eligible = _eligible(frontier, picks, measured, seeds)
-        chosen, met = tradeoff.choose(eligible, model, tolerance, measured, trained_only=True)
+        chosen, met = _trained_choice(frontier, picks, measured, model, tolerance, seeds) or (chosen, met)
     return measured, basis, model, chosen, met
+
+
+def _trained_choice(frontier: list[dict], picks: list[dict], measured: list[dict], model: dict, tolerance, seeds: int):
+    """(the fastest eligible trained design within the tolerance, True), else (the trained one with the lowest upper
+    bound, False): `tradeoff.choose` over the trained designs alone; None when every trained design left the race."""
+    eligible = _eligible(frontier, picks, measured, seeds)
+    try:
+        return tradeoff.choose(eligible, model, tolerance, measured, trained_only=True)
+    except ValueError:  # no trained design is eligible
+        return None
 
 
 def _confirmation(design_windows: list[float], full_windows: list[float], seed: int, tolerance: float) -> dict:
