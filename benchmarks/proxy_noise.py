@@ -40,7 +40,7 @@ from vocabopt.validate import batch_offsets, load_tokens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "Proxy-LM noise: last iterate vs moving average (benchmarks/proxy_noise.py)"
-DESIGNS = {"kjv": ([1488, 3096], [64, 16]), "python-stdlib": ([4784], [64])}  # tune's choices / 2x design
+DESIGNS = {"kjv": ([1488, 3096], [64, 16]), "python-stdlib": ([4784], [64])}  # near tune's choices of 2026-11-29
 
 
 def run(name: str, args: argparse.Namespace, tmp: Path) -> dict:

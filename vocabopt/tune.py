@@ -57,9 +57,9 @@ TIE_BREAK_SEEDS = 1
 # The second projection rule tune's frontier spans (tail i of width d/2^i beside the space's d/4^i): wider for a small
 # predicted cost (Python source, [3016]: 2.91x with 128 vs 2.99x with 64, shipped Xeon profile). Observed in two
 # consecutive runs of benchmarks/tune_corpora.py that differ only in this rule, at 52d0d32 and 23cbd1c
-# (docs/benchmarks.md "Tune on two corpora", earlier runs): with d/4 only KJV chose the folklore [2000] (1.00x over it), with both [824, 1752, 3648] / [128, 64, 32]
-# (-0.51%, confirmed -1.32%, 2.11x the folklore measured); Python's [3016] read +0.98% with a 64-wide tail, +0.48%
-# with 128 (overlapping intervals).
+# (docs/benchmarks.md "Tune on two corpora", earlier runs): with d/4 only KJV chose the folklore [2000] (1.00x over
+# it), with both [824, 1752, 3648] / [128, 64, 32] (-0.51%, confirmed -1.32%, 2.11x the folklore measured); Python's
+# [3016] read +0.98% with a 64-wide tail, +0.48% with 128 (overlapping intervals).
 WIDE_DIV_VALUE = 2.0
 
 
