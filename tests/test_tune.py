@@ -66,6 +66,30 @@ def test_no_trained_choice_when_every_trained_design_left_the_race():
     assert chosen["capacity"] == 0.9 and chosen["measured"] and not met
 
 
+def test_tie_break_is_judged_against_the_fastest_trained_pass_even_under_an_interpolated_choice():
+    """An undecided design (seeds within 1%, bound above) 15% faster than the fastest trained pass gets the extra
+    seed while the choice is an interpolated design a little slower than it (its pass would take the choice); not
+    when it is under 10% faster than that pass, nor when the interpolated choice is far faster (a pass could not
+    take it); against a trained choice, as `tradeoff.tie_break` alone."""
+    tune_mod = sys.modules["vocabopt.tune"]
+
+    def m(name, ms, high=0.0112, seeds=(0.004, 0.009)):
+        return {"name": name, "predicted_ms": ms, "time_ms": ms, "high": high, "seed_penalties": list(seeds),
+                "seeds": 2, "measured": True}  # fmt: skip
+
+    passed = m("pass", 1.30, high=0.005)
+    undecided = m("undecided", 1.13)  # 15% faster than the pass
+    interpolated = {"time_ms": 1.18, "measured": False}  # the model's choice between the two
+    assert tune_mod._tie_break([passed, undecided], interpolated, True, (passed, True), 0.01, 3)["name"] == "undecided"
+    close = m("close", 1.25)  # 4% faster than the pass: a pass would not change the trained answer
+    assert tune_mod._tie_break([passed, close], interpolated, True, (passed, True), 0.01, 3) is None
+    far = {"time_ms": 0.9, "measured": False}  # an interpolated choice 26% faster than the undecided design
+    assert tune_mod._tie_break([passed, undecided], far, True, (passed, True), 0.01, 3) is None
+    chosen = {**passed, "time_ms": 1.30}
+    assert tune_mod._tie_break([passed, undecided], chosen, True, None, 0.01, 3)["name"] == "undecided"
+    assert tune_mod._tie_break([passed, undecided], interpolated, False, None, 0.01, 3)["name"] == "undecided"
+
+
 def test_folklore_designs_off_the_frontier_are_eligible_once():
     frontier = _frontier([0.5, 0.9])
     folk = {"cutoffs": [2000], "proj_dims": [64], "time_ms": 1.2, "capacity": 0.95, "name": "paper/Lua"}

@@ -327,8 +327,9 @@ def tie_break(
 ) -> dict | None:
     """The trained design to give one more seed, or None: the fastest undecided one, every seed's own penalty
     within the tolerance but the interval's upper end above it, trained with fewer than `max_seeds` seeds and, when
-    a choice met the tolerance, predicted at least `min_gain` faster than it (else a pass would not change the
-    choice).
+    `chosen` met the tolerance, predicted at least `min_gain` faster than it (else a pass would not change it).
+    `chosen` is the caller's reference: tune passes the fastest trained design that passed (and, when its choice is
+    an interpolated design, also requires the tie's pass to be able to take that choice).
 
     Why this test: the two-level bootstrap (`penalty_at_end`) draws the worst seed alone in 1/S^S of its resamples
     (1/4 with 2 seeds, 1/27 with 3, both above the 2.5% tail), so the upper end is about the 97.5% point of those

@@ -319,12 +319,8 @@ def _refine(rounds: _Rounds, frontier: list[dict], picks: list[dict], runs: dict
     for r in range(refine):
         # the end-of-run bootstrap over 2+ seeds is what `tie_break` reasons about (not a fitted curve's interval)
         undecided = measured if basis == "end" and seeds >= 2 else []
-        # judged against the fastest trained pass, and first, even when the choice is interpolated: the whole
-        # frontier holds a design every ~2% of capacity, and the model clears those between an undecided design and
-        # a pass one round at a time (each a small gain, and as undecided)
         trained = None if chosen["measured"] else _trained_choice(frontier, picks, measured, model, tolerance, seeds)
-        held, held_met = (chosen, met) if chosen["measured"] else (trained or (chosen, False))
-        tie = tradeoff.tie_break(undecided, held, held_met, tolerance, seeds + TIE_BREAK_SEEDS)
+        tie = _tie_break(undecided, chosen, met, trained, tolerance, seeds + TIE_BREAK_SEEDS)
         full = tie is not None and int(len(runs[FULL]) <= tie["seeds"])  # that seed's full softmax is still to train
         if tie is not None:
             if budget is None or budget.fits(1, r + 1, full=full, record=False):  # else a probe may still fit
@@ -348,6 +344,21 @@ def _refine(rounds: _Rounds, frontier: list[dict], picks: list[dict], runs: dict
     if refine and not chosen["measured"]:  # rounds spent: keep the fastest design whose own measurement passed
         chosen, met = _trained_choice(frontier, picks, measured, model, tolerance, seeds) or (chosen, met)
     return measured, basis, model, chosen, met
+
+
+def _tie_break(
+    undecided: list[dict], chosen: dict, met: bool, trained: tuple[dict, bool] | None, tolerance: float, max_seeds: int
+) -> dict | None:
+    """The design to give one more seed (`tradeoff.tie_break`), judged against the fastest trained pass (`trained`,
+    from `_trained_choice` when the choice is interpolated), and so first even when the choice is interpolated: the
+    whole frontier holds a design every ~2% of capacity, and the model would clear those between an undecided design
+    and a pass one round at a time. Against an interpolated choice that met the tolerance, only a design whose pass
+    could take that choice (at most PROBE_MIN_GAIN slower than it: `tradeoff.choose`'s rule)."""
+    held, held_met = (chosen, met) if chosen["measured"] else (trained or (chosen, False))
+    tie = tradeoff.tie_break(undecided, held, held_met, tolerance, max_seeds)
+    if tie is not None and not chosen["measured"] and met:
+        return tie if tie["predicted_ms"] <= chosen["time_ms"] * (1 + tradeoff.PROBE_MIN_GAIN) else None
+    return tie
 
 
 def _trained_choice(frontier: list[dict], picks: list[dict], measured: list[dict], model: dict, tolerance, seeds: int):
