@@ -23,7 +23,14 @@ def test_piece_keys_count_what_str_split_counts(sequences):
     got.update(dict(zip(chunks._pair_strings(pieces.pairs), pieces.pair_counts.tolist())))
     got.update(pieces.strings)
     assert got == Counter(("\n" + " \n".join(sequences)).split(" "))
-    assert len(pieces.pairs) == len(set(pieces.pairs)) and len(pieces.keys) == len(set(pieces.keys.tolist()))
+    assert len(pieces.pairs) == len(set(map(tuple, pieces.pairs.tolist())))
+    assert len(pieces.keys) == len(set(pieces.keys.tolist()))
+    # the texts the tokenizer sees, built from the keys' bytes, are the raw pieces' chunks
+    for kind, keys, strings in (
+        ("key", pieces.keys, chunks._key_strings(pieces.keys)),
+        ("pair", pieces.pairs, chunks._pair_strings(pieces.pairs)),
+    ):
+        assert chunks.CHUNKS_OF[kind](keys).strings() == chunks._raw_to_chunks(strings)
 
 
 def test_unicode_spaces_are_all_non_ascii_whitespace():
@@ -34,3 +41,24 @@ def test_unicode_spaces_are_all_non_ascii_whitespace():
 @given(st.lists(st.text(alphabet=list("ab é中\t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000"), max_size=30), max_size=8))
 def test_count_words_is_str_split(texts):
     assert chunks.count_words(texts) == len(" ".join(texts).split())
+
+
+def test_pair_store_finds_every_pair_through_hash_collisions(monkeypatch):
+    """Pairs are looked up by a 64-bit hash and checked on the pair itself: with a hash that collides for every
+    pair, each stored pair still finds its own row and no other pair finds one."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pairs = np.unique(rng.integers(0, 50, size=(400, 2), dtype=np.uint64), axis=0)
+    for collide in (False, True):
+        if collide:
+            monkeypatch.setattr(chunks, "_pair_hash", lambda p: p[:, 0] % np.uint64(3))
+        store = chunks.IdStore()
+        stored, unseen = pairs[::2], pairs[1::2]
+        for part in np.array_split(np.arange(len(stored)), 3):  # added over several batches
+            ids = np.arange(part.size, dtype=np.int32)
+            rows = store.add("pair", stored[part], ids, np.arange(part.size), np.ones(part.size, np.int64))
+            assert store.rows_of("pair", stored[part]).tolist() == rows.tolist()
+        got = store.rows_of("pair", stored)
+        assert sorted(got.tolist()) == list(range(len(stored)))
+        assert (store.rows_of("pair", unseen) == -1).all()

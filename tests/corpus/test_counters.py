@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from vocabopt import analyze
+from vocabopt.corpus.chunks import Chunks
 from vocabopt.corpus.counters import HFCounter
 from vocabopt.corpus.tokenizer import load_spec
 
@@ -139,14 +140,13 @@ def test_chunk_path_is_exact_on_adversarial_text(tokenizer_files, kind, sequence
 
 def test_tokens_that_do_not_add_up_to_the_bytes_fall_back_to_offsets(tokenizer_files):
     kind = "bpe_gaps"
-    assert HFCounter(load_spec(str(tokenizer_files["bpe_unk"])), add_special_tokens=False).token_bytes is None
+    assert HFCounter(load_spec(str(tokenizer_files["bpe_unk"])), add_special_tokens=False).encoder.token_bytes is None
     counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
-    assert counter.token_bytes is not None  # byte-level: chunks are located by token sizes ...
-    firsts = np.array([0])
-    counter._locate(["In the"], ["In", " the"], firsts)
-    assert counter.token_bytes is not None
-    counter._locate(["Ésaïe 中"], ["Ésaïe", " 中"], firsts)  # ... unless bytes went missing
-    assert counter.token_bytes is None  # and then no longer tried
+    assert counter.encoder.token_bytes is not None  # byte-level: chunks are located by token sizes ...
+    counter.encoder.encode(Chunks.of_strings(["In", " the"]))
+    assert counter.encoder.token_bytes is not None
+    counter.encoder.encode(Chunks.of_strings(["Ésaïe", " 中"]))  # ... unless bytes went missing
+    assert counter.encoder.token_bytes is None  # and then no longer tried
     counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
     sequences = ["Ésaïe and the 中文 text", "plain words", "naïve café"]
     got = counter.count([(s, False) for s in sequences])
@@ -314,10 +314,10 @@ def test_sentencepiece_tokens_located_by_characters_as_by_offsets(tokenizer_file
         return
     by_chars = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
     by_offsets = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
-    assert by_chars.token_chars is not None
-    by_offsets.token_chars = None
-    ids, starts, lengths = by_chars._encode_chunks(chunks)
-    ref_ids, ref_starts, ref_lengths = by_offsets._encode_chunks(chunks)
+    assert by_chars.encoder.token_chars is not None
+    by_offsets.encoder.token_chars = None
+    ids, starts, lengths = by_chars.encoder.encode(Chunks.of_strings(chunks))
+    ref_ids, ref_starts, ref_lengths = by_offsets.encoder.encode(Chunks.of_strings(chunks))
     got = [ids[a : a + n].tolist() for a, n in zip(starts, lengths)]
     ref = [ref_ids[a : a + n].tolist() for a, n in zip(ref_starts, ref_lengths)]
     assert got == ref
@@ -331,7 +331,7 @@ def test_byte_fallback_characters_keep_the_character_path(tokenizer_files):
         counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
         got = counter.count([(s, False) for s in sequences])
         np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], sequences, False))
-        assert (counter.token_chars is not None) == kept, kind
+        assert (counter.encoder.token_chars is not None) == kept, kind
 
 
 @pytest.mark.parametrize("kind", ["bpe", "spm_bpe", "spm_llama", "spm_replace"])

@@ -82,11 +82,11 @@ def _flagged_texts(lengths, n: int, positions: np.ndarray) -> list[int]:
 class _Pieces:
     """Distinct chunks of a batch and their counts, in raw split form (see `_raw_to_chunks`), keyed by their UTF-8
     bytes (`_short_keys`) so that no Python object is made per piece: under 8 bytes as one uint64, 8-15 bytes as a
-    Python int of two (made only per distinct piece), longer ones as strings."""
+    pair of them, longer ones as strings."""
 
     keys: np.ndarray  # (S,) uint64, distinct, sorted
     key_counts: np.ndarray  # (S,) int64
-    pairs: list[int]  # first 8 bytes | the rest's key << 64
+    pairs: np.ndarray  # (P, 2) uint64, distinct: (the first 8 bytes, the rest's `_short_keys` key)
     pair_counts: np.ndarray  # (P,) int64
     strings: Counter
 
@@ -114,7 +114,7 @@ def _piece_counts(texts: list[str]) -> _Pieces:
     order = np.lexsort((rest, first))
     first, rest = first[order], rest[order]
     runs = np.flatnonzero(np.concatenate([first[:1] == first[:1], (first[1:] != first[:-1]) | (rest[1:] != rest[:-1])]))
-    pairs = [a | b << 64 for a, b in zip(first[runs].tolist(), rest[runs].tolist())]
+    pairs = np.stack([first[runs], rest[runs]], axis=1)
     long = np.flatnonzero(lengths >= 16)
     strings = Counter(
         [
@@ -149,14 +149,11 @@ def _key_strings(keys: np.ndarray) -> list[str]:
     return [k.to_bytes(8, "little")[: k >> 56].decode("utf-8", "surrogatepass") for k in keys.tolist()]
 
 
-def _pair_strings(pairs: list[int]) -> list[str]:
+def _pair_strings(pairs: np.ndarray) -> list[str]:
     """The raw pieces of `_Pieces.pairs` keys (8-15 bytes)."""
-    mask = (1 << 64) - 1
     return [
-        ((p & mask).to_bytes(8, "little") + (p >> 64).to_bytes(8, "little")[: p >> 120]).decode(
-            "utf-8", "surrogatepass"
-        )
-        for p in pairs
+        (a.to_bytes(8, "little") + b.to_bytes(8, "little")[: b >> 56]).decode("utf-8", "surrogatepass")
+        for a, b in pairs.tolist()
     ]
 
 
@@ -190,14 +187,84 @@ def _raw_to_chunks(keys: list[str]) -> list[str]:
 
 # --- the ids of distinct pieces ---------------------------------------------------------------------------------
 
-# How each kind of key turns back into the text to tokenize.
-TEXTS_OF: dict[str, Callable[[Any], list[str]]] = {
-    "key": lambda keys: _raw_to_chunks(_key_strings(keys)),
-    "pair": lambda pairs: _raw_to_chunks(_pair_strings(pairs)),
-    "raw": lambda keys: _raw_to_chunks(keys),
-    "exact": list,
-    "piece": list,
+
+@dataclass
+class Chunks:
+    """Texts to tokenize as UTF-8 bytes in one buffer: text j is data[starts[j]:starts[j] + lengths[j]]. The distinct
+    pieces of a batch become the texts the tokenizer sees without a Python string per piece (`CHUNKS_OF`)."""
+
+    data: np.ndarray  # (B,) uint8; may hold bytes of no text between texts
+    starts: np.ndarray  # (n,) int64, bytes
+    lengths: np.ndarray  # (n,) int64, bytes
+
+    def __len__(self) -> int:
+        return self.lengths.size
+
+    @classmethod
+    def of_strings(cls, texts: list[str]) -> Chunks:
+        data = utf8("".join(texts))
+        n = len(texts)
+        sizes = map(len, texts) if len(data) == sum(map(len, texts)) else (len(utf8(t)) for t in texts)
+        lengths = np.fromiter(sizes, dtype=np.int64, count=n)
+        return cls(np.frombuffer(data, dtype=np.uint8), np.cumsum(lengths) - lengths, lengths)
+
+    @classmethod
+    def concat(cls, parts: list[Chunks]) -> Chunks:
+        offsets = np.cumsum([0] + [p.data.size for p in parts[:-1]])
+        return cls(
+            np.concatenate([p.data for p in parts]) if parts else np.zeros(0, np.uint8),
+            np.concatenate([p.starts + o for p, o in zip(parts, offsets.tolist())] or [np.zeros(0, np.int64)]),
+            np.concatenate([p.lengths for p in parts] or [np.zeros(0, np.int64)]),
+        )
+
+    def joined(self) -> np.ndarray:
+        """(sum of lengths,) uint8: the texts laid end to end."""
+        return self.data[_spans(self.starts, self.lengths)]
+
+    def strings(self) -> list[str]:
+        raw = self.joined().tobytes()
+        ends = np.cumsum(self.lengths).tolist()
+        return [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip([0] + ends[:-1], ends)]
+
+
+def _raw_matrix_chunks(raw: np.ndarray, lengths: np.ndarray) -> Chunks:
+    """Chunks of raw split forms (`_raw_to_chunks`) held as rows of bytes: raw (n, W) uint8, lengths (n,) bytes."""
+    n, width = raw.shape
+    out = np.empty((n, width + 1), np.uint8)
+    out[:, 0] = 32  # the space a later chunk lost to the split
+    out[:, 1:] = raw
+    first = raw[:, 0] == 10  # a text's first chunk: "\n" + the chunk
+    starts = np.arange(n, dtype=np.int64) * (width + 1) + np.where(first, 2, 0)
+    return Chunks(out.reshape(-1), starts, np.where(first, lengths - 1, lengths + 1).astype(np.int64))
+
+
+def _key_chunks(keys: np.ndarray) -> Chunks:
+    """Chunks of `_short_keys` keys (raw pieces under 8 bytes, their length in the top byte)."""
+    raw = np.ascontiguousarray(keys, dtype="<u8").view(np.uint8).reshape(-1, 8)
+    return _raw_matrix_chunks(raw, (keys >> np.uint64(56)).astype(np.int64))
+
+
+def _pair_chunks(pairs: np.ndarray) -> Chunks:
+    """Chunks of `_Pieces.pairs` keys (raw pieces of 8-15 bytes)."""
+    raw = np.ascontiguousarray(pairs, dtype="<u8").view(np.uint8).reshape(-1, 16)
+    return _raw_matrix_chunks(raw, 8 + (pairs[:, 1] >> np.uint64(56)).astype(np.int64))
+
+
+# How each kind of key turns back into the texts to tokenize.
+CHUNKS_OF: dict[str, Callable[[Any], Chunks]] = {
+    "key": _key_chunks,
+    "pair": _pair_chunks,
+    "raw": lambda keys: Chunks.of_strings(_raw_to_chunks(keys)),
+    "exact": Chunks.of_strings,
+    "piece": Chunks.of_strings,
 }
+
+# Odd 64-bit multiplier (2**64 / golden ratio) mixing a pair's first half into the hash `IdStore` sorts pairs by.
+_PAIR_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _pair_hash(pairs: np.ndarray) -> np.ndarray:
+    return (pairs[:, 0] * _PAIR_MIX) ^ pairs[:, 1]  # uint64 arithmetic wraps
 
 
 class IdStore:
@@ -205,8 +272,9 @@ class IdStore:
     ids[starts[r]:starts[r] + lengths[r]]. Numpy rows instead of one Python list per piece: weighting the ids of a
     batch's pieces is a few vector operations.
 
-    Pieces are found by kind: "key" (`_short_keys` uint64, in a sorted array), "pair" (`_Pieces.pairs` ints),
-    "raw" (raw split forms), "exact" (chunks cut by the regex), "piece" (pre-tokens): one dict each.
+    Pieces are found by kind: "key" (`_short_keys` uint64, in a sorted array), "pair" (`_Pieces.pairs` rows, in
+    an array sorted by `_pair_hash`, each match checked on the pair itself), "raw" (raw split forms), "exact"
+    (chunks cut by the regex), "piece" (pre-tokens): one dict each.
     """
 
     def __init__(self, limit: int = CACHE_LIMIT) -> None:
@@ -217,6 +285,9 @@ class IdStore:
         self.tables: dict[str, dict] = {}
         self.keys = np.zeros(0, np.uint64)  # sorted "key" keys ...
         self.key_rows = np.zeros(0, np.int64)  # ... and their rows
+        self.pair_hashes = np.zeros(0, np.uint64)  # sorted `_pair_hash` of the stored pairs ...
+        self.pairs = np.zeros((0, 2), np.uint64)  # ... the pairs and their rows in that order
+        self.pair_rows = np.zeros(0, np.int64)
         self.n_rows, self.n_ids = 0, 0
         # Buffers with room to grow: appending a batch's new pieces costs O(new), not O(stored).
         self.starts = np.zeros(1 << 12, np.int64)
@@ -233,6 +304,8 @@ class IdStore:
                 return np.full(len(keys), -1, np.int64)
             at = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
             return np.where(self.keys[at] == keys, self.key_rows[at], -1)
+        if kind == "pair":
+            return self._pair_rows(keys)
         get = self.tables.setdefault(kind, {}).get
         return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
@@ -243,6 +316,13 @@ class IdStore:
             order = np.argsort(keys)
             at = np.searchsorted(self.keys, keys[order])
             self.keys, self.key_rows = np.insert(self.keys, at, keys[order]), np.insert(self.key_rows, at, rows[order])
+        elif kind == "pair":
+            hashes = _pair_hash(keys)
+            order = np.argsort(hashes)
+            at = np.searchsorted(self.pair_hashes, hashes[order])
+            self.pair_hashes = np.insert(self.pair_hashes, at, hashes[order])
+            self.pairs = np.insert(self.pairs, at, keys[order], axis=0)
+            self.pair_rows = np.insert(self.pair_rows, at, rows[order])
         else:
             self.tables.setdefault(kind, {}).update(zip(keys, rows.tolist()))
         mine = ids[_spans(starts, lengths)]
@@ -251,6 +331,26 @@ class IdStore:
         self.ids = _append(self.ids, self.n_ids, mine)
         self.n_rows += len(keys)
         self.n_ids += mine.size
+        return rows
+
+    def _pair_rows(self, pairs: np.ndarray) -> np.ndarray:
+        """(P,) int64: each pair's row, -1 for pairs not stored. Pairs with equal hashes sit side by side: a hash
+        match on another pair (a collision, ~P * stored / 2**64 per batch) walks that run."""
+        size = self.pair_hashes.size
+        if not size or not len(pairs):
+            return np.full(len(pairs), -1, np.int64)
+        hashes = _pair_hash(pairs)
+        at = np.minimum(np.searchsorted(self.pair_hashes, hashes), size - 1)
+        same_hash = self.pair_hashes[at] == hashes
+        same = same_hash & (self.pairs[at] == pairs).all(axis=1)
+        rows = np.where(same, self.pair_rows[at], -1)
+        for j in np.flatnonzero(same_hash & ~same).tolist():
+            k = int(at[j]) + 1
+            while k < size and self.pair_hashes[k] == hashes[j]:
+                if (self.pairs[k] == pairs[j]).all():
+                    rows[j] = self.pair_rows[k]
+                    break
+                k += 1
         return rows
 
     def weighted_counts(self, rows: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
@@ -280,7 +380,7 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 Groups = list[tuple[str, Any, np.ndarray]]  # (kind, distinct keys, counts): see `IdStore`
-Tokenize = Callable[[list[str]], tuple[np.ndarray, np.ndarray, np.ndarray]]  # texts -> (ids, starts, lengths)
+Tokenize = Callable[[Chunks], tuple[np.ndarray, np.ndarray, np.ndarray]]  # texts -> (ids, starts, lengths)
 
 
 def chunk_groups(texts: list[str]) -> tuple[Groups, int]:
@@ -310,8 +410,8 @@ def add_distinct(store: IdStore, groups: Groups, counts: np.ndarray, tokenize: T
         keys[t] if isinstance(keys, np.ndarray) else [keys[k] for k in t.tolist()]
         for (_, keys, _), t in zip(groups, todo)
     ]
-    texts = [text for (kind, _, _), m in zip(groups, missing) for text in TEXTS_OF[kind](m)]
-    if texts:
+    texts = Chunks.concat([CHUNKS_OF[kind](m) for (kind, _, _), m in zip(groups, missing)])
+    if len(texts):
         ids, starts, lengths = tokenize(texts)
         at = 0
         for (kind, _, _), r, t, m in zip(groups, rows, todo, missing):

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from . import locate, spm
-from .chunks import CACHE_LIMIT, IdStore, add_distinct, chunk_groups, count_words, utf8
+from . import spm
+from .chunks import CACHE_LIMIT, Chunks, IdStore, add_distinct, chunk_groups, count_words, utf8
+from .locate import ChunkEncoder
 from .reader import DEFAULT_MAX_CHARS, cut_long
 from .tokenizer import (
     TokenizerSpec,
@@ -47,7 +48,6 @@ from .tokenizer import (
     shared_tokenizer,
 )
 
-JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
 # Meant to be no slower than the tokenizer per batch (benchmarks/analyze_throughput.py measures every family's whole
 # run faster, 1.08x at the least, on a shared machine where runs vary): before its first batch, each counter counts
 # the batch's first PROBE_CHARS characters both ways (a trial, its counts thrown away); on batches 0..PROBE_BATCHES
@@ -155,18 +155,22 @@ class HFCounter:
         self.added = _alternation([*(t["content"] for t in added), *([replacement] if replacement else [])])
         self.leading_space = self.path == "chunks" and leading_space_whole(config)
         # an added token's text holding whitespace after its first character can form where chunks are laid end to
-        # end (`_encode_chunks` then encodes those chunks one per text)
+        # end (`ChunkEncoder` then encodes those chunks one per text)
         self.join_risk = any(any(c.isspace() for c in t["content"][1:]) for t in added)
         # the tokenizer matches a token with "normalized": true in the *normalized* text only; normalizing a batch
         # is costly (it was most of a WordPiece or NFKC Unigram count), so only for those tokens
         self.added_normalized = _alternation(t["content"] for t in added if t.get("normalized", True))
         self.normalizer = tok.normalizer
-        self.token_bytes = byte_level_sizes(tok, config) if self.path == "chunks" else None
-        # SentencePiece layouts: tokens located by their characters (None: by the tokenizer's offsets)
-        self.token_chars = metaspace_sizes(tok, config) if self.path == "chunks" else None
         # chunks are encoded by the tokenizer restated without its Replace normalizer (`restated_metaspace`), the
-        # same tokens on every text the chunk path takes
-        self.chunk_tok = shared_tokenizer(spec, restated=True)
+        # same tokens on every text the chunk path takes; tokens located by their bytes (byte-level BPE) or
+        # characters (SentencePiece layouts), else by the tokenizer's offsets
+        chunked = self.path == "chunks"
+        self.encoder = ChunkEncoder(
+            shared_tokenizer(spec, restated=True),
+            byte_level_sizes(tok, config) if chunked else None,
+            metaspace_sizes(tok, config) if chunked else None,
+            (lambda text: self._any_added([text])) if self.join_risk else None,
+        )
         self.store = IdStore()  # distinct piece -> ids, remembered across batches
         self.configured = self.path  # what the stats record; self.path may become "encode" (see PROBE_BATCHES)
         self.probe_batches = PROBE_BATCHES if force_path is None else 0
@@ -270,11 +274,11 @@ class HFCounter:
         if (time.perf_counter() - start) * prepared.probe_scale * margin < seconds:
             self.path, self.probe_batches = "encode", 0
 
-    def _tokenize(self, texts: list[str], path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, starts, lengths): texts[j]'s token ids are ids[starts[j]:starts[j] + lengths[j]]."""
+    def _tokenize(self, texts: Chunks, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, starts, lengths): text j's token ids are ids[starts[j]:starts[j] + lengths[j]]."""
         if path == "chunks":
-            return self._encode_chunks(texts)
-        pieces = [[t.id for t in self.tok.model.tokenize(piece)] for piece in texts]
+            return self.encoder.encode(texts)
+        pieces = [[t.id for t in self.tok.model.tokenize(piece)] for piece in texts.strings()]
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
         ids = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=int(lengths.sum()))
         return ids, np.cumsum(lengths) - lengths, lengths
@@ -305,64 +309,6 @@ class HFCounter:
                 text = self.normalizer.normalize_str(text)
             counts.update([p for p, _ in pre.pre_tokenize_str(text)] if pre is not None else [text])
         return counts
-
-    def _encode_chunks(self, chunks: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Token ids of distinct chunks, from encoding a few long texts of chunks laid end to end.
-
-        Returns (ids, starts, lengths): chunks[j]'s ids are ids[starts[j]:starts[j] + lengths[j]].
-        One Encoding per chunk costs more in Python objects than the tokenizer spends on the chunk, so chunks are
-        joined wherever a line could have been cut (before a space that follows a non-space: the chunk path's own
-        invariant), and each token goes back to the chunk holding its start offset (in characters). Chunks that do
-        not start with a space lead a text; chunks ending in whitespace stay alone, so every chunk after a text's
-        first follows one that ends in a token holding a non-space, whose start a post-processor's offset trimming
-        cannot push past its chunk.
-        """
-        n = len(chunks)
-        kind = np.fromiter((2 if c[-1].isspace() else c[0] == " " for c in chunks), dtype=np.int8, count=n)
-        leaders, glue, alone = (np.flatnonzero(kind == k) for k in (0, 1, 2))
-        n_texts = max(leaders.size, JOINED_TEXTS)
-        # Text of each chunk, and its place there: a leader first, then every n_texts-th glue chunk, alone at the end.
-        group = np.empty(n, np.int64)
-        rank = np.empty(n, np.int64)
-        group[leaders], rank[leaders] = np.arange(leaders.size), -1
-        group[glue], rank[glue] = np.arange(glue.size) % n_texts, np.arange(glue.size) // n_texts
-        group[alone], rank[alone] = n_texts + np.arange(alone.size), 0
-        order = np.lexsort((rank, group))
-        firsts = np.flatnonzero(np.diff(group[order], prepend=-1))  # positions in `order` where a text starts
-        ordered = [chunks[i] for i in order.tolist()]
-        texts = ["".join(ordered[a:b]) for a, b in zip(firsts.tolist(), firsts[1:].tolist() + [n])]
-        if self.join_risk and (crossed := [k for k, t in enumerate(texts) if self._any_added([t])]):
-            # an added token's text formed across two chunks laid end to end: those texts' chunks go one per text
-            ends = [*firsts[1:].tolist(), n]
-            firsts = np.union1d(firsts, [p for k in crossed for p in range(firsts[k] + 1, ends[k])]).astype(np.int64)
-            texts = ["".join(ordered[a:b]) for a, b in zip(firsts.tolist(), firsts[1:].tolist() + [n])]
-        ids, n_tokens, token_starts, chunk_starts = self._locate(texts, ordered, firsts)
-        total = ids.size
-        bounds = np.empty(n + 1, np.int64)
-        bounds[:n] = np.searchsorted(token_starts, chunk_starts, side="left")
-        bounds[n] = total
-        # A text's first chunk starts at the text's first token: exact, whatever trimming did to a lone whitespace
-        # chunk's offsets at the end of the text before.
-        bounds[firsts] = np.cumsum(n_tokens) - n_tokens
-        starts, counts = np.empty(n, np.int64), np.empty(n, np.int64)
-        starts[order], counts[order] = bounds[:-1], np.diff(bounds)
-        return ids, starts, counts
-
-    def _locate(self, texts: list[str], ordered: list[str], firsts: np.ndarray) -> locate.Located:
-        """Encode `texts` (`ordered` chunks laid end to end, text k starting at chunk firsts[k]) and place each
-        token: by the tokens' sizes in bytes (byte-level BPE) or characters (SentencePiece layouts), which needs
-        no offsets (~40% of the tokenizer's time); by the offsets where the sizes do not add up to a text (unknown
-        characters: they will come again, so the sizes are not tried again)."""
-        if self.token_bytes is not None or self.token_chars is not None:
-            encs = self.chunk_tok.encode_batch_fast(texts, add_special_tokens=False)
-            if self.token_bytes is not None:
-                located = locate.by_bytes(encs, texts, ordered, firsts, self.token_bytes)
-            else:
-                located = locate.by_chars(encs, texts, ordered, firsts, *self.token_chars)
-            if located is not None:
-                return located
-            self.token_bytes = self.token_chars = None
-        return locate.by_offsets(self.chunk_tok.encode_batch(texts, add_special_tokens=False), ordered, firsts)
 
 
 def _alternation(contents: Any) -> re.Pattern | None:
@@ -410,8 +356,8 @@ class SPCounter:
             add_distinct(self.store, groups, out.counts, self._tokenize)
         return out
 
-    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pieces = self.sp.encode(texts)
+    def _tokenize(self, texts: Chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pieces = self.sp.encode(texts.strings())
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
         ids = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=int(lengths.sum()))
         return ids, np.cumsum(lengths) - lengths, lengths

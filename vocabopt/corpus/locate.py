@@ -1,35 +1,43 @@
-"""Locating tokens in chunks laid end to end: which tokens of a long encoded text belong to which chunk.
+"""Chunks laid end to end: encode a batch's new distinct chunks as a few long texts, and locate which tokens of a
+long encoded text belong to which chunk.
 
-Job: the chunk path encodes its distinct chunks as a few long texts (vocabopt.corpus.counters) and gives each token
-back to the chunk holding its start. Inputs: the texts' encodings, the chunks in text order and where each text
-starts. Outputs: `Located` = (all ids laid end to end, tokens per text, each token's start, each chunk's start), in
-one coordinate (characters or bytes of the texts laid end to end). Three ways to find a token's start: the
-tokenizer's offsets (any tokenizer; the offsets cost it ~40% more time), or the sizes of the tokens themselves where
-they add up to the text (`by_bytes`: byte-level BPE; `by_chars`: SentencePiece layouts), checked per text.
+Job: the tokenizing step of the chunk path (`ChunkEncoder`, used by vocabopt.corpus.counters). Inputs: distinct
+chunks (`chunks.Chunks`: UTF-8 bytes), the tokenizer. Outputs: each chunk's token ids. The texts are built from
+the chunks' bytes in numpy, no Python string per chunk. Each token goes back to the chunk holding its start:
+`Located` = (all ids laid end to end, tokens per text, each token's start, each chunk's start), in one coordinate
+(characters or bytes of the texts laid end to end). Three ways to find a token's start: the tokenizer's offsets (any
+tokenizer; the offsets cost it ~40% more time), or the sizes of the tokens themselves where they add up to the text
+(`by_bytes`: byte-level BPE; `by_chars`: SentencePiece layouts), checked per text.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 
-from .chunks import utf8
+from .chunks import Chunks
+
+JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
+# Byte -> 1 for the ASCII characters str.isspace() accepts (\t \n \v \f \r, the four information separators, space).
+_WS_BYTE = np.array([b in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32) for b in range(256)])
 
 Located = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (ids, tokens per text, token starts, chunk starts)
 
 
 def ids_of(encs: list) -> tuple[np.ndarray, np.ndarray]:
     """(all ids laid end to end, number of ids of each encoding)."""
-    n_tokens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(n_tokens.sum()))
+    lists = [e.ids for e in encs]  # each a new Python list: made once
+    n_tokens = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    ids = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(n_tokens.sum()))
     return ids, n_tokens
 
 
-def by_offsets(encs: list, ordered: list[str], firsts: np.ndarray) -> Located:
-    """Positions in characters, from the tokens' offsets (encodings made with offsets: `encode_batch`)."""
+def by_offsets(encs: list, lengths: np.ndarray, firsts: np.ndarray) -> Located:
+    """Positions in characters, from the tokens' offsets (encodings made with offsets: `encode_batch`); `lengths`:
+    the chunks' characters in text order."""
     ids, n_tokens = ids_of(encs)
-    lengths = np.fromiter(map(len, ordered), dtype=np.int64, count=len(ordered))
     chunk_starts = np.cumsum(lengths) - lengths
     offsets = itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encs))
     token_starts = np.fromiter(offsets, dtype=np.int64, count=2 * ids.size)[::2]  # (start, end) pairs
@@ -37,15 +45,12 @@ def by_offsets(encs: list, ordered: list[str], firsts: np.ndarray) -> Located:
     return ids, n_tokens, token_starts, chunk_starts
 
 
-def by_bytes(encs: list, texts: list[str], ordered: list[str], firsts: np.ndarray, token_bytes) -> Located | None:
+def by_bytes(encs: list, lengths: np.ndarray, firsts: np.ndarray, token_bytes) -> Located | None:
     """Positions in bytes, for byte-level BPE (`tokenizer.byte_level_sizes`): a token's string has one character per
-    byte of text. None if some text's tokens do not add up to its bytes (an unknown character was dropped)."""
+    byte of text; `lengths`: the chunks' bytes in text order. None if some text's tokens do not add up to its bytes
+    (an unknown character was dropped)."""
     ids, n_tokens = ids_of(encs)
     sizes = token_bytes[ids]  # (total,) bytes of each token
-    ascii_only = all(map(str.isascii, texts))
-    lengths = np.fromiter(
-        map(len, ordered) if ascii_only else (len(utf8(c)) for c in ordered), dtype=np.int64, count=len(ordered)
-    )
     chunk_ends, token_ends = np.cumsum(lengths), np.cumsum(sizes)
     text_ends = np.append(chunk_ends[firsts[1:] - 1], chunk_ends[-1:])  # bytes up to each text's end
     text_token_ends = np.concatenate([[0], token_ends])[np.cumsum(n_tokens)]
@@ -55,26 +60,117 @@ def by_bytes(encs: list, texts: list[str], ordered: list[str], firsts: np.ndarra
 
 
 def by_chars(
-    encs: list, texts: list[str], ordered: list[str], firsts: np.ndarray, token_chars, prepends: bool
+    encs: list, spaced: np.ndarray, lengths: np.ndarray, firsts: np.ndarray, token_chars, prepends: bool
 ) -> Located | None:
     """Positions in characters, for the SentencePiece layouts (`tokenizer.metaspace_sizes`): a token stands for its
     string's characters (a byte-fallback token for a character's first byte or none), and with `prepends` one "▁"
-    before a text that does not start with a space is the tokenizer's own, no character of the text. None if some
-    text's tokens do not add up to its characters (a fused unk)."""
+    before a text that does not start with a space (`spaced`: (texts,) bool) is the tokenizer's own, no character
+    of the text; `lengths`: the chunks' characters in text order. None if some text's tokens do not add up to its
+    characters (a fused unk)."""
     ids, n_tokens = ids_of(encs)
     sizes = token_chars[ids]  # (total,) characters of each token
-    lengths = np.fromiter(map(len, ordered), dtype=np.int64, count=len(ordered))
     chunk_ends = np.cumsum(lengths)
     chunk_starts = chunk_ends - lengths
     text_starts = chunk_starts[firsts]
     text_lengths = np.diff(np.append(text_starts, chunk_ends[-1]))
-    added = np.fromiter((prepends and t[:1] != " " for t in texts), dtype=np.int64, count=len(texts))
+    added = (~spaced).astype(np.int64) if prepends else np.zeros(spaced.size, np.int64)
     if n_tokens.min(initial=1) == 0:
         return None
     sums = np.add.reduceat(sizes, np.cumsum(n_tokens) - n_tokens)  # characters per text
     if not np.array_equal(sums, text_lengths + added):
         return None
-    text_of = np.repeat(np.arange(len(texts)), n_tokens)
+    text_of = np.repeat(np.arange(spaced.size), n_tokens)
     starts = np.cumsum(sizes) - sizes - np.cumsum(added)[text_of]  # in the texts' characters laid end to end
     starts[sizes == 0] = -1  # a UTF-8 continuation byte starts where its character's first byte does
     return ids, n_tokens, np.maximum(np.maximum.accumulate(starts), text_starts[text_of]), chunk_starts
+
+
+class ChunkEncoder:
+    """Token ids of distinct chunks, from encoding a few long texts of chunks laid end to end.
+
+    One Encoding per chunk costs more in Python objects than the tokenizer spends on the chunk, so chunks are joined
+    wherever a line could have been cut (before a space that follows a non-space: the chunk path's own invariant),
+    and each token goes back to the chunk holding its start. Chunks that do not start with a space lead a text;
+    chunks ending in whitespace stay alone, so every chunk after a text's first follows one that ends in a token
+    holding a non-space, whose start a post-processor's offset trimming cannot push past its chunk.
+
+    Tokens are placed by their sizes in bytes (`token_bytes`: byte-level BPE) or characters (`token_chars`:
+    SentencePiece layouts), which needs no offsets (~40% of the tokenizer's time), else by the offsets; where the
+    sizes do not add up to a text (unknown characters: they will come again), they are not tried again. `crossed`:
+    whether a text holds an added token's content (None when no added token holds whitespace after its first
+    character, the only way one can form across two chunks laid end to end).
+    """
+
+    def __init__(self, tok, token_bytes, token_chars, crossed: Callable[[str], bool] | None) -> None:
+        self.tok, self.token_bytes, self.token_chars, self.crossed = tok, token_bytes, token_chars, crossed
+
+    def encode(self, chunks: Chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, starts, lengths): chunk j's ids are ids[starts[j]:starts[j] + lengths[j]]."""
+        n = len(chunks)
+        order, firsts = _layout(chunks)
+        lengths = chunks.lengths[order]  # (n,) bytes, in text order
+        joined = Chunks(chunks.data, chunks.starts[order], lengths).joined()  # the texts laid end to end
+        raw, ends = joined.tobytes(), np.cumsum(lengths)
+        bounds = np.append(ends[firsts[1:] - 1], ends[-1]) if n else ends  # bytes up to each text's end
+        texts = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip([0, *bounds[:-1].tolist()], bounds.tolist())]
+        if self.crossed is not None and (crossed := [k for k, t in enumerate(texts) if self.crossed(t)]):
+            # an added token's text formed across two chunks laid end to end: those texts' chunks go one per text
+            stops = [*firsts[1:].tolist(), n]
+            firsts = np.union1d(firsts, [p for k in crossed for p in range(firsts[k] + 1, stops[k])]).astype(np.int64)
+            bounds = np.append(ends[firsts[1:] - 1], ends[-1])
+            starts_ = [0, *bounds[:-1].tolist()]
+            texts = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts_, bounds.tolist())]
+        ids, n_tokens, token_starts, chunk_starts = self._locate(texts, joined, lengths, firsts)
+        located = np.empty(n + 1, np.int64)
+        located[:n] = np.searchsorted(token_starts, chunk_starts, side="left")
+        located[n] = ids.size
+        # A text's first chunk starts at the text's first token: exact, whatever trimming did to a lone whitespace
+        # chunk's offsets at the end of the text before.
+        located[firsts] = np.cumsum(n_tokens) - n_tokens
+        starts, counts = np.empty(n, np.int64), np.empty(n, np.int64)
+        starts[order], counts[order] = located[:-1], np.diff(located)
+        return ids, starts, counts
+
+    def _locate(self, texts: list[str], joined: np.ndarray, lengths: np.ndarray, firsts: np.ndarray) -> Located:
+        """Encode `texts` (the chunks of `lengths` bytes laid end to end in `joined`, text k starting at chunk
+        firsts[k]) and place each token."""
+        if self.token_bytes is not None or self.token_chars is not None:
+            encs = self.tok.encode_batch_fast(texts, add_special_tokens=False)
+            if self.token_bytes is not None:
+                located = by_bytes(encs, lengths, firsts, self.token_bytes)
+            else:
+                spaced = joined[(np.cumsum(lengths) - lengths)[firsts]] == 32  # texts that start with a space
+                located = by_chars(encs, spaced, _chars(joined, lengths), firsts, *self.token_chars)
+            if located is not None:
+                return located
+            self.token_bytes = self.token_chars = None
+        return by_offsets(self.tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
+
+
+def _layout(chunks: Chunks) -> tuple[np.ndarray, np.ndarray]:
+    """(order, firsts): the chunks in text order, and where in that order each text starts. A leader first (a chunk
+    that does not start with a space), then every n_texts-th glue chunk; chunks ending in whitespace alone at the
+    end."""
+    n, data = len(chunks), chunks.data
+    last = data[chunks.starts + chunks.lengths - 1] if n else np.zeros(0, np.uint8)
+    alone = _WS_BYTE[last]
+    for j in np.flatnonzero(last >= 0x80).tolist():  # a non-ASCII last character: Unicode whitespace?
+        text = data[chunks.starts[j] : chunks.starts[j] + chunks.lengths[j]].tobytes()
+        alone[j] = text.decode("utf-8", "surrogatepass")[-1].isspace()
+    glue = ~alone & (data[chunks.starts] == 32) if n else alone
+    leaders, glue, alone = np.flatnonzero(~alone & ~glue), np.flatnonzero(glue), np.flatnonzero(alone)
+    n_texts = max(leaders.size, JOINED_TEXTS)
+    group, rank = np.empty(n, np.int64), np.empty(n, np.int64)
+    group[leaders], rank[leaders] = np.arange(leaders.size), -1
+    group[glue], rank[glue] = np.arange(glue.size) % n_texts, np.arange(glue.size) // n_texts
+    group[alone], rank[alone] = n_texts + np.arange(alone.size), 0
+    order = np.lexsort((rank, group))
+    return order, np.flatnonzero(np.diff(group[order], prepend=-1))
+
+
+def _chars(joined: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(n,) characters of each chunk of `lengths` bytes laid end to end in `joined` (UTF-8: every byte but the
+    continuation bytes starts a character)."""
+    starts_char = np.concatenate([[0], np.cumsum((joined & 0xC0) != 0x80)])
+    ends = np.cumsum(lengths)
+    return starts_char[ends] - starts_char[ends - lengths]
