@@ -70,3 +70,35 @@ def test_whitespace_tokens_a_mode_leaves_out_are_warned(tmp_path, tokenizer_file
     warnings.clear()
     document = analyze([str(path)], str(tokenizer_files["bpe"]), on_warning=warnings.append)
     assert document.counts[newline] == 2 and document.options["sequence"] == "document" and not warnings
+
+
+def test_whitespace_check_encodes_only_when_an_unseen_whitespace_token_occurs(tmp_path, tokenizer_files, monkeypatch):
+    """The check encodes a file's head only when some zero-count whitespace token's text occurs in it (raw or
+    normalized): a file of one word leaves every whitespace token unseen and holds none, so it is not encoded."""
+    import importlib
+
+    analyze_module = importlib.import_module("vocabopt.analyze")  # the module (the package exports the function)
+    encoded: list[int] = []
+
+    class Counting:
+        def __init__(self, tok):
+            self.tok = tok
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+        def encode(self, *args, **kwargs):
+            encoded.append(1)
+            return self.tok.encode(*args, **kwargs)
+
+    real = analyze_module.shared_tokenizer
+    monkeypatch.setattr(analyze_module, "shared_tokenizer", lambda spec: Counting(real(spec)))
+    path = tmp_path / "one.txt"
+    path.write_text("Inthebeginning.")
+    stats = analyze([str(path)], str(tokenizer_files["bpe"]))
+    assert stats.counts[stats.tokens.index("Ċ")] == 0  # whitespace tokens unseen, yet absent from the text
+    assert encoded == []
+    warnings: list[str] = []
+    path.write_text("In the beginning\nGod created\n")
+    analyze([str(path)], str(tokenizer_files["bpe"]), sequence="line", on_warning=warnings.append)
+    assert encoded == [1] and len(warnings) == 1

@@ -227,6 +227,32 @@ def test_a_path_slower_than_encoding_switches_to_encode_and_stays_exact(tokenize
     )
 
 
+def test_a_path_that_turns_slow_after_the_timed_probes_still_switches(tokenizer_files, corpus_slice, monkeypatch):
+    """Encoding is timed on the trial and batch 0 only (`TIMED_PROBES`); a later probed batch is judged against the
+    faster of those rates: a path that turns slow on batch 1 switches after it, and the counts stay exact."""
+    import time
+
+    from vocabopt.corpus import counters
+
+    real, calls = counters.chunk_groups, []
+
+    def slow_from_batch_1(texts):
+        calls.append(1)
+        if len(calls) >= 3:  # the trial, batch 0, then slow
+            time.sleep(0.5)
+        return real(texts)
+
+    monkeypatch.setattr(counters, "chunk_groups", slow_from_batch_1)
+    lines = lines_of(corpus_slice)
+    counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=True)
+    results = [counter.count([(s, False) for s in lines[i : i + 300]]) for i in range(0, 1500, 300)]
+    assert len(counter.encode_rates) == counters.TIMED_PROBES
+    assert [r.switched for r in results] == [0, 0, 300, 300, 300]
+    np.testing.assert_array_equal(
+        sum(r.counts for r in results), reference_counts(tokenizer_files["bpe"], lines[:1500])
+    )
+
+
 @pytest.mark.parametrize("path", [None, "pretokens"])
 def test_added_tokens_match_where_the_tokenizer_matches_them(tmp_path, tokenizer_files, path):
     """A `normalized: false` added token matches in the raw text only, a `normalized: true` one in the normalized

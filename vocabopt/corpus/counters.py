@@ -52,10 +52,13 @@ from .tokenizer import (
 # run faster, 1.08x at the least, on a shared machine where runs vary): before its first batch, each counter counts
 # the batch's first PROBE_CHARS characters both ways (a trial, its counts thrown away); on batches 0..PROBE_BATCHES
 # the chosen path's time is compared with `encode_batch_fast` + bincount on the batch's first PROBE_CHARS
-# characters, scaled to the batch. When the path loses (by more than COLD_MARGIN while its cache is cold: the trial
-# and batch 0), the counter counts the rest by encoding (exact either way).
+# characters, scaled to the batch (timed on the trial and batch 0; later batches take the faster of those two rates
+# per character: a probe cost ~20% of a batch's counting on the shipped corpus). When the path loses (by more than
+# COLD_MARGIN while its cache is cold: the trial and batch 0), the counter counts the rest by encoding (exact
+# either way).
 PROBE_BATCHES = 3
 PROBE_CHARS = 1 << 16
+TIMED_PROBES = 2
 COLD_MARGIN = 1.5
 EXACT_BY_CONSTRUCTION = "exact by construction"  # the reason the bytes and word counters give
 
@@ -175,6 +178,7 @@ class HFCounter:
         self.configured = self.path  # what the stats record; self.path may become "encode" (see PROBE_BATCHES)
         self.probe_batches = PROBE_BATCHES if force_path is None else 0
         self.n_batches, self.tried = 0, False
+        self.encode_rates: list[float] = []  # s per character of `encode_batch_fast` + bincount, timed by probes
         self._encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # ids only, where available
 
     def _special_ids(self) -> np.ndarray:
@@ -268,10 +272,13 @@ class HFCounter:
 
     def _probe(self, prepared: _Prepared, seconds: float) -> None:
         """Switch to plain encoding when it would have counted this batch faster than its path did."""
-        start = time.perf_counter()
-        self._encode_counts(prepared.probe or [])
+        probe = prepared.probe or []
+        if len(self.encode_rates) < TIMED_PROBES:
+            start = time.perf_counter()
+            self._encode_counts(probe)
+            self.encode_rates.append((time.perf_counter() - start) / max(1, sum(map(len, probe))))
         margin = COLD_MARGIN if prepared.first else 1.0
-        if (time.perf_counter() - start) * prepared.probe_scale * margin < seconds:
+        if min(self.encode_rates) * sum(map(len, probe)) * prepared.probe_scale * margin < seconds:
             self.path, self.probe_batches = "encode", 0
 
     def _tokenize(self, texts: Chunks, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
