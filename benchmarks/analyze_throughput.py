@@ -16,7 +16,7 @@ documents real text), since the distinct-piece rate is what decides the speed-up
 vocabopt, peer, ...) and the ratio is the median of per-round ratios. Then peak RSS of `vocabopt analyze` on both
 corpora (flat memory). Prints a table and rewrites its section of docs/benchmarks.md.
 
-    python benchmarks/analyze_throughput.py [--rounds 3] [--big-mb 40] [--quick] [--no-write]
+    python benchmarks/analyze_throughput.py [--rounds 3] [--big-rounds 3] [--big-mb 40] [--quick] [--no-write]
 """
 
 from __future__ import annotations
@@ -244,20 +244,21 @@ def _tree_rss(root: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds on the shipped corpus")
+    ap.add_argument("--big-rounds", type=int, default=3, help="interleaved rounds on the generated corpus")
     ap.add_argument("--big-mb", type=float, default=40.0, help="size of the generated Heaps'-law corpus")
     ap.add_argument("--vocab", type=int, default=32_000, help="ids of the trained tokenizers")
     ap.add_argument("--quick", action="store_true", help="1 round, an 8 MB generated corpus, 8K-id tokenizers")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.big_mb, args.vocab = 1, 8.0, 8000
+        args.rounds, args.big_rounds, args.big_mb, args.vocab = 1, 1, 8.0, 8000
     from tokenizers import Tokenizer
 
     rows, rss = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "heaps.txt"
         big_bytes = heaps_corpus(big, int(args.big_mb * 1e6))
-        corpora = {"kjv.txt": (CORPUS, args.rounds), f"Heaps {big_bytes / 1e6:.0f} MB": (big, 1)}
+        corpora = {"kjv.txt": (CORPUS, args.rounds), f"Heaps {big_bytes / 1e6:.0f} MB": (big, args.big_rounds)}
         distinct = {name: len({w for d in documents(p) for w in d.split()}) for name, (p, _) in corpora.items()}
         families = {"GPT-2 byte-level (kjv-bpe-8k)": TOKENIZER}
         for name in [*REGEXES, "SentencePiece BPE, byte fallback", "Unigram", "WordPiece"]:
@@ -290,7 +291,8 @@ def main() -> None:
         "tokens included (what `vocabopt analyze` counts by default; its time includes reading and the Zipf fits). "
         "Identical counts asserted on every row. Trained "
         f"tokenizers: {args.vocab:,} ids, on corpora/kjv.txt. Ratio: median of per-round ratios "
-        f"({args.rounds} interleaved round(s) on kjv.txt after a warm-up call of each, 1 on the generated corpus).",
+        f"({args.rounds} interleaved round(s) on kjv.txt after a warm-up call of each, {args.big_rounds} on the "
+        "generated corpus).",
         "",
         "Corpora: " + "; ".join(f"{name}: {distinct[name]:,} distinct whitespace words" for name in distinct) + ".",
         "",
