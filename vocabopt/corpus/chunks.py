@@ -135,8 +135,11 @@ def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _short_keys(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(n,) uint64 keys of pieces of buf's bytes: the piece's bytes (little-endian) and, below 8 bytes, its length
     in the top byte. A piece of exactly 8 bytes is the first half of a pair: its length is implied."""
-    word, shift = starts >> 3, ((starts & 7) * 8).astype(np.uint64)
-    keys = (buf[word] >> shift) | (buf[word + 1] << (np.uint64(64) - shift))  # a shift by 64 gives 0 in numpy
+    octets = buf.view(np.uint8)
+    # the 8 bytes from each byte position, as one uint64 (unaligned reads, one gather: ~2x faster than two aligned
+    # gathers and shifts); buf's zero padding keeps every read inside
+    words = np.ndarray(shape=(octets.size - 7,), dtype="<u8", buffer=octets, strides=(1,))
+    keys = words[starts]
     short = lengths < 8
     if short.all():
         return (keys & _KEY_MASK[lengths]) | _KEY_LENGTH[lengths]
