@@ -62,3 +62,24 @@ def test_pair_store_finds_every_pair_through_hash_collisions(monkeypatch):
         got = store.rows_of("pair", stored)
         assert sorted(got.tolist()) == list(range(len(stored)))
         assert (store.rows_of("pair", unseen) == -1).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=list("ab \n\t.中\u3000"), max_size=30), max_size=6))
+def test_split_lone_newlines_cuts_exactly_before_newlines_between_non_whitespace(texts):
+    """The parts of each text join back to it, and a part starts at exactly the newlines that sit between two
+    non-whitespace characters (a brute-force scan of the text)."""
+    parts = chunks.split_lone_newlines(texts)
+    rebuilt, k = [], 0
+    for text in texts:
+        cuts = [
+            i
+            for i in range(1, len(text) - 1)
+            if text[i] == "\n" and not text[i - 1].isspace() and not text[i + 1].isspace()
+        ]
+        bounds = [0, *cuts, len(text)]
+        expected = [text[a:b] for a, b in zip(bounds, bounds[1:])] or [text]
+        assert parts[k : k + len(expected)] == expected
+        rebuilt.append("".join(parts[k : k + len(expected)]))
+        k += len(expected)
+    assert k == len(parts) and rebuilt == texts

@@ -128,6 +128,7 @@ texts = st.one_of(_texts(ALPHABET), _texts(ASCII), _texts(UTF8))
 @given(sequences=texts)
 @example(sequences=["a  ", "a ", "a  "])  # lone whitespace chunks whose offsets a trimming post-processor moves
 @example(sequences=["ЖЖЖЖ Ж Ж"])  # fused unk tokens whose sizes in bytes cancel out in the text's sum
+@example(sequences=["earth.\nAnd 1:2\n's\n'\ns x\n\ny", "\na\nb\n", "a\n b\t\nc"])  # cuts before lone newlines
 def test_chunk_path_is_exact_on_adversarial_text(tokenizer_files, kind, sequences):
     counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=True)
     assert counter.path == "chunks"
@@ -394,3 +395,22 @@ def test_pieces_of_a_cut_sequence_count_as_the_whole(tokenizer_files, kind, docu
     got = counter.count(payload).counts
     ref = reference_counts(tokenizer_files[kind], [text] if document else [text, "short"])
     np.testing.assert_array_equal(got, ref)
+
+
+def test_gpt2_byte_level_chunks_are_cut_before_lone_newlines(tokenizer_files, monkeypatch):
+    """With GPT-2's byte-level pre-tokenizer the chunk path cuts before a newline between two words (a line's last
+    word and the next line's first are separate chunks); with cl100k's Split regex it does not. Counts exact."""
+    from vocabopt.corpus import counters
+
+    seen: list[list[str]] = []
+    real = counters.chunk_groups
+    monkeypatch.setattr(counters, "chunk_groups", lambda texts: (seen.append(texts), real(texts))[1])
+    text = "the earth.\nAnd God said\n\nlet"
+    for kind, cut in (("bpe", True), ("split_regex", False)):
+        seen.clear()
+        counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
+        counter.probe_batches = 0  # no trial: the one batch below is all chunk_groups sees
+        got = counter.count([(text, False)])
+        assert counter.newline_cuts is cut
+        assert seen == [["the earth.", "\nAnd God said\n\nlet"] if cut else [text]]
+        np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], [text], False))

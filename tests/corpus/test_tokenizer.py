@@ -111,3 +111,32 @@ def test_byte_fallback_merges_keep_offsets(tokenizer_files):
     config["model"]["vocab"]["<0xE4><0xB8>"] = len(config["model"]["vocab"])
     config["model"]["merges"].append(["<0xE4>", "<0xB8>"])
     assert metaspace_sizes(Tokenizer.from_str(json.dumps(config)), config) is None
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [("bpe", True), ("bpe_gaps", True), ("bpe_spaces", False), ("split_regex", False), ("wordpiece", False)],
+)
+def test_newline_cuts_only_for_gpt2_byte_level_without_prefix_space(tokenizer_files, kind, expected):
+    """GPT-2's own regex (ByteLevel, no prefix space, no normalizer) may be cut before a lone newline; a prefix
+    space (bpe_spaces), a Split regex (cl100k's) or another pre-tokenizer may not."""
+    from vocabopt.corpus.tokenizer import newline_cuts
+
+    config = json.loads(tokenizer_files[kind].read_text())
+    assert newline_cuts(config) is expected
+    if expected:
+        config["normalizer"] = {"type": "NFC"}
+        assert not newline_cuts(config)
+
+
+def test_cl100k_style_regex_joins_punctuation_to_the_newline_after_it(tokenizer_files):
+    """Why the Split regexes are left out: cut before the newline, "earth." + "\\nAnd" tokenizes differently from
+    the text (the regex's `[^\\s\\p{L}\\p{N}]+[\\r\\n]*` takes ".\\n" as one piece); GPT-2's regex does not."""
+    from tokenizers import Tokenizer
+
+    text, parts = "the earth.\nAnd God", ["the earth.", "\nAnd God"]
+    for kind, same in (("split_regex", False), ("bpe", True)):
+        tok = Tokenizer.from_file(str(tokenizer_files[kind]))
+        whole = tok.encode(text, add_special_tokens=False).ids
+        cut = [i for p in parts for i in tok.encode(p, add_special_tokens=False).ids]
+        assert (whole == cut) is same, kind

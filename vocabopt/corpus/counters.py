@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from . import spm
-from .chunks import CACHE_LIMIT, Chunks, IdStore, add_distinct, chunk_groups, count_words, utf8
+from .chunks import CACHE_LIMIT, Chunks, IdStore, add_distinct, chunk_groups, count_words, split_lone_newlines, utf8
 from .locate import ChunkEncoder
 from .reader import DEFAULT_MAX_CHARS, cut_long
 from .tokenizer import (
@@ -45,6 +45,7 @@ from .tokenizer import (
     leading_space_whole,
     metaspace_replacement,
     metaspace_sizes,
+    newline_cuts,
     shared_tokenizer,
 )
 
@@ -157,6 +158,7 @@ class HFCounter:
         replacement = metaspace_replacement(config) if self.path == "chunks" else None
         self.added = _alternation([*(t["content"] for t in added), *([replacement] if replacement else [])])
         self.leading_space = self.path == "chunks" and leading_space_whole(config)
+        self.newline_cuts = self.path == "chunks" and newline_cuts(config)  # also cut before lone newlines
         # an added token's text holding whitespace after its first character can form where chunks are laid end to
         # end (`ChunkEncoder` then encodes those chunks one per text)
         self.join_risk = any(any(c.isspace() for c in t["content"][1:]) for t in added)
@@ -218,7 +220,7 @@ class HFCounter:
         if fast:
             out.paths[path] += len(fast)
             if path == "chunks":
-                groups, n_words = chunk_groups(fast)
+                groups, n_words = chunk_groups(split_lone_newlines(fast) if self.newline_cuts else fast)
                 out.n_words += n_words
             else:
                 pretokens = self._pretoken_counts(fast)

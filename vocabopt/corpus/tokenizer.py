@@ -291,6 +291,26 @@ def unsplit_metaspace_builds() -> bool:
     return (major, minor) >= (0, 19)
 
 
+def newline_cuts(config: dict) -> bool:
+    """Whether the chunk path may also cut a text before a lone newline between two non-whitespace characters
+    ("x\ny" -> "x", "\ny"): GPT-2's byte-level pre-tokenizer alone (its own regex, no prefix space, no normalizer).
+
+    Its regex `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+` has no
+    match holding a non-whitespace character followed by whitespace, no lookbehind or anchor, and its one lookahead
+    sits after whitespace: so a match ends at x, the next one starts at the newline, and every match is the same in
+    the text and in its two parts. A prefix space would be added to "\ny"; normalizers are not modelled. The Split
+    regexes of cl100k, o200k and tekken join punctuation to a newline after it ("." + "\n"): not cut there.
+    """
+    pre, model = config.get("pre_tokenizer") or {}, config.get("model") or {}
+    return (
+        config.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True) is True
+        and pre.get("add_prefix_space", True) is False
+        and model.get("type") == "BPE"
+    )
+
+
 def leading_space_whole(config: dict) -> bool:
     """Whether texts that start with a space must be encoded whole on the chunk path (see `restated_metaspace`)."""
     restated = restated_metaspace(config)
