@@ -115,16 +115,24 @@ def test_byte_fallback_merges_keep_offsets(tokenizer_files):
 
 @pytest.mark.parametrize(
     "kind, expected",
-    [("bpe", True), ("bpe_gaps", True), ("bpe_spaces", False), ("split_regex", False), ("wordpiece", False)],
+    [
+        ("bpe", True),
+        ("bpe_gaps", True),
+        ("wordpiece", True),
+        ("bpe_spaces", False),
+        ("split_regex", False),
+        ("unigram", False),
+        ("spm_bpe", False),
+    ],
 )
-def test_newline_cuts_only_for_gpt2_byte_level_without_prefix_space(tokenizer_files, kind, expected):
-    """GPT-2's own regex (ByteLevel, no prefix space, no normalizer) may be cut before a lone newline; a prefix
-    space (bpe_spaces), a Split regex (cl100k's) or another pre-tokenizer may not."""
+def test_newline_cuts_for_gpt2_byte_level_and_whitespace_dropping_pre_tokenizers(tokenizer_files, kind, expected):
+    """GPT-2's own regex (ByteLevel, no prefix space, no normalizer) and BERT's whitespace-dropping pre-tokenizer
+    may be cut before a lone newline; a prefix space (bpe_spaces), a Split regex (cl100k's) or Metaspace may not."""
     from vocabopt.corpus.tokenizer import newline_cuts
 
     config = json.loads(tokenizer_files[kind].read_text())
     assert newline_cuts(config) is expected
-    if expected:
+    if kind == "bpe":
         config["normalizer"] = {"type": "NFC"}
         assert not newline_cuts(config)
 

@@ -293,21 +293,24 @@ def unsplit_metaspace_builds() -> bool:
 
 def newline_cuts(config: dict) -> bool:
     """Whether the chunk path may also cut a text before a lone newline between two non-whitespace characters
-    ("x\ny" -> "x", "\ny"): GPT-2's byte-level pre-tokenizer alone (its own regex, no prefix space, no normalizer).
+    ("x\ny" -> "x", "\ny"): pre-tokenizers that drop whitespace (BERT's, Whitespace: the newline is a separator,
+    as a space is), and GPT-2's byte-level one alone (its own regex, no prefix space, no normalizer).
 
-    Its regex `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+` has no
-    match holding a non-whitespace character followed by whitespace, no lookbehind or anchor, and its one lookahead
-    sits after whitespace: so a match ends at x, the next one starts at the newline, and every match is the same in
-    the text and in its two parts. A prefix space would be added to "\ny"; normalizers are not modelled. The Split
-    regexes of cl100k, o200k and tekken join punctuation to a newline after it ("." + "\n"): not cut there.
+    GPT-2's regex `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+` has
+    no match holding a non-whitespace character followed by whitespace, no lookbehind or anchor, and its one
+    lookahead sits after whitespace: so a match ends at x, the next one starts at the newline, and every match is
+    the same in the text and in its two parts. A prefix space would be added to "\ny". The Split regexes of
+    cl100k, o200k and tekken join punctuation to a newline after it ("." + "\n"): not cut there.
     """
-    pre, model = config.get("pre_tokenizer") or {}, config.get("model") or {}
+    pre, norm = config.get("pre_tokenizer") or {}, config.get("normalizer")
+    if pre.get("type") in _WS_DROPPING:
+        return _normalizer_local(norm, allow_deleting=True)
     return (
-        config.get("normalizer") is None
+        norm is None
         and pre.get("type") == "ByteLevel"
         and pre.get("use_regex", True) is True
         and pre.get("add_prefix_space", True) is False
-        and model.get("type") == "BPE"
+        and (config.get("model") or {}).get("type") == "BPE"
     )
 
 
