@@ -102,3 +102,20 @@ def test_whitespace_check_encodes_only_when_an_unseen_whitespace_token_occurs(tm
     path.write_text("In the beginning\nGod created\n")
     analyze([str(path)], str(tokenizer_files["bpe"]), sequence="line", on_warning=warnings.append)
     assert encoded == [1] and len(warnings) == 1
+
+
+def test_whitespace_warning_names_the_token_a_normalizer_makes_of_a_dropped_newline(tmp_path, tokenizer_files):
+    """A normalizer that rewrites the newlines line mode drops ("\\n" -> "\\t"): the tab token is what the tokenizer
+    emits for them on the raw text, it gets count 0, and the warning names it."""
+    from tokenizers import Tokenizer, normalizers
+
+    tok = Tokenizer.from_file(str(tokenizer_files["bpe"]))
+    tok.normalizer = normalizers.Replace("\n", "\t")
+    tokenizer = tmp_path / "tabs.json"
+    tok.save(str(tokenizer))
+    path = tmp_path / "c.txt"
+    path.write_text("In the beginning\nGod created\n")
+    warnings: list[str] = []
+    stats = analyze([str(path)], str(tokenizer), sequence="line", on_warning=warnings.append)
+    assert stats.counts[stats.tokens.index("ĉ")] == 0
+    assert len(warnings) == 1 and "'ĉ'" in warnings[0]

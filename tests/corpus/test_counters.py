@@ -228,9 +228,18 @@ def test_a_path_slower_than_encoding_switches_to_encode_and_stays_exact(tokenize
     )
 
 
+def test_the_trial_times_long_documents_whole(tokenizer_files):
+    """A text holding the half-way mark of the trial's sample (a long document) leaves no second half to time:
+    the trial then times the whole sample on a cold cache, as before it had a warm half."""
+    counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=False)
+    words = "In the beginning God created the heaven and the earth. "
+    counter._trial([words * 180, words * 1300])  # ~10K and ~72K characters: the last holds the mark
+    assert len(counter.encode_rates) == 1 and counter.n_batches == 0
+
+
 def test_a_path_that_turns_slow_after_the_timed_probes_still_switches(tokenizer_files, corpus_slice, monkeypatch):
-    """Encoding is timed on the trial and batch 0 only (`TIMED_PROBES`); a later probed batch is judged against the
-    faster of those rates: a path that turns slow on batch 1 switches after it, and the counts stay exact."""
+    """Encoding is timed in full on the trial and batch 0 (`TIMED_PROBES`), on a quick probe of later batches; a
+    path that turns slow on batch 1 switches after it (judged at the fastest rate so far), counts exact."""
     import time
 
     from vocabopt.corpus import counters
@@ -247,7 +256,7 @@ def test_a_path_that_turns_slow_after_the_timed_probes_still_switches(tokenizer_
     lines = lines_of(corpus_slice)
     counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=True)
     results = [counter.count([(s, False) for s in lines[i : i + 300]]) for i in range(0, 1500, 300)]
-    assert len(counter.encode_rates) == counters.TIMED_PROBES
+    assert len(counter.encode_rates) == 3  # the trial, batch 0, batch 1 (then encoded: no more probes)
     assert [r.switched for r in results] == [0, 0, 300, 300, 300]
     np.testing.assert_array_equal(
         sum(r.counts for r in results), reference_counts(tokenizer_files["bpe"], lines[:1500])

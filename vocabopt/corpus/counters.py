@@ -53,13 +53,15 @@ from .tokenizer import (
 # run faster, 1.08x at the least, on a shared machine where runs vary): before its first batch, each counter counts
 # the batch's first PROBE_CHARS characters both ways (a trial, its counts thrown away); on batches 0..PROBE_BATCHES
 # the chosen path's time is compared with `encode_batch_fast` + bincount on the batch's first PROBE_CHARS
-# characters, scaled to the batch (timed on the trial and batch 0; later batches take the faster of those two rates
-# per character: a probe cost ~20% of a batch's counting on the shipped corpus). When the path loses (by more than
+# characters, scaled to the batch: timed on the trial and batch 0 (TIMED_PROBES), on QUICK_PROBE_CHARS of later
+# batches (a full probe cost ~20% of a batch's counting on the shipped corpus), at the fastest rate per character
+# timed so far (text cheaper to encode than the corpus's head still counts). When the path loses (by more than
 # COLD_MARGIN while its cache is cold: the trial and batch 0), the counter counts the rest by encoding (exact
 # either way).
 PROBE_BATCHES = 3
 PROBE_CHARS = 1 << 16
 TIMED_PROBES = 2
+QUICK_PROBE_CHARS = PROBE_CHARS // 4
 COLD_MARGIN = 1.5
 EXACT_BY_CONSTRUCTION = "exact by construction"  # the reason the bytes and word counters give
 
@@ -273,21 +275,23 @@ class HFCounter:
         sample = _head(texts, PROBE_CHARS) if texts else []
         chars = sum(map(len, sample))
         if chars >= PROBE_CHARS // 2:  # small corpora: nothing to gain
-            warm = _head(sample, chars // 2) if len(sample) > 1 else []
-            if warm and len(warm) < len(sample):
+            warm = _head(sample, chars // 2)
+            if len(warm) < len(sample):
                 probed, self.probe_batches = self.probe_batches, -1  # no probe on this half
                 self.finish(self.prepare([(t, False) for t in warm]))
                 self.probe_batches, self.n_batches = probed, 0
+            else:  # one text holds the half-way mark (long documents): timed whole, on a cold cache
+                warm = []
             self.finish(self.prepare([(t, False) for t in sample[len(warm) :]]))
         self.n_batches = 0  # the real first batch is probed as the first, too
 
     def _probe(self, prepared: _Prepared, seconds: float) -> None:
         """Switch to plain encoding when it would have counted this batch faster than its path did."""
         probe = prepared.probe or []
-        if len(self.encode_rates) < TIMED_PROBES:
-            start = time.perf_counter()
-            self._encode_counts(probe)
-            self.encode_rates.append((time.perf_counter() - start) / max(1, sum(map(len, probe))))
+        timed = probe if len(self.encode_rates) < TIMED_PROBES else _head(probe, QUICK_PROBE_CHARS)
+        start = time.perf_counter()
+        self._encode_counts(timed)
+        self.encode_rates.append((time.perf_counter() - start) / max(1, sum(map(len, timed))))
         margin = COLD_MARGIN if prepared.first else 1.0
         if min(self.encode_rates) * sum(map(len, probe)) * prepared.probe_scale * margin < seconds:
             self.path, self.probe_batches = "encode", 0
