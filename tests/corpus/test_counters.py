@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 
 from vocabopt import analyze
 from vocabopt.corpus.chunks import Chunks
-from vocabopt.corpus.counters import HFCounter
+from vocabopt.corpus.counters import BatchCounts, HFCounter
 from vocabopt.corpus.tokenizer import load_spec
 
 
@@ -228,6 +228,22 @@ def test_a_path_slower_than_encoding_switches_to_encode_and_stays_exact(tokenize
     )
 
 
+def test_one_slow_batch_does_not_switch_a_path_that_was_winning(tokenizer_files, corpus_slice, monkeypatch):
+    """The comparison is cumulative: a path that beat encoding by far on the trial and batch 0 keeps going after
+    one batch a little slower than encoding (a pause on a shared machine), and switches once it keeps losing."""
+    from vocabopt.corpus import counters
+
+    counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=False)
+    counter.encode_rates = [1.0, 1.0]  # s per character: later probes time quick probes of their own
+    counter.probed = [1.0, 10.0]  # the path took 1 s where encoding would have taken 10 s
+    monkeypatch.setattr(counter, "_encode_counts", lambda texts: None)  # encoding "takes" ~0 s from here on
+    prepared = counters._Prepared(BatchCounts(), [], [], probe=["x" * 100], probe_scale=1.0)
+    counter._probe(prepared, 5.0)  # this batch: 5 s against ~0 s
+    assert counter.path == "chunks"
+    counter._probe(prepared, 5.0)  # and again: 11 s in all against 10
+    assert counter.path == "encode"
+
+
 def test_the_trial_times_long_documents_whole(tokenizer_files):
     """A text holding the half-way mark of the trial's sample (a long document) leaves no second half to time:
     the trial then times the whole sample on a cold cache, as before it had a warm half."""
@@ -239,7 +255,8 @@ def test_the_trial_times_long_documents_whole(tokenizer_files):
 
 def test_a_path_that_turns_slow_after_the_timed_probes_still_switches(tokenizer_files, corpus_slice, monkeypatch):
     """Encoding is timed in full on the trial and batch 0 (`TIMED_PROBES`), on a quick probe of later batches; a
-    path that turns slow on batch 1 switches after it (judged at the fastest rate so far), counts exact."""
+    path that turns slow on batch 1 switches after it (its time over the probed batches so far exceeds encoding's),
+    counts exact."""
     import time
 
     from vocabopt.corpus import counters
@@ -252,7 +269,7 @@ def test_a_path_that_turns_slow_after_the_timed_probes_still_switches(tokenizer_
         return real(texts)
 
     monkeypatch.setattr(counters, "chunk_groups", slow_from_batch_1)
-    monkeypatch.setattr(counters, "COLD_MARGIN", 100.0)  # the trial and batch 0 keep the path, whatever the noise
+    monkeypatch.setattr(counters, "COLD_MARGIN", 3.0)  # the trial and batch 0 keep the path, whatever the noise
     lines = lines_of(corpus_slice)
     counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=True)
     results = [counter.count([(s, False) for s in lines[i : i + 300]]) for i in range(0, 1500, 300)]

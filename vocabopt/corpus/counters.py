@@ -49,15 +49,15 @@ from .tokenizer import (
     shared_tokenizer,
 )
 
-# Meant to be no slower than the tokenizer per batch (benchmarks/analyze_throughput.py measures every family's whole
-# run faster, 1.08x at the least, on a shared machine where runs vary): before its first batch, each counter counts
-# the batch's first PROBE_CHARS characters both ways (a trial, its counts thrown away); on batches 0..PROBE_BATCHES
-# the chosen path's time is compared with `encode_batch_fast` + bincount on the batch's first PROBE_CHARS
-# characters, scaled to the batch: timed on the trial and batch 0 (TIMED_PROBES), on QUICK_PROBE_CHARS of later
-# batches (a full probe cost ~20% of a batch's counting on the shipped corpus), at the fastest rate per character
-# timed so far (text cheaper to encode than the corpus's head still counts). When the path loses (by more than
-# COLD_MARGIN while its cache is cold: the trial and batch 0), the counter counts the rest by encoding (exact
-# either way).
+# Meant to be no slower than the tokenizer (benchmarks/analyze_throughput.py measures every family's whole run):
+# before its first batch, each counter counts the batch's first PROBE_CHARS characters both ways (a trial, its
+# counts thrown away); on batches 0..PROBE_BATCHES the chosen path's time is compared with `encode_batch_fast` +
+# bincount timed on the batch's first PROBE_CHARS characters (the trial and batch 0: TIMED_PROBES) or
+# QUICK_PROBE_CHARS (later batches: a full probe cost ~20% of a batch's counting on the shipped corpus), scaled to
+# the batch. The comparison is cumulative over the probed batches so far: one batch that a pause on a shared machine
+# made slow does not send the rest of a run that was winning to encoding (seen on the Heaps corpus: ~20% margins
+# per batch, and a lost probe doubled the run). When the path loses (against COLD_MARGIN times encoding for batches
+# timed on a cold cache: the trial and batch 0), the counter counts the rest by encoding (exact either way).
 PROBE_BATCHES = 3
 PROBE_CHARS = 1 << 16
 TIMED_PROBES = 2
@@ -183,6 +183,7 @@ class HFCounter:
         self.probe_batches = PROBE_BATCHES if force_path is None else 0
         self.n_batches, self.tried = 0, False
         self.encode_rates: list[float] = []  # s per character of `encode_batch_fast` + bincount, timed by probes
+        self.probed = [0.0, 0.0]  # (s the path took, s encoding would have taken x margin) over the probed batches
         self._encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # ids only, where available
 
     def _special_ids(self) -> np.ndarray:
@@ -286,14 +287,16 @@ class HFCounter:
         self.n_batches = 0  # the real first batch is probed as the first, too
 
     def _probe(self, prepared: _Prepared, seconds: float) -> None:
-        """Switch to plain encoding when it would have counted this batch faster than its path did."""
+        """Switch to plain encoding when it would have counted the probed batches so far faster than the path did."""
         probe = prepared.probe or []
         timed = probe if len(self.encode_rates) < TIMED_PROBES else _head(probe, QUICK_PROBE_CHARS)
         start = time.perf_counter()
         self._encode_counts(timed)
         self.encode_rates.append((time.perf_counter() - start) / max(1, sum(map(len, timed))))
         margin = COLD_MARGIN if prepared.first else 1.0
-        if min(self.encode_rates) * sum(map(len, probe)) * prepared.probe_scale * margin < seconds:
+        self.probed[0] += seconds
+        self.probed[1] += self.encode_rates[-1] * sum(map(len, probe)) * prepared.probe_scale * margin
+        if self.probed[1] < self.probed[0]:
             self.path, self.probe_batches = "encode", 0
 
     def _tokenize(self, texts: Chunks, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
