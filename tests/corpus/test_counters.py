@@ -244,6 +244,24 @@ def test_one_slow_batch_does_not_switch_a_path_that_was_winning(tokenizer_files,
     assert counter.path == "encode"
 
 
+def test_cold_slack_does_not_carry_over_to_warm_batches(tokenizer_files, monkeypatch):
+    """A path 12% slower than encoding everywhere: the cold trial and batch 0 are excused (COLD_MARGIN), but their
+    slack must not pay for warm batches, so the first warm probe switches it (a fake clock: encoding "takes" 1 s)."""
+    import types
+
+    from vocabopt.corpus import counters
+
+    clock = [0.0]
+    monkeypatch.setattr(counters, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=False)
+    monkeypatch.setattr(counter, "_encode_counts", lambda texts: clock.__setitem__(0, clock[0] + 1.0))
+    for first in (True, True, False):
+        prepared = counters._Prepared(BatchCounts(), [], [], first=first, probe=["x" * 1000], probe_scale=1.0)
+        assert counter.path == "chunks"
+        counter._probe(prepared, 1.12)
+    assert counter.path == "encode"
+
+
 def test_the_trial_times_long_documents_whole(tokenizer_files):
     """A text holding the half-way mark of the trial's sample (a long document) leaves no second half to time:
     the trial then times the whole sample on a cold cache, as before it had a warm half."""

@@ -52,12 +52,13 @@ from .tokenizer import (
 # Meant to be no slower than the tokenizer (benchmarks/analyze_throughput.py measures every family's whole run):
 # before its first batch, each counter counts the batch's first PROBE_CHARS characters both ways (a trial, its
 # counts thrown away); on batches 0..PROBE_BATCHES the chosen path's time is compared with `encode_batch_fast` +
-# bincount timed on the batch's first PROBE_CHARS characters (the trial and batch 0: TIMED_PROBES) or
-# QUICK_PROBE_CHARS (later batches: a full probe cost ~20% of a batch's counting on the shipped corpus), scaled to
+# bincount timed on the batch's first PROBE_CHARS characters (the first TIMED_PROBES probes: the trial and batch 0)
+# or QUICK_PROBE_CHARS (later batches: a full probe cost ~20% of a batch's counting on the shipped corpus), scaled to
 # the batch. The comparison is cumulative over the probed batches so far: one batch that a pause on a shared machine
 # made slow does not send the rest of a run that was winning to encoding (seen on the Heaps corpus: ~20% margins
-# per batch, and a lost probe doubled the run). When the path loses (against COLD_MARGIN times encoding for batches
-# timed on a cold cache: the trial and batch 0), the counter counts the rest by encoding (exact either way).
+# per batch, and a lost probe doubled the run). Batches timed on a cold cache (the trial and batch 0) are excused up
+# to COLD_MARGIN times encoding, each for itself. When the path has lost, the counter counts the rest by encoding
+# (exact either way).
 PROBE_BATCHES = 3
 PROBE_CHARS = 1 << 16
 TIMED_PROBES = 2
@@ -293,9 +294,11 @@ class HFCounter:
         start = time.perf_counter()
         self._encode_counts(timed)
         self.encode_rates.append((time.perf_counter() - start) / max(1, sum(map(len, timed))))
-        margin = COLD_MARGIN if prepared.first else 1.0
+        encoding = self.encode_rates[-1] * sum(map(len, probe)) * prepared.probe_scale  # s, scaled to the batch
+        # a cold batch is excused up to COLD_MARGIN, itself only: its slack never pays for later batches
+        allowed = max(encoding, min(seconds, COLD_MARGIN * encoding)) if prepared.first else encoding
         self.probed[0] += seconds
-        self.probed[1] += self.encode_rates[-1] * sum(map(len, probe)) * prepared.probe_scale * margin
+        self.probed[1] += allowed
         if self.probed[1] < self.probed[0]:
             self.path, self.probe_batches = "encode", 0
 
