@@ -10,6 +10,7 @@ the data flows (each imports only the ones above it):
 - `formats`: transformers folders, tiktoken rank files, tekken JSON (as tokenizer.json); `spm`: SentencePiece .model.
 - `tokenizer`: `TokenizerSpec` (`load_spec`), the counting path a tokenizer allows (`choose_path`), token strings.
 - `chunks`: the numpy byte-key machinery of the "chunks" path, and `IdStore`, the ids of distinct pieces.
+- `locate`: `ChunkEncoder`: a batch's new distinct chunks encoded laid end to end, each token placed back.
 - `counters`: `HFCounter`, `BytesCounter`, `WordCounter` (`make_counter` from `CountOptions`) -> `BatchCounts`.
 - `tally`: `Tally` (counts that add up across parts), `Batch` and `batches`.
 - `pool`: the local engine (worker processes); `cluster`: the Dask engine.

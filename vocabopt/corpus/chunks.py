@@ -4,7 +4,8 @@ Job: the fast part of the "chunks" counting path. Inputs: a batch of texts (str)
 the batch and their counts (`chunk_counts`: a text cut before every run of spaces that follows a non-space), keyed
 by their UTF-8 bytes as integers (`_Pieces`); the whitespace-separated word count found on the way; and `IdStore`,
 which remembers the token ids of every distinct piece seen so far (per worker, up to CACHE_LIMIT pieces) and weighs
-them by a batch's counts in a few vector operations.
+them by a batch's counts in a few vector operations; `Chunks`, the new pieces as the UTF-8 texts the tokenizer sees,
+built from their keys in numpy (`CHUNKS_OF`); `split_lone_newlines`, the cut before newlines some tokenizers allow.
 """
 
 from __future__ import annotations

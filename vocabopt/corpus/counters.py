@@ -9,7 +9,9 @@ Why this is fast and still exact. A Hugging Face tokenizer normalizes a sequence
 runs its model on each pre-token independently, so counts only depend on how often each distinct pre-token occurs:
 count those, tokenize each distinct one once, multiply. `HFCounter` takes one of three paths, chosen per tokenizer by
 `tokenizer.choose_path` and reported in the stats:
-- "chunks": sequences are cut before every run of spaces that follows a non-space character; the distinct chunks
+- "chunks": sequences are cut before every run of spaces that follows a non-space character (and, for GPT-2's
+  byte-level and whitespace-dropping pre-tokenizers, before a newline between two non-whitespace characters:
+  `tokenizer.newline_cuts`); the distinct chunks
   are counted by sorting integer keys of their UTF-8 bytes (`chunks`: numpy, no Python object per chunk), and each
   distinct chunk is encoded once, many chunks laid end to end per tokenizer call (for byte-level BPE the tokens are
   placed by their sizes in bytes, else by their offsets).
@@ -184,7 +186,7 @@ class HFCounter:
         self.probe_batches = PROBE_BATCHES if force_path is None else 0
         self.n_batches, self.tried = 0, False
         self.encode_rates: list[float] = []  # s per character of `encode_batch_fast` + bincount, timed by probes
-        self.probed = [0.0, 0.0]  # (s the path took, s encoding would have taken x margin) over the probed batches
+        self.probed = [0.0, 0.0]  # over the probed batches: (s the path took, s allowed: encoding's, see `_probe`)
         self._encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # ids only, where available
 
     def _special_ids(self) -> np.ndarray:
