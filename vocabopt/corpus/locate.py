@@ -112,14 +112,12 @@ class ChunkEncoder:
         joined = Chunks(chunks.data, chunks.starts[order], lengths).joined()  # the texts laid end to end
         raw, ends = joined.tobytes(), np.cumsum(lengths)
         bounds = np.append(ends[firsts[1:] - 1], ends[-1]) if n else ends  # bytes up to each text's end
-        texts = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip([0, *bounds[:-1].tolist()], bounds.tolist())]
+        texts = _decode(raw, bounds)
         if self.crossed is not None and (crossed := [k for k, t in enumerate(texts) if self.crossed(t)]):
             # an added token's text formed across two chunks laid end to end: those texts' chunks go one per text
             stops = [*firsts[1:].tolist(), n]
             firsts = np.union1d(firsts, [p for k in crossed for p in range(firsts[k] + 1, stops[k])]).astype(np.int64)
-            bounds = np.append(ends[firsts[1:] - 1], ends[-1])
-            starts_ = [0, *bounds[:-1].tolist()]
-            texts = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts_, bounds.tolist())]
+            texts = _decode(raw, np.append(ends[firsts[1:] - 1], ends[-1]))
         ids, n_tokens, token_starts, chunk_starts = self._locate(texts, joined, lengths, firsts)
         located = np.empty(n + 1, np.int64)
         located[:n] = np.searchsorted(token_starts, chunk_starts, side="left")
@@ -145,6 +143,13 @@ class ChunkEncoder:
                 return located
             self.token_bytes = self.token_chars = None
         return by_offsets(self.tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
+
+
+def _decode(raw: bytes, bounds: np.ndarray) -> list[str]:
+    """The texts of `raw` (UTF-8, lone surrogates passed) that end at `bounds` (bytes), each starting where the one
+    before ends."""
+    ends = bounds.tolist()
+    return [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip([0, *ends[:-1]], ends)]
 
 
 def _layout(chunks: Chunks) -> tuple[np.ndarray, np.ndarray]:
