@@ -10,6 +10,20 @@ from hypothesis import strategies as st
 from vocabopt.corpus import chunks
 
 
+# Independent decoders of the keys (Python int arithmetic, one string per key): the reference for the numpy paths.
+def key_strings(keys) -> list[str]:
+    """The raw pieces of `_short_keys` keys (under 8 bytes)."""
+    return [k.to_bytes(8, "little")[: k >> 56].decode("utf-8", "surrogatepass") for k in keys.tolist()]
+
+
+def pair_strings(pairs) -> list[str]:
+    """The raw pieces of `_Pieces.pairs` keys (8-15 bytes)."""
+    return [
+        (a.to_bytes(8, "little") + b.to_bytes(8, "little")[: b >> 56]).decode("utf-8", "surrogatepass")
+        for a, b in pairs.tolist()
+    ]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     sequences=st.lists(
@@ -19,16 +33,16 @@ from vocabopt.corpus import chunks
 )
 def test_piece_keys_count_what_str_split_counts(sequences):
     pieces = chunks._piece_counts(sequences)
-    got = Counter(dict(zip(chunks._key_strings(pieces.keys), pieces.key_counts.tolist())))
-    got.update(dict(zip(chunks._pair_strings(pieces.pairs), pieces.pair_counts.tolist())))
+    got = Counter(dict(zip(key_strings(pieces.keys), pieces.key_counts.tolist())))
+    got.update(dict(zip(pair_strings(pieces.pairs), pieces.pair_counts.tolist())))
     got.update(pieces.strings)
     assert got == Counter(("\n" + " \n".join(sequences)).split(" "))
     assert len(pieces.pairs) == len(set(map(tuple, pieces.pairs.tolist())))
     assert len(pieces.keys) == len(set(pieces.keys.tolist()))
     # the texts the tokenizer sees, built from the keys' bytes, are the raw pieces' chunks
     for kind, keys, strings in (
-        ("key", pieces.keys, chunks._key_strings(pieces.keys)),
-        ("pair", pieces.pairs, chunks._pair_strings(pieces.pairs)),
+        ("key", pieces.keys, key_strings(pieces.keys)),
+        ("pair", pieces.pairs, pair_strings(pieces.pairs)),
     ):
         assert chunks.CHUNKS_OF[kind](keys).strings() == chunks._raw_to_chunks(strings)
 

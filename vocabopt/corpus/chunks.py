@@ -148,19 +148,6 @@ def _short_keys(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     return keys
 
 
-def _key_strings(keys: np.ndarray) -> list[str]:
-    """The raw pieces of `_short_keys` keys (under 8 bytes)."""
-    return [k.to_bytes(8, "little")[: k >> 56].decode("utf-8", "surrogatepass") for k in keys.tolist()]
-
-
-def _pair_strings(pairs: np.ndarray) -> list[str]:
-    """The raw pieces of `_Pieces.pairs` keys (8-15 bytes)."""
-    return [
-        (a.to_bytes(8, "little") + b.to_bytes(8, "little")[: b >> 56]).decode("utf-8", "surrogatepass")
-        for a, b in pairs.tolist()
-    ]
-
-
 def split_lone_newlines(texts: list[str]) -> list[str]:
     """texts, each cut before every newline that sits alone between two non-whitespace characters ("x\ny z" ->
     "x", "\ny z"): where `tokenizer.newline_cuts` allows it, a text's parts tokenize as the text does, and a

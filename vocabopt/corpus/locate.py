@@ -17,11 +17,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .chunks import Chunks
+from .chunks import _WS_TABLE, Chunks
 
 JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
-# Byte -> 1 for the ASCII characters str.isspace() accepts (\t \n \v \f \r, the four information separators, space).
-_WS_BYTE = np.array([b in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32) for b in range(256)])
+_WS_BYTE = np.frombuffer(_WS_TABLE, dtype=bool)  # byte -> whether str.isspace() accepts it as an ASCII character
 
 Located = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (ids, tokens per text, token starts, chunk starts)
 
