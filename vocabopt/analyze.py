@@ -26,7 +26,8 @@ from .corpus.files import SourceInfo, file_kind, resolve, source_list
 from .corpus.pool import count_local
 from .corpus.reader import SourceOptions
 from .corpus.tally import Progress, Tally
-from .corpus.tokenizer import TokenizerSpec, byte_token_strings, load_spec, shared_tokenizer, token_strings
+from .corpus.tokenizer import TokenizerSpec, load_spec, shared_tokenizer
+from .corpus.vocab import byte_token_strings, token_strings
 from .corpus.words import build_word_vocab
 from .errors import InputError
 from .stats import CorpusStats, TokenizerInfo

@@ -307,7 +307,8 @@ def _insert(state: dict[str, Any], plan: Plan, c: int, rows: Any, bias: Any) -> 
 
 def tokenizer_vocab(path: str) -> tuple[list[str], Any]:
     """(token strings by id, the tokenizers.Tokenizer) of a Hugging Face tokenizer.json (or folder)."""
-    from .corpus.tokenizer import load_spec, shared_tokenizer, token_strings
+    from .corpus.tokenizer import load_spec, shared_tokenizer
+    from .corpus.vocab import token_strings
 
     spec = load_spec(path)
     if spec.kind != "hf":

@@ -267,7 +267,8 @@ def load_tokens(
     """
     from .corpus import files as src_files
     from .corpus import reader as src
-    from .corpus.tokenizer import hf_vocab_size, load_spec
+    from .corpus.tokenizer import load_spec
+    from .corpus.vocab import hf_vocab_size
 
     spec = load_spec(tokenizer)
     sequence = sequence or (plan.provenance.get("tokenizer") or {}).get("sequence")

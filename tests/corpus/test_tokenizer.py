@@ -104,7 +104,7 @@ def test_byte_fallback_merges_keep_offsets(tokenizer_files):
     it helps spell) is not located by characters."""
     from tokenizers import Tokenizer
 
-    from vocabopt.corpus.tokenizer import metaspace_sizes
+    from vocabopt.corpus.vocab import metaspace_sizes
 
     config = json.loads(tokenizer_files["spm_bpe"].read_text())
     assert metaspace_sizes(Tokenizer.from_str(json.dumps(config)), config) is not None

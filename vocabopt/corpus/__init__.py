@@ -8,7 +8,8 @@ the data flows (each imports only the ones above it):
 - `words`: the word vocabulary of `--tokenizer word`.
 - `regex_safety`: whether a Split regex lets the chunk path cut before spaces (parsed, not whitelisted).
 - `formats`: transformers folders, tiktoken rank files, tekken JSON (as tokenizer.json); `spm`: SentencePiece .model.
-- `tokenizer`: `TokenizerSpec` (`load_spec`), the counting path a tokenizer allows (`choose_path`), token strings.
+- `tokenizer`: `TokenizerSpec` (`load_spec`), the counting path a tokenizer allows (`choose_path`).
+- `vocab`: a tokenizer's vocabulary, read once: its size, token strings, the text size of each token.
 - `chunks`: the numpy byte-key machinery of the "chunks" path, and `IdStore`, the ids of distinct pieces.
 - `locate`: `ChunkEncoder`: a batch's new distinct chunks encoded laid end to end, each token placed back.
 - `counters`: `HFCounter`, `BytesCounter`, `WordCounter` (`make_counter` from `CountOptions`) -> `BatchCounts`.

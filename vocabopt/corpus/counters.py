@@ -40,16 +40,14 @@ from .locate import ChunkEncoder
 from .reader import DEFAULT_MAX_CHARS, cut_long
 from .tokenizer import (
     TokenizerSpec,
-    byte_level_sizes,
     choose_path,
     config_of,
-    hf_vocab_size,
     leading_space_whole,
     metaspace_replacement,
-    metaspace_sizes,
     newline_cuts,
     shared_tokenizer,
 )
+from .vocab import byte_level_sizes, hf_vocab_size, metaspace_sizes
 
 # Meant to be no slower than the tokenizer (benchmarks/analyze_throughput.py measures every family's whole run):
 # before its first batch, each counter counts the batch's first PROBE_CHARS characters both ways (a trial, its

@@ -45,7 +45,7 @@ def by_offsets(encs: list, lengths: np.ndarray, firsts: np.ndarray) -> Located:
 
 
 def by_bytes(encs: list, lengths: np.ndarray, firsts: np.ndarray, token_bytes) -> Located | None:
-    """Positions in bytes, for byte-level BPE (`tokenizer.byte_level_sizes`): a token's string has one character per
+    """Positions in bytes, for byte-level BPE (`vocab.byte_level_sizes`): a token's string has one character per
     byte of text; `lengths`: the chunks' bytes in text order. None if some text's tokens do not add up to its bytes
     (an unknown character was dropped)."""
     ids, n_tokens = ids_of(encs)
@@ -61,7 +61,7 @@ def by_bytes(encs: list, lengths: np.ndarray, firsts: np.ndarray, token_bytes) -
 def by_chars(
     encs: list, spaced: np.ndarray, lengths: np.ndarray, firsts: np.ndarray, token_chars, prepends: bool
 ) -> Located | None:
-    """Positions in characters, for the SentencePiece layouts (`tokenizer.metaspace_sizes`): a token stands for its
+    """Positions in characters, for the SentencePiece layouts (`vocab.metaspace_sizes`): a token stands for its
     string's characters (a byte-fallback token for a character's first byte or none), and with `prepends` one "▁"
     before a text that does not start with a space (`spaced`: (texts,) bool) is the tokenizer's own, no character
     of the text; `lengths`: the chunks' characters in text order. None if some text's tokens do not add up to its

@@ -1,0 +1,135 @@
+"""Vocabulary tables of a tokenizer: its size, token strings, and the size of the text each token stands for.
+
+Job: what the counters and the analyze stage read from a tokenizer's vocabulary. Inputs: a tokenizer (shared per
+process: `tokenizer.shared_tokenizer`) and its config. Outputs: the number of ids (`hf_vocab_size`), the token
+string of every id (`token_strings`), and the per-token sizes the chunk path places tokens by (`byte_level_sizes`,
+`metaspace_sizes`). The vocabulary is read from the tokenizer once per tokenizer and process (`vocab_of`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from . import spm
+from .tokenizer import TokenizerSpec, metaspace_replacement, restated_metaspace, shared_tokenizer
+
+# tok.get_vocab() builds a new dict each call: ~10 ms for the 21K tokens of the benchmarks' cl100k-style tokenizer,
+# read three times by `vocabopt analyze` (~10% of counting the shipped 4 MB corpus; ad hoc), ~10x that for a 200K
+# vocabulary. (id(tokenizer), with added tokens) -> (the tokenizer, kept so the id is not reused; its vocabulary).
+_VOCABS: dict[tuple[int, bool], tuple[Any, dict[str, int]]] = {}
+
+
+def vocab_of(tok: Any, with_added_tokens: bool = True) -> dict[str, int]:
+    """tok.get_vocab(with_added_tokens), read once per tokenizer object: for tokenizers that are not changed after
+    (the shared ones). Shared: read it, never change it."""
+    key = (id(tok), with_added_tokens)
+    hit = _VOCABS.get(key)
+    if hit is None or hit[0] is not tok:
+        if len(_VOCABS) >= 8:
+            _VOCABS.clear()
+        hit = _VOCABS[key] = (tok, tok.get_vocab(with_added_tokens=with_added_tokens))
+    return hit[1]
+
+
+def hf_vocab_size(tok) -> int:
+    """Number of ids (the largest id + 1, so counts can be indexed by any id the tokenizer emits)."""
+    return max(vocab_of(tok).values(), default=-1) + 1
+
+
+def hf_token_strings(spec: TokenizerSpec) -> list[str]:
+    vocab = vocab_of(shared_tokenizer(spec))
+    n = max(vocab.values(), default=-1) + 1  # as hf_vocab_size
+    tokens = [""] * n
+    for s, i in vocab.items():
+        if 0 <= i < n:
+            tokens[i] = s
+    return tokens
+
+
+def token_strings(spec: TokenizerSpec) -> list[str]:
+    """The token string of every id of an hf or spm tokenizer."""
+    if spec.kind == "spm":
+        return spm.token_strings(spm.processor(spec.blob, spec.name))
+    return hf_token_strings(spec)
+
+
+def byte_token_strings() -> list[str]:
+    return [chr(b) if 0x21 <= b < 0x7F else f"<0x{b:02X}>" for b in range(256)]
+
+
+def byte_level_sizes(tok, config: dict) -> np.ndarray | None:
+    """(V,) characters of each token's string, when one character is one byte of the text: a BPE model behind the
+    ByteLevel pre-tokenizer (see `_bytes_one_to_one`), with no normalizer, affixes on tokens or unk token;
+    else None. (An unk token stands for characters of any size, fused ones for several: their errors in bytes could
+    cancel out in a text's sum. Without one, an unknown character is dropped, and the sum always shows it.)"""
+    pre, model = config.get("pre_tokenizer") or {}, config.get("model") or {}
+    if (
+        not _bytes_one_to_one(pre)
+        or config.get("normalizer") is not None
+        or model.get("type") != "BPE"
+        or model.get("continuing_subword_prefix")
+        or model.get("end_of_word_suffix")
+        or model.get("byte_fallback")
+        or model.get("unk_token") is not None
+        or not hasattr(tok, "encode_batch_fast")
+    ):  # tokenizers < 0.20
+        return None
+    vocab = vocab_of(tok)
+    return _string_lengths(vocab, max(vocab.values(), default=-1) + 1)
+
+
+def _string_lengths(vocab: dict[str, int], n: int) -> np.ndarray:
+    """(n,) int64: the length of each id's token string in `vocab` (0 for ids it does not hold)."""
+    sizes = np.zeros(n, np.int64)
+    sizes[np.fromiter(vocab.values(), np.int64, len(vocab))] = np.fromiter(map(len, vocab), np.int64, len(vocab))
+    return sizes
+
+
+_BYTE_TOKEN = re.compile("<0x[0-9A-Fa-f]{2}>")
+
+
+def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool] | None:
+    """((V,) characters of text each token stands for, whether the tokenizer adds a "▁" before a text) for the
+    SentencePiece layouts the chunk path takes (`metaspace_replacement` not None: no normalizer once restated, the
+    "▁" one character for one space); None for any other tokenizer, or without `encode_batch_fast`.
+
+    A model token stands for its string's characters; a byte-fallback token "<0xNN>" for one character when NN
+    starts a UTF-8 character and for none when NN continues one (the bytes of a character add up to 1); the unk token
+    for one (a fused unk stands for more). No size is ever too large (a vocabulary whose tokens merge byte-fallback
+    tokens, "<0xE4><0xB8>", is refused), so a text whose sizes add up to its characters has every size right, and
+    one that falls short is caught by the counter's per-text check. Added tokens never occur in the texts located
+    this way (texts holding their content are encoded whole, and so are chunks whose joining would form it).
+    """
+    replacement = metaspace_replacement(config)
+    if replacement is None or not hasattr(tok, "encode_batch_fast"):
+        return None
+    pre = (restated_metaspace(config) or config)["pre_tokenizer"]
+    model = config.get("model") or {}
+    vocab = vocab_of(tok, with_added_tokens=False)  # the model's own tokens
+    if model.get("byte_fallback") and any(len(t) > 6 and _BYTE_TOKEN.search(t) for t in vocab):
+        return None
+    sizes = _string_lengths(vocab, hf_vocab_size(tok))
+    if model.get("byte_fallback"):
+        for b in range(256):
+            if (i := vocab.get(f"<0x{b:02X}>")) is not None:
+                sizes[i] = int(not 0x80 <= b < 0xC0)
+    unk = model.get("unk_token") if model.get("type") == "BPE" else model.get("unk_id")
+    unk_id = vocab.get(unk) if isinstance(unk, str) else unk
+    if isinstance(unk_id, int) and 0 <= unk_id < sizes.size:
+        sizes[unk_id] = 1
+    return sizes, pre.get("prepend_scheme", "always") in ("always", "first")
+
+
+def _bytes_one_to_one(pre: dict) -> bool:
+    """Whether a pre-tokenizer maps each byte of the text to one character: ByteLevel without a prefix space, alone or
+    after pre-tokenizers that only split (Llama 3: a Split regex, then ByteLevel)."""
+    members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
+    byte_level = [m for m in members if m.get("type") == "ByteLevel"]
+    return (
+        bool(byte_level)
+        and not any(m.get("add_prefix_space") for m in byte_level)
+        and all(m.get("type") in ("ByteLevel", "Split", "Digits", "Punctuation") for m in members)
+    )
