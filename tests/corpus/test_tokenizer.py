@@ -99,20 +99,6 @@ def test_replace_layout_is_not_restated_where_tokenizers_cannot_build_an_unsplit
     assert restated_metaspace(llama) is None and choose_path(llama)[0] == "encode"
 
 
-def test_byte_fallback_merges_keep_offsets(tokenizer_files):
-    """A vocabulary that merges byte-fallback tokens ("<0xE4><0xB8>": its string is longer than the one character
-    it helps spell) is not located by characters."""
-    from tokenizers import Tokenizer
-
-    from vocabopt.corpus.vocab import metaspace_sizes
-
-    config = json.loads(tokenizer_files["spm_bpe"].read_text())
-    assert metaspace_sizes(Tokenizer.from_str(json.dumps(config)), config) is not None
-    config["model"]["vocab"]["<0xE4><0xB8>"] = len(config["model"]["vocab"])
-    config["model"]["merges"].append(["<0xE4>", "<0xB8>"])
-    assert metaspace_sizes(Tokenizer.from_str(json.dumps(config)), config) is None
-
-
 @pytest.mark.parametrize(
     "kind, expected",
     [
