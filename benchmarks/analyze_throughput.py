@@ -186,9 +186,11 @@ WORDS_PER_TEXT = 256  # distinct words per text in `distinct_words_seconds` (few
 
 def distinct_words_seconds(tok_path: Path, words: list[str], rounds: int) -> float:
     """Best of `rounds` timings of the tokenizer (as the analyzer restates it: SentencePiece layouts split at
-    spaces) encoding each distinct whitespace word once, with its leading space, WORDS_PER_TEXT to a text: about
-    the least tokenizing any exact counter that tokenizes distinct words must do, so peer / this is about the
-    largest speed-up such a counter can reach on 2 cores, whatever its own costs."""
+    spaces) encoding each distinct whitespace word once, with its leading space, WORDS_PER_TEXT to a text: an
+    optimistic estimate of the least tokenizing an exact counter that tokenizes distinct pieces must do (a line's
+    first word, and punctuation a regex joins to the newline after it, are pieces of their own that it leaves out;
+    best of the rounds where the peer's time is their median), so peer / this is an optimistic ceiling on the
+    speed-up such a counter can reach on this machine, whatever its own costs."""
     from vocabopt.corpus.tokenizer import load_spec, shared_tokenizer
 
     tok = shared_tokenizer(load_spec(str(tok_path)), restated=True)
@@ -323,8 +325,9 @@ def main() -> None:
         "Corpora: " + "; ".join(f"{name}: {distinct[name]:,} distinct whitespace words" for name in distinct) + ".",
         "",
         "Distinct words once: the same tokenizer (as the analyzer restates it) encoding each distinct whitespace word "
-        f"of the corpus once, {WORDS_PER_TEXT} words to a text, best of the rounds: about the least tokenizing an "
-        "exact counter that tokenizes distinct words must do. Bound: encode_batch_fast / that, about the largest "
+        f"of the corpus once, {WORDS_PER_TEXT} words to a text, best of the rounds: an optimistic estimate of the "
+        "least tokenizing an exact counter must do (a line's first word and punctuation joined to a newline are "
+        "pieces of their own it leaves out). Bound: encode_batch_fast (median) / that, an optimistic ceiling on the "
         "speed-up such a counter could reach here if cutting, counting, reading and fitting cost nothing.",
         "",
         "| family | corpus | vocabopt path | encode_batch_fast (s) | vocabopt.analyze (s) | MB/s (vocabopt) "

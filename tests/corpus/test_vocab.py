@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vocabopt.corpus import vocab
+from vocabopt.corpus import tokenizer, vocab
 from vocabopt.corpus.tokenizer import load_spec, shared_tokenizer
 from vocabopt.corpus.vocab import hf_token_strings, hf_vocab_size, vocab_of
 
@@ -20,8 +20,10 @@ class _Counting:
         return dict(self.tokens) if with_added_tokens else {k: v for k, v in self.tokens.items() if k != "<add>"}
 
 
-def test_the_vocabulary_is_read_once_per_tokenizer():
+def test_a_shared_vocabulary_is_read_once(monkeypatch):
     a, b = _Counting({"x": 0, "<add>": 5}), _Counting({"y": 0, "z": 1})
+    monkeypatch.setattr(tokenizer, "_SHARED", {"a": a, "b": b})
+    monkeypatch.setattr(vocab, "_VOCABS", {})
     for _ in range(3):
         assert vocab_of(a) == {"x": 0, "<add>": 5}
         assert vocab_of(a, with_added_tokens=False) == {"x": 0}
@@ -30,10 +32,22 @@ def test_the_vocabulary_is_read_once_per_tokenizer():
     assert hf_vocab_size(a) == 6  # the largest id + 1: counts are indexed by any id the tokenizer emits
 
 
-def test_cache_is_bounded_and_never_confuses_tokenizers():
+def test_an_unshared_tokenizer_is_read_each_time(tokenizer_files):
+    """A caller's own tokenizer may change: its vocabulary is never kept."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_files["bpe"]))
+    before = hf_vocab_size(tok)
+    tok.add_tokens(["zzqqxx"])
+    assert hf_vocab_size(tok) == before + 1
+
+
+def test_the_cache_is_bounded(monkeypatch):
     toks = [_Counting({f"t{k}": k}) for k in range(20)]
-    for tok in toks:
-        assert vocab_of(tok) == {f"t{toks.index(tok)}": toks.index(tok)}
+    monkeypatch.setattr(tokenizer, "_SHARED", {str(k): t for k, t in enumerate(toks)})
+    monkeypatch.setattr(vocab, "_VOCABS", {})
+    for k, tok in enumerate(toks):
+        assert vocab_of(tok) == {f"t{k}": k}
     assert len(vocab._VOCABS) <= 8
 
 

@@ -161,6 +161,11 @@ def shared_tokenizer(spec: TokenizerSpec, restated: bool = False):
     return _SHARED[canonical]
 
 
+def is_shared(tok: Any) -> bool:
+    """Whether `tok` is one of the shared tokenizers (never changed once shared)."""
+    return any(t is tok for t in _SHARED.values())
+
+
 @functools.lru_cache(maxsize=4)
 def config_of(canonical: str) -> dict[str, Any]:
     """A tokenizer's JSON config, parsed once per process (shared: read it, never change it)."""

@@ -3,7 +3,7 @@
 Job: what the counters and the analyze stage read from a tokenizer's vocabulary. Inputs: a tokenizer (shared per
 process: `tokenizer.shared_tokenizer`) and its config. Outputs: the number of ids (`hf_vocab_size`), the token
 string of every id (`token_strings`), and the per-token sizes the chunk path places tokens by (`byte_level_sizes`,
-`metaspace_sizes`). The vocabulary is read from the tokenizer once per tokenizer and process (`vocab_of`).
+`metaspace_sizes`). A shared tokenizer's vocabulary is read once per process (`vocab_of`).
 """
 
 from __future__ import annotations
@@ -14,24 +14,26 @@ from typing import Any
 import numpy as np
 
 from . import spm
-from .tokenizer import TokenizerSpec, metaspace_replacement, restated_metaspace, shared_tokenizer
+from .tokenizer import TokenizerSpec, is_shared, metaspace_replacement, restated_metaspace, shared_tokenizer
 
 # tok.get_vocab() builds a new dict each call: ~10 ms for the 21K tokens of the benchmarks' cl100k-style tokenizer,
 # read three times by `vocabopt analyze` (~10% of counting the shipped 4 MB corpus; ad hoc), ~10x that for a 200K
-# vocabulary. (id(tokenizer), with added tokens) -> (the tokenizer, kept so the id is not reused; its vocabulary).
+# vocabulary. Only the shared tokenizers' (`tokenizer.shared_tokenizer`: never changed once shared) are kept:
+# (id(tokenizer), with added tokens) -> (the tokenizer, held so that its id stays its own; its vocabulary).
 _VOCABS: dict[tuple[int, bool], tuple[Any, dict[str, int]]] = {}
 
 
 def vocab_of(tok: Any, with_added_tokens: bool = True) -> dict[str, int]:
-    """tok.get_vocab(with_added_tokens), read once per tokenizer object: for tokenizers that are not changed after
-    (the shared ones). Shared: read it, never change it."""
+    """tok.get_vocab(with_added_tokens), read once per process for a shared tokenizer (read the dict, never change
+    it); read each time for any other (a caller may add tokens to its own tokenizer)."""
+    if not is_shared(tok):
+        return tok.get_vocab(with_added_tokens=with_added_tokens)
     key = (id(tok), with_added_tokens)
-    hit = _VOCABS.get(key)
-    if hit is None or hit[0] is not tok:
+    if key not in _VOCABS:
         if len(_VOCABS) >= 8:
             _VOCABS.clear()
-        hit = _VOCABS[key] = (tok, tok.get_vocab(with_added_tokens=with_added_tokens))
-    return hit[1]
+        _VOCABS[key] = (tok, tok.get_vocab(with_added_tokens=with_added_tokens))
+    return _VOCABS[key][1]
 
 
 def hf_vocab_size(tok) -> int:
