@@ -176,6 +176,19 @@ def test_load_tokens_tokenises_as_analyze_counts(tiny, sequence):
     np.testing.assert_array_equal(as_paths.ids, data.ids)
 
 
+def test_load_tokens_ignores_a_tokenizer_files_truncation(tiny, tmp_path):
+    """A tokenizer.json saved with truncation on (common in exported ones) is read as analyze reads it: whole."""
+    path, _ = tiny
+    config = json.loads(Path(BPE).read_text(encoding="utf-8"))
+    config["truncation"] = {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}
+    truncating = tmp_path / "truncating.json"
+    truncating.write_text(json.dumps(config), encoding="utf-8")
+    stats = vocabopt.analyze([str(path)], str(truncating), add_special_tokens=False)
+    plan = Plan.from_cutoffs(stats, hidden=32, cutoffs=[200, 1000])
+    data = load_tokens(plan, [str(path)], str(truncating), heldout=0.1, seq_len=16)
+    np.testing.assert_array_equal(np.bincount(data.ids, minlength=stats.vocab_size), stats.counts)
+
+
 def test_load_tokens_reads_the_corpus_in_the_mode_the_plans_stats_were_counted_in(tiny):
     """A plan made from line-mode stats records the mode; validate and tune then read lines without being told."""
     path, _ = tiny

@@ -267,7 +267,7 @@ def load_tokens(
     """
     from .corpus import files as src_files
     from .corpus import reader as src
-    from .corpus.tokenizer import load_spec
+    from .corpus.tokenizer import load_spec, shared_tokenizer
     from .corpus.vocab import hf_vocab_size
 
     spec = load_spec(tokenizer)
@@ -285,9 +285,7 @@ def load_tokens(
             f"sha256 {want[:12]}); pass the tokenizer the plan's stats were counted with"
         )
     if spec.kind == "hf":
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_str(spec.json)
+        tok = shared_tokenizer(spec)  # as analyze encodes: never truncating or padding, whatever the file says
         size = hf_vocab_size(tok)
         encode = lambda lines: [e.ids for e in tok.encode_batch(lines, add_special_tokens=False)]  # noqa: E731
     elif spec.kind == "spm":  # a SentencePiece .model: its own encoder
