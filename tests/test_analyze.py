@@ -104,6 +104,37 @@ def test_whitespace_check_encodes_only_when_an_unseen_whitespace_token_occurs(tm
     assert encoded == [1] and len(warnings) == 1
 
 
+@pytest.mark.parametrize("kind", ["bpe", "bpe_spaces", "wordpiece", "unigram", "spm_bpe", "spm_llama", "split_regex"])
+def test_whitespace_candidates_keep_every_whitespace_token(tokenizer_files, kind):
+    """The check decodes only tokens whose string may stand for whitespace: against decoding every id, no token
+    that decodes to whitespace is left out, and most of the vocabulary is."""
+    import importlib
+
+    from tokenizers import Tokenizer
+
+    from vocabopt.corpus.tokenizer import load_spec
+    from vocabopt.corpus.vocab import token_strings
+
+    may = importlib.import_module("vocabopt.analyze")._may_decode_to_space
+    tok = Tokenizer.from_file(str(tokenizer_files[kind]))
+    strings = token_strings(load_spec(str(tokenizer_files[kind])))
+    spaces = [i for i, s in enumerate(strings) if s and tok.decode([i], skip_special_tokens=False).isspace()]
+    assert all(may(strings[i]) for i in spaces)
+    assert spaces or kind not in ("bpe", "unigram")  # both decode some token to whitespace ("Ċ", "▁")
+    assert may("<0x0A>") and may("<0x09><0x0A>") and not may("<0x41>x")
+
+
+def test_whitespace_candidates_are_few_on_the_shipped_tokenizer():
+    import importlib
+
+    from vocabopt.corpus.tokenizer import load_spec
+    from vocabopt.corpus.vocab import token_strings
+
+    may = importlib.import_module("vocabopt.analyze")._may_decode_to_space
+    strings = token_strings(load_spec("corpora/kjv-bpe-8k/tokenizer.json"))
+    assert 0 < sum(map(may, strings)) < len(strings) / 10
+
+
 def test_whitespace_warning_names_the_token_a_normalizer_makes_of_a_dropped_newline(tmp_path, tokenizer_files):
     """A normalizer that rewrites the newlines line mode drops ("\\n" -> "\\t"): the tab token is what the tokenizer
     emits for them on the raw text, it gets count 0, and the warning names it."""
