@@ -329,6 +329,32 @@ def test_added_tokens_match_where_the_tokenizer_matches_them(tmp_path, tokenizer
     assert not counter._any_added(["a \uff3b\uff23\uff2c\uff33\uff3d b", "plain"]) and counter._any_added(["[CLS]"])
 
 
+# Characters NFKC changes ("ﬁ" -> "fi", full-width "Ａ" -> "A", "①" -> "1", a no-break space -> " ") or keeps.
+NFKC_CHANGED = ["\ufb01", "\uff21", "\u2460", "\u00a0", "e\u0301", "\u00e9", "\u2581"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequences=_texts(list("ab the.") + [" "] + NFKC_CHANGED))
+def test_nfkc_unigram_is_placed_by_characters_on_ascii_only(tokenizer_files, sequences, monkeypatch):
+    """A splitting Metaspace behind NFKC: batches of ASCII text are placed by the tokens' sizes in characters, any
+    other by offsets (NFKC may change a text's length), and the counts are encode_batch's either way."""
+    from vocabopt.corpus import locate
+
+    by_offsets = []
+    real = locate.by_offsets
+    monkeypatch.setattr(locate, "by_offsets", lambda *a: by_offsets.append(1) or real(*a))
+    counter = HFCounter(load_spec(str(tokenizer_files["unigram"])), add_special_tokens=True)
+    assert counter.path == "chunks" and counter.encoder.token_chars is not None
+    ascii_only = [s.encode("ascii", "ignore").decode() or "a" for s in sequences]
+    np.testing.assert_array_equal(
+        counter.count([(s, False) for s in ascii_only]).counts, reference_counts(tokenizer_files["unigram"], ascii_only)
+    )
+    assert not by_offsets  # sizes in characters: no offsets asked for
+    np.testing.assert_array_equal(
+        counter.count([(s, False) for s in sequences]).counts, reference_counts(tokenizer_files["unigram"], sequences)
+    )
+
+
 # Text for the unsplit-Metaspace tokenizers: the replacement character itself, runs of spaces, zero-width and
 # no-break spaces (characters a space-making normalizer would turn into spaces), unknown characters.
 METASPACE = list("ab \u2581\u200b\u00a0\t\n.中") + ["  ", "\u2581\u2581", "the", " \u2581"]

@@ -94,8 +94,9 @@ class ChunkEncoder:
     holding a non-space, whose start a post-processor's offset trimming cannot push past its chunk.
 
     Tokens are placed by their sizes in bytes (`token_bytes`: byte-level BPE) or characters (`token_chars`:
-    SentencePiece layouts), which needs no offsets (~40% of the tokenizer's time), else by the offsets; where the
-    sizes do not add up to a text (unknown characters: they will come again), they are not tried again. `crossed`:
+    Metaspace tokenizers, some for ASCII texts only: `vocab.metaspace_sizes`), which needs no offsets (~40% of the
+    tokenizer's time), else by the offsets; where the sizes do not add up to a text (unknown characters: they will
+    come again), they are not tried again. `crossed`:
     whether a text holds an added token's content (None when no added token holds whitespace after its first
     character, the only way one can form across two chunks laid end to end).
     """
@@ -131,13 +132,16 @@ class ChunkEncoder:
     def _locate(self, texts: list[str], joined: np.ndarray, lengths: np.ndarray, firsts: np.ndarray) -> Located:
         """Encode `texts` (the chunks of `lengths` bytes laid end to end in `joined`, text k starting at chunk
         firsts[k]) and place each token."""
+        ascii_only = self.token_chars is not None and self.token_chars[2]
+        if ascii_only and joined.size and joined.max() >= 0x80:  # sizes that hold for ASCII texts only: by offsets
+            return by_offsets(self.tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
         if self.token_bytes is not None or self.token_chars is not None:
             encs = self.tok.encode_batch_fast(texts, add_special_tokens=False)
             if self.token_bytes is not None:
                 located = by_bytes(encs, lengths, firsts, self.token_bytes)
             else:
                 spaced = joined[(np.cumsum(lengths) - lengths)[firsts]] == 32  # texts that start with a space
-                located = by_chars(encs, spaced, _chars(joined, lengths), firsts, *self.token_chars)
+                located = by_chars(encs, spaced, _chars(joined, lengths), firsts, *self.token_chars[:2])
             if located is not None:
                 return located
             self.token_bytes = self.token_chars = None

@@ -91,12 +91,17 @@ def _string_lengths(vocab: dict[str, int], n: int) -> np.ndarray:
 
 
 _BYTE_TOKEN = re.compile("<0x[0-9A-Fa-f]{2}>")
+_ASCII_STABLE = {"NFC", "NFD", "NFKC", "NFKD"}  # normalizers that leave every ASCII text as it is
 
 
-def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool] | None:
-    """((V,) characters of text each token stands for, whether the tokenizer adds a "▁" before a text) for the
-    SentencePiece layouts the chunk path takes (`metaspace_replacement` not None: no normalizer once restated, the
-    "▁" one character for one space); None for any other tokenizer, or without `encode_batch_fast`.
+def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool, bool] | None:
+    """((V,) characters of text each token stands for, whether the tokenizer adds a "▁" before a text, whether the
+    sizes hold for ASCII texts only) for the Metaspace tokenizers the chunk path takes: the SentencePiece layouts
+    (`metaspace_replacement` not None: no normalizer once restated) and a splitting Metaspace behind no normalizer
+    or a Unicode normalization form (NFKC ...: Unigram tokenizers), which leaves ASCII text as it is, so that its
+    sizes count the text's own characters; the "▁" one character for one space. None for any other tokenizer, or
+    without `encode_batch_fast`. Measured (ad hoc, a 9 MB slice of the Heaps corpus, Unigram + NFKC): placing by
+    offsets took ~1.7 s of a 2.6 s count (encode_batch with offsets, then reading them in Python).
 
     A model token stands for its string's characters; a byte-fallback token "<0xNN>" for one character when NN
     starts a UTF-8 character and for none when NN continues one (the bytes of a character add up to 1); the unk token
@@ -105,8 +110,12 @@ def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool] | None:
     one that falls short is caught by the counter's per-text check. Added tokens never occur in the texts located
     this way (texts holding their content are encoded whole, and so are chunks whose joining would form it).
     """
-    replacement = metaspace_replacement(config)
-    if replacement is None or not hasattr(tok, "encode_batch_fast"):
+    pre = config.get("pre_tokenizer") or {}
+    norm = config.get("normalizer")
+    split = pre.get("type") == "Metaspace" and pre.get("split", True)
+    if split and norm is not None and norm.get("type") not in _ASCII_STABLE:
+        return None
+    if (metaspace_replacement(config) is None and not split) or not hasattr(tok, "encode_batch_fast"):
         return None
     pre = (restated_metaspace(config) or config)["pre_tokenizer"]
     model = config.get("model") or {}
@@ -122,7 +131,7 @@ def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool] | None:
     unk_id = vocab.get(unk) if isinstance(unk, str) else unk
     if isinstance(unk_id, int) and 0 <= unk_id < sizes.size:
         sizes[unk_id] = 1
-    return sizes, pre.get("prepend_scheme", "always") in ("always", "first")
+    return sizes, pre.get("prepend_scheme", "always") in ("always", "first"), split and norm is not None
 
 
 def _bytes_one_to_one(pre: dict) -> bool:
