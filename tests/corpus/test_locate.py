@@ -27,3 +27,32 @@ def test_sizes_that_hold_for_ascii_only_are_not_used_on_other_text(tokenizer_fil
         want = alone.encode(text, add_special_tokens=False).ids
         assert ids[starts[j] : starts[j] + lengths[j]].tolist() == want, text
     assert encoder.token_chars is not None  # kept for the ASCII batches to come
+
+
+def test_wordpiece_tokens_are_placed_by_their_non_whitespace_characters(tokenizer_files, monkeypatch):
+    """BERT's pre-tokenizer drops whitespace and its normalizer keeps ASCII text's length (control characters
+    aside, which it drops): an ASCII batch is placed by sizes ("##" not counted), one holding a control character
+    or non-ASCII text by offsets, and every chunk gets the ids the tokenizer gives it alone."""
+    from vocabopt.corpus import locate
+    from vocabopt.corpus.vocab import wordpiece_sizes
+
+    spec = load_spec(str(tokenizer_files["wordpiece"]))
+    tok = shared_tokenizer(spec)
+    sizes = wordpiece_sizes(tok, config_of(spec.json))
+    assert sizes is not None and sizes.nonspace and sizes.ascii_only
+    offsets = []
+    real = locate.by_offsets
+    monkeypatch.setattr(locate, "by_offsets", lambda *a: offsets.append(1) or real(*a))
+    alone = Tokenizer.from_str(spec.json)
+    batches = [
+        ["In", " the", " beginning,", " God\n", "\ncreated", " unbelievable", " HEAVEN.", " x\ty"],
+        ["In", " the\x01", " earth"],  # a control character: BERT's normalizer drops it
+        ["In", " the", " caf\u00e9", " \ufb03"],  # non-ASCII
+    ]
+    encoder = ChunkEncoder(tok, None, sizes, None)
+    for k, texts in enumerate(batches):
+        ids, starts, lengths = encoder.encode(Chunks.of_strings(texts))
+        for j, text in enumerate(texts):
+            assert ids[starts[j] : starts[j] + lengths[j]].tolist() == alone.encode(text, add_special_tokens=False).ids
+        assert len(offsets) == k  # the first by sizes, each later one by offsets
+    assert encoder.token_chars is not None

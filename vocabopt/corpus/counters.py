@@ -47,7 +47,7 @@ from .tokenizer import (
     newline_cuts,
     shared_tokenizer,
 )
-from .vocab import byte_level_sizes, hf_vocab_size, metaspace_sizes
+from .vocab import byte_level_sizes, hf_vocab_size, metaspace_sizes, wordpiece_sizes
 
 # Meant to be no slower than the tokenizer (benchmarks/analyze_throughput.py measures every family's whole run):
 # before its first batch, each counter counts the batch's first PROBE_CHARS characters both ways (a trial, its
@@ -180,7 +180,7 @@ class HFCounter:
         self.encoder = ChunkEncoder(
             shared_tokenizer(spec, restated=True),
             byte_level_sizes(tok, config) if chunked else None,
-            metaspace_sizes(tok, config) if chunked else None,
+            (metaspace_sizes(tok, config) or wordpiece_sizes(tok, config)) if chunked else None,
             (lambda text: self._any_added([text])) if self.join_risk else None,
         )
         self.store = IdStore()  # distinct piece -> ids, remembered across batches

@@ -132,16 +132,18 @@ class ChunkEncoder:
     def _locate(self, texts: list[str], joined: np.ndarray, lengths: np.ndarray, firsts: np.ndarray) -> Located:
         """Encode `texts` (the chunks of `lengths` bytes laid end to end in `joined`, text k starting at chunk
         firsts[k]) and place each token."""
-        ascii_only = self.token_chars is not None and self.token_chars[2]
-        if ascii_only and joined.size and joined.max() >= 0x80:  # sizes that hold for ASCII texts only: by offsets
+        sizes = self.token_chars
+        if sizes is not None and sizes.ascii_only and not _plain_ascii(joined):  # sizes that hold for ASCII only
             return by_offsets(self.tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
         if self.token_bytes is not None or self.token_chars is not None:
             encs = self.tok.encode_batch_fast(texts, add_special_tokens=False)
             if self.token_bytes is not None:
                 located = by_bytes(encs, lengths, firsts, self.token_bytes)
             else:
+                assert sizes is not None
                 spaced = joined[(np.cumsum(lengths) - lengths)[firsts]] == 32  # texts that start with a space
-                located = by_chars(encs, spaced, _chars(joined, lengths), firsts, *self.token_chars[:2])
+                counted = _nonspace(joined, lengths) if sizes.nonspace else _chars(joined, lengths)
+                located = by_chars(encs, spaced, counted, firsts, sizes.sizes, sizes.prepends)
             if located is not None:
                 return located
             self.token_bytes = self.token_chars = None
@@ -174,6 +176,23 @@ def _layout(chunks: Chunks) -> tuple[np.ndarray, np.ndarray]:
     group[alone], rank[alone] = n_texts + np.arange(alone.size), 0
     order = np.lexsort((rank, group))
     return order, np.flatnonzero(np.diff(group[order], prepend=-1))
+
+
+# ASCII bytes a normalizer may drop (BERT's clean_text: control characters) and that are not whitespace
+_CONTROL = np.zeros(256, bool)
+_CONTROL[[*range(0, 9), *range(14, 28), 127]] = True
+
+
+def _plain_ascii(joined: np.ndarray) -> bool:
+    """Whether the bytes are ASCII text without control characters other than whitespace."""
+    return not joined.size or (int(joined.max()) < 0x80 and not _CONTROL[joined].any())
+
+
+def _nonspace(joined: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(n,) non-whitespace characters of each chunk of `lengths` bytes laid end to end in ASCII `joined`."""
+    ends = np.concatenate([[0], np.cumsum(~_WS_BYTE[joined])])
+    stops = np.cumsum(lengths)
+    return ends[stops] - ends[stops - lengths]
 
 
 def _chars(joined: np.ndarray, lengths: np.ndarray) -> np.ndarray:

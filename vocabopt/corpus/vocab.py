@@ -9,7 +9,7 @@ string of every id (`token_strings`), and the per-token sizes the chunk path pla
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -94,7 +94,16 @@ _BYTE_TOKEN = re.compile("<0x[0-9A-Fa-f]{2}>")
 _ASCII_STABLE = {"NFC", "NFD", "NFKC", "NFKD"}  # normalizers that leave every ASCII text as it is
 
 
-def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool, bool] | None:
+class CharSizes(NamedTuple):
+    """Per-token sizes in characters that place tokens in a text without offsets (`locate.by_chars`)."""
+
+    sizes: np.ndarray  # (V,) characters of text each token stands for
+    prepends: bool  # the tokenizer adds a "▁" before a text that does not start with a space
+    ascii_only: bool  # the sizes hold for ASCII text only (a normalizer may change other text's length)
+    nonspace: bool  # tokens cover the non-whitespace characters only (the pre-tokenizer drops whitespace)
+
+
+def metaspace_sizes(tok, config: dict) -> CharSizes | None:
     """((V,) characters of text each token stands for, whether the tokenizer adds a "▁" before a text, whether the
     sizes hold for ASCII texts only) for the Metaspace tokenizers the chunk path takes: the SentencePiece layouts
     (`metaspace_replacement` not None: no normalizer once restated) and a splitting Metaspace behind no normalizer
@@ -131,7 +140,35 @@ def metaspace_sizes(tok, config: dict) -> tuple[np.ndarray, bool, bool] | None:
     unk_id = vocab.get(unk) if isinstance(unk, str) else unk
     if isinstance(unk_id, int) and 0 <= unk_id < sizes.size:
         sizes[unk_id] = 1
-    return sizes, pre.get("prepend_scheme", "always") in ("always", "first"), split and norm is not None
+    return CharSizes(
+        sizes, pre.get("prepend_scheme", "always") in ("always", "first"), split and norm is not None, False
+    )
+
+
+def wordpiece_sizes(tok, config: dict) -> CharSizes | None:
+    """Sizes of a WordPiece model behind a pre-tokenizer that drops whitespace (BERT's, Whitespace) and a normalizer
+    that keeps ASCII text's length (BERT's: lowercasing, accents, CJK spacing; its clean_text drops control
+    characters, which the placing refuses to meet): a token stands for its string's characters, less its
+    continuing-subword prefix; the unk token for one (it stands for a whole word: too few, and caught). Placed by
+    the non-whitespace characters of ASCII text only. None for any other tokenizer."""
+    model, pre = config.get("model") or {}, config.get("pre_tokenizer") or {}
+    norm = config.get("normalizer") or {"type": None}
+    if (
+        model.get("type") != "WordPiece"
+        or pre.get("type") not in ("BertPreTokenizer", "Whitespace", "WhitespaceSplit")
+        or norm.get("type") not in {None, "BertNormalizer", "Lowercase", "StripAccents", *_ASCII_STABLE}
+        or not hasattr(tok, "encode_batch_fast")
+    ):
+        return None
+    vocab = vocab_of(tok, with_added_tokens=False)
+    prefix = model.get("continuing_subword_prefix") or ""
+    sizes = _string_lengths(vocab, hf_vocab_size(tok))
+    if prefix:
+        continuing = [i for t, i in vocab.items() if t.startswith(prefix) and len(t) > len(prefix)]
+        sizes[continuing] -= len(prefix)  # "##ing" continues a word: 3 characters (as a word's start: caught)
+    if isinstance(unk_id := vocab.get(model.get("unk_token")), int):
+        sizes[unk_id] = 1
+    return CharSizes(sizes, False, True, True)
 
 
 def _bytes_one_to_one(pre: dict) -> bool:
