@@ -262,6 +262,27 @@ def test_cold_slack_does_not_carry_over_to_warm_batches(tokenizer_files, monkeyp
     assert counter.path == "encode"
 
 
+@pytest.mark.parametrize("ratio, path", [(2.5, "chunks"), (3.5, "encode")])
+def test_the_trial_is_excused_up_to_its_own_margin(tokenizer_files, monkeypatch, ratio, path):
+    """The trial times ~10 ms of cold text, where the chunk path took up to ~2x encoding's time on runs it wins:
+    it keeps the path up to TRIAL_MARGIN times encoding (a fake clock: encoding "takes" 1 s), batch 0 up to
+    COLD_MARGIN only."""
+    import types
+
+    from vocabopt.corpus import counters
+
+    clock = [0.0]
+    monkeypatch.setattr(counters, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=False)
+    monkeypatch.setattr(counter, "_encode_counts", lambda texts: clock.__setitem__(0, clock[0] + 1.0))
+    prepared = counters._Prepared(BatchCounts(), [], [], first=True, probe=["x" * 1000], probe_scale=1.0)
+    counter._probe(prepared, ratio)  # the trial
+    assert counter.path == path
+    if path == "chunks":
+        counter._probe(prepared, 2.0)  # batch 0, cold too: 2x is past COLD_MARGIN
+        assert counter.path == "encode"
+
+
 def test_the_trial_times_long_documents_whole(tokenizer_files):
     """A text holding the half-way mark of the trial's sample (a long document) leaves no second half to time:
     the trial then times the whole sample on a cold cache, as before it had a warm half."""
