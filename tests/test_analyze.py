@@ -124,6 +124,24 @@ def test_whitespace_candidates_keep_every_whitespace_token(tokenizer_files, kind
     assert may("<0x0A>") and may("<0x09><0x0A>") and not may("<0x41>x")
 
 
+def test_whitespace_warning_decodes_every_token_behind_a_decoder_that_makes_letters_whitespace(tmp_path):
+    """A Replace decoder of "<n>" by a newline (the partner of a normalizer that writes newlines as "<n>"): the token
+    holds letters and decodes to whitespace, so every unseen id is decoded and line mode still warns."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    words = "in the beginning god created heaven and earth".split()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["[UNK]", "<n>", *words])}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Replace("\n", " <n> ")
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.Replace("<n>", "\n")
+    tok.save(str(tmp_path / "tagged.json"))
+    path = tmp_path / "c.txt"
+    path.write_text("in the beginning\ngod created\nthe heaven and the earth\n")
+    warnings: list[str] = []
+    analyze([str(path)], str(tmp_path / "tagged.json"), sequence="line", on_warning=warnings.append)
+    assert len(warnings) == 1 and "'<n>'" in warnings[0]
+
+
 def test_whitespace_candidates_are_few_on_the_shipped_tokenizer():
     import importlib
 

@@ -27,7 +27,7 @@ from .corpus.files import SourceInfo, file_kind, resolve, source_list
 from .corpus.pool import count_local
 from .corpus.reader import SourceOptions
 from .corpus.tally import Progress, Tally
-from .corpus.tokenizer import TokenizerSpec, load_spec, shared_tokenizer
+from .corpus.tokenizer import TokenizerSpec, config_of, load_spec, shared_tokenizer
 from .corpus.vocab import byte_token_strings, token_strings
 from .corpus.words import build_word_vocab
 from .errors import InputError
@@ -283,7 +283,9 @@ def _warn_uncounted_whitespace(
     zero count: the sequence mode left its text out (line mode drops newlines; document mode the blank lines
     between documents). Local plain-text files only: they can be read again cheaply."""
     tok = shared_tokenizer(spec)
-    unseen = [i for i in np.flatnonzero(stats.counts == 0).tolist() if _may_decode_to_space(stats.tokens[i])]
+    unseen = np.flatnonzero(stats.counts == 0).tolist()
+    if _letters_stay(config_of(spec.json).get("decoder")):
+        unseen = [i for i in unseen if _may_decode_to_space(stats.tokens[i])]
     # what each unseen whitespace token decodes to: no longer than the text it stands for (a decoder may strip)
     spaces = {t for t in (tok.decode([i], skip_special_tokens=False) for i in unseen) if t and t.isspace()}
     if not spaces:
@@ -314,12 +316,26 @@ def _warn_uncounted_whitespace(
         return
 
 
-# A token whose string holds an ASCII letter or digit decodes to text holding it (decoders map such characters to
-# themselves: ByteLevel, Metaspace, WordPiece; the same assumption as the check's own, that none makes whitespace of
-# non-whitespace), byte-fallback tokens "<0x0A>" aside: only the others are decoded, ~1.2 us each (ad hoc: 4,310
-# unseen ids of the benchmarks' 32K SentencePiece BPE on kjv.txt, ~5 ms; a 200K vocabulary leaves ~10x more unseen).
+# Behind decoders that keep a token's ASCII letters and digits (`_letters_stay`), a token whose string holds one
+# decodes to text holding it, byte-fallback tokens "<0x0A>" aside: only the others are decoded, ~1.2 us each (ad
+# hoc: 4,310 unseen ids of the benchmarks' 32K SentencePiece BPE on kjv.txt, ~5 ms; a 200K vocabulary leaves ~10x
+# more unseen). Not so behind a Replace of "<n>" by "\n", CTC's word delimiter "<space>", BPEDecoder's "</w>".
 _ALNUM_ASCII = re.compile("[A-Za-z0-9]")
 _BYTE_TOKENS = re.compile("(?:<0x[0-9A-Fa-f]{2}>)+")
+_KEEPING_DECODERS = {"ByteLevel", "Metaspace", "WordPiece", "ByteFallback", "Fuse", "Strip"}
+
+
+def _letters_stay(decoder: dict | None) -> bool:
+    """Whether a decoder config keeps every ASCII letter and digit of a token (no decoder: the token's string)."""
+    if decoder is None:
+        return True
+    kind = decoder.get("type")
+    if kind == "Sequence":
+        return all(_letters_stay(d) for d in decoder.get("decoders") or [])
+    if kind == "Replace":
+        pattern = (decoder.get("pattern") or {}).get("String")
+        return isinstance(pattern, str) and not _ALNUM_ASCII.search(pattern)
+    return kind in _KEEPING_DECODERS
 
 
 def _may_decode_to_space(token: str) -> bool:

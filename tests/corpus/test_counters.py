@@ -275,12 +275,31 @@ def test_the_trial_is_excused_up_to_its_own_margin(tokenizer_files, monkeypatch,
     monkeypatch.setattr(counters, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=False)
     monkeypatch.setattr(counter, "_encode_counts", lambda texts: clock.__setitem__(0, clock[0] + 1.0))
-    prepared = counters._Prepared(BatchCounts(), [], [], first=True, probe=["x" * 1000], probe_scale=1.0)
-    counter._probe(prepared, ratio)  # the trial
+    trial = counters._Prepared(BatchCounts(), [], [], first=True, trial=True, probe=["x" * 1000], probe_scale=1.0)
+    counter._probe(trial, ratio)
     assert counter.path == path
     if path == "chunks":
-        counter._probe(prepared, 2.0)  # batch 0, cold too: 2x is past COLD_MARGIN
+        batch_0 = counters._Prepared(BatchCounts(), [], [], first=True, probe=["x" * 1000], probe_scale=1.0)
+        counter._probe(batch_0, 2.0)  # cold too, but 2x is past COLD_MARGIN
         assert counter.path == "encode"
+
+
+def test_only_the_trial_gets_its_margin_and_forced_paths_are_never_probed(tokenizer_files, corpus_slice):
+    """A first batch too small for a trial is batch 0 (COLD_MARGIN), not a trial; a forced path is never timed."""
+    from vocabopt.corpus import counters
+
+    seen: list[bool] = []
+    counter = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=False)
+    real = counter._probe
+    counter._probe = lambda prepared, seconds: seen.append(prepared.trial) or real(prepared, seconds)
+    lines = lines_of(corpus_slice)
+    counter.count([(s, False) for s in lines[:20]])  # under PROBE_CHARS // 2 characters: no trial
+    assert seen == [False]
+    forced = HFCounter(load_spec(str(tokenizer_files["bpe"])), add_special_tokens=False, force_path="chunks")
+    for i in range(0, 1200, 300):
+        forced.count([(s, False) for s in lines[i : i + 300]])
+    assert forced.encode_rates == [] and forced.path == "chunks"
+    assert counters.TRIAL_MARGIN > counters.COLD_MARGIN
 
 
 def test_the_trial_times_long_documents_whole(tokenizer_files):

@@ -47,6 +47,7 @@ def test_wordpiece_tokens_are_placed_by_their_non_whitespace_characters(tokenize
     batches = [
         ["In", " the", " beginning,", " God\n", "\ncreated", " unbelievable", " HEAVEN.", " x\ty"],
         ["In", " the\x01", " earth"],  # a control character: BERT's normalizer drops it
+        ["In", " b\x1cb", " earth"],  # whitespace to Python, a word's character to the tokenizers
         ["In", " the", " caf\u00e9", " \ufb03"],  # non-ASCII
     ]
     encoder = ChunkEncoder(tok, None, sizes, None)
@@ -55,4 +56,20 @@ def test_wordpiece_tokens_are_placed_by_their_non_whitespace_characters(tokenize
         for j, text in enumerate(texts):
             assert ids[starts[j] : starts[j] + lengths[j]].tolist() == alone.encode(text, add_special_tokens=False).ids
         assert len(offsets) == k  # the first by sizes, each later one by offsets
+    assert encoder.token_chars is not None
+
+
+def test_a_text_without_tokens_keeps_the_sizes(tokenizer_files):
+    """A chunk of whitespace alone (a line ending in a space) has no WordPiece token and no non-whitespace
+    character: placed by sizes all the same, which stay on for later batches."""
+    from vocabopt.corpus.vocab import wordpiece_sizes
+
+    spec = load_spec(str(tokenizer_files["wordpiece"]))
+    tok = shared_tokenizer(spec)
+    encoder = ChunkEncoder(tok, None, wordpiece_sizes(tok, config_of(spec.json)), None)
+    texts = ["b", " b", " ", " the"]
+    ids, starts, lengths = encoder.encode(Chunks.of_strings(texts))
+    alone = Tokenizer.from_str(spec.json)
+    for j, text in enumerate(texts):
+        assert ids[starts[j] : starts[j] + lengths[j]].tolist() == alone.encode(text, add_special_tokens=False).ids
     assert encoder.token_chars is not None

@@ -132,6 +132,7 @@ class _Prepared:
     path: str = "encode"  # the path the batch was cut for
     seconds: float = 0.0  # spent preparing, s
     first: bool = False  # the counter's first batch (its cache was cold)
+    trial: bool = False  # the trial's timed half (see `_trial`)
     probe: list[str] | None = None  # texts to time encode_batch_fast on (see PROBE_BATCHES)
     probe_scale: float = 0.0  # characters of the batch's fast texts / characters of the probe
 
@@ -240,7 +241,7 @@ class HFCounter:
                 groups = [("piece", list(pretokens), _values(pretokens))]
         prepared = _Prepared(out, plain, groups, path, first=self.n_batches == 0)
         self.n_batches += 1
-        if fast and path != "encode" and self.n_batches <= 1 + self.probe_batches:
+        if fast and path != "encode" and 0 < self.probe_batches and self.n_batches <= 1 + self.probe_batches:
             prepared.probe = _head(fast, PROBE_CHARS)
             prepared.probe_scale = sum(map(len, fast)) / max(1, sum(map(len, prepared.probe)))
         prepared.seconds = time.perf_counter() - start
@@ -293,7 +294,9 @@ class HFCounter:
                 self.probe_batches, self.n_batches = probed, 0
             else:  # one text holds the half-way mark (long documents): timed whole, on a cold cache
                 warm = []
-            self.finish(self.prepare([(t, False) for t in sample[len(warm) :]]))
+            timed = self.prepare([(t, False) for t in sample[len(warm) :]])
+            timed.trial = True
+            self.finish(timed)
         self.n_batches = 0  # the real first batch is probed as the first, too
 
     def _probe(self, prepared: _Prepared, seconds: float) -> None:
@@ -304,9 +307,9 @@ class HFCounter:
         self._encode_counts(timed)
         self.encode_rates.append((time.perf_counter() - start) / max(1, sum(map(len, timed))))
         encoding = self.encode_rates[-1] * sum(map(len, probe)) * prepared.probe_scale  # s, scaled to the batch
-        # a cold batch is excused up to COLD_MARGIN (the trial, the first probe, TRIAL_MARGIN), itself only: its
-        # slack never pays for later batches
-        margin = TRIAL_MARGIN if len(self.encode_rates) == 1 else COLD_MARGIN
+        # the trial is excused up to TRIAL_MARGIN, batch 0 up to COLD_MARGIN, each for itself: their slack never pays
+        # for later batches
+        margin = TRIAL_MARGIN if prepared.trial else COLD_MARGIN
         allowed = max(encoding, min(seconds, margin * encoding)) if prepared.first else encoding
         self.probed[0] += seconds
         self.probed[1] += allowed

@@ -64,8 +64,8 @@ def by_chars(
     """Positions in characters, for the SentencePiece layouts (`vocab.metaspace_sizes`): a token stands for its
     string's characters (a byte-fallback token for a character's first byte or none), and with `prepends` one "▁"
     before a text that does not start with a space (`spaced`: (texts,) bool) is the tokenizer's own, no character
-    of the text; `lengths`: the chunks' characters in text order. None if some text's tokens do not add up to its
-    characters (a fused unk)."""
+    of the text; `lengths`: the chunks' characters in text order (a text of whitespace a pre-tokenizer drops may
+    have none, and no token). None if some text's tokens do not add up to its characters (a fused unk)."""
     ids, n_tokens = ids_of(encs)
     sizes = token_chars[ids]  # (total,) characters of each token
     chunk_ends = np.cumsum(lengths)
@@ -73,9 +73,8 @@ def by_chars(
     text_starts = chunk_starts[firsts]
     text_lengths = np.diff(np.append(text_starts, chunk_ends[-1]))
     added = (~spaced).astype(np.int64) if prepends else np.zeros(spaced.size, np.int64)
-    if n_tokens.min(initial=1) == 0:
-        return None
-    sums = np.add.reduceat(sizes, np.cumsum(n_tokens) - n_tokens)  # characters per text
+    ends = np.concatenate([[0], np.cumsum(sizes)])[np.cumsum(n_tokens)]
+    sums = ends - np.concatenate([[0], ends[:-1]])  # characters per text (0 for a text without tokens)
     if not np.array_equal(sums, text_lengths + added):
         return None
     text_of = np.repeat(np.arange(spaced.size), n_tokens)
@@ -178,9 +177,10 @@ def _layout(chunks: Chunks) -> tuple[np.ndarray, np.ndarray]:
     return order, np.flatnonzero(np.diff(group[order], prepend=-1))
 
 
-# ASCII bytes a normalizer may drop (BERT's clean_text: control characters) and that are not whitespace
+# ASCII control characters but \t \n \v \f \r: a normalizer may drop them (BERT's clean_text), a pre-tokenizer keep
+# them as a word's characters
 _CONTROL = np.zeros(256, bool)
-_CONTROL[[*range(0, 9), *range(14, 28), 127]] = True
+_CONTROL[[*range(0, 9), *range(14, 32), 127]] = True  # \x1c-\x1f too: whitespace to Python, not to the tokenizers
 
 
 def _plain_ascii(joined: np.ndarray) -> bool:
