@@ -524,3 +524,22 @@ def test_gpt2_byte_level_chunks_are_cut_before_lone_newlines(tokenizer_files, mo
         assert counter.newline_cuts is cut
         assert seen == [["the earth.", "\nAnd God said\n\nlet"] if cut else [text]]
         np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], [text], False))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequences=_texts(list("ab the.") + [" ", "\x1c", "\x1f", "\x01", "@@", "\u00e9"]))
+@example(sequences=["@@ b\x1cb", "@@", "@@"])  # [UNK] over "\x1c" (a character too many) cancels [UNK] over "@@"
+def test_wordpiece_without_a_normalizer_is_exact_by_sizes(tokenizer_files, tmp_path_factory, sequences):
+    """WordPiece behind Whitespace, no normalizer: "\x1c" is whitespace to Python but a word's character to the
+    tokenizer, and [UNK] stands for a whole word; placed by sizes or by offsets, the counts are encode_batch's."""
+    import json
+
+    config = json.loads(tokenizer_files["wordpiece"].read_text())
+    config["normalizer"], config["pre_tokenizer"] = None, {"type": "Whitespace"}
+    path = tmp_path_factory.mktemp("wp") / "wp_whitespace.json"
+    path.write_text(json.dumps(config))
+    counter = HFCounter(load_spec(str(path)), add_special_tokens=True)
+    assert counter.path == "chunks" and counter.encoder.token_chars is not None
+    ref = reference_counts(path, sequences)
+    for _ in range(2):
+        np.testing.assert_array_equal(counter.count([(s, False) for s in sequences]).counts, ref)
