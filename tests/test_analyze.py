@@ -122,6 +122,9 @@ def test_whitespace_candidates_keep_every_whitespace_token(tokenizer_files, kind
     assert all(may(strings[i]) for i in spaces)
     assert spaces or kind not in ("bpe", "unigram")  # both decode some token to whitespace ("Ċ", "▁")
     assert may("<0x0A>") and may("<0x09><0x0A>") and not may("<0x41>x")
+    letters_stay = importlib.import_module("vocabopt.analyze")._letters_stay
+    assert letters_stay({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+    assert not letters_stay({"type": "Strip", "content": "x", "start": 1, "stop": 0})  # "x\n" -> "\n"
 
 
 def test_whitespace_warning_decodes_every_token_behind_a_decoder_that_makes_letters_whitespace(tmp_path):

@@ -335,6 +335,8 @@ def _letters_stay(decoder: dict | None) -> bool:
     if kind == "Replace":
         pattern = (decoder.get("pattern") or {}).get("String")
         return isinstance(pattern, str) and not _ALNUM_ASCII.search(pattern)
+    if kind == "Strip":  # it removes `content` characters from a token's ends
+        return not _ALNUM_ASCII.search(str(decoder.get("content", " ")))
     return kind in _KEEPING_DECODERS
 
 

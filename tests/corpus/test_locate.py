@@ -73,3 +73,25 @@ def test_a_text_without_tokens_keeps_the_sizes(tokenizer_files):
     for j, text in enumerate(texts):
         assert ids[starts[j] : starts[j] + lengths[j]].tolist() == alone.encode(text, add_special_tokens=False).ids
     assert encoder.token_chars is not None
+
+
+def test_a_model_that_drops_characters_is_placed_chunk_by_chunk(tokenizer_files, tmp_path):
+    """A SentencePiece-style BPE without unk token or byte fallback drops "@", and the tokenizer's offsets after it
+    are wrong ("@@ n": "▁n" at (0, 3)): once sizes fail, each chunk is a text of its own, and a chunk cached in one
+    batch counts right in the next."""
+    import json
+
+    import numpy as np
+
+    from vocabopt.corpus.counters import HFCounter
+
+    config = json.loads(tokenizer_files["spm_bpe"].read_text())
+    config["model"]["byte_fallback"], config["model"]["unk_token"] = False, None
+    path = tmp_path / "no_unk.json"
+    path.write_text(json.dumps(config))
+    counter = HFCounter(load_spec(str(path)), add_special_tokens=True, force_path="chunks")
+    reference = Tokenizer.from_file(str(path))
+    for batch in (["@@", "en n"], ["@@"], ["n @@ n", "@@"]):
+        want = np.bincount([i for e in reference.encode_batch(batch) for i in e.ids], minlength=counter.vocab_size)
+        np.testing.assert_array_equal(counter.count([(t, False) for t in batch]).counts, want)
+    assert counter.encoder.alone

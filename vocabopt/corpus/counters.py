@@ -188,6 +188,7 @@ class HFCounter:
             byte_level_sizes(tok, config) if chunked else None,
             (metaspace_sizes(tok, config) or wordpiece_sizes(tok, config)) if chunked else None,
             (lambda text: self._any_added([text])) if self.join_risk else None,
+            _drops_characters(config),
         )
         self.store = IdStore()  # distinct piece -> ids, remembered across batches
         self.configured = self.path  # what the stats record; self.path may become "encode" (see PROBE_BATCHES)
@@ -351,6 +352,12 @@ class HFCounter:
                 text = self.normalizer.normalize_str(text)
             counts.update([p for p, _ in pre.pre_tokenize_str(text)] if pre is not None else [text])
         return counts
+
+
+def _drops_characters(config: dict) -> bool:
+    """Whether the model drops characters it has no token for: BPE without an unk token or byte fallback."""
+    model = config.get("model") or {}
+    return model.get("type") == "BPE" and model.get("unk_token") is None and not model.get("byte_fallback")
 
 
 def _alternation(contents: Any) -> re.Pattern | None:

@@ -97,11 +97,16 @@ class ChunkEncoder:
     tokenizer's time), else by the offsets; where the sizes do not add up to a text (unknown characters: they will
     come again), they are not tried again. `crossed`:
     whether a text holds an added token's content (None when no added token holds whitespace after its first
-    character, the only way one can form across two chunks laid end to end).
+    character, the only way one can form across two chunks laid end to end). `drops`: the model drops characters
+    it has no token for (BPE without unk token or byte fallback), and the tokenizer's offsets after a dropped
+    character are wrong: once sizes have not added up, every chunk is encoded as a text of its own (exact, slower).
     """
 
-    def __init__(self, tok, token_bytes, token_chars, crossed: Callable[[str], bool] | None) -> None:
+    def __init__(
+        self, tok, token_bytes, token_chars, crossed: Callable[[str], bool] | None, drops: bool = False
+    ) -> None:
         self.tok, self.token_bytes, self.token_chars, self.crossed = tok, token_bytes, token_chars, crossed
+        self.drops, self.alone = drops, False
 
     def encode(self, chunks: Chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, starts, lengths): chunk j's ids are ids[starts[j]:starts[j] + lengths[j]]."""
@@ -117,7 +122,11 @@ class ChunkEncoder:
             stops = [*firsts[1:].tolist(), n]
             firsts = np.union1d(firsts, [p for k in crossed for p in range(firsts[k] + 1, stops[k])]).astype(np.int64)
             texts = _decode(raw, np.append(ends[firsts[1:] - 1], ends[-1]))
+        if self.alone:  # one chunk per text: each text's tokens are its chunk's, whatever the offsets say
+            firsts, texts = np.arange(n), _decode(raw, ends)
         ids, n_tokens, token_starts, chunk_starts = self._locate(texts, joined, lengths, firsts)
+        if self.alone and firsts.size < n:
+            return self.encode(chunks)
         located = np.empty(n + 1, np.int64)
         located[:n] = np.searchsorted(token_starts, chunk_starts, side="left")
         located[n] = ids.size
@@ -146,6 +155,7 @@ class ChunkEncoder:
             if located is not None:
                 return located
             self.token_bytes = self.token_chars = None
+            self.alone = self.drops
         return by_offsets(self.tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
 
 
