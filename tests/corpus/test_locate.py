@@ -95,3 +95,11 @@ def test_a_model_that_drops_characters_is_placed_chunk_by_chunk(tokenizer_files,
         want = np.bincount([i for e in reference.encode_batch(batch) for i in e.ids], minlength=counter.vocab_size)
         np.testing.assert_array_equal(counter.count([(t, False) for t in batch]).counts, want)
     assert counter.encoder.alone
+
+
+def test_text_already_in_the_normalizers_form_keeps_its_length():
+    from vocabopt.corpus.locate import _in_form
+
+    assert _in_form("NFKC", ["caf\u00e9", "\u4e2d\u6587 text"])  # precomposed, CJK: NFKC leaves them
+    assert not _in_form("NFKC", ["\ufb01"]) and not _in_form("NFKC", ["e\u0301"]) and not _in_form(None, ["a"])
+    assert _in_form("NFD", ["e\u0301"]) and not _in_form("NFD", ["\u00e9"])

@@ -13,6 +13,7 @@ tokenizer; the offsets cost it ~40% more time), or the sizes of the tokens thems
 from __future__ import annotations
 
 import itertools
+import unicodedata
 from collections.abc import Callable
 
 import numpy as np
@@ -141,7 +142,8 @@ class ChunkEncoder:
         """Encode `texts` (the chunks of `lengths` bytes laid end to end in `joined`, text k starting at chunk
         firsts[k]) and place each token."""
         sizes = self.token_chars
-        if sizes is not None and sizes.ascii_only and not _plain_ascii(joined):  # sizes that hold for ASCII only
+        if sizes is not None and sizes.ascii_only and not _plain_ascii(joined) and not _in_form(sizes.form, texts):
+            # sizes that hold for ASCII text (or text already in the normalizer's Unicode form) only: by offsets
             return by_offsets(self.tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
         if self.token_bytes is not None or self.token_chars is not None:
             encs = self.tok.encode_batch_fast(texts, add_special_tokens=False)
@@ -196,6 +198,11 @@ _CONTROL[[*range(0, 9), *range(14, 32), 127]] = True  # \x1c-\x1f too: whitespac
 def _plain_ascii(joined: np.ndarray) -> bool:
     """Whether the bytes are ASCII text without control characters other than whitespace."""
     return not joined.size or (int(joined.max()) < 0x80 and not _CONTROL[joined].any())
+
+
+def _in_form(form: str | None, texts: list[str]) -> bool:
+    """Whether every text is already in Unicode normalization `form` (the normalizer leaves it as it is)."""
+    return form is not None and all(unicodedata.is_normalized(form, t) for t in texts)
 
 
 def _nonspace(joined: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -99,8 +99,9 @@ class CharSizes(NamedTuple):
 
     sizes: np.ndarray  # (V,) characters of text each token stands for
     prepends: bool  # the tokenizer adds a "▁" before a text that does not start with a space
-    ascii_only: bool  # the sizes hold for ASCII text only (a normalizer may change other text's length)
+    ascii_only: bool  # the sizes hold for ASCII text (or text in `form`) only: a normalizer may change the rest
     nonspace: bool  # tokens cover the non-whitespace characters only (the pre-tokenizer drops whitespace)
+    form: str | None = None  # the normalizer's Unicode form (NFKC ...): the sizes also hold for text already in it
 
 
 def metaspace_sizes(tok, config: dict) -> CharSizes | None:
@@ -140,9 +141,8 @@ def metaspace_sizes(tok, config: dict) -> CharSizes | None:
     unk_id = vocab.get(unk) if isinstance(unk, str) else unk
     if isinstance(unk_id, int) and 0 <= unk_id < sizes.size:
         sizes[unk_id] = 1
-    return CharSizes(
-        sizes, pre.get("prepend_scheme", "always") in ("always", "first"), split and norm is not None, False
-    )
+    form = norm.get("type") if split and norm is not None else None
+    return CharSizes(sizes, pre.get("prepend_scheme", "always") in ("always", "first"), form is not None, False, form)
 
 
 def wordpiece_sizes(tok, config: dict) -> CharSizes | None:
