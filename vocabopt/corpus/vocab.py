@@ -105,13 +105,14 @@ class CharSizes(NamedTuple):
 
 
 def metaspace_sizes(tok, config: dict) -> CharSizes | None:
-    """((V,) characters of text each token stands for, whether the tokenizer adds a "▁" before a text, whether the
-    sizes hold for ASCII texts only) for the Metaspace tokenizers the chunk path takes: the SentencePiece layouts
+    """`CharSizes` (characters of text each token stands for, whether the tokenizer adds a "▁" before a text, the
+    normalizer's form where it has one) for the Metaspace tokenizers the chunk path takes: the SentencePiece layouts
     (`metaspace_replacement` not None: no normalizer once restated) and a splitting Metaspace behind no normalizer
-    or a Unicode normalization form (NFKC ...: Unigram tokenizers), which leaves ASCII text as it is, so that its
-    sizes count the text's own characters; the "▁" one character for one space. None for any other tokenizer, or
-    without `encode_batch_fast`. Measured (ad hoc, a 9 MB slice of the Heaps corpus, Unigram + NFKC): placing by
-    offsets took ~1.7 s of a 2.6 s count (encode_batch with offsets, then reading them in Python).
+    or a Unicode normalization form (NFKC ...: Unigram tokenizers), which leaves ASCII text and text already in that
+    form as it is, so that its sizes count the text's own characters; the "▁" one character for one space. None
+    for any other tokenizer, or without `encode_batch_fast`. Measured (ad hoc, a 9 MB slice of the Heaps corpus,
+    Unigram + NFKC): placing by offsets took ~1.7 s of a 2.6 s count (encode_batch with offsets, then reading them
+    in Python).
 
     A model token stands for its string's characters; a byte-fallback token "<0xNN>" for one character when NN
     starts a UTF-8 character and for none when NN continues one (the bytes of a character add up to 1); the unk token
