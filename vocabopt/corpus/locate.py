@@ -113,6 +113,8 @@ class ChunkEncoder:
         """(ids, starts, lengths): chunk j's ids are ids[starts[j]:starts[j] + lengths[j]]."""
         n = len(chunks)
         order, firsts = _layout(chunks)
+        if self.alone:  # one chunk per text: each text's tokens are its chunk's, whatever the offsets say
+            firsts = np.arange(n)
         lengths = chunks.lengths[order]  # (n,) bytes, in text order
         joined = Chunks(chunks.data, chunks.starts[order], lengths).joined()  # the texts laid end to end
         raw, ends = joined.tobytes(), np.cumsum(lengths)
@@ -123,8 +125,6 @@ class ChunkEncoder:
             stops = [*firsts[1:].tolist(), n]
             firsts = np.union1d(firsts, [p for k in crossed for p in range(firsts[k] + 1, stops[k])]).astype(np.int64)
             texts = _decode(raw, np.append(ends[firsts[1:] - 1], ends[-1]))
-        if self.alone:  # one chunk per text: each text's tokens are its chunk's, whatever the offsets say
-            firsts, texts = np.arange(n), _decode(raw, ends)
         ids, n_tokens, token_starts, chunk_starts = self._locate(texts, joined, lengths, firsts)
         if self.alone and firsts.size < n:
             return self.encode(chunks)
