@@ -57,27 +57,6 @@ def test_count_words_is_str_split(texts):
     assert chunks.count_words(texts) == len(" ".join(texts).split())
 
 
-def test_pair_store_finds_every_pair_through_hash_collisions(monkeypatch):
-    """Pairs are looked up by a 64-bit hash and checked on the pair itself: with a hash that collides for every
-    pair, each stored pair still finds its own row and no other pair finds one."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    pairs = np.unique(rng.integers(0, 50, size=(400, 2), dtype=np.uint64), axis=0)
-    for collide in (False, True):
-        if collide:
-            monkeypatch.setattr(chunks, "_pair_hash", lambda p: p[:, 0] % np.uint64(3))
-        store = chunks.IdStore()
-        stored, unseen = pairs[::2], pairs[1::2]
-        for part in np.array_split(np.arange(len(stored)), 3):  # added over several batches
-            ids = np.arange(part.size, dtype=np.int32)
-            rows = store.add("pair", stored[part], ids, np.arange(part.size), np.ones(part.size, np.int64))
-            assert store.rows_of("pair", stored[part]).tolist() == rows.tolist()
-        got = store.rows_of("pair", stored)
-        assert sorted(got.tolist()) == list(range(len(stored)))
-        assert (store.rows_of("pair", unseen) == -1).all()
-
-
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.text(alphabet=list("ab \n\t.中\u3000"), max_size=30), max_size=6))
 def test_split_lone_newlines_cuts_exactly_before_newlines_between_non_whitespace(texts):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+from vocabopt.corpus import locate
 from vocabopt.corpus.chunks import Chunks
+from vocabopt.corpus.counters import HFCounter
 from vocabopt.corpus.locate import JOINED_TEXTS, ChunkEncoder
 from vocabopt.corpus.tokenizer import config_of, load_spec, shared_tokenizer
 from vocabopt.corpus.vocab import metaspace_sizes
@@ -83,8 +88,6 @@ def test_a_model_that_drops_characters_is_placed_chunk_by_chunk(tokenizer_files,
 
     import numpy as np
 
-    from vocabopt.corpus.counters import HFCounter
-
     config = json.loads(tokenizer_files["spm_bpe"].read_text())
     config["model"]["byte_fallback"], config["model"]["unk_token"] = False, None
     path = tmp_path / "no_unk.json"
@@ -103,3 +106,36 @@ def test_text_already_in_the_normalizers_form_keeps_its_length():
     assert _in_form("NFKC", ["caf\u00e9", "\u4e2d\u6587 text"])  # precomposed, CJK: NFKC leaves them
     assert not _in_form("NFKC", ["\ufb01"]) and not _in_form("NFKC", ["e\u0301"]) and not _in_form(None, ["a"])
     assert _in_form("NFD", ["e\u0301"]) and not _in_form("NFD", ["\u00e9"])
+
+
+_NEWLINE_CHUNKS = st.lists(
+    st.tuples(
+        st.sampled_from(["", " ", "\n", "\n\n", "\n "]),
+        st.lists(st.sampled_from(["a", "b", "the", ".", ",", "'s", "9", "\u00e9", "\x1c"]), min_size=1, max_size=4),
+        st.sampled_from(["", "", "", "\n", " "]),
+    ).map(lambda t: t[0] + "".join(t[1]) + t[2]),
+    min_size=1,
+    max_size=40,
+).map(lambda cs: sorted(set(cs)))
+
+
+@pytest.mark.parametrize("kind", ["bpe", "split_regex", "wordpiece"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=_NEWLINE_CHUNKS)
+@example(chunks=[" the.", "\nthe"])  # cl100k joins "." and the newline after it: never glued there
+def test_newline_chunks_are_glued_only_where_newlines_are_cut(tokenizer_files, kind, chunks, monkeypatch):
+    """Where the counter cuts before lone newlines (GPT-2's byte-level BPE, WordPiece), a chunk that starts with a
+    newline then a non-whitespace character is laid after others in one text, not a text of its own; every chunk
+    still gets the ids the tokenizer gives it alone, placed by sizes or by offsets. Where it does not cut there
+    (cl100k's Split regex), such chunks lead their own texts."""
+    monkeypatch.setattr(locate, "JOINED_TEXTS", 1)  # glue chunks side by side (64 texts would keep them apart)
+    counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
+    assert counter.newline_cuts is (kind != "split_regex")
+    alone = Tokenizer.from_str(load_spec(str(tokenizer_files[kind])).json)
+    want = [alone.encode(c, add_special_tokens=False).ids for c in chunks]
+    for placed_by_sizes in (True, False):
+        encoder = counter.encoder
+        if not placed_by_sizes:
+            encoder.token_bytes = encoder.token_chars = None
+        ids, starts, lengths = encoder.encode(Chunks.of_strings(chunks))
+        assert [ids[a : a + n].tolist() for a, n in zip(starts, lengths)] == want

@@ -10,7 +10,8 @@ the data flows (each imports only the ones above it):
 - `formats`: transformers folders, tiktoken rank files, tekken JSON (as tokenizer.json); `spm`: SentencePiece .model.
 - `tokenizer`: `TokenizerSpec` (`load_spec`), the counting path a tokenizer allows (`choose_path`).
 - `vocab`: a tokenizer's vocabulary, read once: its size, token strings, the text size of each token.
-- `chunks`: the numpy byte-key machinery of the "chunks" path, and `IdStore`, the ids of distinct pieces.
+- `chunks`: the numpy byte-key machinery of the "chunks" path.
+- `store`: `IdStore`, the ids of the distinct pieces seen so far, and `add_distinct`, a batch's counts from them.
 - `locate`: `ChunkEncoder`: a batch's new distinct chunks encoded laid end to end, each token placed back.
 - `counters`: `HFCounter`, `BytesCounter`, `WordCounter` (`make_counter` from `CountOptions`) -> `BatchCounts`.
 - `tally`: `Tally` (counts that add up across parts), `Batch` and `batches`.

@@ -2,10 +2,10 @@
 
 Job: the fast part of the "chunks" counting path. Inputs: a batch of texts (str). Outputs: the distinct chunks of
 the batch and their counts (`chunk_counts`: a text cut before every run of spaces that follows a non-space), keyed
-by their UTF-8 bytes as integers (`_Pieces`); the whitespace-separated word count found on the way; and `IdStore`,
-which remembers the token ids of every distinct piece seen so far (per worker, up to CACHE_LIMIT pieces) and weighs
-them by a batch's counts in a few vector operations; `Chunks`, the new pieces as the UTF-8 texts the tokenizer sees,
-built from their keys in numpy (`CHUNKS_OF`); `split_lone_newlines`, the cut before newlines some tokenizers allow.
+by their UTF-8 bytes as integers (`_Pieces`), grouped by kind of key (`chunk_groups`, for vocabopt.corpus.store);
+the whitespace-separated word count found on the way; `Chunks`, the new pieces as the UTF-8 texts the tokenizer
+sees, built from their keys in numpy (`CHUNKS_OF`); `split_lone_newlines`, the cut before newlines some tokenizers
+allow.
 """
 
 from __future__ import annotations
@@ -17,11 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-# Distinct chunks/pre-tokens remembered per worker (the store is cleared when a batch would pass it): bounds memory
-# on huge corpora. 500K, not the 2M it was: an ad-hoc single-run sweep on analyze_scale.py's 1 GB Heaps corpus
-# (docs/reliability.md, Known limits) gave peak RSS 809 MB at 2M, 612 at 500K, no wall-time cost it could resolve.
-CACHE_LIMIT = 500_000
 
 _ADJ_SPACE = re.compile(r"\s | \s")  # a space next to other whitespace (or at a text's edge, once joined)
 _CUT = re.compile(r"(?<=\S)(?= )")  # before a space that follows a non-whitespace character
@@ -198,7 +193,7 @@ def _raw_to_chunks(keys: list[str]) -> list[str]:
     return [k[1:] if k[:1] == "\n" else " " + k for k in keys]
 
 
-# --- the ids of distinct pieces ---------------------------------------------------------------------------------
+# --- chunks as texts to tokenize ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -272,119 +267,6 @@ CHUNKS_OF: dict[str, Callable[[Any], Chunks]] = {
     "piece": Chunks.of_strings,
 }
 
-# Odd 64-bit multiplier (2**64 / golden ratio) mixing a pair's first half into the hash `IdStore` sorts pairs by.
-_PAIR_MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _pair_hash(pairs: np.ndarray) -> np.ndarray:
-    return (pairs[:, 0] * _PAIR_MIX) ^ pairs[:, 1]  # uint64 arithmetic wraps
-
-
-class IdStore:
-    """Token ids of distinct pieces, laid end to end in one growing array: row r's ids are
-    ids[starts[r]:starts[r] + lengths[r]]. Numpy rows instead of one Python list per piece: weighting the ids of a
-    batch's pieces is a few vector operations.
-
-    Pieces are found by kind: "key" (`_short_keys` uint64, in a sorted array), "pair" (`_Pieces.pairs` rows, in
-    an array sorted by `_pair_hash`, each match checked on the pair itself), "raw" (raw split forms), "exact"
-    (chunks cut by the regex), "piece" (pre-tokens): one dict each.
-    """
-
-    def __init__(self, limit: int = CACHE_LIMIT) -> None:
-        self.limit = limit
-        self.clear()
-
-    def clear(self) -> None:
-        self.tables: dict[str, dict] = {}
-        self.keys = np.zeros(0, np.uint64)  # sorted "key" keys ...
-        self.key_rows = np.zeros(0, np.int64)  # ... and their rows
-        self.pair_hashes = np.zeros(0, np.uint64)  # sorted `_pair_hash` of the stored pairs ...
-        self.pairs = np.zeros((0, 2), np.uint64)  # ... the pairs and their rows in that order
-        self.pair_rows = np.zeros(0, np.int64)
-        self.n_rows, self.n_ids = 0, 0
-        # Buffers with room to grow: appending a batch's new pieces costs O(new), not O(stored).
-        self.starts = np.zeros(1 << 12, np.int64)
-        self.lengths = np.zeros(1 << 12, np.int64)
-        self.ids = np.zeros(1 << 14, np.int32)
-
-    def full(self, n_new: int) -> bool:
-        return self.n_rows + n_new > self.limit
-
-    def rows_of(self, kind: str, keys) -> np.ndarray:
-        """(len(keys),) int64: each key's row, -1 for keys not stored."""
-        if kind == "key":
-            if not self.keys.size:
-                return np.full(len(keys), -1, np.int64)
-            at = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
-            return np.where(self.keys[at] == keys, self.key_rows[at], -1)
-        if kind == "pair":
-            return self._pair_rows(keys)
-        get = self.tables.setdefault(kind, {}).get
-        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-
-    def add(self, kind: str, keys, ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Store keys[j] with ids[starts[j]:starts[j] + lengths[j]]; returns their rows."""
-        rows = np.arange(self.n_rows, self.n_rows + len(keys))
-        if kind == "key":  # merged into the sorted keys: O(stored) memory traffic, no sort of the stored keys
-            order = np.argsort(keys)
-            at = np.searchsorted(self.keys, keys[order])
-            self.keys, self.key_rows = np.insert(self.keys, at, keys[order]), np.insert(self.key_rows, at, rows[order])
-        elif kind == "pair":
-            hashes = _pair_hash(keys)
-            order = np.argsort(hashes)
-            at = np.searchsorted(self.pair_hashes, hashes[order])
-            self.pair_hashes = np.insert(self.pair_hashes, at, hashes[order])
-            self.pairs = np.insert(self.pairs, at, keys[order], axis=0)
-            self.pair_rows = np.insert(self.pair_rows, at, rows[order])
-        else:
-            self.tables.setdefault(kind, {}).update(zip(keys, rows.tolist()))
-        mine = ids[_spans(starts, lengths)]
-        self.starts = _append(self.starts, self.n_rows, self.n_ids + np.cumsum(lengths) - lengths)
-        self.lengths = _append(self.lengths, self.n_rows, lengths)
-        self.ids = _append(self.ids, self.n_ids, mine)
-        self.n_rows += len(keys)
-        self.n_ids += mine.size
-        return rows
-
-    def _pair_rows(self, pairs: np.ndarray) -> np.ndarray:
-        """(P,) int64: each pair's row, -1 for pairs not stored. Pairs with equal hashes sit side by side: a hash
-        match on another pair (a collision, ~P * stored / 2**64 per batch) walks that run."""
-        size = self.pair_hashes.size
-        if not size or not len(pairs):
-            return np.full(len(pairs), -1, np.int64)
-        hashes = _pair_hash(pairs)
-        at = np.minimum(np.searchsorted(self.pair_hashes, hashes), size - 1)
-        same_hash = self.pair_hashes[at] == hashes
-        same = same_hash & (self.pairs[at] == pairs).all(axis=1)
-        rows = np.where(same, self.pair_rows[at], -1)
-        for j in np.flatnonzero(same_hash & ~same).tolist():
-            k = int(at[j]) + 1
-            while k < size and self.pair_hashes[k] == hashes[j]:
-                if (self.pairs[k] == pairs[j]).all():
-                    rows[j] = self.pair_rows[k]
-                    break
-                k += 1
-        return rows
-
-    def weighted_counts(self, rows: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
-        """(size,) int64: sum over k of weights[k] at each id of row rows[k]."""
-        lengths = self.lengths[rows]
-        if not lengths.sum():
-            return np.zeros(size, np.int64)
-        ids = self.ids[_spans(self.starts[rows], lengths)]
-        # float64 weights are exact below 2**53 tokens per batch
-        return np.rint(np.bincount(ids, weights=np.repeat(weights, lengths), minlength=size)).astype(np.int64)
-
-
-def _append(buf: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
-    """buf[:n] followed by values: in buf when it has room, else in a new buffer twice as large (amortised O(1))."""
-    if n + values.size > buf.size:
-        grown = np.empty(max(2 * buf.size, n + values.size), buf.dtype)
-        grown[:n] = buf[:n]
-        buf = grown
-    buf[n : n + values.size] = values
-    return buf
-
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The positions starts[j], ..., starts[j] + lengths[j] - 1, for each j in turn."""
@@ -393,7 +275,6 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 Groups = list[tuple[str, Any, np.ndarray]]  # (kind, distinct keys, counts): see `IdStore`
-Tokenize = Callable[[Chunks], tuple[np.ndarray, np.ndarray, np.ndarray]]  # texts -> (ids, starts, lengths)
 
 
 def chunk_groups(texts: list[str]) -> tuple[Groups, int]:
@@ -410,25 +291,3 @@ def chunk_groups(texts: list[str]) -> tuple[Groups, int]:
 
 def _values(counter: Counter) -> np.ndarray:
     return np.fromiter(counter.values(), dtype=np.int64, count=len(counter))
-
-
-def add_distinct(store: IdStore, groups: Groups, counts: np.ndarray, tokenize: Tokenize) -> None:
-    """counts[id] += n for the ids of each distinct piece of each group, tokenizing (once, in one call) only the
-    pieces the store has not seen."""
-    if store.full(sum(len(keys) for _, keys, _ in groups)):
-        store.clear()
-    rows = [store.rows_of(kind, keys) for kind, keys, _ in groups]
-    todo = [np.flatnonzero(r < 0) for r in rows]
-    missing = [
-        keys[t] if isinstance(keys, np.ndarray) else [keys[k] for k in t.tolist()]
-        for (_, keys, _), t in zip(groups, todo)
-    ]
-    texts = Chunks.concat([CHUNKS_OF[kind](m) for (kind, _, _), m in zip(groups, missing)])
-    if len(texts):
-        ids, starts, lengths = tokenize(texts)
-        at = 0
-        for (kind, _, _), r, t, m in zip(groups, rows, todo, missing):
-            r[t] = store.add(kind, m, ids, starts[at : at + t.size], lengths[at : at + t.size])
-            at += t.size
-    weights = np.concatenate([w for _, _, w in groups])
-    counts += store.weighted_counts(np.concatenate(rows), weights, counts.size)

@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from . import spm
-from .chunks import CACHE_LIMIT, Chunks, IdStore, add_distinct, chunk_groups, count_words, split_lone_newlines, utf8
+from .chunks import Chunks, chunk_groups, count_words, split_lone_newlines, utf8
 from .locate import ChunkEncoder
 from .reader import DEFAULT_MAX_CHARS, cut_long
+from .store import CACHE_LIMIT, IdStore, add_distinct
 from .tokenizer import (
     TokenizerSpec,
     choose_path,
@@ -189,6 +190,7 @@ class HFCounter:
             (metaspace_sizes(tok, config) or wordpiece_sizes(tok, config)) if chunked else None,
             (lambda text: self._any_added([text])) if self.join_risk else None,
             _drops_characters(config),
+            self.newline_cuts,
         )
         self.store = IdStore()  # distinct piece -> ids, remembered across batches
         self.configured = self.path  # what the stats record; self.path may become "encode" (see PROBE_BATCHES)

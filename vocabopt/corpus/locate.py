@@ -104,15 +104,21 @@ class ChunkEncoder:
     """
 
     def __init__(
-        self, tok, token_bytes, token_chars, crossed: Callable[[str], bool] | None, drops: bool = False
+        self,
+        tok,
+        token_bytes,
+        token_chars,
+        crossed: Callable[[str], bool] | None,
+        drops: bool = False,
+        newline_cuts: bool = False,
     ) -> None:
         self.tok, self.token_bytes, self.token_chars, self.crossed = tok, token_bytes, token_chars, crossed
-        self.drops, self.alone = drops, False
+        self.drops, self.alone, self.newline_cuts = drops, False, newline_cuts
 
     def encode(self, chunks: Chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, starts, lengths): chunk j's ids are ids[starts[j]:starts[j] + lengths[j]]."""
         n = len(chunks)
-        order, firsts = _layout(chunks)
+        order, firsts = _layout(chunks, self.newline_cuts)
         if self.alone:  # one chunk per text: each text's tokens are its chunk's, whatever the offsets say
             firsts = np.arange(n)
         lengths = chunks.lengths[order]  # (n,) bytes, in text order
@@ -168,17 +174,24 @@ def _decode(raw: bytes, bounds: np.ndarray) -> list[str]:
     return [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip([0, *ends[:-1]], ends)]
 
 
-def _layout(chunks: Chunks) -> tuple[np.ndarray, np.ndarray]:
+def _layout(chunks: Chunks, newline_cuts: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(order, firsts): the chunks in text order, and where in that order each text starts. A leader first (a chunk
-    that does not start with a space), then every n_texts-th glue chunk; chunks ending in whitespace alone at the
-    end."""
+    that does not start with a space), then every n_texts-th glue chunk (one that starts with a space, or with
+    `newline_cuts` a newline then a non-whitespace character: `chunks.split_lone_newlines`' parts); chunks ending in
+    whitespace alone at the end. Each text costs the tokenizer ~6 us more than its characters (ad hoc, GPT-2's
+    byte-level BPE, one word per text against 256): kjv-bpe-8k's chunks of the Heaps corpus in
+    benchmarks/analyze_throughput.py led ~130K texts before the newline glue."""
     n, data = len(chunks), chunks.data
     last = data[chunks.starts + chunks.lengths - 1] if n else np.zeros(0, np.uint8)
     alone = _WS_BYTE[last]
     for j in np.flatnonzero(last >= 0x80).tolist():  # a non-ASCII last character: Unicode whitespace?
         text = data[chunks.starts[j] : chunks.starts[j] + chunks.lengths[j]].tobytes()
         alone[j] = text.decode("utf-8", "surrogatepass")[-1].isspace()
-    glue = ~alone & (data[chunks.starts] == 32) if n else alone
+    first = data[chunks.starts] if n else np.zeros(0, np.uint8)
+    glue = ~alone & (first == 32)
+    if newline_cuts and n:  # a chunk that is not alone has a second byte
+        second = data[np.minimum(chunks.starts + 1, data.size - 1)]
+        glue |= ~alone & (first == 10) & ~_WS_BYTE[second] & (second < 0x80)
     leaders, glue, alone = np.flatnonzero(~alone & ~glue), np.flatnonzero(glue), np.flatnonzero(alone)
     n_texts = max(leaders.size, JOINED_TEXTS)
     group, rank = np.empty(n, np.int64), np.empty(n, np.int64)
