@@ -139,3 +139,74 @@ def test_newline_chunks_are_glued_only_where_newlines_are_cut(tokenizer_files, k
             encoder.token_bytes = encoder.token_chars = None
         ids, starts, lengths = encoder.encode(Chunks.of_strings(chunks))
         assert [ids[a : a + n].tolist() for a, n in zip(starts, lengths)] == want
+
+
+_ASCII_CHUNKS = st.lists(
+    st.tuples(
+        st.sampled_from(["", " ", "\t", "\n"]),
+        st.lists(
+            st.sampled_from(["a", "The", "LORD", "Hello", "x", ".", "'s", "9", "\x0b", "[CLS]"]), min_size=1, max_size=4
+        ),
+        st.sampled_from(["", "", " ", "\n", "\f"]),
+    ).map(lambda t: t[0] + "".join(t[1]) + t[2]),
+    min_size=1,
+    max_size=40,
+).map(lambda cs: sorted(set(cs)))
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "unigram", "wordpiece_lower_added"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=_ASCII_CHUNKS)
+@example(chunks=["Hello", " HELLO there"])  # "hello" is an added token the raw text never holds
+@example(chunks=["Hello", " HELLO\x0bthere"])  # BertNormalizer deletes \v
+def test_ascii_chunks_encoded_without_the_normalizer_get_its_tokens(tokenizer_files, kind, chunks, tmp_path_factory):
+    """Plain-ASCII chunks go to the tokenizer without its NFKC or BertNormalizer (lowercased first for BERT's):
+    every chunk gets the ids the tokenizer itself gives it alone, whether placed by sizes or by offsets; an added
+    token the tokenizer matches in the raw text only ("hello", normalized false) is not matched in the lowercased
+    text."""
+    import json
+
+    if kind == "wordpiece_lower_added":
+        config = json.loads(tokenizer_files["wordpiece"].read_text())
+        extra = {"id": 5000, "content": "hello", "single_word": False, "lstrip": False, "rstrip": False}
+        config["added_tokens"].append({**extra, "normalized": False, "special": False})
+        path = tmp_path_factory.mktemp("lower") / "wordpiece_added.json"
+        path.write_text(json.dumps(config))
+    else:
+        path = tokenizer_files[kind]
+    counter = HFCounter(load_spec(str(path)), add_special_tokens=False)
+    assert counter.encoder.ascii_tok is not None and counter.encoder.ascii_tok[1] is (kind != "unigram")
+    alone = Tokenizer.from_file(str(path))
+    raw_ok = [c for c in chunks if not counter._whole([c])]  # the counter encodes the others whole
+    if not raw_ok:
+        return
+    want = [alone.encode(c, add_special_tokens=False).ids for c in raw_ok]
+    for placed_by_sizes in (True, False):
+        encoder = counter.encoder
+        if not placed_by_sizes:
+            encoder.token_bytes = encoder.token_chars = None
+        ids, starts, lengths = encoder.encode(Chunks.of_strings(raw_ok))
+        assert [ids[a : a + n].tolist() for a, n in zip(starts, lengths)] == want
+
+
+def test_which_normalizers_ascii_text_may_skip():
+    """Unicode forms and lowercasing (alone, in a Sequence, or BERT's before a whitespace-dropping pre-tokenizer)
+    may be skipped on plain ASCII; anything else may not (a Replace, BERT's ahead of a Metaspace, none at all)."""
+    from vocabopt.corpus.tokenizer import ascii_normalizer
+
+    bert = {"type": "BertNormalizer", "clean_text": True, "lowercase": False}
+    cases = [
+        ({"type": "NFKC"}, None, False),
+        ({"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "Lowercase"}]}, None, True),
+        (bert, {"type": "BertPreTokenizer"}, False),
+        ({**bert, "lowercase": True}, {"type": "WhitespaceSplit"}, True),
+        (bert, {"type": "Metaspace"}, None),
+        ({"type": "Replace", "pattern": {"String": "a"}, "content": "b"}, None, None),
+        ({"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Strip"}]}, None, None),
+        (None, None, None),
+    ]
+    for norm, pre, lower in cases:
+        found = ascii_normalizer({"normalizer": norm, "pre_tokenizer": pre, "added_tokens": [{"content": "x"}]})
+        assert (found and found[1]) == lower if lower is not None else found is None, (norm, pre)
+        if found:
+            assert found[0]["normalizer"] is None and found[0]["added_tokens"] == []

@@ -41,6 +41,7 @@ from .reader import DEFAULT_MAX_CHARS, cut_long
 from .store import CACHE_LIMIT, IdStore, add_distinct
 from .tokenizer import (
     TokenizerSpec,
+    ascii_tokenizer,
     choose_path,
     config_of,
     leading_space_whole,
@@ -191,6 +192,7 @@ class HFCounter:
             (lambda text: self._any_added([text])) if self.join_risk else None,
             _drops_characters(config),
             self.newline_cuts,
+            ascii_tokenizer(spec) if chunked else None,
         )
         self.store = IdStore()  # distinct piece -> ids, remembered across batches
         self.configured = self.path  # what the stats record; self.path may become "encode" (see PROBE_BATCHES)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import unicodedata
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +102,8 @@ class ChunkEncoder:
     character, the only way one can form across two chunks laid end to end). `drops`: the model drops characters
     it has no token for (BPE without unk token or byte fallback), and the tokenizer's offsets after a dropped
     character are wrong: once sizes have not added up, every chunk is encoded as a text of its own (exact, slower).
+    `newline_cuts`: the counter cuts before lone newlines (see `_layout`). `ascii_tok`: (tokenizer, lower) that
+    encodes plain-ASCII texts as `tok` does, without its normalizer (`tokenizer.ascii_tokenizer`).
     """
 
     def __init__(
@@ -111,9 +114,11 @@ class ChunkEncoder:
         crossed: Callable[[str], bool] | None,
         drops: bool = False,
         newline_cuts: bool = False,
+        ascii_tok: tuple[Any, bool] | None = None,
     ) -> None:
         self.tok, self.token_bytes, self.token_chars, self.crossed = tok, token_bytes, token_chars, crossed
         self.drops, self.alone, self.newline_cuts = drops, False, newline_cuts
+        self.ascii_tok = ascii_tok
 
     def encode(self, chunks: Chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, starts, lengths): chunk j's ids are ids[starts[j]:starts[j] + lengths[j]]."""
@@ -147,12 +152,16 @@ class ChunkEncoder:
     def _locate(self, texts: list[str], joined: np.ndarray, lengths: np.ndarray, firsts: np.ndarray) -> Located:
         """Encode `texts` (the chunks of `lengths` bytes laid end to end in `joined`, text k starting at chunk
         firsts[k]) and place each token."""
-        sizes = self.token_chars
-        if sizes is not None and sizes.ascii_only and not _plain_ascii(joined) and not _in_form(sizes.form, texts):
+        sizes, tok, plain = self.token_chars, self.tok, _plain_ascii(joined)
+        if sizes is not None and sizes.ascii_only and not plain and not _in_form(sizes.form, texts):
             # sizes that hold for ASCII text (or text already in the normalizer's Unicode form) only: by offsets
-            return by_offsets(self.tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
+            return by_offsets(tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
+        if plain and self.ascii_tok is not None and _plain_ascii(joined, _CONTROL_VF):
+            # the same tokens without the normalizer's cost, and the same lengths (`tokenizer.ascii_normalizer`)
+            tok, lower = self.ascii_tok
+            texts = [t.lower() for t in texts] if lower else texts
         if self.token_bytes is not None or self.token_chars is not None:
-            encs = self.tok.encode_batch_fast(texts, add_special_tokens=False)
+            encs = tok.encode_batch_fast(texts, add_special_tokens=False)
             if self.token_bytes is not None:
                 located = by_bytes(encs, lengths, firsts, self.token_bytes)
             else:
@@ -164,7 +173,7 @@ class ChunkEncoder:
                 return located
             self.token_bytes = self.token_chars = None
             self.alone = self.drops
-        return by_offsets(self.tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
+        return by_offsets(tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)
 
 
 def _decode(raw: bytes, bounds: np.ndarray) -> list[str]:
@@ -206,11 +215,13 @@ def _layout(chunks: Chunks, newline_cuts: bool = False) -> tuple[np.ndarray, np.
 # them as a word's characters
 _CONTROL = np.zeros(256, bool)
 _CONTROL[[*range(0, 9), *range(14, 32), 127]] = True  # \x1c-\x1f too: whitespace to Python, not to the tokenizers
+_CONTROL_VF = _CONTROL.copy()
+_CONTROL_VF[[11, 12]] = True  # \v \f as well: BertNormalizer's clean_text deletes them
 
 
-def _plain_ascii(joined: np.ndarray) -> bool:
-    """Whether the bytes are ASCII text without control characters other than whitespace."""
-    return not joined.size or (int(joined.max()) < 0x80 and not _CONTROL[joined].any())
+def _plain_ascii(joined: np.ndarray, table: np.ndarray = _CONTROL) -> bool:
+    """Whether the bytes are ASCII text without control characters other than whitespace (of `table`)."""
+    return not joined.size or (int(joined.max()) < 0x80 and not table[joined].any())
 
 
 def _in_form(form: str | None, texts: list[str]) -> bool:
