@@ -512,22 +512,25 @@ def test_pieces_of_a_cut_sequence_count_as_the_whole(tokenizer_files, kind, docu
     np.testing.assert_array_equal(got, ref)
 
 
-def test_gpt2_byte_level_chunks_are_cut_before_lone_newlines(tokenizer_files, monkeypatch):
+def test_chunks_are_cut_before_lone_newlines_where_the_tokenizer_allows(tokenizer_files, monkeypatch):
     """With GPT-2's byte-level pre-tokenizer the chunk path cuts before a newline between two words (a line's last
-    word and the next line's first are separate chunks); with cl100k's Split regex it does not. Counts exact."""
+    word and the next line's first are separate chunks); with cl100k's Split regex only after an ASCII letter or
+    digit ("." joins the newline after it). Counts exact."""
     from vocabopt.corpus import counters
 
     seen: list[list[str]] = []
     real = counters.chunk_groups
     monkeypatch.setattr(counters, "chunk_groups", lambda texts: (seen.append(texts), real(texts))[1])
-    text = "the earth.\nAnd God said\n\nlet"
-    for kind, cut in (("bpe", True), ("split_regex", False)):
+    text = "the earth.\nAnd God said\nlet\n\nthere"
+    for kind, parts in (
+        ("bpe", ["the earth.", "\nAnd God said", "\nlet\n\nthere"]),
+        ("split_regex", ["the earth.\nAnd God said", "\nlet\n\nthere"]),
+    ):
         seen.clear()
         counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
         counter.probe_batches = 0  # no trial: the one batch below is all chunk_groups sees
         got = counter.count([(text, False)])
-        assert counter.newline_cuts is cut
-        assert seen == [["the earth.", "\nAnd God said\n\nlet"] if cut else [text]]
+        assert seen == [parts]
         np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], [text], False))
 
 

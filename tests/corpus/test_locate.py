@@ -123,14 +123,15 @@ _NEWLINE_CHUNKS = st.lists(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chunks=_NEWLINE_CHUNKS)
 @example(chunks=[" the.", "\nthe"])  # cl100k joins "." and the newline after it: never glued there
+@example(chunks=[" the", " the.", "\nthe", "\nthe."])  # one host for two guests
 def test_newline_chunks_are_glued_only_where_newlines_are_cut(tokenizer_files, kind, chunks, monkeypatch):
-    """Where the counter cuts before lone newlines (GPT-2's byte-level BPE, WordPiece), a chunk that starts with a
-    newline then a non-whitespace character is laid after others in one text, not a text of its own; every chunk
-    still gets the ids the tokenizer gives it alone, placed by sizes or by offsets. Where it does not cut there
-    (cl100k's Split regex), such chunks lead their own texts."""
+    """Where the counter cuts before any lone newline (GPT-2's byte-level BPE, WordPiece), a chunk that starts with
+    a newline then a non-whitespace character is laid after others in one text, not a text of its own; where it
+    cuts only after ASCII letters and digits (cl100k's Split regex), such a chunk follows a chunk ending in one, or
+    leads a text. Every chunk still gets the ids the tokenizer gives it alone, placed by sizes or by offsets."""
     monkeypatch.setattr(locate, "JOINED_TEXTS", 1)  # glue chunks side by side (64 texts would keep them apart)
     counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
-    assert counter.newline_cuts is (kind != "split_regex")
+    assert counter.newline_cuts == ("alnum" if kind == "split_regex" else "any")
     alone = Tokenizer.from_str(load_spec(str(tokenizer_files[kind])).json)
     want = [alone.encode(c, add_special_tokens=False).ids for c in chunks]
     for placed_by_sizes in (True, False):

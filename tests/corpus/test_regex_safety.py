@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
 from vocabopt.corpus.counters import HFCounter
-from vocabopt.corpus.regex_safety import split_safety
+from vocabopt.corpus.regex_safety import newline_safety, split_safety
 from vocabopt.corpus.tokenizer import choose_path, config_of, load_spec
 
 CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
@@ -83,6 +83,39 @@ def test_adversarial_patterns_are_unsafe(pattern):
     text = UNSAFE[pattern]
     if "Foo" not in pattern and "(?x)" not in pattern and "\\S*" not in pattern:  # not valid for Oniguruma / empty
         assert _pieces(pattern, text) != _cut_pieces(pattern, text)  # the witness: cutting would change the counts
+
+
+# Unsafe for a cut before a newline that follows a letter or digit, each with a witness text.
+NEWLINE_UNSAFE = {
+    r"\w+\n?|\s+|[^\w\s]+": "ab\ncd",  # a word takes the newline after it
+    r"\p{L}+[\r\n]*|\s+|\S": "ab\ncd",
+    r"\p{N}+\s?|\s+|\S": "12\nab",
+    r"[^\s]+(?!\n)|\s+|\S": "ab\ncd",  # a lookahead that sees the newline after a piece
+    r"[^ ]+| +": "ab\ncd",  # the newline is a word character here
+    r"\p{L}\p{L}|\s\s": "abc\nd",  # no alternative matches a lone newline: the unmatched run "c\nd" spans the cut
+}
+
+
+def _newline_cut_pieces(pattern: str, text: str) -> list[str]:
+    import re
+
+    return [p for chunk in re.split(r"(?<=[A-Za-z0-9])(?=\n)", text) for p in _pieces(pattern, chunk)]
+
+
+@pytest.mark.parametrize("name", SAFE)
+def test_public_patterns_may_be_cut_before_a_newline_after_a_letter_or_digit(name):
+    respects, cuts, reason = newline_safety(SAFE[name])
+    assert respects and cuts, reason
+    for text in ("the earth\nAnd", "in 1611\n2 Kings", "x's\ny"):
+        assert _pieces(SAFE[name], text) == _newline_cut_pieces(SAFE[name], text)
+
+
+@pytest.mark.parametrize("pattern", NEWLINE_UNSAFE)
+def test_adversarial_patterns_are_unsafe_before_a_newline(pattern):
+    respects, cuts, _ = newline_safety(pattern)
+    assert not (respects and cuts)
+    text = NEWLINE_UNSAFE[pattern]
+    assert _pieces(pattern, text) != _newline_cut_pieces(pattern, text)  # the witness
 
 
 def test_digit_and_script_splitters_respect_the_cut_without_making_it():

@@ -102,35 +102,46 @@ def test_replace_layout_is_not_restated_where_tokenizers_cannot_build_an_unsplit
 @pytest.mark.parametrize(
     "kind, expected",
     [
-        ("bpe", True),
-        ("bpe_gaps", True),
-        ("wordpiece", True),
-        ("bpe_spaces", False),
-        ("split_regex", False),
-        ("unigram", False),
-        ("spm_bpe", False),
+        ("bpe", "any"),
+        ("bpe_gaps", "any"),
+        ("wordpiece", "any"),
+        ("split_regex", "alnum"),
+        ("split_qwen", "alnum"),
+        ("bpe_spaces", None),
+        ("split_custom", None),
+        ("unigram", None),
+        ("spm_bpe", None),
     ],
 )
-def test_newline_cuts_for_gpt2_byte_level_and_whitespace_dropping_pre_tokenizers(tokenizer_files, kind, expected):
+def test_newline_cuts_for_gpt2_byte_level_split_regexes_and_whitespace_dropping_pre_tokenizers(
+    tokenizer_files, kind, expected
+):
     """GPT-2's own regex (ByteLevel, no prefix space, no normalizer) and BERT's whitespace-dropping pre-tokenizer
-    may be cut before a lone newline; a prefix space (bpe_spaces), a Split regex (cl100k's) or Metaspace may not."""
+    may be cut before any lone newline, cl100k's and Qwen2's Split regexes after an ASCII letter or digit; a prefix
+    space (bpe_spaces, or on the ByteLevel after a Split), a normalizer, an unsafe Split or Metaspace may not."""
     from vocabopt.corpus.tokenizer import newline_cuts
 
     config = json.loads(tokenizer_files[kind].read_text())
-    assert newline_cuts(config) is expected
-    if kind == "bpe":
-        config["normalizer"] = {"type": "NFC"}
-        assert not newline_cuts(config)
+    assert newline_cuts(config) == expected
+    if kind in ("bpe", "split_regex"):
+        assert newline_cuts({**config, "normalizer": {"type": "NFC"}}) is None
+    if kind == "split_regex":
+        config["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = True
+        assert newline_cuts(config) is None
 
 
 def test_cl100k_style_regex_joins_punctuation_to_the_newline_after_it(tokenizer_files):
-    """Why the Split regexes are left out: cut before the newline, "earth." + "\\nAnd" tokenizes differently from
-    the text (the regex's `[^\\s\\p{L}\\p{N}]+[\\r\\n]*` takes ".\\n" as one piece); GPT-2's regex does not."""
+    """Why the Split regexes cut after letters and digits only: cut before the newline, "earth." + "\\nAnd"
+    tokenizes differently from the text (the regex's `[^\\s\\p{L}\\p{N}]+[\\r\\n]*` takes ".\\n" as one piece),
+    and "earth" + "\\nAnd" the same; GPT-2's regex gives the same tokens both ways."""
     from tokenizers import Tokenizer
 
-    text, parts = "the earth.\nAnd God", ["the earth.", "\nAnd God"]
-    for kind, same in (("split_regex", False), ("bpe", True)):
-        tok = Tokenizer.from_file(str(tokenizer_files[kind]))
-        whole = tok.encode(text, add_special_tokens=False).ids
-        cut = [i for p in parts for i in tok.encode(p, add_special_tokens=False).ids]
-        assert (whole == cut) is same, kind
+    for text, parts, split_same in (
+        ("the earth.\nAnd God", ["the earth.", "\nAnd God"], False),
+        ("the earth\nAnd God", ["the earth", "\nAnd God"], True),
+    ):
+        for kind, same in (("split_regex", split_same), ("bpe", True)):
+            tok = Tokenizer.from_file(str(tokenizer_files[kind]))
+            whole = tok.encode(text, add_special_tokens=False).ids
+            cut = [i for p in parts for i in tok.encode(p, add_special_tokens=False).ids]
+            assert (whole == cut) is same, kind

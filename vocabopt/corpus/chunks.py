@@ -31,6 +31,7 @@ _UNICODE_SPACE = re.compile(f"[{_UNICODE_SPACES}]")
 # and for the space alone: bytes.translate tables, which map a whole batch in one C pass.
 _WS_TABLE = bytes(int(b in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32)) for b in range(256))
 _SPACE_TABLE = bytes(int(b == 32) for b in range(256))
+_ASCII_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
 def utf8(text: str) -> bytes:
@@ -143,11 +144,12 @@ def _short_keys(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     return keys
 
 
-def split_lone_newlines(texts: list[str]) -> list[str]:
+def split_lone_newlines(texts: list[str], after: str = "any") -> list[str]:
     """texts, each cut before every newline that sits alone between two non-whitespace characters ("x\ny z" ->
-    "x", "\ny z"): where `tokenizer.newline_cuts` allows it, a text's parts tokenize as the text does, and a
-    chunk then no longer joins a line's last word to the next line's first (in document mode ~43% of kjv.txt's
-    distinct chunks did, nearly all new)."""
+    "x", "\ny z"), the first an ASCII letter or digit where `after` is "alnum": where `tokenizer.newline_cuts`
+    allows it, a text's parts tokenize as the text does, and a chunk then no longer joins a line's last word to the
+    next line's first (in document mode ~43% of kjv.txt's distinct chunks did, nearly all new)."""
+    ends = _ASCII_ALNUM if after == "alnum" else None
     out: list[str] = []
     for text in texts:
         if "\n" not in text:
@@ -156,7 +158,7 @@ def split_lone_newlines(texts: list[str]) -> list[str]:
         lines = text.split("\n")
         part = lines[0]
         for line in lines[1:]:
-            if part and line and not part[-1].isspace() and not line[0].isspace():
+            if part and line and not line[0].isspace() and (part[-1] in ends if ends else not part[-1].isspace()):
                 out.append(part)
                 part = "\n" + line
             else:

@@ -9,9 +9,9 @@ Why this is fast and still exact. A Hugging Face tokenizer normalizes a sequence
 runs its model on each pre-token independently, so counts only depend on how often each distinct pre-token occurs:
 count those, tokenize each distinct one once, multiply. `HFCounter` takes one of three paths, chosen per tokenizer by
 `tokenizer.choose_path` and reported in the stats:
-- "chunks": sequences are cut before every run of spaces that follows a non-space character (and, for GPT-2's
-  byte-level and whitespace-dropping pre-tokenizers, before a newline between two non-whitespace characters:
-  `tokenizer.newline_cuts`); the distinct chunks
+- "chunks": sequences are cut before every run of spaces that follows a non-space character (and before a newline
+  between two non-whitespace characters: for GPT-2's byte-level and whitespace-dropping pre-tokenizers, and after
+  an ASCII letter or digit for Split regexes that allow it: `tokenizer.newline_cuts`); the distinct chunks
   are counted by sorting integer keys of their UTF-8 bytes (`chunks`: numpy, no Python object per chunk), and each
   distinct chunk is encoded once, many chunks laid end to end per tokenizer call (for byte-level BPE the tokens are
   placed by their sizes in bytes, else by their offsets).
@@ -173,7 +173,7 @@ class HFCounter:
         # byte-fallback vocabulary's 259 added tokens took ~7 ms per MB of text that holds none (ad hoc, kjv.txt)
         self.added_firsts = sorted({c[0] for c in contents})
         self.leading_space = self.path == "chunks" and leading_space_whole(config)
-        self.newline_cuts = self.path == "chunks" and newline_cuts(config)  # also cut before lone newlines
+        self.newline_cuts = newline_cuts(config) if self.path == "chunks" else None  # also cut before lone newlines
         # an added token's text holding whitespace after its first character can form where chunks are laid end to
         # end (`ChunkEncoder` then encodes those chunks one per text)
         self.join_risk = any(any(c.isspace() for c in t["content"][1:]) for t in added)
@@ -239,7 +239,8 @@ class HFCounter:
         if fast:
             out.paths[path] += len(fast)
             if path == "chunks":
-                groups, n_words = chunk_groups(split_lone_newlines(fast) if self.newline_cuts else fast)
+                cut = split_lone_newlines(fast, self.newline_cuts) if self.newline_cuts else fast
+                groups, n_words = chunk_groups(cut)
                 out.n_words += n_words
             else:
                 pretokens = self._pretoken_counts(fast)

@@ -23,6 +23,7 @@ from .chunks import _WS_TABLE, Chunks
 
 JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
 _WS_BYTE = np.frombuffer(_WS_TABLE, dtype=bool)  # byte -> whether str.isspace() accepts it as an ASCII character
+_ALNUM_BYTE = np.array([chr(b).isascii() and chr(b).isalnum() for b in range(256)])  # A-Z a-z 0-9
 
 Located = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (ids, tokens per text, token starts, chunk starts)
 
@@ -113,7 +114,7 @@ class ChunkEncoder:
         token_chars,
         crossed: Callable[[str], bool] | None,
         drops: bool = False,
-        newline_cuts: bool = False,
+        newline_cuts: str | None = None,
         ascii_tok: tuple[Any, bool] | None = None,
     ) -> None:
         self.tok, self.token_bytes, self.token_chars, self.crossed = tok, token_bytes, token_chars, crossed
@@ -183,13 +184,15 @@ def _decode(raw: bytes, bounds: np.ndarray) -> list[str]:
     return [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip([0, *ends[:-1]], ends)]
 
 
-def _layout(chunks: Chunks, newline_cuts: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _layout(chunks: Chunks, newline_cuts: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(order, firsts): the chunks in text order, and where in that order each text starts. A leader first (a chunk
-    that does not start with a space), then every n_texts-th glue chunk (one that starts with a space, or with
-    `newline_cuts` a newline then a non-whitespace character: `chunks.split_lone_newlines`' parts); chunks ending in
-    whitespace alone at the end. Each text costs the tokenizer ~6 us more than its characters (ad hoc, GPT-2's
-    byte-level BPE, one word per text against 256): kjv-bpe-8k's chunks of the Heaps corpus in
-    benchmarks/analyze_throughput.py led ~130K texts before the newline glue."""
+    that does not start with a space), then every n_texts-th glue chunk (one that starts with a space); chunks ending
+    in whitespace alone at the end. With `newline_cuts` (`tokenizer.newline_cuts`), a chunk that starts with a
+    newline then a non-whitespace character (`chunks.split_lone_newlines`' parts) is glue ("any"), or ("alnum")
+    follows a chunk that ends in an ASCII letter or digit, one such chunk each, and leads a text of its own when
+    none is left. Each text costs the tokenizer ~6 us more than its characters (ad hoc, GPT-2's byte-level BPE,
+    one word per text against 256): kjv-bpe-8k's chunks of the Heaps corpus in benchmarks/analyze_throughput.py led
+    ~130K texts before newline chunks were glued."""
     n, data = len(chunks), chunks.data
     last = data[chunks.starts + chunks.lengths - 1] if n else np.zeros(0, np.uint8)
     alone = _WS_BYTE[last]
@@ -197,16 +200,25 @@ def _layout(chunks: Chunks, newline_cuts: bool = False) -> tuple[np.ndarray, np.
         text = data[chunks.starts[j] : chunks.starts[j] + chunks.lengths[j]].tobytes()
         alone[j] = text.decode("utf-8", "surrogatepass")[-1].isspace()
     first = data[chunks.starts] if n else np.zeros(0, np.uint8)
-    glue = ~alone & (first == 32)
+    glue, after = ~alone & (first == 32), np.zeros(n, bool)
     if newline_cuts and n:  # a chunk that is not alone has a second byte
         second = data[np.minimum(chunks.starts + 1, data.size - 1)]
-        glue |= ~alone & (first == 10) & ~_WS_BYTE[second] & (second < 0x80)
-    leaders, glue, alone = np.flatnonzero(~alone & ~glue), np.flatnonzero(glue), np.flatnonzero(alone)
+        lone_newline = ~alone & (first == 10) & ~_WS_BYTE[second] & (second < 0x80)
+        if newline_cuts == "any":
+            glue |= lone_newline
+        else:
+            after = lone_newline
+    hosts, guests = np.flatnonzero(~alone & ~after & _ALNUM_BYTE[last]), np.flatnonzero(after)
+    k = min(hosts.size, guests.size)  # the k-th guest (a newline chunk) follows the k-th host
+    hosts, guests, after[guests[k:]] = hosts[:k], guests[:k], False  # those left lead texts of their own
+    leaders = np.flatnonzero(~alone & ~glue & ~after)
+    glue, alone = np.flatnonzero(glue), np.flatnonzero(alone)
     n_texts = max(leaders.size, JOINED_TEXTS)
-    group, rank = np.empty(n, np.int64), np.empty(n, np.int64)
-    group[leaders], rank[leaders] = np.arange(leaders.size), -1
-    group[glue], rank[glue] = np.arange(glue.size) % n_texts, np.arange(glue.size) // n_texts
+    group, rank = np.empty(n, np.int64), np.empty(n, np.int64)  # rank: 2 per place, a guest right after its host
+    group[leaders], rank[leaders] = np.arange(leaders.size), -2
+    group[glue], rank[glue] = np.arange(glue.size) % n_texts, 2 * (np.arange(glue.size) // n_texts)
     group[alone], rank[alone] = n_texts + np.arange(alone.size), 0
+    group[guests], rank[guests] = group[hosts], rank[hosts] + 1
     order = np.lexsort((rank, group))
     return order, np.flatnonzero(np.diff(group[order], prepend=-1))
 

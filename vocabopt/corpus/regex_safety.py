@@ -1,11 +1,12 @@
 """Regex analysis: may the "chunks" path cut a text before a space where a Split pre-tokenizer's regex splits it?
 
 Job: decide, from a Split pre-tokenizer's regex alone, whether cutting a text at every point p before a space that
-follows a non-whitespace character (the chunk path's cut) leaves its pre-tokens unchanged. Inputs: the regex
-string (the Oniguruma syntax the tokenizers library uses: Unicode classes, (?i:...) groups, lookahead). Outputs:
-`split_safety(pattern)` -> (respects, cuts, reason).
+follows a non-whitespace character (the chunk path's cut) leaves its pre-tokens unchanged; and the same for a cut
+before a newline that follows a letter or digit. Inputs: the regex string (the Oniguruma syntax the tokenizers
+library uses: Unicode classes, (?i:...) groups, lookahead). Outputs: `split_safety(pattern)` and
+`newline_safety(pattern)` -> (respects, cuts, reason).
 
-Why these conditions suffice (leftmost-first matching, behaviour "Isolated"):
+Why these conditions suffice (leftmost-first matching, behaviour "Isolated"), for the space:
 - `respects`: no match can contain a non-whitespace character followed by a space (so none spans p); no match is
   empty; no anchor, lookbehind or backreference (matching from p does not depend on what lies before it); the only
   lookaround is a negative lookahead of one character class that cannot match a space (at p it sees " " in the
@@ -14,24 +15,54 @@ Why these conditions suffice (leftmost-first matching, behaviour "Isolated"):
   in the text and two in the chunks.
 - `cuts`: some alternative matches a lone space whatever follows it, so a match starts at p and no unmatched run
   spans p.
-A Split that respects p but does not cut there (GPT-2-free digit splitters) is still safe inside a Sequence once a
-later member cuts. Conservative throughout: any construct this parser does not know makes the regex unsafe.
+The newline's conditions read the same with the newline for the space and "a letter or digit" for "a
+non-whitespace character". Each character position is tracked as the classes of characters it may hold (letters,
+numbers, other non-whitespace, the space, the newline, other whitespace), and a match's facts as the pairs of
+classes that may follow each other inside it. A Split that respects p but does not cut there (GPT-2-free digit
+splitters) is still safe inside a Sequence once a later member cuts. Conservative throughout: any construct this
+parser does not know makes the regex unsafe.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
-YES, NO, MAYBE = "yes", "no", "maybe"
-
-# Unicode general categories and scripts: do they hold U+0020, and may they hold non-whitespace characters?
-# Z (separators) holds the spaces; every other category holds no whitespace but controls (\t, \n in Cc).
-_SPACE_CATEGORIES = {"Z", "Zs"}
-_NO_SPACE_CATEGORIES = {
-    "L", "Lu", "Ll", "Lt", "Lm", "Lo", "M", "Mn", "Mc", "Me", "N", "Nd", "Nl", "No", "P", "Pc", "Pd", "Ps", "Pe",
-    "Pi", "Pf", "Po", "S", "Sm", "Sc", "Sk", "So", "C", "Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp",
-    "Han", "Hiragana", "Katakana", "Latin", "Greek", "Cyrillic", "Arabic", "Hebrew", "Hangul", "Thai",
-}  # fmt: skip
+# The classes of characters the analysis tells apart: letters, numbers, other non-whitespace; the space, the
+# newline, other whitespace.
+L, N, P, SPACE, NL, WS = "L", "N", "P", " ", "\n", "ws"
+ALL = frozenset({L, N, P, SPACE, NL, WS})
+NONWS = frozenset({L, N, P})
+# Unicode general categories and scripts: the classes they may hold, and those they hold all of (for negation).
+_CATEGORY_CLASSES: dict[str, tuple[frozenset, frozenset]] = {
+    **{c: (frozenset({L}), frozenset()) for c in ("Lu", "Ll", "Lt", "Lm", "Lo")},
+    **{c: (frozenset({N}), frozenset()) for c in ("Nd", "Nl", "No")},
+    "L": (frozenset({L}), frozenset({L})),
+    "N": (frozenset({N}), frozenset({N})),
+    **{c: (frozenset({P}), frozenset()) for c in ("M", "Mn", "Mc", "Me", "P", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf")},
+    **{c: (frozenset({P}), frozenset()) for c in ("Po", "S", "Sm", "Sc", "Sk", "So", "Cf", "Cs", "Co", "Cn")},
+    "C": (frozenset({P, NL, WS}), frozenset({NL})),  # Cc: the ASCII controls, \t \n \r among them
+    "Cc": (frozenset({P, NL, WS}), frozenset({NL})),
+    "Z": (frozenset({SPACE, WS}), frozenset({SPACE})),
+    "Zs": (frozenset({SPACE, WS}), frozenset({SPACE})),
+    "Zl": (frozenset({WS}), frozenset()),
+    "Zp": (frozenset({WS}), frozenset()),
+    **{
+        script: (NONWS, frozenset())
+        for script in (
+            "Han",
+            "Hiragana",
+            "Katakana",
+            "Latin",
+            "Greek",
+            "Cyrillic",
+            "Arabic",
+            "Hebrew",
+            "Hangul",
+            "Thai",
+        )
+    },
+}
 
 
 class Unsafe(Exception):
@@ -40,56 +71,65 @@ class Unsafe(Exception):
 
 @dataclass(frozen=True)
 class CharSet:
-    """What one character position may hold: U+0020 (YES/NO/MAYBE) and a non-whitespace character (bool)."""
+    """What one character position may hold: the classes it may hold (`may`), the space and newline it surely
+    matches (`sure`), and the classes it holds every character of (`full`, for negated classes)."""
 
-    space: str
-    nonws: bool
+    may: frozenset
+    sure: frozenset = frozenset()
+    full: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
 class Node:
-    """The facts of a sub-expression the analysis needs (over-approximated, except `lone_space`)."""
+    """The facts of a sub-expression the analysis needs (over-approximated, except `lone`)."""
 
-    first: tuple[bool, bool]  # (may start with a non-whitespace character, may start with a space)
-    last: tuple[bool, bool]  # (may end with a non-whitespace character, may end with a space)
+    first: frozenset  # the classes a match may start with
+    last: frozenset  # ... and end with
     nullable: bool  # may match the empty string
-    crosses: bool  # may contain a non-whitespace character followed by a space
-    lone_space: bool  # surely can match exactly " ", whatever follows (no lookahead inside)
+    pairs: frozenset  # (class, class) of two characters that may follow each other inside a match
+    lone: frozenset  # of the space and the newline: those it surely can match alone, whatever follows
     lookahead: bool = False  # holds a lookahead
     zero_width: bool = False  # is a lookahead
+    ahead: frozenset = frozenset()  # the classes its lookaheads' characters may hold
 
 
-_EMPTY = Node((False, False), (False, False), True, False, False)
+_EMPTY = Node(frozenset(), frozenset(), True, frozenset(), frozenset())
 
 
 def _char(cs: CharSet) -> Node:
-    edge = (cs.nonws, cs.space != NO)
-    return Node(edge, edge, False, False, cs.space == YES)
+    return Node(cs.may, cs.may, False, frozenset(), cs.sure)
 
 
 def _concat(items: list[Node]) -> Node:
     out = _EMPTY
     for n in items:
         if n.zero_width:
-            continue  # a lookahead matches nothing (its class was checked where it was parsed)
-        crosses = out.crosses or n.crosses or (out.last[0] and n.first[1])
-        first = (out.first[0] or (out.nullable and n.first[0]), out.first[1] or (out.nullable and n.first[1]))
-        last = (n.last[0] or (n.nullable and out.last[0]), n.last[1] or (n.nullable and out.last[1]))
-        out = Node(first, last, out.nullable and n.nullable, crosses, False)
+            continue  # a lookahead matches nothing (its classes are checked by the verdicts)
+        pairs = out.pairs | n.pairs | {(a, b) for a in out.last for b in n.first}
+        first = out.first | (n.first if out.nullable else frozenset())
+        last = n.last | (out.last if n.nullable else frozenset())
+        out = Node(first, last, out.nullable and n.nullable, frozenset(pairs), frozenset())
     lookahead = any(n.lookahead or n.zero_width for n in items)
-    # one item matches " " and all the others may match nothing
-    lone = not lookahead and any(n.lone_space and all(m.nullable for m in items if m is not n) for n in items)
-    return Node(out.first, out.last, out.nullable, out.crosses, lone, lookahead)
+    # one item matches the character alone and all the others may match nothing
+    lone = frozenset(
+        c
+        for c in (SPACE, NL)
+        if not lookahead and any(c in n.lone and all(m.nullable for m in items if m is not n) for n in items)
+    )
+    ahead = frozenset().union(*(n.ahead for n in items))
+    return Node(out.first, out.last, out.nullable, out.pairs, lone, lookahead, False, ahead)
 
 
 def _alternation(nodes: list[Node]) -> Node:
     return Node(
-        (any(n.first[0] for n in nodes), any(n.first[1] for n in nodes)),
-        (any(n.last[0] for n in nodes), any(n.last[1] for n in nodes)),
+        frozenset().union(*(n.first for n in nodes)),
+        frozenset().union(*(n.last for n in nodes)),
         any(n.nullable for n in nodes),
-        any(n.crosses for n in nodes),
-        any(n.lone_space for n in nodes),
+        frozenset().union(*(n.pairs for n in nodes)),
+        frozenset().union(*(n.lone for n in nodes)),
         any(n.lookahead for n in nodes),
+        False,
+        frozenset().union(*(n.ahead for n in nodes)),
     )
 
 
@@ -97,9 +137,9 @@ def _repeat(n: Node, lo: int, hi: int | None) -> Node:
     if n.zero_width:
         raise Unsafe("a quantified lookahead")
     many = hi is None or hi > 1
-    crosses = n.crosses or (many and n.last[0] and n.first[1])
-    lone = n.lone_space and lo <= 1 and (hi is None or hi >= 1)
-    return Node(n.first, n.last, n.nullable or lo == 0, crosses, lone, n.lookahead)
+    pairs = n.pairs | ({(a, b) for a in n.last for b in n.first} if many else frozenset())
+    lone = n.lone if lo <= 1 and (hi is None or hi >= 1) else frozenset()
+    return Node(n.first, n.last, n.nullable or lo == 0, frozenset(pairs), lone, n.lookahead, False, n.ahead)
 
 
 class _Parser:
@@ -162,7 +202,7 @@ class _Parser:
             return _char(self.char_class())
         if c == ".":
             self.i += 1
-            return _char(CharSet(YES, True))
+            return _char(CharSet(ALL, frozenset({SPACE})))
         if c == "\\":
             return _char(self.escape(in_class=False))
         if c in "^$":
@@ -198,12 +238,12 @@ class _Parser:
         return node
 
     def lookahead(self) -> Node:
-        """(?!C): only one character class that cannot match a space (see the module docstring)."""
+        """(?!C): only one character class (see the module docstring; the verdicts check what it may hold)."""
         start = self.i
         cs = self.char_class() if self.peek() == "[" else self.escape(in_class=False) if self.peek() == "\\" else None
-        if cs is None or not self.take(")") or cs.space != NO:
-            raise Unsafe(f"lookahead (?!{self.s[start : self.i]}...) other than one class without the space")
-        return Node((False, False), (False, False), True, False, False, zero_width=True)
+        if cs is None or not self.take(")"):
+            raise Unsafe(f"lookahead (?!{self.s[start : self.i]}...) other than one class")
+        return Node(frozenset(), frozenset(), True, frozenset(), frozenset(), False, True, cs.may)
 
     def char_class(self) -> CharSet:
         self.i += 1
@@ -231,12 +271,11 @@ class _Parser:
                     raise Unsafe("a range with an escaped bound")
                 member = _range(lo, self._next())
             members.append(member)
-        if negated:  # holds the space unless a member does; non-whitespace unless it is all of them (assume not)
-            spaces = {m.space for m in members}
-            return CharSet(NO if YES in spaces else (YES if spaces <= {NO} else MAYBE), True)
-        spaces = {m.space for m in members}
-        space = YES if YES in spaces else (NO if spaces <= {NO} else MAYBE)
-        return CharSet(space, any(m.nonws for m in members))
+        may = frozenset().union(*(m.may for m in members))
+        if negated:  # every class but those its members hold all of; surely the space or newline none may hold
+            return CharSet(ALL - frozenset().union(*(m.full for m in members)), frozenset({SPACE, NL}) - may, ALL - may)
+        sure = frozenset().union(*(m.sure for m in members))
+        return CharSet(may, sure, frozenset().union(*(m.full for m in members)))
 
     def _next(self) -> str:
         c = self.peek()
@@ -247,15 +286,17 @@ class _Parser:
         self.i += 1
         c = self._next()
         if c in "pP":
-            name = self._property()
-            space = YES if name in _SPACE_CATEGORIES else NO if name in _NO_SPACE_CATEGORIES else MAYBE
-            if c == "P":
-                space = {YES: NO, NO: YES, MAYBE: MAYBE}[space]
-            return CharSet(space, c == "P" or name not in _SPACE_CATEGORIES)
+            may, full = _CATEGORY_CLASSES.get(self._property(), (ALL, frozenset()))
+            if c == "P":  # every class it does not hold all of
+                return CharSet(ALL - full, frozenset({SPACE, NL}) - may, ALL - may)
+            return CharSet(may, frozenset({SPACE, NL}) & full, full)
+        ws = frozenset({SPACE, NL, WS})
         table = {
-            "s": CharSet(YES, False), "S": CharSet(NO, True), "d": CharSet(NO, True), "D": CharSet(YES, True),
-            "w": CharSet(NO, True), "W": CharSet(YES, True), "r": CharSet(NO, False), "n": CharSet(NO, False),
-            "t": CharSet(NO, False), "f": CharSet(NO, False), "v": CharSet(NO, False),
+            "s": CharSet(ws, frozenset({SPACE, NL}), ws), "S": CharSet(NONWS, frozenset(), NONWS),
+            "d": CharSet(frozenset({N})), "D": CharSet(ALL, frozenset({SPACE, NL}), ALL - {N}),
+            "w": CharSet(NONWS, frozenset(), frozenset({L})), "W": CharSet(ALL - {L}, frozenset({SPACE, NL}), ws),
+            "r": CharSet(frozenset({WS})), "n": CharSet(frozenset({NL}), frozenset({NL}), frozenset({NL})),
+            "t": CharSet(frozenset({WS})), "f": CharSet(frozenset({WS})), "v": CharSet(frozenset({WS})),
         }  # fmt: skip
         if c in table:
             return table[c]
@@ -278,20 +319,43 @@ class _Parser:
         return name.removeprefix("Is").removeprefix("General_Category=")
 
 
+def _class_of(c: str) -> str:
+    if c in (SPACE, NL):
+        return c
+    if c.isspace():
+        return WS
+    category = unicodedata.category(c)
+    return L if category[0] == "L" else N if category[0] == "N" else P
+
+
 def _literal(c: str) -> CharSet:
-    return CharSet(YES if c == " " else NO, not c.isspace())
+    single = frozenset({c}) & {SPACE, NL}
+    return CharSet(frozenset({_class_of(c)}), single, single)
 
 
 def _range(lo: str, hi: str) -> CharSet:
     if ord(lo) > ord(hi):
         raise Unsafe(f"range {lo}-{hi}")
-    space = YES if ord(lo) <= 0x20 <= ord(hi) else NO
-    nonws = any(not chr(k).isspace() for k in range(ord(lo), min(ord(hi), ord(lo) + 64) + 1)) or ord(hi) > ord(lo) + 64
-    return CharSet(space, nonws)
+    single = frozenset(c for c in (SPACE, NL) if ord(lo) <= ord(c) <= ord(hi))
+    if ord(hi) - ord(lo) >= 0x10000:  # not worth enumerating
+        return CharSet(frozenset({L, N, P, WS}) | single, single, single)
+    return CharSet(frozenset(map(_class_of, map(chr, range(ord(lo), ord(hi) + 1)))), single, single)
 
 
 def split_safety(pattern: str) -> tuple[bool, bool, str]:
-    """(respects, cuts, reason) of a Split regex: see the module docstring. Unknown constructs: (False, False, why)."""
+    """(respects, cuts, reason) of a Split regex for cuts before a space that follows a non-space: see the module
+    docstring. Unknown constructs: (False, False, why)."""
+    return _verdict(pattern, NONWS, SPACE, ("a non-space", "space"))
+
+
+def newline_safety(pattern: str) -> tuple[bool, bool, str]:
+    """(respects, cuts, reason) of a Split regex for cuts before a newline that follows a letter or digit (the
+    same conditions, with the newline for the space and letters and digits for the non-space before it)."""
+    return _verdict(pattern, frozenset({L, N}), NL, ("a letter or digit", "newline"))
+
+
+def _verdict(pattern: str, before: frozenset, char: str, names: tuple[str, str]) -> tuple[bool, bool, str]:
+    """(respects, cuts, reason) for cuts before `char` where it follows a character of the classes `before`."""
     parser = _Parser(pattern)
     try:
         node, branches = parser.alternation()
@@ -299,9 +363,13 @@ def split_safety(pattern: str) -> tuple[bool, bool, str]:
             raise Unsafe(f"unexpected {pattern[parser.i]!r} at {parser.i}")
     except Unsafe as e:
         return False, False, str(e)
+    first, name = names
     if node.nullable:
         return False, False, "it may match the empty string"
-    if node.crosses:
-        return False, False, "an alternative may match a non-space followed by a space"
-    cuts = any(b.lone_space for b in branches)
-    return True, cuts, "splits before every space that follows a non-space" if cuts else "never matches across one"
+    if char in node.ahead:
+        return False, False, f"a lookahead may see the {name} after a piece"
+    if any((x, char) in node.pairs for x in before):
+        return False, False, f"an alternative may match {first} followed by a {name}"
+    if any(char in b.lone for b in branches):
+        return True, True, f"splits before every {name} that follows {first}"
+    return True, False, "never matches across one"

@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import TokenizerError
 from . import spm
 from .formats import FORMATS, add_config_tokens, detect, read_ranks, tekken_parts, tiktoken_json, tiktoken_pattern
-from .regex_safety import split_safety
+from .regex_safety import newline_safety, split_safety
 from .words import WORD_UNK
 
 # Normalizers that act on each character independently (never across a space), so cutting the raw text at a space
@@ -311,27 +311,47 @@ def unsplit_metaspace_builds() -> bool:
     return (major, minor) >= (0, 19)
 
 
-def newline_cuts(config: dict) -> bool:
-    """Whether the chunk path may also cut a text before a lone newline between two non-whitespace characters
-    ("x\ny" -> "x", "\ny"): pre-tokenizers that drop whitespace (BERT's, Whitespace: the newline is a separator,
-    as a space is), and GPT-2's byte-level one alone (its own regex, no prefix space, no normalizer).
+def newline_cuts(config: dict) -> str | None:
+    """Where the chunk path may also cut a text before a lone newline, one between two non-whitespace characters
+    ("x\ny" -> "x", "\ny"): after any non-whitespace character ("any"), after an ASCII letter or digit only
+    ("alnum"), or nowhere (None).
 
-    GPT-2's regex `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+` has
-    no match holding a non-whitespace character followed by whitespace, no lookbehind or anchor, and its one
-    lookahead sits after whitespace: so a match ends at x, the next one starts at the newline, and every match is
-    the same in the text and in its two parts. A prefix space would be added to "\ny". The Split regexes of
-    cl100k, o200k and tekken join punctuation to a newline after it ("." + "\n"): not cut there.
+    "any": pre-tokenizers that drop whitespace (BERT's, Whitespace: the newline is a separator, as a space is), and
+    GPT-2's byte-level one alone (its own regex, no prefix space, no normalizer). GPT-2's regex
+    `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+` has no match holding a
+    non-whitespace character followed by whitespace, no lookbehind or anchor, and its one lookahead sits after
+    whitespace: so a match ends at x, the next one starts at the newline, and every match is the same in the text
+    and in its two parts. A prefix space would be added to "\ny".
+    "alnum": Split regexes (cl100k, o200k, tekken ...: they join punctuation to a newline after it, "." + "\n")
+    that `regex_safety.newline_safety` proves cut there, in a Sequence of such Splits and byte-level mapping
+    without prefix space, and no normalizer. ASCII letters and digits only: Python's Unicode tables and the
+    tokenizer's may class a rare character differently.
     """
     pre, norm = config.get("pre_tokenizer") or {}, config.get("normalizer")
     if pre.get("type") in _WS_DROPPING:
-        return _normalizer_local(norm, allow_deleting=True)
-    return (
+        return "any" if _normalizer_local(norm, allow_deleting=True) else None
+    if (
         norm is None
         and pre.get("type") == "ByteLevel"
         and pre.get("use_regex", True) is True
         and pre.get("add_prefix_space", True) is False
         and (config.get("model") or {}).get("type") == "BPE"
-    )
+    ):
+        return "any"
+    members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
+    cuts = False
+    for m in members:
+        if m.get("type") == "Split":
+            regex = (m.get("pattern") or {}).get("Regex")
+            if regex is None or m.get("behavior") != "Isolated" or m.get("invert"):
+                return None
+            respects, cut, _ = newline_safety(regex)
+            if not respects:
+                return None
+            cuts = cuts or cut
+        elif m.get("type") != "ByteLevel" or m.get("use_regex", True) or m.get("add_prefix_space", True):
+            return None
+    return "alnum" if cuts and norm is None and _splitter_kind(pre) is not None else None  # and spaces cut
 
 
 def ascii_normalizer(config: dict) -> tuple[dict, bool] | None:
