@@ -211,3 +211,40 @@ def test_which_normalizers_ascii_text_may_skip():
         assert (found and found[1]) == lower if lower is not None else found is None, (norm, pre)
         if found:
             assert found[0]["normalizer"] is None and found[0]["added_tokens"] == []
+
+
+_LAYOUT_CHUNKS = st.lists(
+    st.tuples(
+        st.sampled_from(["", " ", " ", "\n", "\n\n", "\n "]),
+        st.sampled_from(["a", "b.", ",", "9", "\u00e9", "x\u00e9"]),
+        st.sampled_from(["", "", "", " ", "\n"]),
+    ).map("".join),
+    min_size=1,
+    max_size=120,
+)
+
+
+@pytest.mark.parametrize("mode", [None, "any", "alnum"])
+@pytest.mark.parametrize("joined_texts", [1, 3, 64])
+@settings(max_examples=80, deadline=None)
+@given(chunks=_LAYOUT_CHUNKS)
+@example(chunks=["a.", " b,"] + [f"\nw{i}" for i in range(300)])  # more newline chunks than chunks they may follow
+def test_layout_joins_chunks_only_where_a_cut_was_allowed(mode, joined_texts, chunks):
+    """Every chunk is laid out once; inside a text, a chunk after the first starts with a space, or (newline cuts)
+    with a newline then a non-whitespace ASCII character, after a chunk ending in an ASCII letter or digit where
+    the cuts are "alnum"; a chunk ending in whitespace is a text of its own."""
+    old = locate.JOINED_TEXTS
+    locate.JOINED_TEXTS = joined_texts
+    try:
+        order, firsts = locate._layout(Chunks.of_strings(chunks), mode)
+    finally:
+        locate.JOINED_TEXTS = old
+    assert sorted(order.tolist()) == list(range(len(chunks))) and firsts[0] == 0
+    bounds = [*firsts.tolist(), len(chunks)]
+    for a, b in zip(bounds, bounds[1:]):
+        text = [chunks[j] for j in order[a:b].tolist()]
+        assert b > a and all(not c[-1].isspace() for c in text[:-1])
+        for before, chunk in zip(text, text[1:]):
+            newline = mode is not None and chunk[:1] == "\n" and chunk[1:2].isascii() and not chunk[1:2].isspace()
+            host = mode == "any" or (before[-1].isascii() and before[-1].isalnum())
+            assert chunk[:1] == " " or (newline and host), (before, chunk)

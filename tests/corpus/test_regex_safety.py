@@ -57,6 +57,7 @@ UNSAFE = {
     r"\p{Foo}+|\s+": "ab cd",  # an unknown property: unknown means unsafe
     r"(?x) a b |\s+": "ab cd",  # inline flags that change the syntax
     r"\S*|\s+": "ab cd",  # empty matches
+    r"\p{L}\p{L}| *+ |\s\s": "abc d",  # possessive: " *+ " never matches a lone space
 }
 
 
@@ -92,6 +93,7 @@ NEWLINE_UNSAFE = {
     r"\p{N}+\s?|\s+|\S": "12\nab",
     r"[^\s]+(?!\n)|\s+|\S": "ab\ncd",  # a lookahead that sees the newline after a piece
     r"[^ ]+| +": "ab\ncd",  # the newline is a word character here
+    r"\p{L}\p{L}|\n*+\n|\s\s": "abc\nd",  # possessive: "\n*+\n" never matches a lone newline
     r"\p{L}\p{L}|\s\s": "abc\nd",  # no alternative matches a lone newline: the unmatched run "c\nd" spans the cut
 }
 

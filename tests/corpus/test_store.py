@@ -105,3 +105,17 @@ def test_forgetting_renumbers_every_kind_of_key():
             else:
                 got = store.ids[store.starts[r] : store.starts[r] + store.lengths[r]].tolist()
                 assert got == own[(kind, k)]
+    # pieces added after forgetting find their own rows, next to the kept ones
+    more = {
+        "key": np.arange(41, 51, dtype=np.uint64) * np.uint64(7),
+        "pair": np.stack([np.arange(40, 50, dtype=np.uint64), np.arange(40, 50, dtype=np.uint64) * np.uint64(3)], 1),
+        "raw": [f"s{k}" for k in range(40, 50)],
+    }
+    for kind, group in more.items():
+        ids = np.arange(10, dtype=np.int32) + 5000
+        store.add(kind, group, ids, np.arange(10), np.ones(10, np.int64))
+        assert store.ids[store.starts[store.rows_of(kind, group)]].tolist() == ids.tolist()
+    for kind, group, base in (("key", keys, 0), ("pair", pairs, 40), ("raw", strings, 80)):  # the kept ones still
+        for k, r in enumerate(store.rows_of(kind, group).tolist()):
+            if not (base + k) % 3:
+                assert store.ids[store.starts[r] : store.starts[r] + store.lengths[r]].tolist() == own[(kind, k)]

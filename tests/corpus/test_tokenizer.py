@@ -126,7 +126,11 @@ def test_newline_cuts_for_gpt2_byte_level_split_regexes_and_whitespace_dropping_
     if kind in ("bpe", "split_regex"):
         assert newline_cuts({**config, "normalizer": {"type": "NFC"}}) is None
     if kind == "split_regex":
-        config["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = True
+        members = config["pre_tokenizer"]["pretokenizers"]
+        swapped = {**config, "pre_tokenizer": {"type": "Sequence", "pretokenizers": members[::-1]}}
+        # a Split after the byte-level mapping sees "Ġ" and "Ċ", letters to it: neither cut is proven
+        assert newline_cuts(swapped) is None and choose_path(swapped)[0] == "pretokens"
+        members[1]["add_prefix_space"] = True
         assert newline_cuts(config) is None
 
 

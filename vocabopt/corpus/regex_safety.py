@@ -91,6 +91,7 @@ class Node:
     lookahead: bool = False  # holds a lookahead
     zero_width: bool = False  # is a lookahead
     ahead: frozenset = frozenset()  # the classes its lookaheads' characters may hold
+    possessive: bool = False  # holds a possessive quantifier (no backtracking: "\n*+\n" never matches "\n")
 
 
 _EMPTY = Node(frozenset(), frozenset(), True, frozenset(), frozenset())
@@ -110,14 +111,16 @@ def _concat(items: list[Node]) -> Node:
         last = n.last | (out.last if n.nullable else frozenset())
         out = Node(first, last, out.nullable and n.nullable, frozenset(pairs), frozenset())
     lookahead = any(n.lookahead or n.zero_width for n in items)
-    # one item matches the character alone and all the others may match nothing
+    possessive = any(n.possessive for n in items)
+    # one item matches the character alone and all the others may match nothing (and do: no possessive)
     lone = frozenset(
         c
         for c in (SPACE, NL)
-        if not lookahead and any(c in n.lone and all(m.nullable for m in items if m is not n) for n in items)
+        if not (lookahead or possessive)
+        and any(c in n.lone and all(m.nullable for m in items if m is not n) for n in items)
     )
     ahead = frozenset().union(*(n.ahead for n in items))
-    return Node(out.first, out.last, out.nullable, out.pairs, lone, lookahead, False, ahead)
+    return Node(out.first, out.last, out.nullable, out.pairs, lone, lookahead, False, ahead, possessive)
 
 
 def _alternation(nodes: list[Node]) -> Node:
@@ -130,16 +133,18 @@ def _alternation(nodes: list[Node]) -> Node:
         any(n.lookahead for n in nodes),
         False,
         frozenset().union(*(n.ahead for n in nodes)),
+        any(n.possessive for n in nodes),
     )
 
 
-def _repeat(n: Node, lo: int, hi: int | None) -> Node:
+def _repeat(n: Node, lo: int, hi: int | None, possessive: bool = False) -> Node:
     if n.zero_width:
         raise Unsafe("a quantified lookahead")
     many = hi is None or hi > 1
     pairs = n.pairs | ({(a, b) for a in n.last for b in n.first} if many else frozenset())
-    lone = n.lone if lo <= 1 and (hi is None or hi >= 1) else frozenset()
-    return Node(n.first, n.last, n.nullable or lo == 0, frozenset(pairs), lone, n.lookahead, False, n.ahead)
+    lone = n.lone if lo <= 1 and (hi is None or hi >= 1) and not possessive else frozenset()
+    possessive = possessive or n.possessive
+    return Node(n.first, n.last, n.nullable or lo == 0, frozenset(pairs), lone, n.lookahead, False, n.ahead, possessive)
 
 
 class _Parser:
@@ -179,8 +184,9 @@ class _Parser:
             self.i = self.s.index("}", self.i) + 1
         else:
             return node
-        self.take("?") or self.take("+")  # lazy or possessive: the same language
-        return _repeat(node, lo, hi)
+        self.take("?")  # lazy: the same matches, in another order
+        possessive = self.take("+")  # the same language, but no backtracking: "\n*+\n" never matches "\n" alone
+        return _repeat(node, lo, hi, possessive)
 
     def _brace(self) -> tuple[int, int | None] | None:
         end = self.s.find("}", self.i)

@@ -340,10 +340,10 @@ def newline_cuts(config: dict) -> str | None:
         return "any"
     members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
     cuts = False
-    for m in members:
+    for k, m in enumerate(members):
         if m.get("type") == "Split":
             regex = (m.get("pattern") or {}).get("Regex")
-            if regex is None or m.get("behavior") != "Isolated" or m.get("invert"):
+            if regex is None or m.get("behavior") != "Isolated" or m.get("invert") or _after_byte_level(members, k):
                 return None
             respects, cut, _ = newline_safety(regex)
             if not respects:
@@ -422,7 +422,7 @@ def _sequence_kind(members: list[dict]) -> str | None:
         kind = m.get("type")
         if kind == "Split":
             split, _ = _split_kind(m)
-            if split is None:
+            if split is None or _after_byte_level(members, k):
                 return None
             found = found or ("prefix" if split == "cuts" else None)
         elif k == 0:
@@ -432,6 +432,12 @@ def _sequence_kind(members: list[dict]) -> str | None:
         elif kind not in _PIECE_LOCAL and kind != "ByteLevel":
             return None
     return found
+
+
+def _after_byte_level(members: list[dict], k: int) -> bool:
+    """Whether members[k] sees the text after a ByteLevel member's mapping (" " -> "Ġ", "\n" -> "Ċ": letters to
+    a regex, which the analysis of the raw text does not cover)."""
+    return any(m.get("type") == "ByteLevel" for m in members[:k])
 
 
 def _unsafe_split_reason(pre: dict) -> str:
