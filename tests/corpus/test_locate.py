@@ -204,6 +204,8 @@ def test_which_normalizers_ascii_text_may_skip():
         (bert, {"type": "Metaspace"}, None),
         ({"type": "Replace", "pattern": {"String": "a"}, "content": "b"}, None, None),
         ({"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Strip"}]}, None, None),
+        ({**bert, "clean_text": False, "lowercase": True}, {"type": "Metaspace"}, True),  # lowercases ASCII only
+        ({"type": "Sequence", "normalizers": [{"type": "Sequence", "normalizers": [{"type": "NFC"}]}]}, None, None),
         (None, None, None),
     ]
     for norm, pre, lower in cases:

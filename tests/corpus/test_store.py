@@ -76,6 +76,11 @@ def test_forgetting_keeps_at_most_half_the_limit():
     rows = store.rows_of("raw", [f"p{k}" for k in range(90)])
     assert (rows[:40] == -1).all() and (rows[40:] >= 0).all()  # p40..p89: the 50 most seen
     assert store.ids[rows[40:]].tolist() == list(range(40, 90))
+    tied = IdStore(limit=100)  # all 90 seen twice: any 50 of them stay, not none
+    tied.add("raw", [f"p{k}" for k in range(90)], np.arange(90, dtype=np.int32), np.arange(90), lengths)
+    tied.weighted_counts(np.arange(90), np.full(90, 2, np.int64), 100)
+    tied.make_room(20)
+    assert tied.n_rows == 50 and (tied.rows_of("raw", [f"p{k}" for k in range(90)]) >= 0).sum() == 50
 
 
 def test_forgetting_renumbers_every_kind_of_key():

@@ -72,9 +72,9 @@ class IdStore:
         seen = self.seen[: self.n_rows]
         keep = seen >= KEEP_SEEN
         half = self.limit // 2
-        if np.count_nonzero(keep) > half:
-            below = seen.size - half - 1  # the most seen piece outside the half most seen, in sorted order
-            keep = seen > np.partition(seen, below)[below]  # (ties with it go too)
+        if np.count_nonzero(keep) > half:  # the half most seen (all seen KEEP_SEEN times or more; ties cut anywhere)
+            keep = np.zeros(seen.size, bool)
+            keep[np.argpartition(seen, seen.size - half)[seen.size - half :]] = True
         self._keep(keep)
         if self.full(n_new):
             self.clear()
