@@ -108,15 +108,19 @@ def test_text_already_in_the_normalizers_form_keeps_its_length():
     assert _in_form("NFD", ["e\u0301"]) and not _in_form("NFD", ["\u00e9"])
 
 
-_NEWLINE_CHUNKS = st.lists(
-    st.tuples(
-        st.sampled_from(["", " ", "\n", "\n\n", "\n "]),
-        st.lists(st.sampled_from(["a", "b", "the", ".", ",", "'s", "9", "\u00e9", "\x1c"]), min_size=1, max_size=4),
-        st.sampled_from(["", "", "", "\n", " "]),
-    ).map(lambda t: t[0] + "".join(t[1]) + t[2]),
-    min_size=1,
-    max_size=40,
-).map(lambda cs: sorted(set(cs)))
+def _chunk_lists(prefixes: list[str], words: list[str], suffixes: list[str]):
+    """Lists of distinct chunks: a prefix, one to four words run together, a suffix."""
+    chunk = st.tuples(
+        st.sampled_from(prefixes), st.lists(st.sampled_from(words), min_size=1, max_size=4), st.sampled_from(suffixes)
+    )
+    return st.lists(chunk.map(lambda t: t[0] + "".join(t[1]) + t[2]), min_size=1, max_size=40).map(
+        lambda cs: sorted(set(cs))
+    )
+
+
+_NEWLINE_CHUNKS = _chunk_lists(
+    ["", " ", "\n", "\n\n", "\n "], ["a", "b", "the", ".", ",", "'s", "9", "\u00e9", "\x1c"], ["", "", "", "\n", " "]
+)
 
 
 @pytest.mark.parametrize("kind", ["bpe", "split_regex", "wordpiece"])
@@ -142,17 +146,11 @@ def test_newline_chunks_are_glued_only_where_newlines_are_cut(tokenizer_files, k
         assert [ids[a : a + n].tolist() for a, n in zip(starts, lengths)] == want
 
 
-_ASCII_CHUNKS = st.lists(
-    st.tuples(
-        st.sampled_from(["", " ", "\t", "\n"]),
-        st.lists(
-            st.sampled_from(["a", "The", "LORD", "Hello", "x", ".", "'s", "9", "\x0b", "[CLS]"]), min_size=1, max_size=4
-        ),
-        st.sampled_from(["", "", " ", "\n", "\f"]),
-    ).map(lambda t: t[0] + "".join(t[1]) + t[2]),
-    min_size=1,
-    max_size=40,
-).map(lambda cs: sorted(set(cs)))
+_ASCII_CHUNKS = _chunk_lists(
+    ["", " ", "\t", "\n"],
+    ["a", "The", "LORD", "Hello", "x", ".", "'s", "9", "\x0b", "[CLS]"],
+    ["", "", " ", "\n", "\f"],
+)
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "unigram", "wordpiece_lower_added"])

@@ -65,10 +65,11 @@ def _pieces(pattern: str, text: str) -> list[str]:
     return [p for p, _ in pre_tokenizers.Split(Regex(pattern), behavior="isolated").pre_tokenize_str(text)]
 
 
-def _cut_pieces(pattern: str, text: str) -> list[str]:
+def _cut_pieces(pattern: str, text: str, cut: str = r"(?<=\S)(?= )") -> list[str]:
+    """The pieces of `text` cut first at every match of the regex `cut` (before a space after a non-space)."""
     import re
 
-    return [p for chunk in re.split(r"(?<=\S)(?= )", text) for p in _pieces(pattern, chunk)]
+    return [p for chunk in re.split(cut, text) for p in _pieces(pattern, chunk)]
 
 
 @pytest.mark.parametrize("name", SAFE)
@@ -99,9 +100,7 @@ NEWLINE_UNSAFE = {
 
 
 def _newline_cut_pieces(pattern: str, text: str) -> list[str]:
-    import re
-
-    return [p for chunk in re.split(r"(?<=[A-Za-z0-9])(?=\n)", text) for p in _pieces(pattern, chunk)]
+    return _cut_pieces(pattern, text, r"(?<=[A-Za-z0-9])(?=\n)")
 
 
 @pytest.mark.parametrize("name", SAFE)
@@ -173,6 +172,7 @@ texts = st.lists(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequences=texts)
 @example(sequences=["a  b", "x. y", "it'S ok 123456 a/b\r\n c"])
+@example(sequences=["the earth.\nAnd God said,\nlet there be light:\nand 12\nthere"])  # newline cuts after a-z, 0-9
 def test_chunk_path_is_exact_for_each_safe_pattern(safe_tokenizers, name, sequences):
     spec = load_spec(safe_tokenizers[name])
     assert choose_path(config_of(spec.json))[0] == "chunks"

@@ -72,15 +72,34 @@ def test_forgetting_keeps_at_most_half_the_limit():
     lengths = np.ones(90, np.int64)
     store.add("raw", [f"p{k}" for k in range(90)], np.arange(90, dtype=np.int32), np.arange(90), lengths)
     store.weighted_counts(np.arange(90), np.arange(90, dtype=np.int64) + 2, 100)  # piece k seen k + 2 times
-    store.make_room(20)
+    store.forget_least_seen()
     rows = store.rows_of("raw", [f"p{k}" for k in range(90)])
     assert (rows[:40] == -1).all() and (rows[40:] >= 0).all()  # p40..p89: the 50 most seen
     assert store.ids[rows[40:]].tolist() == list(range(40, 90))
     tied = IdStore(limit=100)  # all 90 seen twice: any 50 of them stay, not none
     tied.add("raw", [f"p{k}" for k in range(90)], np.arange(90, dtype=np.int32), np.arange(90), lengths)
     tied.weighted_counts(np.arange(90), np.full(90, 2, np.int64), 100)
-    tied.make_room(20)
+    tied.forget_least_seen()
     assert tied.n_rows == 50 and (tied.rows_of("raw", [f"p{k}" for k in range(90)]) >= 0).sum() == 50
+    none = IdStore(limit=1)  # half the limit is nothing
+    none.add("raw", ["a", "b"], np.arange(2, dtype=np.int32), np.arange(2), np.ones(2, np.int64))
+    none.weighted_counts(np.arange(2), np.full(2, 5, np.int64), 2)
+    none.forget_least_seen()
+    assert none.n_rows == 0
+
+
+def test_room_is_made_for_the_new_pieces_only():
+    """A batch that brings back the pieces a full store keeps tokenizes only its new ones: the room it needs is
+    for those, not for all its pieces."""
+    store, calls = IdStore(limit=100), []
+    common, others = [f"c{k}" for k in range(50)], [f"o{k}" for k in range(40)]
+    counts = np.zeros(50, np.int64)
+    first = [("exact", common + others, np.array([3] * 50 + [1] * 40, np.int64))]
+    add_distinct(store, first, counts, _tokenize(calls))
+    new = [f"n{k}" for k in range(20)]
+    second = [("exact", common + new, np.ones(70, np.int64))]
+    add_distinct(store, second, counts, _tokenize(calls))
+    assert sorted(calls[-1]) == sorted(new)
 
 
 def test_forgetting_renumbers_every_kind_of_key():

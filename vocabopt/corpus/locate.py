@@ -90,9 +90,10 @@ class ChunkEncoder:
     """Token ids of distinct chunks, from encoding a few long texts of chunks laid end to end.
 
     One Encoding per chunk costs more in Python objects than the tokenizer spends on the chunk, so chunks are joined
-    wherever a line could have been cut (before a space that follows a non-space: the chunk path's own invariant),
-    and each token goes back to the chunk holding its start. Chunks that do not start with a space lead a text;
-    chunks ending in whitespace stay alone, so every chunk after a text's first follows one that ends in a token
+    wherever a line could have been cut (before a space that follows a non-space: the chunk path's own invariant;
+    before a lone newline where the counter cuts there too: `_layout`), and each token goes back to the chunk
+    holding its start. Other chunks that do not start with a space lead a text; chunks ending in whitespace stay
+    alone, so every chunk after a text's first follows one that ends in a token
     holding a non-space, whose start a post-processor's offset trimming cannot push past its chunk.
 
     Tokens are placed by their sizes in bytes (`token_bytes`: byte-level BPE) or characters (`token_chars`:

@@ -4,7 +4,7 @@ Job: the remembering step of the fast counting paths (vocabopt.corpus.counters).
 by kind of key with their counts (`chunks.Groups`), and a function that tokenizes pieces (`Tokenize`). Outputs:
 counts[id] += n for the ids of each piece (`add_distinct`), tokenizing only the pieces not seen before. `IdStore`
 holds the ids in numpy rows (no Python list per piece), up to CACHE_LIMIT pieces per counter: when a batch would
-pass it, the pieces seen most often stay and the rest are forgotten (`IdStore.make_room`).
+pass it, the pieces seen most often stay and the rest are forgotten (`IdStore.forget_least_seen`).
 """
 
 from __future__ import annotations
@@ -64,20 +64,17 @@ class IdStore:
     def full(self, n_new: int) -> bool:
         return self.n_rows + n_new > self.limit
 
-    def make_room(self, n_new: int) -> None:
-        """Room for n_new more pieces: if full, keep the pieces seen KEEP_SEEN times or more (at most half the
-        limit, the most seen) and forget the rest; clear the store if that is still not room enough."""
-        if not self.full(n_new):
-            return
+    def forget_least_seen(self) -> None:
+        """Keep the pieces seen KEEP_SEEN times or more (at most half the limit: the most seen; ties cut anywhere)
+        and forget the rest."""
         seen = self.seen[: self.n_rows]
         keep = seen >= KEEP_SEEN
         half = self.limit // 2
-        if np.count_nonzero(keep) > half:  # the half most seen (all seen KEEP_SEEN times or more; ties cut anywhere)
+        if np.count_nonzero(keep) > half:
             keep = np.zeros(seen.size, bool)
-            keep[np.argpartition(seen, seen.size - half)[seen.size - half :]] = True
+            if half:
+                keep[np.argpartition(seen, seen.size - half)[seen.size - half :]] = True
         self._keep(keep)
-        if self.full(n_new):
-            self.clear()
 
     def _keep(self, keep: np.ndarray) -> None:
         """Forget the rows where `keep` ((n_rows,) bool) is False; the others are renumbered in order."""
@@ -178,8 +175,13 @@ def _append(buf: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
 def add_distinct(store: IdStore, groups: Groups, counts: np.ndarray, tokenize: Tokenize) -> None:
     """counts[id] += n for the ids of each distinct piece of each group, tokenizing (once, in one call) only the
     pieces the store has not seen."""
-    store.make_room(sum(len(keys) for _, keys, _ in groups))
     rows = [store.rows_of(kind, keys) for kind, keys, _ in groups]
+    if store.full(sum(int(np.count_nonzero(r < 0)) for r in rows)):  # no room for the new pieces: make some
+        store.forget_least_seen()
+        rows = [store.rows_of(kind, keys) for kind, keys, _ in groups]
+        if store.full(sum(int(np.count_nonzero(r < 0)) for r in rows)):
+            store.clear()
+            rows = [store.rows_of(kind, keys) for kind, keys, _ in groups]
     todo = [np.flatnonzero(r < 0) for r in rows]
     missing = [
         keys[t] if isinstance(keys, np.ndarray) else [keys[k] for k in t.tolist()]

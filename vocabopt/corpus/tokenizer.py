@@ -143,7 +143,7 @@ _SPECS: dict[tuple[str, str], TokenizerSpec] = {}  # (sha256 of a tokenizer.json
 
 
 def _share(canonical: str, tok) -> None:
-    if len(_SHARED) >= 4:
+    if len(_SHARED) >= 6:  # a counter holds up to three (the tokenizer, restated, ASCII): room for two counters
         _SHARED.clear()
     tok.no_truncation()
     tok.no_padding()
