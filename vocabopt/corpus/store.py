@@ -20,9 +20,9 @@ CACHE_LIMIT = 500_000
 # When a batch's new pieces would pass the limit, the pieces seen at least KEEP_SEEN times stay (at most half the
 # limit: the most seen), the rest are forgotten. Most distinct pieces of a Zipfian corpus are seen once; a piece
 # seen twice is likely to come again, and forgetting it costs tokenizing it again. An ad-hoc simulation on
-# benchmarks/analyze_throughput.py's Heaps corpus (1 MB batches, its chunks cut before spaces, one store of 500K):
-# forgetting everything tokenized 1.57M pieces, keeping those seen 2+ times 1.33M, 3+ 1.40M, 5+ 1.47M; with no
-# limit 1.15M.
+# benchmarks/analyze_throughput.py's Heaps corpus (1 MB batches, its chunks cut before spaces, one store of 500K,
+# room counted for all of a batch's pieces): forgetting everything tokenized 1.57M pieces, keeping those seen 2+
+# times 1.33M, 3+ 1.40M, 5+ 1.47M; with no limit 1.15M.
 KEEP_SEEN = 2
 
 Tokenize = Callable[[Chunks], tuple[np.ndarray, np.ndarray, np.ndarray]]  # texts -> (ids, starts, lengths)
