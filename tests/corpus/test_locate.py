@@ -118,6 +118,17 @@ def _chunk_lists(prefixes: list[str], words: list[str], suffixes: list[str]):
     )
 
 
+def _assert_each_chunk_gets_its_own_ids(counter: HFCounter, alone: Tokenizer, chunks: list[str]) -> None:
+    """Each chunk gets from the counter's encoder the ids `alone` gives it, placed by sizes, then by offsets."""
+    want = [alone.encode(c, add_special_tokens=False).ids for c in chunks]
+    encoder = counter.encoder
+    for placed_by_sizes in (True, False):
+        if not placed_by_sizes:
+            encoder.token_bytes = encoder.token_chars = None
+        ids, starts, lengths = encoder.encode(Chunks.of_strings(chunks))
+        assert [ids[a : a + n].tolist() for a, n in zip(starts, lengths)] == want
+
+
 _NEWLINE_CHUNKS = _chunk_lists(
     ["", " ", "\n", "\n\n", "\n "], ["a", "b", "the", ".", ",", "'s", "9", "\u00e9", "\x1c"], ["", "", "", "\n", " "]
 )
@@ -136,14 +147,7 @@ def test_newline_chunks_are_glued_only_where_newlines_are_cut(tokenizer_files, k
     monkeypatch.setattr(locate, "JOINED_TEXTS", 1)  # glue chunks side by side (64 texts would keep them apart)
     counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
     assert counter.newline_cuts == ("alnum" if kind == "split_regex" else "any")
-    alone = Tokenizer.from_str(load_spec(str(tokenizer_files[kind])).json)
-    want = [alone.encode(c, add_special_tokens=False).ids for c in chunks]
-    for placed_by_sizes in (True, False):
-        encoder = counter.encoder
-        if not placed_by_sizes:
-            encoder.token_bytes = encoder.token_chars = None
-        ids, starts, lengths = encoder.encode(Chunks.of_strings(chunks))
-        assert [ids[a : a + n].tolist() for a, n in zip(starts, lengths)] == want
+    _assert_each_chunk_gets_its_own_ids(counter, Tokenizer.from_file(str(tokenizer_files[kind])), chunks)
 
 
 _ASCII_CHUNKS = _chunk_lists(
@@ -179,13 +183,7 @@ def test_ascii_chunks_encoded_without_the_normalizer_get_its_tokens(tokenizer_fi
     raw_ok = [c for c in chunks if not counter._whole([c])]  # the counter encodes the others whole
     if not raw_ok:
         return
-    want = [alone.encode(c, add_special_tokens=False).ids for c in raw_ok]
-    for placed_by_sizes in (True, False):
-        encoder = counter.encoder
-        if not placed_by_sizes:
-            encoder.token_bytes = encoder.token_chars = None
-        ids, starts, lengths = encoder.encode(Chunks.of_strings(raw_ok))
-        assert [ids[a : a + n].tolist() for a, n in zip(starts, lengths)] == want
+    _assert_each_chunk_gets_its_own_ids(counter, alone, raw_ok)
 
 
 def test_which_normalizers_ascii_text_may_skip():

@@ -154,7 +154,9 @@ class ChunkEncoder:
     def _locate(self, texts: list[str], joined: np.ndarray, lengths: np.ndarray, firsts: np.ndarray) -> Located:
         """Encode `texts` (the chunks of `lengths` bytes laid end to end in `joined`, text k starting at chunk
         firsts[k]) and place each token."""
-        sizes, tok, plain = self.token_chars, self.tok, _plain_ascii(joined)
+        sizes, tok = self.token_chars, self.tok
+        # the byte scan only where something depends on it (not for byte-level BPE without a normalizer)
+        plain = (self.ascii_tok is not None or (sizes is not None and sizes.ascii_only)) and _plain_ascii(joined)
         if sizes is not None and sizes.ascii_only and not plain and not _in_form(sizes.form, texts):
             # sizes that hold for ASCII text (or text already in the normalizer's Unicode form) only: by offsets
             return by_offsets(tok.encode_batch(texts, add_special_tokens=False), _chars(joined, lengths), firsts)

@@ -342,13 +342,10 @@ def newline_cuts(config: dict) -> str | None:
     cuts = False
     for k, m in enumerate(members):
         if m.get("type") == "Split":
-            regex = (m.get("pattern") or {}).get("Regex")
-            if regex is None or m.get("behavior") != "Isolated" or m.get("invert") or _after_byte_level(members, k):
+            split, _ = _split_kind(m, newline_safety)
+            if split is None or _after_byte_level(members, k):
                 return None
-            respects, cut, _ = newline_safety(regex)
-            if not respects:
-                return None
-            cuts = cuts or cut
+            cuts = cuts or split == "cuts"
         elif m.get("type") != "ByteLevel" or m.get("use_regex", True) or m.get("add_prefix_space", True):
             return None
     return "alnum" if cuts and norm is None and _splitter_kind(pre) is not None else None  # and spaces cut
@@ -405,12 +402,13 @@ def _splitter_kind(pre: dict) -> str | None:
     return None
 
 
-def _split_kind(pre: dict) -> tuple[str | None, str]:
-    """('cuts' | 'respects' | None, reason) of a Split pre-tokenizer (see `regex_safety`)."""
+def _split_kind(pre: dict, safety=split_safety) -> tuple[str | None, str]:
+    """('cuts' | 'respects' | None, reason) of a Split pre-tokenizer for the cut `safety` judges (see
+    `regex_safety`: `split_safety` before spaces, `newline_safety` before newlines)."""
     regex = (pre.get("pattern") or {}).get("Regex")
     if regex is None or pre.get("behavior") != "Isolated" or pre.get("invert"):
         return None, "a Split other than an isolated regex"
-    respects, cuts, reason = split_safety(regex)
+    respects, cuts, reason = safety(regex)
     return ("cuts" if cuts else "respects") if respects else None, reason
 
 
