@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,16 +28,28 @@ def pair_strings(pairs) -> list[str]:
 @settings(max_examples=200, deadline=None)
 @given(
     sequences=st.lists(
-        st.lists(st.sampled_from(list("ab é中\x00\n\t") + ["Lord", "righteousness"]), max_size=30).map("".join),
+        st.lists(st.sampled_from(list("ab é中\x00\n\t9,.;") + ["Lord", "righteousness"]), max_size=30).map("".join),
         max_size=8,
-    )
+    ),
+    punctuation=st.sampled_from(["", ",", ",.;"]),
 )
-def test_piece_keys_count_what_str_split_counts(sequences):
-    pieces = chunks._piece_counts(sequences)
+def test_piece_keys_count_what_str_split_counts(sequences, punctuation):
+    """Pieces between spaces, where each text is first cut before `punctuation` that follows an ASCII letter or digit
+    (a regex's cut: the parts as texts of their own)."""
+    import re
+
+    table = np.zeros(256, bool)
+    table[list(punctuation.encode())] = True
+    pieces = chunks._piece_counts(sequences, table if punctuation else None)
     got = Counter(dict(zip(key_strings(pieces.keys), pieces.key_counts.tolist())))
     got.update(dict(zip(pair_strings(pieces.pairs), pieces.pair_counts.tolist())))
     got.update(pieces.strings)
-    assert got == Counter(("\n" + " \n".join(sequences)).split(" "))
+    cut = (
+        [p for s in sequences for p in re.split(f"(?<=[A-Za-z0-9])(?=[{punctuation}])", s)]
+        if punctuation
+        else sequences
+    )
+    assert got == Counter(("\n" + " \n".join(cut)).split(" "))
     assert len(pieces.pairs) == len(set(map(tuple, pieces.pairs.tolist())))
     assert len(pieces.keys) == len(set(pieces.keys.tolist()))
     # the texts the tokenizer sees, built from the keys' bytes, are the raw pieces' chunks

@@ -212,9 +212,9 @@ def test_a_path_slower_than_encoding_switches_to_encode_and_stays_exact(tokenize
 
     real = counters.chunk_groups
 
-    def slow(texts):
+    def slow(texts, *args):
         time.sleep(0.5)
-        return real(texts)
+        return real(texts, *args)
 
     monkeypatch.setattr(counters, "chunk_groups", slow)
     lines = lines_of(corpus_slice)
@@ -321,10 +321,10 @@ def test_a_path_that_turns_slow_after_the_timed_probes_still_switches(tokenizer_
 
     real = counters.chunk_groups
 
-    def slow_from_batch_1(texts):
+    def slow_from_batch_1(texts, *args):
         if counter.n_batches >= 1:  # batches counted so far (the trial's halves reset it)
             time.sleep(0.5)
-        return real(texts)
+        return real(texts, *args)
 
     monkeypatch.setattr(counters, "chunk_groups", slow_from_batch_1)
     monkeypatch.setattr(counters, "COLD_MARGIN", 3.0)  # the trial and batch 0 keep the path, whatever the noise
@@ -520,7 +520,7 @@ def test_chunks_are_cut_before_lone_newlines_where_the_tokenizer_allows(tokenize
 
     seen: list[list[str]] = []
     real = counters.chunk_groups
-    monkeypatch.setattr(counters, "chunk_groups", lambda texts: (seen.append(texts), real(texts))[1])
+    monkeypatch.setattr(counters, "chunk_groups", lambda texts, *a: (seen.append(texts), real(texts, *a))[1])
     text = "the earth.\nAnd God said\nlet\n\nthere"
     for kind, parts in (
         ("bpe", ["the earth.", "\nAnd God said", "\nlet\n\nthere"]),

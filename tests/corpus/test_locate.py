@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -214,7 +215,7 @@ def test_which_normalizers_ascii_text_may_skip():
 _LAYOUT_CHUNKS = st.lists(
     st.tuples(
         st.sampled_from(["", " ", " ", "\n", "\n\n", "\n "]),
-        st.sampled_from(["a", "b.", ",", "9", "\u00e9", "x\u00e9"]),
+        st.sampled_from(["a", "b.", ",", "9", "\u00e9", "x\u00e9", ".c", ",9"]),
         st.sampled_from(["", "", "", " ", "\n"]),
     ).map("".join),
     min_size=1,
@@ -223,18 +224,23 @@ _LAYOUT_CHUNKS = st.lists(
 
 
 @pytest.mark.parametrize("mode", [None, "any", "alnum"])
+@pytest.mark.parametrize("punctuation", ["", ",."])
 @pytest.mark.parametrize("joined_texts", [1, 3, 64])
 @settings(max_examples=80, deadline=None)
 @given(chunks=_LAYOUT_CHUNKS)
 @example(chunks=["a.", " b,"] + [f"\nw{i}" for i in range(300)])  # more newline chunks than chunks they may follow
-def test_layout_joins_chunks_only_where_a_cut_was_allowed(mode, joined_texts, chunks):
+@example(chunks=["a", " b", ",", ".c", "\nd", ",\n"])  # guests of both kinds compete for two hosts
+def test_layout_joins_chunks_only_where_a_cut_was_allowed(mode, punctuation, joined_texts, chunks):
     """Every chunk is laid out once; inside a text, a chunk after the first starts with a space, or (newline cuts)
-    with a newline then a non-whitespace ASCII character, after a chunk ending in an ASCII letter or digit where
-    the cuts are "alnum"; a chunk ending in whitespace is a text of its own."""
+    with a newline then a non-whitespace ASCII character, or (punctuation cuts) with a character of `punctuation`,
+    after a chunk ending in an ASCII letter or digit where the cuts are "alnum" or punctuation; a chunk ending in
+    whitespace is a text of its own."""
+    table = np.zeros(256, bool)
+    table[list(punctuation.encode())] = True
     old = locate.JOINED_TEXTS
     locate.JOINED_TEXTS = joined_texts
     try:
-        order, firsts = locate._layout(Chunks.of_strings(chunks), mode)
+        order, firsts = locate._layout(Chunks.of_strings(chunks), mode, table if punctuation else None)
     finally:
         locate.JOINED_TEXTS = old
     assert sorted(order.tolist()) == list(range(len(chunks))) and firsts[0] == 0
@@ -243,6 +249,10 @@ def test_layout_joins_chunks_only_where_a_cut_was_allowed(mode, joined_texts, ch
         text = [chunks[j] for j in order[a:b].tolist()]
         assert b > a and all(not c[-1].isspace() for c in text[:-1])
         for before, chunk in zip(text, text[1:]):
+            alnum_host = before[-1].isascii() and before[-1].isalnum()
             newline = mode is not None and chunk[:1] == "\n" and chunk[1:2].isascii() and not chunk[1:2].isspace()
-            host = mode == "any" or (before[-1].isascii() and before[-1].isalnum())
-            assert chunk[:1] == " " or (newline and host), (before, chunk)
+            mark = chunk[:1] != "" and chunk[:1] in punctuation
+            assert chunk[:1] == " " or (newline and (mode == "any" or alnum_host)) or (mark and alnum_host), (
+                before,
+                chunk,
+            )

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import string
 import sys
 
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
 from vocabopt.corpus.counters import HFCounter
-from vocabopt.corpus.regex_safety import newline_safety, split_safety
+from vocabopt.corpus.regex_safety import newline_safety, punctuation_safety, split_safety
 from vocabopt.corpus.tokenizer import choose_path, config_of, load_spec
 
 CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
@@ -119,6 +120,40 @@ def test_adversarial_patterns_are_unsafe_before_a_newline(pattern):
     assert _pieces(pattern, text) != _newline_cut_pieces(pattern, text)  # the witness
 
 
+# Punctuation a public regex joins to the letters before it (o200k's and Llama 4's contractions): no cut before it.
+PUNCTUATION_KEPT = {"o200k (GPT-4o)": "'", "Llama-4-style": "'"}
+# Unsafe for a cut before the punctuation character given after a letter or digit, each with a witness text.
+PUNCTUATION_UNSAFE = {
+    r"\p{L}+,?|\s+|\S": (",", "ab,c"),  # a word takes the comma after it
+    r"\p{L}+(?![,])|\s+|\S": (",", "ab,"),  # a lookahead that sees the comma after a piece
+    r"\w+|[^\w\s]+": ("_", "a_b"),  # the Whitespace pre-tokenizer's regex: "_" is a word character
+    SAFE["o200k (GPT-4o)"]: ("'", "x's"),
+    r"\p{L}\p{L}|\s\s": (",", "abc,d"),  # no alternative matches a lone comma: the unmatched run "c,d" spans the cut
+}
+
+
+def _punctuation_cut_pieces(pattern: str, text: str, chars: str) -> list[str]:
+    import re
+
+    return _cut_pieces(pattern, text, f"(?<=[A-Za-z0-9])(?=[{re.escape(chars)}])")
+
+
+@pytest.mark.parametrize("name", SAFE)
+def test_public_patterns_may_be_cut_before_punctuation_after_a_letter_or_digit(name):
+    safe = "".join(c for c in string.punctuation if punctuation_safety(SAFE[name], c)[:2] == (True, True))
+    assert safe == string.punctuation.replace(PUNCTUATION_KEPT.get(name, ""), "")
+    for text in ("the earth, and. U.S.A. x's", "in 1:2 a/b (c) [d] a_b a-b", 'x!? y;: z"q" 5% #t @u\n.a'):
+        assert _pieces(SAFE[name], text) == _punctuation_cut_pieces(SAFE[name], text, safe)
+
+
+@pytest.mark.parametrize("pattern", PUNCTUATION_UNSAFE)
+def test_adversarial_patterns_are_unsafe_before_punctuation(pattern):
+    char, text = PUNCTUATION_UNSAFE[pattern]
+    respects, cuts, _ = punctuation_safety(pattern, char)
+    assert not (respects and cuts)
+    assert _pieces(pattern, text) != _punctuation_cut_pieces(pattern, text, char)  # the witness
+
+
 def test_digit_and_script_splitters_respect_the_cut_without_making_it():
     assert split_safety(r"\p{N}{1,3}")[:2] == (True, False)
     assert split_safety(r"[一-龥぀-ゟ゠-ヿ]+")[:2] == (True, False)
@@ -160,7 +195,7 @@ def safe_tokenizers(tmp_path_factory, corpus_slice) -> dict[str, str]:
     return files
 
 
-ALPHABET = list("ab Zé \t\n\r\u00a0\u3000\u0301'’.,/!-0123456789中") + ["  ", "'s", "'LL", "\r\n", "Jerusalem"]
+ALPHABET = list("ab Zé \t\n\r\u00a0\u3000\u0301'’.,/!-0123456789中_:(") + ["  ", "'s", "'LL", "\r\n", "Jerusalem"]
 texts = st.lists(
     st.lists(st.sampled_from(ALPHABET), min_size=1, max_size=40).map("".join).filter(str.strip),
     min_size=1,
@@ -173,6 +208,7 @@ texts = st.lists(
 @given(sequences=texts)
 @example(sequences=["a  b", "x. y", "it'S ok 123456 a/b\r\n c"])
 @example(sequences=["the earth.\nAnd God said,\nlet there be light:\nand 12\nthere"])  # newline cuts after a-z, 0-9
+@example(sequences=["U.S.A. don't x's, 1:2 a_b (c) a/b!? \"q\".\nAnd"])  # punctuation cuts after a-z, 0-9
 def test_chunk_path_is_exact_for_each_safe_pattern(safe_tokenizers, name, sequences):
     spec = load_spec(safe_tokenizers[name])
     assert choose_path(config_of(spec.json))[0] == "chunks"

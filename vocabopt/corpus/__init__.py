@@ -6,9 +6,11 @@ the data flows (each imports only the ones above it):
 - `records`: JSON-lines fields, parquet and arrow columns, local `datasets` datasets.
 - `reader`: `Reader`, the stream of `Text` and `Block` items; `SourceOptions`; `cut_long`.
 - `words`: the word vocabulary of `--tokenizer word`.
-- `regex_safety`: whether a Split regex lets the chunk path cut before spaces (parsed, not whitelisted).
+- `regex_safety`: whether a Split regex lets the chunk path cut before spaces, newlines or punctuation (parsed,
+  not whitelisted).
 - `formats`: transformers folders, tiktoken rank files, tekken JSON (as tokenizer.json); `spm`: SentencePiece .model.
 - `tokenizer`: `TokenizerSpec` (`load_spec`), the counting path a tokenizer allows (`choose_path`).
+- `cuts`: where a tokenizer's config lets the chunk path cut besides before spaces (lone newlines, punctuation).
 - `vocab`: a tokenizer's vocabulary, read once: its size, token strings, the text size of each token.
 - `chunks`: the numpy byte-key machinery of the "chunks" path.
 - `store`: `IdStore`, the ids of the distinct pieces seen so far, and `add_distinct`, a batch's counts from them.

@@ -32,6 +32,8 @@ _UNICODE_SPACE = re.compile(f"[{_UNICODE_SPACES}]")
 _WS_TABLE = bytes(int(b in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32)) for b in range(256))
 _SPACE_TABLE = bytes(int(b == 32) for b in range(256))
 _ASCII_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+ALNUM_BYTE = np.array([chr(b) in _ASCII_ALNUM for b in range(256)])  # byte -> whether it is A-Z a-z 0-9
+_NEW_TEXT = np.array([32, 10], np.uint8)  # " \n": what `_piece_counts` lays between two texts
 
 
 def utf8(text: str) -> bytes:
@@ -93,11 +95,15 @@ _KEY_LENGTH = np.array([n << 56 for n in range(8)], dtype=np.uint64)  # the leng
 _EMPTY_FIRST = ord("\n") | 1 << 56  # the key of "\n": the empty first chunk of a text that starts with a space
 
 
-def _piece_counts(texts: list[str]) -> _Pieces:
+def _piece_counts(texts: list[str], punctuation: np.ndarray | None = None) -> _Pieces:
     """Raw chunks of texts whose every space sits between two non-whitespace characters: the text laid out as
     "\n" + " \n".join(texts) and cut at every space, counted by sorting integer keys (~3x faster than
-    `Counter(str.split)`, which makes a Python string per piece)."""
+    `Counter(str.split)`, which makes a Python string per piece). `punctuation`: (256,) bool, the bytes before which
+    a text is also cut where an ASCII letter or digit comes before them (`cuts.punctuation_cuts`); the piece from
+    there on is the first of a text of its own."""
     data = utf8("\n" + " \n".join(texts))
+    if punctuation is not None:
+        data = _cut_after_alnum(data, punctuation)
     n = len(data)
     buf = np.zeros(n // 8 + 3, dtype="<u8")  # zero padding: reads of 16 bytes near the end stay inside
     buf.view(np.uint8)[:n] = np.frombuffer(data, dtype=np.uint8)
@@ -120,6 +126,15 @@ def _piece_counts(texts: list[str]) -> _Pieces:
         ]
     )
     return _Pieces(keys, key_counts, pairs, np.diff(np.append(runs, first.size)), strings)
+
+
+def _cut_after_alnum(data: bytes, table: np.ndarray) -> bytes:
+    """data with " \n" (a new text) before every byte of `table` (ASCII) that follows an ASCII letter or digit."""
+    octets = np.frombuffer(data, dtype=np.uint8)
+    at = np.flatnonzero(table[octets[1:]] & ALNUM_BYTE[octets[:-1]]) + 1
+    if not at.size:
+        return data
+    return np.insert(octets, np.repeat(at, 2), np.tile(_NEW_TEXT, at.size)).tobytes()
 
 
 def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +161,7 @@ def _short_keys(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
 
 def split_lone_newlines(texts: list[str], after: str = "any") -> list[str]:
     """texts, each cut before every newline that sits alone between two non-whitespace characters ("x\ny z" ->
-    "x", "\ny z"), the first an ASCII letter or digit where `after` is "alnum": where `tokenizer.newline_cuts`
+    "x", "\ny z"), the first an ASCII letter or digit where `after` is "alnum": where `cuts.newline_cuts`
     allows it, a text's parts tokenize as the text does, and a chunk then no longer joins a line's last word to the
     next line's first (in document mode ~43% of kjv.txt's distinct chunks did, nearly all new)."""
     ends = _ASCII_ALNUM if after == "alnum" else None
@@ -167,12 +182,13 @@ def split_lone_newlines(texts: list[str], after: str = "any") -> list[str]:
     return out
 
 
-def chunk_counts(texts: list[str]) -> tuple[_Pieces, Counter, int]:
+def chunk_counts(texts: list[str], punctuation: np.ndarray | None = None) -> tuple[_Pieces, Counter, int]:
     """Distinct chunks and their counts, and the number of whitespace-separated words of `texts`.
 
     A chunk is a piece of a text cut before every run of spaces that follows a non-space. Returns (raw, exact,
     n_words): `raw` counts the chunks of texts whose spaces all sit between non-whitespace characters, where every
-    space is a cut (`_piece_counts`); `exact` counts the chunks of the few other texts, cut by a regex.
+    space is a cut (`_piece_counts`, also cut before `punctuation` after an ASCII letter or digit); `exact` counts
+    the chunks of the few other texts, cut by a regex.
     """
     flagged, n_words = _scan(texts)
     exact: Counter = Counter()
@@ -182,7 +198,7 @@ def chunk_counts(texts: list[str]) -> tuple[_Pieces, Counter, int]:
         exact.pop("", None)
         skip = set(flagged)
         texts = [t for k, t in enumerate(texts) if k not in skip]
-    raw = _piece_counts(texts)
+    raw = _piece_counts(texts, punctuation)
     keep = raw.keys != _EMPTY_FIRST  # the first text may start with a space (the scan sees no "\n" before it)
     raw.keys, raw.key_counts = raw.keys[keep], raw.key_counts[keep]
     return raw, exact, n_words
@@ -279,9 +295,9 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 Groups = list[tuple[str, Any, np.ndarray]]  # (kind, distinct keys, counts): see `IdStore`
 
 
-def chunk_groups(texts: list[str]) -> tuple[Groups, int]:
-    """The distinct chunks of `texts` by kind of key, and the number of whitespace-separated words."""
-    raw, exact, n_words = chunk_counts(texts)
+def chunk_groups(texts: list[str], punctuation: np.ndarray | None = None) -> tuple[Groups, int]:
+    """The distinct chunks of `texts` by kind of key, and the number of whitespace-separated words (`chunk_counts`)."""
+    raw, exact, n_words = chunk_counts(texts, punctuation)
     groups = [
         ("key", raw.keys, raw.key_counts),
         ("pair", raw.pairs, raw.pair_counts),

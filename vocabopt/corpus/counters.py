@@ -11,7 +11,9 @@ count those, tokenize each distinct one once, multiply. `HFCounter` takes one of
 `tokenizer.choose_path` and reported in the stats:
 - "chunks": sequences are cut before every run of spaces that follows a non-space character (and before a newline
   between two non-whitespace characters: for GPT-2's byte-level and whitespace-dropping pre-tokenizers, and after
-  an ASCII letter or digit for Split regexes that allow it: `tokenizer.newline_cuts`); the distinct chunks
+  an ASCII letter or digit for Split regexes that allow it: `cuts.newline_cuts`; and before ASCII punctuation after
+  an ASCII letter or digit, "earth," -> "earth" + ",", where the pre-tokenizer allows it: `cuts.punctuation_cuts`);
+  the distinct chunks
   are counted by sorting integer keys of their UTF-8 bytes (`chunks`: numpy, no Python object per chunk), and each
   distinct chunk is encoded once, many chunks laid end to end per tokenizer call (for byte-level BPE the tokens are
   placed by their sizes in bytes, else by their offsets).
@@ -36,6 +38,7 @@ import numpy as np
 
 from . import spm
 from .chunks import Chunks, chunk_groups, count_words, split_lone_newlines, utf8
+from .cuts import newline_cuts, punctuation_cuts
 from .locate import ChunkEncoder
 from .reader import DEFAULT_MAX_CHARS, cut_long
 from .store import CACHE_LIMIT, IdStore, add_distinct
@@ -46,7 +49,6 @@ from .tokenizer import (
     config_of,
     leading_space_whole,
     metaspace_replacement,
-    newline_cuts,
     shared_tokenizer,
 )
 from .vocab import byte_level_sizes, hf_vocab_size, metaspace_sizes, wordpiece_sizes
@@ -174,6 +176,8 @@ class HFCounter:
         self.added_firsts = sorted({c[0] for c in contents})
         self.leading_space = self.path == "chunks" and leading_space_whole(config)
         self.newline_cuts = newline_cuts(config) if self.path == "chunks" else None  # also cut before lone newlines
+        # and before these ASCII punctuation characters after an ASCII letter or digit: a (256,) bool byte table
+        self.punctuation = _byte_table(punctuation_cuts(config)) if self.path == "chunks" else None
         # an added token's text holding whitespace after its first character can form where chunks are laid end to
         # end (`ChunkEncoder` then encodes those chunks one per text)
         self.join_risk = any(any(c.isspace() for c in t["content"][1:]) for t in added)
@@ -193,6 +197,7 @@ class HFCounter:
             _drops_characters(config),
             self.newline_cuts,
             ascii_tokenizer(spec) if chunked else None,
+            self.punctuation,
         )
         self.store = IdStore()  # distinct piece -> ids, remembered across batches
         self.configured = self.path  # what the stats record; self.path may become "encode" (see PROBE_BATCHES)
@@ -240,7 +245,7 @@ class HFCounter:
             out.paths[path] += len(fast)
             if path == "chunks":
                 cut = split_lone_newlines(fast, self.newline_cuts) if self.newline_cuts else fast
-                groups, n_words = chunk_groups(cut)
+                groups, n_words = chunk_groups(cut, self.punctuation)
                 out.n_words += n_words
             else:
                 pretokens = self._pretoken_counts(fast)
@@ -375,6 +380,15 @@ def _head(texts: list[str], chars: int) -> list[str]:
     """The first texts holding about `chars` characters (at least one)."""
     ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
     return texts[: int(np.searchsorted(ends, chars)) + 1]
+
+
+def _byte_table(chars: str) -> np.ndarray | None:
+    """(256,) bool: the bytes of these ASCII characters; None for none."""
+    if not chars:
+        return None
+    table = np.zeros(256, bool)
+    table[list(chars.encode("ascii"))] = True
+    return table
 
 
 def _values(counter: Counter) -> np.ndarray:

@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .chunks import _WS_TABLE, Chunks
+from .chunks import _WS_TABLE, ALNUM_BYTE, Chunks
 
 JOINED_TEXTS = 64  # distinct chunks are encoded as about this many long texts (enough for the tokenizer's threads)
 _WS_BYTE = np.frombuffer(_WS_TABLE, dtype=bool)  # byte -> whether str.isspace() accepts it as an ASCII character
-_ALNUM_BYTE = np.array([chr(b).isascii() and chr(b).isalnum() for b in range(256)])  # A-Z a-z 0-9
 
 Located = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (ids, tokens per text, token starts, chunk starts)
 
@@ -104,8 +103,9 @@ class ChunkEncoder:
     character, the only way one can form across two chunks laid end to end). `drops`: the model drops characters
     it has no token for (BPE without unk token or byte fallback), and the tokenizer's offsets after a dropped
     character are wrong: once sizes have not added up, every chunk is encoded as a text of its own (exact, slower).
-    `newline_cuts`: the counter cuts before lone newlines (see `_layout`). `ascii_tok`: (tokenizer, lower) that
-    encodes plain-ASCII texts as `tok` does, without its normalizer (`tokenizer.ascii_tokenizer`).
+    `newline_cuts`: the counter cuts before lone newlines; `punctuation`: (256,) bool, the bytes it cuts before
+    after an ASCII letter or digit (see `_layout`). `ascii_tok`: (tokenizer, lower) that encodes plain-ASCII texts
+    as `tok` does, without its normalizer (`tokenizer.ascii_tokenizer`).
     """
 
     def __init__(
@@ -117,15 +117,16 @@ class ChunkEncoder:
         drops: bool = False,
         newline_cuts: str | None = None,
         ascii_tok: tuple[Any, bool] | None = None,
+        punctuation: np.ndarray | None = None,
     ) -> None:
         self.tok, self.token_bytes, self.token_chars, self.crossed = tok, token_bytes, token_chars, crossed
         self.drops, self.alone, self.newline_cuts = drops, False, newline_cuts
-        self.ascii_tok = ascii_tok
+        self.ascii_tok, self.punctuation = ascii_tok, punctuation
 
     def encode(self, chunks: Chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, starts, lengths): chunk j's ids are ids[starts[j]:starts[j] + lengths[j]]."""
         n = len(chunks)
-        order, firsts = _layout(chunks, self.newline_cuts)
+        order, firsts = _layout(chunks, self.newline_cuts, self.punctuation)
         if self.alone:  # one chunk per text: each text's tokens are its chunk's, whatever the offsets say
             firsts = np.arange(n)
         lengths = chunks.lengths[order]  # (n,) bytes, in text order
@@ -187,15 +188,18 @@ def _decode(raw: bytes, bounds: np.ndarray) -> list[str]:
     return [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip([0, *ends[:-1]], ends)]
 
 
-def _layout(chunks: Chunks, newline_cuts: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _layout(
+    chunks: Chunks, newline_cuts: str | None = None, punctuation: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(order, firsts): the chunks in text order, and where in that order each text starts. A leader first (a chunk
     that does not start with a space), then every n_texts-th glue chunk (one that starts with a space); chunks ending
-    in whitespace alone at the end. With `newline_cuts` (`tokenizer.newline_cuts`), a chunk that starts with a
-    newline then a non-whitespace character (`chunks.split_lone_newlines`' parts) is glue ("any"), or ("alnum")
-    follows a chunk that ends in an ASCII letter or digit, one such chunk each, and leads a text of its own when
-    none is left. Each text costs the tokenizer ~6 us more than its characters (ad hoc, GPT-2's byte-level BPE,
-    one word per text against 256): kjv-bpe-8k's chunks of the Heaps corpus in benchmarks/analyze_throughput.py led
-    ~130K texts before newline chunks were glued."""
+    in whitespace alone at the end. With `newline_cuts` (`cuts.newline_cuts`), a chunk that starts with a
+    newline then a non-whitespace character (`chunks.split_lone_newlines`' parts) is glue ("any"), or ("alnum") a
+    guest: it follows a chunk that ends in an ASCII letter or digit (a host), one guest each, and leads a text of its
+    own when no host is left. A chunk that starts with a byte of `punctuation` (`cuts.punctuation_cuts`) and does
+    not end in whitespace is a guest too. Each text costs the tokenizer ~6 us more than its characters (ad hoc,
+    GPT-2's byte-level BPE, one word per text against 256): kjv-bpe-8k's chunks of the Heaps corpus in
+    benchmarks/analyze_throughput.py led ~130K texts before newline chunks were glued."""
     n, data = len(chunks), chunks.data
     last = data[chunks.starts + chunks.lengths - 1] if n else np.zeros(0, np.uint8)
     alone = _WS_BYTE[last]
@@ -211,7 +215,9 @@ def _layout(chunks: Chunks, newline_cuts: str | None = None) -> tuple[np.ndarray
             glue |= lone_newline
         else:
             after = lone_newline
-    hosts, guests = np.flatnonzero(~alone & ~after & _ALNUM_BYTE[last]), np.flatnonzero(after)
+    if punctuation is not None and n:
+        after |= ~alone & punctuation[first]
+    hosts, guests = np.flatnonzero(~alone & ~after & ALNUM_BYTE[last]), np.flatnonzero(after)
     k = min(hosts.size, guests.size)  # the k-th guest (a newline chunk) follows the k-th host
     after[guests[k:]] = False  # those left lead texts of their own
     hosts, guests = hosts[:k], guests[:k]

@@ -25,14 +25,17 @@ parser does not know makes the regex unsafe.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 
 # The classes of characters the analysis tells apart: letters, numbers, other non-whitespace; the space, the
-# newline, other whitespace.
-L, N, P, SPACE, NL, WS = "L", "N", "P", " ", "\n", "ws"
-ALL = frozenset({L, N, P, SPACE, NL, WS})
-NONWS = frozenset({L, N, P})
+# newline, other whitespace; and Q, the one punctuation character a `punctuation_safety` run studies (that run
+# holds it in Q alone, never in P).
+L, N, P, SPACE, NL, WS, Q = "L", "N", "P", " ", "\n", "ws", "Q"
+ALL = frozenset({L, N, P, SPACE, NL, WS, Q})
+NONWS = frozenset({L, N, P, Q})
+SINGLES = (SPACE, NL, Q)  # the classes of one character each: a position may surely match them
 # Unicode general categories and scripts: the classes they may hold, and those they hold all of (for negation).
 _CATEGORY_CLASSES: dict[str, tuple[frozenset, frozenset]] = {
     **{c: (frozenset({L}), frozenset()) for c in ("Lu", "Ll", "Lt", "Lm", "Lo")},
@@ -92,6 +95,9 @@ class Node:
     zero_width: bool = False  # is a lookahead
     ahead: frozenset = frozenset()  # the classes its lookaheads' characters may hold
     possessive: bool = False  # holds a possessive quantifier (no backtracking: "\n*+\n" never matches "\n")
+    # (class, class): a lookahead after a character of the first class may see one of the second; a lookahead with
+    # nothing of its sequence before it is paired with every class (conservative: a group may sit after anything)
+    ahead_after: frozenset = frozenset()
 
 
 _EMPTY = Node(frozenset(), frozenset(), True, frozenset(), frozenset())
@@ -102,10 +108,12 @@ def _char(cs: CharSet) -> Node:
 
 
 def _concat(items: list[Node]) -> Node:
-    out = _EMPTY
+    out, ahead_after = _EMPTY, frozenset().union(*(n.ahead_after for n in items))
     for n in items:
-        if n.zero_width:
-            continue  # a lookahead matches nothing (its classes are checked by the verdicts)
+        if n.zero_width:  # a lookahead matches nothing (its classes are checked by the verdicts)
+            before = ALL if out.nullable else out.last
+            ahead_after |= {(a, b) for a in before for b in n.ahead}
+            continue
         pairs = out.pairs | n.pairs | {(a, b) for a in out.last for b in n.first}
         first = out.first | (n.first if out.nullable else frozenset())
         last = n.last | (out.last if n.nullable else frozenset())
@@ -115,12 +123,12 @@ def _concat(items: list[Node]) -> Node:
     # one item matches the character alone and all the others may match nothing (and do: no possessive)
     lone = frozenset(
         c
-        for c in (SPACE, NL)
+        for c in SINGLES
         if not (lookahead or possessive)
         and any(c in n.lone and all(m.nullable for m in items if m is not n) for n in items)
     )
     ahead = frozenset().union(*(n.ahead for n in items))
-    return Node(out.first, out.last, out.nullable, out.pairs, lone, lookahead, False, ahead, possessive)
+    return Node(out.first, out.last, out.nullable, out.pairs, lone, lookahead, False, ahead, possessive, ahead_after)
 
 
 def _alternation(nodes: list[Node]) -> Node:
@@ -134,6 +142,7 @@ def _alternation(nodes: list[Node]) -> Node:
         False,
         frozenset().union(*(n.ahead for n in nodes)),
         any(n.possessive for n in nodes),
+        frozenset().union(*(n.ahead_after for n in nodes)),
     )
 
 
@@ -144,14 +153,15 @@ def _repeat(n: Node, lo: int, hi: int | None, possessive: bool = False) -> Node:
     pairs = n.pairs | ({(a, b) for a in n.last for b in n.first} if many else frozenset())
     lone = n.lone if lo <= 1 and (hi is None or hi >= 1) and not possessive else frozenset()
     possessive = possessive or n.possessive
-    return Node(n.first, n.last, n.nullable or lo == 0, frozenset(pairs), lone, n.lookahead, False, n.ahead, possessive)
+    nullable, ahead_after = n.nullable or lo == 0, n.ahead_after
+    return Node(n.first, n.last, nullable, frozenset(pairs), lone, n.lookahead, False, n.ahead, possessive, ahead_after)
 
 
 class _Parser:
     """A recursive-descent parser of the regex subset tokenizers' pre-tokenizers use."""
 
-    def __init__(self, pattern: str) -> None:
-        self.s, self.i = pattern, 0
+    def __init__(self, pattern: str, cut: str | None = None) -> None:
+        self.s, self.i, self.cut = pattern, 0, cut  # cut: the character held in class Q
 
     def peek(self, k: int = 0) -> str:
         return self.s[self.i + k] if self.i + k < len(self.s) else ""
@@ -208,7 +218,7 @@ class _Parser:
             return _char(self.char_class())
         if c == ".":
             self.i += 1
-            return _char(CharSet(ALL, frozenset({SPACE})))
+            return _char(CharSet(ALL, frozenset({SPACE, Q})))
         if c == "\\":
             return _char(self.escape(in_class=False))
         if c in "^$":
@@ -216,7 +226,7 @@ class _Parser:
         if c in "*+?{" and not (c == "{" and self._brace() is None):
             raise Unsafe(f"quantifier {c!r} with nothing before it")
         self.i += 1
-        return _char(_literal(c))
+        return _char(self.literal(c))
 
     def group(self) -> Node:
         self.i += 1
@@ -270,16 +280,16 @@ class _Parser:
                 member, lo = self.escape(in_class=True), None
             else:
                 lo = self._next()
-                member = _literal(lo)
+                member = self.literal(lo)
             if self.peek() == "-" and self.peek(1) not in ("]", ""):
                 self.i += 1
                 if lo is None or self.peek() == "\\":
                     raise Unsafe("a range with an escaped bound")
-                member = _range(lo, self._next())
+                member = self.range(lo, self._next())
             members.append(member)
         may = frozenset().union(*(m.may for m in members))
-        if negated:  # every class but those its members hold all of; surely the space or newline none may hold
-            return CharSet(ALL - frozenset().union(*(m.full for m in members)), frozenset({SPACE, NL}) - may, ALL - may)
+        if negated:  # every class but those its members hold all of; surely the single ones none may hold
+            return CharSet(ALL - frozenset().union(*(m.full for m in members)), frozenset(SINGLES) - may, ALL - may)
         sure = frozenset().union(*(m.sure for m in members))
         return CharSet(may, sure, frozenset().union(*(m.full for m in members)))
 
@@ -292,15 +302,19 @@ class _Parser:
         self.i += 1
         c = self._next()
         if c in "pP":
-            may, full = _CATEGORY_CLASSES.get(self._property(), (ALL, frozenset()))
+            name = self._property()
+            may, full = _CATEGORY_CLASSES.get(name, (ALL, frozenset()))  # scripts, unknown names: Q in may
+            if self.cut is not None and name in _categories(self.cut):  # Q is one character: holding it, all of Q
+                may, full = may | {Q}, full | {Q}
             if c == "P":  # every class it does not hold all of
-                return CharSet(ALL - full, frozenset({SPACE, NL}) - may, ALL - may)
-            return CharSet(may, frozenset({SPACE, NL}) & full, full)
+                return CharSet(ALL - full, frozenset(SINGLES) - may, ALL - may)
+            return CharSet(may, frozenset(SINGLES) & full, full)
         ws = frozenset({SPACE, NL, WS})
+        word = NONWS if self.cut == "_" else frozenset({L, N, P})  # \w: letters, marks, digits, connectors ("_")
         table = {
-            "s": CharSet(ws, frozenset({SPACE, NL}), ws), "S": CharSet(NONWS, frozenset(), NONWS),
-            "d": CharSet(frozenset({N})), "D": CharSet(ALL, frozenset({SPACE, NL}), ALL - {N}),
-            "w": CharSet(NONWS, frozenset(), frozenset({L})), "W": CharSet(ALL - {L}, frozenset({SPACE, NL}), ws),
+            "s": CharSet(ws, frozenset({SPACE, NL}), ws), "S": CharSet(NONWS, frozenset({Q}), NONWS),
+            "d": CharSet(frozenset({N})), "D": CharSet(ALL, frozenset(SINGLES), ALL - {N}),
+            "w": CharSet(word, frozenset(), frozenset({L})), "W": CharSet(ALL - {L}, frozenset(SINGLES) - word, ws),
             "r": CharSet(frozenset({WS})), "n": CharSet(frozenset({NL}), frozenset({NL}), frozenset({NL})),
             "t": CharSet(frozenset({WS})), "f": CharSet(frozenset({WS})), "v": CharSet(frozenset({WS})),
         }  # fmt: skip
@@ -310,7 +324,24 @@ class _Parser:
             raise Unsafe(f"anchor \\{c}")
         if c.isdigit() or c.isalpha() or c == "":
             raise Unsafe(f"escape \\{c}")
-        return _literal(c)  # an escaped punctuation character stands for itself
+        return self.literal(c)  # an escaped punctuation character stands for itself
+
+    def class_of(self, c: str) -> str:
+        return Q if c == self.cut else _class_of(c)
+
+    def literal(self, c: str) -> CharSet:
+        single = frozenset({self.class_of(c)}) & set(SINGLES)
+        return CharSet(frozenset({self.class_of(c)}), single, single)
+
+    def range(self, lo: str, hi: str) -> CharSet:
+        if ord(lo) > ord(hi):
+            raise Unsafe(f"range {lo}-{hi}")
+        holds = [c for c in (SPACE, NL, self.cut) if c is not None and ord(lo) <= ord(c) <= ord(hi)]
+        single = frozenset(map(self.class_of, holds))
+        if ord(hi) - ord(lo) >= 0x10000:  # not worth enumerating
+            return CharSet(frozenset({L, N, P, WS}) | single, single, single)
+        chars = map(chr, range(ord(lo), ord(hi) + 1))
+        return CharSet(frozenset(map(self.class_of, chars)), single, single)
 
     def _property(self) -> str:
         if self.take("{"):
@@ -334,18 +365,10 @@ def _class_of(c: str) -> str:
     return L if category[0] == "L" else N if category[0] == "N" else P
 
 
-def _literal(c: str) -> CharSet:
-    single = frozenset({c}) & {SPACE, NL}
-    return CharSet(frozenset({_class_of(c)}), single, single)
-
-
-def _range(lo: str, hi: str) -> CharSet:
-    if ord(lo) > ord(hi):
-        raise Unsafe(f"range {lo}-{hi}")
-    single = frozenset(c for c in (SPACE, NL) if ord(lo) <= ord(c) <= ord(hi))
-    if ord(hi) - ord(lo) >= 0x10000:  # not worth enumerating
-        return CharSet(frozenset({L, N, P, WS}) | single, single, single)
-    return CharSet(frozenset(map(_class_of, map(chr, range(ord(lo), ord(hi) + 1)))), single, single)
+def _categories(c: str) -> tuple[str, str]:
+    """The general categories that hold c: its own ("Po") and its major class ("P")."""
+    category = unicodedata.category(c)
+    return category, category[0]
 
 
 def split_safety(pattern: str) -> tuple[bool, bool, str]:
@@ -360,9 +383,20 @@ def newline_safety(pattern: str) -> tuple[bool, bool, str]:
     return _verdict(pattern, frozenset({L, N}), NL, ("a letter or digit", "newline"))
 
 
-def _verdict(pattern: str, before: frozenset, char: str, names: tuple[str, str]) -> tuple[bool, bool, str]:
+@functools.lru_cache(maxsize=64)
+def punctuation_safety(pattern: str, char: str) -> tuple[bool, bool, str]:
+    """(respects, cuts, reason) of a Split regex for cuts before the punctuation character `char` where it follows a
+    letter or digit ("earth," -> "earth", ","): the same conditions, `char` in a class of its own, and a lookahead
+    may see it only where the character before cannot be a letter or digit (`\\s+(?!\\S)` sees it after whitespace,
+    never at such a cut)."""
+    return _verdict(pattern, frozenset({L, N}), Q, ("a letter or digit", repr(char)), cut=char)
+
+
+def _verdict(
+    pattern: str, before: frozenset, char: str, names: tuple[str, str], cut: str | None = None
+) -> tuple[bool, bool, str]:
     """(respects, cuts, reason) for cuts before `char` where it follows a character of the classes `before`."""
-    parser = _Parser(pattern)
+    parser = _Parser(pattern, cut)
     try:
         node, branches = parser.alternation()
         if parser.i != len(pattern):
@@ -372,7 +406,7 @@ def _verdict(pattern: str, before: frozenset, char: str, names: tuple[str, str])
     first, name = names
     if node.nullable:
         return False, False, "it may match the empty string"
-    if char in node.ahead:
+    if (char in node.ahead) if cut is None else any((x, char) in node.ahead_after for x in before):
         return False, False, f"a lookahead may see the {name} after a piece"
     if any((x, char) in node.pairs for x in before):
         return False, False, f"an alternative may match {first} followed by a {name}"

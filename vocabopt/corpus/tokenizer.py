@@ -33,14 +33,14 @@ from typing import Any
 from ..errors import TokenizerError
 from . import spm
 from .formats import FORMATS, add_config_tokens, detect, read_ranks, tekken_parts, tiktoken_json, tiktoken_pattern
-from .regex_safety import newline_safety, split_safety
+from .regex_safety import split_safety
 from .words import WORD_UNK
 
 # Normalizers that act on each character independently (never across a space), so cutting the raw text at a space
 # gives the same normalized pieces. BertNormalizer may delete control characters, so it is safe only with
 # pre-tokenizers that drop whitespace.
 _LOCAL_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Nmt"}
-_WS_DROPPING = {"Whitespace", "WhitespaceSplit", "BertPreTokenizer"}
+WS_DROPPING = {"Whitespace", "WhitespaceSplit", "BertPreTokenizer"}
 _PIECE_LOCAL = {"Punctuation", "Digits", "Whitespace", "WhitespaceSplit", "BertPreTokenizer"}
 
 
@@ -221,10 +221,10 @@ def choose_path(config: dict) -> tuple[str, str]:
         )
     if pre is None:  # one pre-token per sequence: nothing repeats to count once
         return "encode", "the pre-tokenizer does not split a sequence: counted by plain encoding"
-    splitter = _splitter_kind(pre)
+    splitter = splitter_kind(pre)
     if splitter is None:
         return "pretokens", f"pre-tokenizer {pre.get('type')} may not split at spaces{_unsafe_split_reason(pre)}"
-    if not _normalizer_local(norm, allow_deleting=splitter == "drops"):
+    if not normalizer_local(norm, allow_deleting=splitter == "drops"):
         return "pretokens", f"normalizer {(norm or {}).get('type')} is not character-local"
     return "chunks", f"{pre.get('type')} splits before spaces"
 
@@ -311,46 +311,6 @@ def unsplit_metaspace_builds() -> bool:
     return (major, minor) >= (0, 19)
 
 
-def newline_cuts(config: dict) -> str | None:
-    """Where the chunk path may also cut a text before a lone newline, one between two non-whitespace characters
-    ("x\ny" -> "x", "\ny"): after any non-whitespace character ("any"), after an ASCII letter or digit only
-    ("alnum"), or nowhere (None).
-
-    "any": pre-tokenizers that drop whitespace (BERT's, Whitespace: the newline is a separator, as a space is), and
-    GPT-2's byte-level one alone (its own regex, no prefix space, no normalizer). GPT-2's regex
-    `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+` has no match holding a
-    non-whitespace character followed by whitespace, no lookbehind or anchor, and its one lookahead sits after
-    whitespace: so a match ends at x, the next one starts at the newline, and every match is the same in the text
-    and in its two parts. A prefix space would be added to "\ny".
-    "alnum": Split regexes (cl100k, o200k, tekken ...: they join punctuation to a newline after it, "." + "\n")
-    that `regex_safety.newline_safety` proves cut there, in a Sequence of such Splits and byte-level mapping
-    without prefix space, and no normalizer. ASCII letters and digits only: Python's Unicode tables and the
-    tokenizer's may class a rare character differently.
-    """
-    pre, norm = config.get("pre_tokenizer") or {}, config.get("normalizer")
-    if pre.get("type") in _WS_DROPPING:
-        return "any" if _normalizer_local(norm, allow_deleting=True) else None
-    if (
-        norm is None
-        and pre.get("type") == "ByteLevel"
-        and pre.get("use_regex", True) is True
-        and pre.get("add_prefix_space", True) is False
-        and (config.get("model") or {}).get("type") == "BPE"
-    ):
-        return "any"
-    members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
-    cuts = False
-    for k, m in enumerate(members):
-        if m.get("type") == "Split":
-            split, _ = _split_kind(m, newline_safety)
-            if split is None or _after_byte_level(members, k):
-                return None
-            cuts = cuts or split == "cuts"
-        elif m.get("type") != "ByteLevel" or m.get("use_regex", True) or m.get("add_prefix_space", True):
-            return None
-    return "alnum" if cuts and norm is None and _splitter_kind(pre) is not None else None  # and spaces cut
-
-
 def ascii_normalizer(config: dict) -> tuple[dict, bool] | None:
     """(config, lower): `config` without its normalizer and added tokens, and whether to lowercase a text first,
     such that the two tokenize the same every plain-ASCII text (no control character but \\t \\n \\r:
@@ -370,7 +330,7 @@ def ascii_normalizer(config: dict) -> tuple[dict, bool] | None:
     for step in steps:
         kind = step.get("type")
         if kind == "BertNormalizer":
-            if step.get("clean_text", True) and (config.get("pre_tokenizer") or {}).get("type") not in _WS_DROPPING:
+            if step.get("clean_text", True) and (config.get("pre_tokenizer") or {}).get("type") not in WS_DROPPING:
                 return None
             lower = lower or step.get("lowercase", True)
         elif kind == "Lowercase":
@@ -386,23 +346,23 @@ def leading_space_whole(config: dict) -> bool:
     return restated is not None and restated["pre_tokenizer"]["prepend_scheme"] == "always"
 
 
-def _splitter_kind(pre: dict) -> str | None:
+def splitter_kind(pre: dict) -> str | None:
     """'drops' (splits at whitespace and drops it), 'prefix' (keeps a space on the next piece) or None (unsafe)."""
     kind = pre.get("type")
-    if kind in _WS_DROPPING:
+    if kind in WS_DROPPING:
         return "drops"
     if kind == "ByteLevel" and pre.get("use_regex", True):
         return "prefix"
     if kind == "Metaspace" and pre.get("split", True):
         return "prefix"
     if kind == "Split":
-        return "prefix" if _split_kind(pre)[0] == "cuts" else None
+        return "prefix" if split_kind(pre)[0] == "cuts" else None
     if kind == "Sequence":
         return _sequence_kind(pre.get("pretokenizers") or [])
     return None
 
 
-def _split_kind(pre: dict, safety=split_safety) -> tuple[str | None, str]:
+def split_kind(pre: dict, safety=split_safety) -> tuple[str | None, str]:
     """('cuts' | 'respects' | None, reason) of a Split pre-tokenizer for the cut `safety` judges (see
     `regex_safety`: `split_safety` before spaces, `newline_safety` before newlines)."""
     regex = (pre.get("pattern") or {}).get("Regex")
@@ -419,12 +379,12 @@ def _sequence_kind(members: list[dict]) -> str | None:
     for k, m in enumerate(members):
         kind = m.get("type")
         if kind == "Split":
-            split, _ = _split_kind(m)
-            if split is None or _after_byte_level(members, k):
+            split, _ = split_kind(m)
+            if split is None or after_byte_level(members, k):
                 return None
             found = found or ("prefix" if split == "cuts" else None)
         elif k == 0:
-            found = _splitter_kind(m)
+            found = splitter_kind(m)
             if found is None:
                 return None
         elif kind not in _PIECE_LOCAL and kind != "ByteLevel":
@@ -432,7 +392,7 @@ def _sequence_kind(members: list[dict]) -> str | None:
     return found
 
 
-def _after_byte_level(members: list[dict], k: int) -> bool:
+def after_byte_level(members: list[dict], k: int) -> bool:
     """Whether members[k] sees the text after a ByteLevel member's mapping (" " -> "Ġ", "\n" -> "Ċ": letters to
     a regex, which the analysis of the raw text does not cover)."""
     return any(m.get("type") == "ByteLevel" for m in members[:k])
@@ -443,18 +403,18 @@ def _unsafe_split_reason(pre: dict) -> str:
     members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
     for m in members:
         if m.get("type") == "Split":
-            split, reason = _split_kind(m)
+            split, reason = split_kind(m)
             if split is None:
                 return f": its Split regex is not cut-safe ({reason})"
     return ""
 
 
-def _normalizer_local(norm: dict | None, allow_deleting: bool) -> bool:
+def normalizer_local(norm: dict | None, allow_deleting: bool) -> bool:
     if norm is None:
         return True
     kind = norm.get("type")
     if kind == "Sequence":
-        return all(_normalizer_local(n, allow_deleting) for n in norm.get("normalizers") or [])
+        return all(normalizer_local(n, allow_deleting) for n in norm.get("normalizers") or [])
     if kind == "BertNormalizer":
         return allow_deleting
     if kind == "Replace":

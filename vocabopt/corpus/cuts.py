@@ -1,0 +1,93 @@
+"""Cuts: where the chunk path may cut a text besides before its spaces, judged from a tokenizer's config.
+
+Job: the other places where cutting a text leaves its tokens unchanged, for the counters (vocabopt.corpus.counters)
+and the layout of chunks end to end (vocabopt.corpus.locate). Inputs: a tokenizer's JSON config. Outputs:
+`newline_cuts` (before a lone newline: after any non-whitespace character, after an ASCII letter or digit, or
+nowhere) and `punctuation_cuts` (the ASCII punctuation characters before which a text may be cut where an ASCII
+letter or digit comes before them). The regexes themselves are judged by `regex_safety`.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+
+from .regex_safety import newline_safety, punctuation_safety
+from .tokenizer import WS_DROPPING, after_byte_level, normalizer_local, split_kind, splitter_kind
+
+# GPT-2's byte-level pre-tokenizer (use_regex) splits with this regex (tests check it against the tokenizers library)
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+PUNCTUATION = string.punctuation  # the ASCII punctuation characters: !"#$%&'()*+,-./:;<=>?@[\]^_`{|}~
+
+
+def newline_cuts(config: dict) -> str | None:
+    """Where the chunk path may also cut a text before a lone newline, one between two non-whitespace characters
+    ("x\\ny" -> "x", "\\ny"): after any non-whitespace character ("any"), after an ASCII letter or digit only
+    ("alnum"), or nowhere (None).
+
+    "any": pre-tokenizers that drop whitespace (BERT's, Whitespace: the newline is a separator, as a space is), and
+    GPT-2's byte-level one alone (its own regex, no prefix space, no normalizer). GPT-2's regex (GPT2_PATTERN) has
+    no match holding a non-whitespace character followed by whitespace, no lookbehind or anchor, and its one
+    lookahead sits after whitespace: so a match ends at x, the next one starts at the newline, and every match is
+    the same in the text and in its two parts. A prefix space would be added to "\\ny".
+    "alnum": Split regexes (cl100k, o200k, tekken ...: they join punctuation to a newline after it, "." + "\\n")
+    that `regex_safety.newline_safety` proves cut there, in a Sequence of such Splits and byte-level mapping
+    without prefix space, and no normalizer. ASCII letters and digits only: Python's Unicode tables and the
+    tokenizer's may class a rare character differently.
+    """
+    pre, norm = config.get("pre_tokenizer") or {}, config.get("normalizer")
+    if pre.get("type") in WS_DROPPING:
+        return "any" if normalizer_local(norm, allow_deleting=True) else None
+    if _gpt2_byte_level(config):
+        return "any"
+    return "alnum" if _splits_cut(config, newline_safety) else None
+
+
+def punctuation_cuts(config: dict) -> str:
+    """The ASCII punctuation characters before which the chunk path may also cut a text where an ASCII letter or
+    digit comes before them ("earth," -> "earth", ","); "" for none.
+
+    BERT's pre-tokenizer makes each punctuation character a piece of its own (behind a character-local normalizer):
+    all of them. GPT-2's byte-level pre-tokenizer (as for `newline_cuts`, its regex GPT2_PATTERN) and Split regexes
+    (as for `newline_cuts`'s "alnum"): those for which `regex_safety.punctuation_safety` proves the cut (o200k's
+    contractions join "'" to the letters before it: not "'"). Where it holds, a chunk that starts with the character
+    tokenizes after any chunk ending in an ASCII letter or digit as it does in the text, so "earth," "earth." and
+    "earth;" are one chunk " earth" and a few short ones (kjv.txt's distinct whitespace words: 29K words of 213K
+    characters; cut so, 14K of 98K).
+    """
+    pre, norm = config.get("pre_tokenizer") or {}, config.get("normalizer")
+    if pre.get("type") == "BertPreTokenizer":
+        return PUNCTUATION if normalizer_local(norm, allow_deleting=True) else ""
+    if _gpt2_byte_level(config):
+        return "".join(c for c in PUNCTUATION if punctuation_safety(GPT2_PATTERN, c)[:2] == (True, True))
+    return "".join(c for c in PUNCTUATION if _splits_cut(config, lambda regex, c=c: punctuation_safety(regex, c)))
+
+
+def _gpt2_byte_level(config: dict) -> bool:
+    """GPT-2's byte-level BPE as it ships: its regex, no prefix space, no normalizer."""
+    pre = config.get("pre_tokenizer") or {}
+    return (
+        config.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True) is True
+        and pre.get("add_prefix_space", True) is False
+        and (config.get("model") or {}).get("type") == "BPE"
+    )
+
+
+def _splits_cut(config: dict, safety: Callable[[str], tuple[bool, bool, str]]) -> bool:
+    """Whether a pre-tokenizer of Split regexes (alone, or in a Sequence with byte-level mapping without prefix
+    space), with no normalizer, cuts where `safety` judges: every Split respects the cut, one makes it, and the
+    chunk path's own cut before spaces holds."""
+    pre = config.get("pre_tokenizer") or {}
+    members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
+    cuts = False
+    for k, m in enumerate(members):
+        if m.get("type") == "Split":
+            split, _ = split_kind(m, safety)
+            if split is None or after_byte_level(members, k):
+                return False
+            cuts = cuts or split == "cuts"
+        elif m.get("type") != "ByteLevel" or m.get("use_regex", True) or m.get("add_prefix_space", True):
+            return False
+    return cuts and config.get("normalizer") is None and splitter_kind(pre) is not None
