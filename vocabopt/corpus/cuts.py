@@ -13,7 +13,7 @@ import string
 from collections.abc import Callable
 
 from .regex_safety import newline_safety, punctuation_safety
-from .tokenizer import WS_DROPPING, after_byte_level, normalizer_local, split_kind, splitter_kind
+from .tokenizer import WS_DROPPING, after_byte_level, normalizer_local, splitter_kind
 
 # GPT-2's byte-level pre-tokenizer (use_regex) splits with this regex (tests check it against the tokenizers library)
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -40,7 +40,8 @@ def newline_cuts(config: dict) -> str | None:
         return "any" if normalizer_local(norm, allow_deleting=True) else None
     if _gpt2_byte_level(config):
         return "any"
-    return "alnum" if _splits_cut(config, newline_safety) else None
+    regexes = _split_regexes(config)
+    return "alnum" if regexes and _all_cut(regexes, newline_safety) else None
 
 
 def punctuation_cuts(config: dict) -> str:
@@ -58,9 +59,10 @@ def punctuation_cuts(config: dict) -> str:
     pre, norm = config.get("pre_tokenizer") or {}, config.get("normalizer")
     if pre.get("type") == "BertPreTokenizer":
         return PUNCTUATION if normalizer_local(norm, allow_deleting=True) else ""
-    if _gpt2_byte_level(config):
-        return "".join(c for c in PUNCTUATION if punctuation_safety(GPT2_PATTERN, c)[:2] == (True, True))
-    return "".join(c for c in PUNCTUATION if _splits_cut(config, lambda regex, c=c: punctuation_safety(regex, c)))
+    regexes = [GPT2_PATTERN] if _gpt2_byte_level(config) else _split_regexes(config)
+    return "".join(
+        c for c in PUNCTUATION if regexes and _all_cut(regexes, lambda regex, c=c: punctuation_safety(regex, c))
+    )
 
 
 def _gpt2_byte_level(config: dict) -> bool:
@@ -75,19 +77,24 @@ def _gpt2_byte_level(config: dict) -> bool:
     )
 
 
-def _splits_cut(config: dict, safety: Callable[[str], tuple[bool, bool, str]]) -> bool:
-    """Whether a pre-tokenizer of Split regexes (alone, or in a Sequence with byte-level mapping without prefix
-    space), with no normalizer, cuts where `safety` judges: every Split respects the cut, one makes it, and the
-    chunk path's own cut before spaces holds."""
+def _split_regexes(config: dict) -> list[str] | None:
+    """The regexes of a pre-tokenizer of Split regexes (alone, or in a Sequence with byte-level mapping without
+    prefix space, none after it), with no normalizer, where the chunk path's own cut before spaces holds; else None."""
     pre = config.get("pre_tokenizer") or {}
     members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
-    cuts = False
+    regexes = []
     for k, m in enumerate(members):
         if m.get("type") == "Split":
-            split, _ = split_kind(m, safety)
-            if split is None or after_byte_level(members, k):
-                return False
-            cuts = cuts or split == "cuts"
+            regex = (m.get("pattern") or {}).get("Regex")
+            if regex is None or m.get("behavior") != "Isolated" or m.get("invert") or after_byte_level(members, k):
+                return None
+            regexes.append(regex)
         elif m.get("type") != "ByteLevel" or m.get("use_regex", True) or m.get("add_prefix_space", True):
-            return False
-    return cuts and config.get("normalizer") is None and splitter_kind(pre) is not None
+            return None
+    return regexes if config.get("normalizer") is None and splitter_kind(pre) is not None else None
+
+
+def _all_cut(regexes: list[str], safety: Callable[[str], tuple[bool, bool, str]]) -> bool:
+    """Whether every regex respects the cut `safety` judges and one makes it."""
+    verdicts = [safety(regex)[:2] for regex in regexes]
+    return all(respects for respects, _ in verdicts) and any(cuts for _, cuts in verdicts)

@@ -371,12 +371,14 @@ def _categories(c: str) -> tuple[str, str]:
     return category, category[0]
 
 
+@functools.lru_cache(maxsize=64)
 def split_safety(pattern: str) -> tuple[bool, bool, str]:
     """(respects, cuts, reason) of a Split regex for cuts before a space that follows a non-space: see the module
     docstring. Unknown constructs: (False, False, why)."""
     return _verdict(pattern, NONWS, SPACE, ("a non-space", "space"))
 
 
+@functools.lru_cache(maxsize=64)
 def newline_safety(pattern: str) -> tuple[bool, bool, str]:
     """(respects, cuts, reason) of a Split regex for cuts before a newline that follows a letter or digit (the
     same conditions, with the newline for the space and letters and digits for the non-space before it)."""

@@ -153,9 +153,7 @@ def _share(canonical: str, tok) -> None:
 def shared_tokenizer(spec: TokenizerSpec, restated: bool = False):
     """The tokenizer of `spec`, parsed once per process and shared: callers only encode and read it. `restated`: the
     tokenizer of its config as `restated_metaspace` gives it (the tokenizer itself where there is none)."""
-    canonical = spec.json
-    if restated and (config := restated_metaspace(config_of(spec.json))) is not None:
-        canonical = json.dumps(config, ensure_ascii=False)
+    canonical = (_restated_json(spec.json) or spec.json) if restated else spec.json
     if canonical not in _SHARED:
         _share(canonical, _from_str(canonical, spec.name))
     return _SHARED[canonical]
@@ -165,16 +163,27 @@ def ascii_tokenizer(spec: TokenizerSpec) -> tuple[Any, bool] | None:
     """(tokenizer, lower) for plain-ASCII texts on the chunk path: the restated tokenizer (`shared_tokenizer`)
     without the normalizer `ascii_normalizer` finds harmless there, texts lowercased first where it lowercases
     (shared); None where there is no such normalizer."""
-    restated = config_of(spec.json)
-    restated = restated_metaspace(restated) or restated
-    found = ascii_normalizer(restated)
+    found = _ascii_json(spec.json)
     if found is None:
         return None
-    config, lower = found
-    canonical = json.dumps(config, ensure_ascii=False)
+    canonical, lower = found
     if canonical not in _SHARED:
         _share(canonical, _from_str(canonical, spec.name))
     return _SHARED[canonical], lower
+
+
+# The derived configs' JSON, made once per process (a 32K-piece Unigram's took ~13 ms to write, each analyze call)
+@functools.lru_cache(maxsize=4)
+def _restated_json(canonical: str) -> str | None:
+    config = restated_metaspace(config_of(canonical))
+    return None if config is None else json.dumps(config, ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _ascii_json(canonical: str) -> tuple[str, bool] | None:
+    restated = config_of(canonical)
+    found = ascii_normalizer(restated_metaspace(restated) or restated)
+    return None if found is None else (json.dumps(found[0], ensure_ascii=False), found[1])
 
 
 def is_shared(tok: Any) -> bool:
@@ -356,19 +365,19 @@ def splitter_kind(pre: dict) -> str | None:
     if kind == "Metaspace" and pre.get("split", True):
         return "prefix"
     if kind == "Split":
-        return "prefix" if split_kind(pre)[0] == "cuts" else None
+        return "prefix" if _split_kind(pre)[0] == "cuts" else None
     if kind == "Sequence":
         return _sequence_kind(pre.get("pretokenizers") or [])
     return None
 
 
-def split_kind(pre: dict, safety=split_safety) -> tuple[str | None, str]:
-    """('cuts' | 'respects' | None, reason) of a Split pre-tokenizer for the cut `safety` judges (see
-    `regex_safety`: `split_safety` before spaces, `newline_safety` before newlines)."""
+def _split_kind(pre: dict) -> tuple[str | None, str]:
+    """('cuts' | 'respects' | None, reason) of a Split pre-tokenizer for the cut before spaces
+    (`regex_safety.split_safety`)."""
     regex = (pre.get("pattern") or {}).get("Regex")
     if regex is None or pre.get("behavior") != "Isolated" or pre.get("invert"):
         return None, "a Split other than an isolated regex"
-    respects, cuts, reason = safety(regex)
+    respects, cuts, reason = split_safety(regex)
     return ("cuts" if cuts else "respects") if respects else None, reason
 
 
@@ -379,7 +388,7 @@ def _sequence_kind(members: list[dict]) -> str | None:
     for k, m in enumerate(members):
         kind = m.get("type")
         if kind == "Split":
-            split, _ = split_kind(m)
+            split, _ = _split_kind(m)
             if split is None or after_byte_level(members, k):
                 return None
             found = found or ("prefix" if split == "cuts" else None)
@@ -403,7 +412,7 @@ def _unsafe_split_reason(pre: dict) -> str:
     members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
     for m in members:
         if m.get("type") == "Split":
-            split, reason = split_kind(m)
+            split, reason = _split_kind(m)
             if split is None:
                 return f": its Split regex is not cut-safe ({reason})"
     return ""
