@@ -178,6 +178,7 @@ class HFCounter:
         self.newline_cuts = newline_cuts(config) if self.path == "chunks" else None  # also cut before lone newlines
         # and before these ASCII punctuation characters after an ASCII letter or digit: a (256,) bool byte table
         self.punctuation = _byte_table(punctuation_cuts(config)) if self.path == "chunks" else None
+        self.punctuation_table = None if self.punctuation is None else self.punctuation.astype(np.uint8).tobytes()
         # an added token's text holding whitespace after its first character can form where chunks are laid end to
         # end (`ChunkEncoder` then encodes those chunks one per text)
         self.join_risk = any(any(c.isspace() for c in t["content"][1:]) for t in added)
@@ -245,7 +246,7 @@ class HFCounter:
             out.paths[path] += len(fast)
             if path == "chunks":
                 cut = split_lone_newlines(fast, self.newline_cuts) if self.newline_cuts else fast
-                groups, n_words = chunk_groups(cut, self.punctuation)
+                groups, n_words = chunk_groups(cut, self.punctuation_table)
                 out.n_words += n_words
             else:
                 pretokens = self._pretoken_counts(fast)
