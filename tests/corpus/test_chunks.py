@@ -40,7 +40,7 @@ def test_piece_keys_count_what_str_split_counts(sequences, punctuation):
 
     table = np.zeros(256, bool)
     table[list(punctuation.encode())] = True
-    pieces = chunks._piece_counts(sequences, table.astype(np.uint8).tobytes() if punctuation else None)
+    pieces = chunks._piece_counts(sequences, table if punctuation else None)
     got = Counter(dict(zip(key_strings(pieces.keys), pieces.key_counts.tolist())))
     got.update(dict(zip(pair_strings(pieces.pairs), pieces.pair_counts.tolist())))
     got.update(pieces.strings)

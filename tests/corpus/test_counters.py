@@ -551,3 +551,49 @@ def test_wordpiece_without_a_normalizer_is_exact_by_sizes(tokenizer_files, tmp_p
     ref = reference_counts(path, sequences)
     for _ in range(2):
         np.testing.assert_array_equal(counter.count([(s, False) for s in sequences]).counts, ref)
+
+
+@pytest.mark.parametrize(
+    "kind, added, texts",
+    [
+        ("bpe", "C++", ["I like C", "i++"]),  # a guest "++" laid after the host " C" would make "C++"
+        ("bpe", None, ["\u00e9 <|endoftext", "|>"]),  # kjv-bpe-8k's own special token
+        ("wordpiece", None, ["\u00e9 [MASK", "]"]),
+    ],
+)
+def test_an_added_token_never_forms_where_a_punctuation_guest_follows_its_host(
+    tokenizer_files, tmp_path, kind, added, texts
+):
+    """An added token whose text holds a cut punctuation character after a letter or digit could form where the
+    chunk path lays a chunk starting with that character after one ending in a letter: those chunks are encoded
+    one per text, and the counts stay encode_batch's."""
+    from tokenizers import Tokenizer
+
+    path = tokenizer_files[kind]
+    if added:
+        tok = Tokenizer.from_file(str(path))
+        tok.add_tokens([added])
+        path = tmp_path / "added.json"
+        tok.save(str(path))
+    counter = HFCounter(load_spec(str(path)), add_special_tokens=False)
+    assert counter.join_risk and counter.punctuation is not None
+    got = counter.count([(t, False) for t in texts]).counts
+    np.testing.assert_array_equal(got, reference_counts(path, texts, False))
+
+
+@pytest.mark.parametrize("normalizer", ["NFC", "NFKC"])
+def test_composing_normalizers_keep_bert_from_cutting_before_what_they_compose(tokenizer_files, tmp_path, normalizer):
+    """NFC and NFKC make "=" + U+0338 one character ("≠"), which BERT's pre-tokenizer keeps in its word: no cut
+    before "<", "=" or ">" behind them, and the counts stay encode_batch's."""
+    import json
+
+    config = json.loads(tokenizer_files["wordpiece"].read_text())
+    config["normalizer"] = {"type": normalizer}
+    path = tmp_path / "wordpiece_nfc.json"
+    path.write_text(json.dumps(config))
+    counter = HFCounter(load_spec(str(path)), add_special_tokens=False)
+    assert counter.punctuation is not None and not counter.punctuation[list(b"<=>")].any()
+    texts = ["a=\u0338", "b<\u0338 c>\u0338 d,e", "a"]
+    np.testing.assert_array_equal(
+        counter.count([(t, False) for t in texts]).counts, reference_counts(path, texts, False)
+    )

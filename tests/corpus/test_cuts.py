@@ -129,3 +129,31 @@ def test_gpt2_pattern_is_the_byte_level_pre_tokenizers_own():
     texts = [*PUNCTUATION_TEXTS, "a  b\n\n c\t\td 12345 \u00e9t\u00e9 \u4e2d\u6587 'S 'LL", string.printable]
     for text in texts:
         assert [o for _, o in byte_level.pre_tokenize_str(text)] == [o for _, o in split.pre_tokenize_str(text)]
+
+
+def test_bert_cuts_before_punctuation_only_behind_normalizers_that_leave_it_as_it_is(tokenizer_files):
+    """BERT's own normalizer, Lowercase, StripAccents and decompositions: every character; NFC and NFKC: not the
+    ones a combining character composes with; Replace (or anything else): none."""
+    config = json.loads(tokenizer_files["wordpiece"].read_text())
+    no_composed = "".join(c for c in PUNCTUATION if c not in "<=>")
+    for norm, expected in (
+        (None, PUNCTUATION),
+        ({"type": "BertNormalizer"}, PUNCTUATION),
+        ({"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "Lowercase"}]}, PUNCTUATION),
+        ({"type": "NFKC"}, no_composed),
+        ({"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "StripAccents"}]}, no_composed),
+        ({"type": "Replace", "pattern": {"String": ","}, "content": "x"}, ""),
+    ):
+        assert punctuation_cuts({**config, "normalizer": norm}) == expected, norm
+
+
+def test_composed_is_every_ascii_punctuation_character_a_combining_character_composes_with():
+    import sys
+    import unicodedata
+
+    from vocabopt.corpus.cuts import COMPOSED
+
+    marks = [chr(c) for c in range(0x300, sys.maxunicode + 1) if unicodedata.combining(chr(c))]
+    for form in ("NFC", "NFKC"):
+        composed = [c for c in PUNCTUATION if any(unicodedata.normalize(form, c + m)[0] != c for m in marks)]
+        assert "".join(composed) == COMPOSED

@@ -59,6 +59,7 @@ UNSAFE = {
     r"(?x) a b |\s+": "ab cd",  # inline flags that change the syntax
     r"\S*|\s+": "ab cd",  # empty matches
     r"\p{L}\p{L}| *+ |\s\s": "abc d",  # possessive: " *+ " never matches a lone space
+    r"[\p{L} ]{1}+|\s+|\S": "ab cd",  # Oniguruma reads "{1}+" as "({1})+", not as possessive
 }
 
 
@@ -129,6 +130,7 @@ PUNCTUATION_UNSAFE = {
     r"\w+|[^\w\s]+": ("_", "a_b"),  # the Whitespace pre-tokenizer's regex: "_" is a word character
     SAFE["o200k (GPT-4o)"]: ("'", "x's"),
     r"\p{L}\p{L}|\s\s": (",", "abc,d"),  # no alternative matches a lone comma: the unmatched run "c,d" spans the cut
+    r"[\p{L},]{1}+|\s+|\S": (",", "foo,bar"),  # "{1}+" is "({1})+" to Oniguruma
 }
 
 

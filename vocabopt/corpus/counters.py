@@ -177,11 +177,12 @@ class HFCounter:
         self.leading_space = self.path == "chunks" and leading_space_whole(config)
         self.newline_cuts = newline_cuts(config) if self.path == "chunks" else None  # also cut before lone newlines
         # and before these ASCII punctuation characters after an ASCII letter or digit: a (256,) bool byte table
-        self.punctuation = _byte_table(punctuation_cuts(config)) if self.path == "chunks" else None
-        self.punctuation_table = None if self.punctuation is None else self.punctuation.astype(np.uint8).tobytes()
-        # an added token's text holding whitespace after its first character can form where chunks are laid end to
-        # end (`ChunkEncoder` then encodes those chunks one per text)
-        self.join_risk = any(any(c.isspace() for c in t["content"][1:]) for t in added)
+        marks = punctuation_cuts(config) if self.path == "chunks" else ""
+        self.punctuation = _byte_table(marks)
+        # an added token can form where chunks are laid end to end if its text holds a place the chunk path cuts:
+        # whitespace after its first character, or such punctuation after a letter or digit ("C" + "++" -> "C++");
+        # `ChunkEncoder` then encodes those chunks one per text
+        self.join_risk = any(_holds_cut(t["content"], marks) for t in added)
         # the tokenizer matches a token with "normalized": true in the *normalized* text only; normalizing a batch
         # is costly (it was most of a WordPiece or NFKC Unigram count), so only for those tokens
         self.added_normalized = _alternation(t["content"] for t in added if t.get("normalized", True))
@@ -246,7 +247,7 @@ class HFCounter:
             out.paths[path] += len(fast)
             if path == "chunks":
                 cut = split_lone_newlines(fast, self.newline_cuts) if self.newline_cuts else fast
-                groups, n_words = chunk_groups(cut, self.punctuation_table)
+                groups, n_words = chunk_groups(cut, self.punctuation)
                 out.n_words += n_words
             else:
                 pretokens = self._pretoken_counts(fast)
@@ -381,6 +382,14 @@ def _head(texts: list[str], chars: int) -> list[str]:
     """The first texts holding about `chars` characters (at least one)."""
     ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
     return texts[: int(np.searchsorted(ends, chars)) + 1]
+
+
+def _holds_cut(content: str, marks: str) -> bool:
+    """Whether a text holds a place where the chunk path may cut: whitespace after its first character, or one of
+    `marks` (punctuation) after an ASCII letter or digit."""
+    return any(c.isspace() for c in content[1:]) or any(
+        b in marks and a.isascii() and a.isalnum() for a, b in zip(content, content[1:])
+    )
 
 
 def _byte_table(chars: str) -> np.ndarray | None:

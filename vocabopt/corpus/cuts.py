@@ -48,21 +48,40 @@ def punctuation_cuts(config: dict) -> str:
     """The ASCII punctuation characters before which the chunk path may also cut a text where an ASCII letter or
     digit comes before them ("earth," -> "earth", ","); "" for none.
 
-    BERT's pre-tokenizer makes each punctuation character a piece of its own (behind a character-local normalizer):
-    all of them. GPT-2's byte-level pre-tokenizer (as for `newline_cuts`, its regex GPT2_PATTERN) and Split regexes
-    (as for `newline_cuts`'s "alnum"): those for which `regex_safety.punctuation_safety` proves the cut (o200k's
-    contractions join "'" to the letters before it: not "'"). Where it holds, a chunk that starts with the character
-    tokenizes after any chunk ending in an ASCII letter or digit as it does in the text, so "earth," "earth." and
-    "earth;" are one chunk " earth" and a few short ones (kjv.txt's distinct whitespace words: 29K words of 213K
-    characters; cut so, 14K of 98K).
+    BERT's pre-tokenizer makes each punctuation character a piece of its own: all of them, behind normalizers that
+    leave an ASCII punctuation character as it is (`_bert_punctuation`). GPT-2's byte-level pre-tokenizer (as for
+    `newline_cuts`, its regex GPT2_PATTERN) and Split regexes (as for `newline_cuts`'s "alnum"): those for which
+    `regex_safety.punctuation_safety` proves the cut (o200k's contractions join "'" to the letters before it: not
+    "'"). Where it holds, a chunk that starts with the character tokenizes after any chunk ending in an ASCII
+    letter or digit as it does in the text, so "earth," "earth." and "earth;" are one chunk " earth" and a few
+    short ones (kjv.txt's distinct whitespace words: 29K words of 213K characters; cut so, 14K of 98K).
     """
-    pre, norm = config.get("pre_tokenizer") or {}, config.get("normalizer")
+    pre = config.get("pre_tokenizer") or {}
     if pre.get("type") == "BertPreTokenizer":
-        return PUNCTUATION if normalizer_local(norm, allow_deleting=True) else ""
+        return _bert_punctuation(config.get("normalizer"))
     regexes = [GPT2_PATTERN] if _gpt2_byte_level(config) else _split_regexes(config)
     return "".join(
         c for c in PUNCTUATION if regexes and _all_cut(regexes, lambda regex, c=c: punctuation_safety(regex, c))
     )
+
+
+# Normalizers that leave ASCII punctuation as it is, whatever follows it: BERT's own (cleaning control characters,
+# spacing CJK, stripping accents after NFD, lowercasing), and decompositions. NFC and NFKC compose "=" + U+0338 into
+# "≠", a math symbol BERT does not split off ("a=\u0338": one piece): behind them, not before COMPOSED (the ASCII
+# punctuation a combining character composes with: tests check it against every one; Unicode's composition
+# stability keeps it so).
+_BERT_SAFE_NORMALIZERS = {"BertNormalizer", "Lowercase", "StripAccents", "NFD", "NFKD"}
+_COMPOSING = {"NFC", "NFKC"}
+COMPOSED = "<=>"
+
+
+def _bert_punctuation(norm: dict | None) -> str:
+    """The ASCII punctuation characters that BERT's pre-tokenizer still isolates after the normalizer `norm`."""
+    steps = (norm.get("normalizers") or [] if norm.get("type") == "Sequence" else [norm]) if norm else []
+    kinds = {step.get("type") for step in steps}
+    if not kinds <= _BERT_SAFE_NORMALIZERS | _COMPOSING:
+        return ""  # Replace, Precompiled, Nmt ... may map a punctuation character to another one
+    return "".join(c for c in PUNCTUATION if c not in COMPOSED) if kinds & _COMPOSING else PUNCTUATION
 
 
 def _gpt2_byte_level(config: dict) -> bool:

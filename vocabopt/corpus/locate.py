@@ -99,8 +99,9 @@ class ChunkEncoder:
     Metaspace tokenizers, some for ASCII texts only: `vocab.metaspace_sizes`), which needs no offsets (~40% of the
     tokenizer's time), else by the offsets; where the sizes do not add up to a text (unknown characters: they will
     come again), they are not tried again. `crossed`:
-    whether a text holds an added token's content (None when no added token holds whitespace after its first
-    character, the only way one can form across two chunks laid end to end). `drops`: the model drops characters
+    whether a text holds an added token's content (None when no added token holds a place the counter cuts:
+    whitespace after its first character, or a cut punctuation character after an ASCII letter or digit, the only
+    ways one can form across two chunks laid end to end). `drops`: the model drops characters
     it has no token for (BPE without unk token or byte fallback), and the tokenizer's offsets after a dropped
     character are wrong: once sizes have not added up, every chunk is encoded as a text of its own (exact, slower).
     `newline_cuts`: the counter cuts before lone newlines; `punctuation`: (256,) bool, the bytes it cuts before
@@ -218,7 +219,7 @@ def _layout(
     if punctuation is not None and n:
         after |= ~alone & punctuation[first]
     hosts, guests = np.flatnonzero(~alone & ~after & ALNUM_BYTE[last]), np.flatnonzero(after)
-    k = min(hosts.size, guests.size)  # the k-th guest (a newline chunk) follows the k-th host
+    k = min(hosts.size, guests.size)  # the k-th guest (a newline or punctuation chunk) follows the k-th host
     after[guests[k:]] = False  # those left lead texts of their own
     hosts, guests = hosts[:k], guests[:k]
     leaders = np.flatnonzero(~alone & ~glue & ~after)

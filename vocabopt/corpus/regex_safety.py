@@ -2,9 +2,10 @@
 
 Job: decide, from a Split pre-tokenizer's regex alone, whether cutting a text at every point p before a space that
 follows a non-whitespace character (the chunk path's cut) leaves its pre-tokens unchanged; and the same for a cut
-before a newline that follows a letter or digit. Inputs: the regex string (the Oniguruma syntax the tokenizers
-library uses: Unicode classes, (?i:...) groups, lookahead). Outputs: `split_safety(pattern)` and
-`newline_safety(pattern)` -> (respects, cuts, reason).
+before a newline, or a punctuation character, that follows a letter or digit. Inputs: the regex string (the
+Oniguruma syntax the tokenizers library uses: Unicode classes, (?i:...) groups, lookahead). Outputs:
+`split_safety(pattern)`, `newline_safety(pattern)` and `punctuation_safety(pattern, char)` -> (respects, cuts,
+reason).
 
 Why these conditions suffice (leftmost-first matching, behaviour "Isolated"), for the space:
 - `respects`: no match can contain a non-whitespace character followed by a space (so none spans p); no match is
@@ -192,6 +193,9 @@ class _Parser:
         elif c == "{" and self._brace():
             lo, hi = self._brace()  # type: ignore[misc]
             self.i = self.s.index("}", self.i) + 1
+            if self.peek() and self.peek() in "?*+{":  # Oniguruma nests it ("a{1}+" is "(a{1})+"), not lazy/possessive
+                raise Unsafe(f"a quantifier after {{...}} at {self.i}")
+            return _repeat(node, lo, hi)
         else:
             return node
         self.take("?")  # lazy: the same matches, in another order
