@@ -45,3 +45,18 @@ def test_an_empty_tally_adds_nothing():
     tally = Tally()
     tally.add(Tally())
     assert tally.counts is None and tally.n_tokens == 0 and tally.path_reason == ""
+
+
+def test_batches_keep_the_sequences_in_order_and_the_first_is_smaller(tmp_path):
+    """Sequences come out whole and in order; the first batch stops at FIRST_BATCH_BYTES, the others at
+    BATCH_BYTES (each passes its limit by less than one sequence)."""
+    from vocabopt.corpus.tally import BATCH_BYTES, FIRST_BATCH_BYTES
+
+    docs = [f"document {i} " + "word " * (i % 97) for i in range(12_000)]
+    path = tmp_path / "docs.txt"
+    path.write_text("\n\n".join(docs) + "\n")
+    items = list(batches(Reader([str(path)], SourceOptions())))
+    assert [t for b in items for t, _ in b.payload] == docs
+    longest = max(map(len, docs))
+    assert FIRST_BATCH_BYTES <= items[0].chars < FIRST_BATCH_BYTES + longest
+    assert len(items) > 2 and all(BATCH_BYTES <= b.chars < BATCH_BYTES + longest for b in items[1:-1])

@@ -18,6 +18,9 @@ from .counters import BatchCounts, Payload
 from .reader import Block, Reader
 
 BATCH_BYTES = 1 << 20  # text per batch sent to a worker (characters, about bytes)
+# The first batch is smaller: in-process, it is cut while nothing else runs (the next batch is cut while one is
+# tokenized); ~25 ms less on kjv.txt for tokenizers whose tokenizing is the slower half (Unigram), ad hoc.
+FIRST_BATCH_BYTES = BATCH_BYTES // 4
 Progress = Callable[[int, "int | None", int], None]  # (bytes done, bytes total or None, tokens so far)
 
 
@@ -93,8 +96,10 @@ class Tally:
 
 
 def batches(reader: Reader) -> Iterator[Batch]:
-    """Blocks pass through as they are; sequences are grouped into batches of about BATCH_BYTES of one source."""
+    """Blocks pass through as they are; sequences are grouped into batches of about BATCH_BYTES of one source (the
+    first of about FIRST_BATCH_BYTES)."""
     batch: Batch | None = None
+    limit = FIRST_BATCH_BYTES
     for item in reader:
         if isinstance(item, Block):
             if batch is not None:
@@ -102,9 +107,9 @@ def batches(reader: Reader) -> Iterator[Batch]:
                 batch = None
             yield Batch(item.source, item.text, len(item.text))
             continue
-        if batch is not None and (batch.source != item.source or batch.chars >= BATCH_BYTES):
+        if batch is not None and (batch.source != item.source or batch.chars >= limit):
             yield batch
-            batch = None
+            batch, limit = None, BATCH_BYTES
         if batch is None:
             batch = Batch(item.source, [])
         batch.payload.append((item.text, item.continuation))
