@@ -121,7 +121,6 @@ texts = st.one_of(_texts(ALPHABET), _texts(ASCII), _texts(UTF8))
         "split_qwen",
         "spm_bpe",
         "spm_bpe_runs",
-        "spm_unigram",
     ],
 )
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -405,7 +404,7 @@ def test_nfkc_unigram_is_placed_by_characters_on_ascii_only(tokenizer_files, seq
 METASPACE = list("ab \u2581\u200b\u00a0\t\n.中") + ["  ", "\u2581\u2581", "the", " \u2581"]
 
 
-@pytest.mark.parametrize("kind", ["spm_bpe", "spm_bpe_runs", "spm_unigram", "spm_llama", "spm_replace"])
+@pytest.mark.parametrize("kind", ["spm_bpe", "spm_bpe_runs", "spm_llama", "spm_replace"])
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequences=_texts(METASPACE))
 @example(sequences=["x a\u2581 b"])  # "▁▁" across the cut before the space: encoded whole
@@ -445,7 +444,7 @@ _CHUNKS = st.lists(
 ).map(lambda cs: sorted(set(c for c in cs if c.strip())))
 
 
-@pytest.mark.parametrize("kind", ["spm_bpe", "spm_llama", "spm_replace", "spm_unigram"])
+@pytest.mark.parametrize("kind", ["spm_bpe", "spm_llama", "spm_replace"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chunks=_CHUNKS)
 def test_sentencepiece_tokens_located_by_characters_as_by_offsets(tokenizer_files, kind, chunks):
@@ -465,14 +464,21 @@ def test_sentencepiece_tokens_located_by_characters_as_by_offsets(tokenizer_file
     assert got == ref
 
 
-def test_byte_fallback_characters_keep_the_character_path(tokenizer_files):
+def test_byte_fallback_characters_keep_the_character_path(tokenizer_files, tmp_path):
     """Text whose characters only byte fallback spells counts exactly and keeps locating by characters; a
     Unigram's fused unk (several characters, one token) falls back to the offsets, still exact."""
+    import json
+
+    config = json.loads(tokenizer_files["unigram"].read_text())
+    config["normalizer"] = None  # Metaspace sizes for any text, not only ASCII
+    files = {**tokenizer_files, "unigram_plain": tmp_path / "unigram_plain.json"}
+    files["unigram_plain"].write_text(json.dumps(config))
     sequences = ["In the beginning 中文 \U0001f600 and é", "  the LORD\t中", "plain words here"]
-    for kind, kept in (("spm_bpe", True), ("spm_llama", True), ("spm_unigram", False)):
-        counter = HFCounter(load_spec(str(tokenizer_files[kind])), add_special_tokens=False)
+    for kind, kept in (("spm_bpe", True), ("spm_llama", True), ("unigram_plain", False)):
+        counter = HFCounter(load_spec(str(files[kind])), add_special_tokens=False)
+        assert counter.path == "chunks" and counter.encoder.token_chars is not None
         got = counter.count([(s, False) for s in sequences])
-        np.testing.assert_array_equal(got.counts, reference_counts(tokenizer_files[kind], sequences, False))
+        np.testing.assert_array_equal(got.counts, reference_counts(files[kind], sequences, False))
         assert (counter.encoder.token_chars is not None) == kept, kind
 
 

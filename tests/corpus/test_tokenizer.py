@@ -21,7 +21,7 @@ from vocabopt.corpus.tokenizer import choose_path, restated_metaspace
         ("split_custom", "pretokens"),
         ("spm_bpe", "chunks"),
         ("spm_bpe_joined", "encode"),
-        ("spm_unigram", "chunks"),
+        ("spm_unigram", "encode"),
         ("spm_bpe_runs", "chunks"),
         ("spm_llama", "chunks"),
         ("spm_replace", "chunks"),
@@ -97,3 +97,29 @@ def test_replace_layout_is_not_restated_where_tokenizers_cannot_build_an_unsplit
     assert choose_path(llama)[0] == "chunks"
     monkeypatch.setattr(tokenizer, "unsplit_metaspace_builds", lambda: False)
     assert restated_metaspace(llama) is None and choose_path(llama)[0] == "encode"
+
+
+def test_an_unsplit_unigram_is_counted_by_plain_encoding(tmp_path):
+    """A Unigram model scores a whole unsplit sequence: where two segmentations of a piece tie, rounding decides by
+    what came before it (" abc" tokenizes as "ab" "c" after "x", as "a" "bc" after "y"), so no piece can be
+    tokenized once for all: the counter encodes, and its counts are encode_batch's."""
+    import numpy as np
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from vocabopt.corpus.counters import HFCounter
+    from vocabopt.corpus.tokenizer import load_spec
+
+    u, v = -3.3000000000000003, -7.1  # "a" and "c" score u, "ab" and "bc" score v: "ab c" and "a bc" tie
+    vocab = [("<unk>", -100.0), ("\u2581", -2.0), ("\u2581x", -8.927490402631673), ("\u2581y", -20.0)]
+    vocab += [("a", u), ("b", -9.0), ("c", u), ("ab", v), ("bc", v)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=False)
+    path = tmp_path / "unigram_ties.json"
+    tok.save(str(path))
+    texts = ["x abc", "y abc"]
+    assert [tok.encode(t).tokens[2:] for t in texts] == [["ab", "c"], ["a", "bc"]]
+    counter = HFCounter(load_spec(str(path)), add_special_tokens=False)
+    assert counter.path == "encode" and "Unigram" in counter.reason
+    ids = [i for e in tok.encode_batch(texts) for i in e.ids]
+    got = counter.count([(t, False) for t in texts]).counts
+    np.testing.assert_array_equal(got, np.bincount(ids, minlength=got.size))

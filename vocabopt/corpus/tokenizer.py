@@ -216,7 +216,7 @@ def choose_path(config: dict) -> tuple[str, str]:
         # its pieces cut before spaces when no token can join two pieces
         if norm is None and _unsplit_metaspace_cuts(config):  # (a normalizer could make spaces the cut misses)
             return "chunks", "Metaspace keeps a sequence whole, but no token joins a character to a following space"
-        return "encode", "Metaspace keeps a sequence whole and tokens cross spaces: counted by plain encoding"
+        return "encode", _whole_reason(config, "Metaspace keeps a sequence whole")
     restated = restated_metaspace(config)
     if restated is not None:  # SentencePiece's other layout: a normalizer makes the "▁"s, no pre-tokenizer
         if _unsplit_metaspace_cuts(restated):
@@ -224,10 +224,7 @@ def choose_path(config: dict) -> tuple[str, str]:
                 "chunks",
                 "a Replace normalizer keeps a sequence whole, but no token joins a character to a following space",
             )
-        return (
-            "encode",
-            "a Replace normalizer keeps a sequence whole and tokens cross spaces: counted by plain encoding",
-        )
+        return "encode", _whole_reason(restated, "a Replace normalizer keeps a sequence whole")
     if pre is None:  # one pre-token per sequence: nothing repeats to count once
         return "encode", "the pre-tokenizer does not split a sequence: counted by plain encoding"
     splitter = splitter_kind(pre)
@@ -238,14 +235,23 @@ def choose_path(config: dict) -> tuple[str, str]:
     return "chunks", f"{pre.get('type')} splits before spaces"
 
 
+def _whole_reason(config: dict, layout: str) -> str:
+    """Why a SentencePiece layout that keeps a sequence whole is counted by plain encoding."""
+    if (config.get("model") or {}).get("type") == "Unigram":
+        return f"{layout} and a Unigram model's ties fall by what came before a piece: counted by plain encoding"
+    return f"{layout} and tokens cross spaces: counted by plain encoding"
+
+
 def _unsplit_metaspace_cuts(config: dict) -> bool:
     """Whether a Metaspace pre-tokenizer that keeps each sequence whole (split=False) still gives the tokens of the
     sequence's pieces cut before every run of spaces (the chunk path's cut), one piece at a time.
 
     It does when no token of the vocabulary holds the replacement character (a space, "▁") right after another
-    character: a BPE merge or a Unigram segment that crossed a cut would make such a token, so the tokens of the
-    whole are those of its pieces. The replacement must itself be a token (unknown characters around it would
-    otherwise fuse across the cut), and the model BPE (no word affixes, no `ignore_merges`) or Unigram. The first
+    character: a BPE merge that crossed a cut would make such a token, so the tokens of the whole are those of its
+    pieces. The replacement must itself be a token (unknown characters around it would otherwise fuse across the
+    cut), and the model BPE (no word affixes, no `ignore_merges`). Not Unigram: its scores add up along the whole
+    sequence, so where two segmentations of a piece tie, rounding decides by what came before it (" abc" as "ab c"
+    after "x", as "a bc" after "y": tests build such a vocabulary). The first
     piece of a text gets the prefix the whole does: the chunk path encodes pieces laid end to end, a text's first
     piece first. A text holding the replacement character itself ("a▁ b": "▁▁" may be a token across the cut) is
     encoded whole (`metaspace_replacement`, the counter's added-token check).
@@ -254,12 +260,9 @@ def _unsplit_metaspace_cuts(config: dict) -> bool:
     replacement = pre.get("replacement") or "\u2581"
     kind, vocab = model.get("type"), model.get("vocab") or {}
     affixes = model.get("continuing_subword_prefix") or model.get("end_of_word_suffix") or model.get("ignore_merges")
-    if kind == "BPE" and not affixes:
-        tokens = list(vocab) if isinstance(vocab, dict) else []
-    elif kind == "Unigram":
-        tokens = [piece[0] for piece in vocab if piece]
-    else:
+    if kind != "BPE" or affixes:
         return False
+    tokens = list(vocab) if isinstance(vocab, dict) else []
     if len(replacement) != 1 or replacement not in set(tokens):
         return False
     joined = "\x00".join(tokens)  # one C scan for "a character, then the replacement" inside any token
