@@ -71,17 +71,22 @@ def test_count_words_is_str_split(texts):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet=list("ab \n\t.中\u3000"), max_size=30), max_size=6))
-def test_split_lone_newlines_cuts_exactly_before_newlines_between_non_whitespace(texts):
+@given(
+    st.lists(st.text(alphabet=list("ab9 \n\t.\x1c中\u3000"), max_size=30), max_size=6),
+    st.sampled_from(["any", "alnum"]),
+)
+def test_split_lone_newlines_cuts_exactly_before_newlines_between_non_whitespace(texts, after):
     """The parts of each text join back to it, and a part starts at exactly the newlines that sit between two
-    non-whitespace characters (a brute-force scan of the text)."""
-    parts = chunks.split_lone_newlines(texts)
+    non-whitespace characters, the first an ASCII letter or digit for "alnum" (a brute-force scan of the text)."""
+    parts = chunks.split_lone_newlines(texts, after)
     rebuilt, k = [], 0
     for text in texts:
         cuts = [
             i
             for i in range(1, len(text) - 1)
-            if text[i] == "\n" and not text[i - 1].isspace() and not text[i + 1].isspace()
+            if text[i] == "\n"
+            and not text[i + 1].isspace()
+            and (text[i - 1] in "ab9" if after == "alnum" else not text[i - 1].isspace())
         ]
         bounds = [0, *cuts, len(text)]
         expected = [text[a:b] for a, b in zip(bounds, bounds[1:])] or [text]
