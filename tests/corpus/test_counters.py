@@ -603,3 +603,30 @@ def test_composing_normalizers_keep_bert_from_cutting_before_what_they_compose(t
     np.testing.assert_array_equal(
         counter.count([(t, False) for t in texts]).counts, reference_counts(path, texts, False)
     )
+
+
+@pytest.mark.parametrize("path", [None, "chunks", "pretokens"])
+def test_a_normalized_added_token_is_found_by_its_normalized_content(tokenizer_files, tmp_path, path):
+    """The tokenizer matches an added token with normalized=True by its normalized content in the normalized text
+    ("Hello" behind a lowercasing normalizer matches "hello"); one whose normalized content holds a cut (NFKC
+    makes "Ｃ++" "C++") could form where chunks are laid end to end. Counts stay encode_batch's."""
+    import json
+
+    from tokenizers import AddedToken, Tokenizer
+
+    config = json.loads(tokenizer_files["wordpiece"].read_text())
+    for norm, added, texts in (
+        (config["normalizer"], "Hello", ["hello world", "say HELLO", "hell"]),
+        ({"type": "NFKC"}, "\uff23++", ["I like C \u00fc", "++", "C++ and C"]),
+    ):
+        base = tmp_path / "base.json"
+        base.write_text(json.dumps({**config, "normalizer": norm}))
+        tok = Tokenizer.from_file(str(base))
+        tok.add_tokens([AddedToken(added, normalized=True)])
+        file = tmp_path / "added.json"
+        tok.save(str(file))
+        counter = HFCounter(load_spec(str(file)), add_special_tokens=False, force_path=path)
+        if path == "chunks" and added != "Hello":
+            assert counter.join_risk  # "C++" holds a cut punctuation character after a letter
+        got = counter.count([(t, False) for t in texts]).counts
+        np.testing.assert_array_equal(got, reference_counts(file, texts, False))

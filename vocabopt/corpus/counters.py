@@ -38,7 +38,7 @@ import numpy as np
 
 from . import spm
 from .chunks import Chunks, chunk_groups, count_words, split_lone_newlines, utf8
-from .cuts import newline_cuts, punctuation_cuts
+from .cuts import byte_table, holds_cut, newline_cuts, punctuation_cuts
 from .locate import ChunkEncoder
 from .reader import DEFAULT_MAX_CHARS, cut_long
 from .store import CACHE_LIMIT, IdStore, add_distinct
@@ -178,15 +178,17 @@ class HFCounter:
         self.newline_cuts = newline_cuts(config) if self.path == "chunks" else None  # also cut before lone newlines
         # and before these ASCII punctuation characters after an ASCII letter or digit: a (256,) bool byte table
         marks = punctuation_cuts(config) if self.path == "chunks" else ""
-        self.punctuation = _byte_table(marks)
-        # an added token can form where chunks are laid end to end if its text holds a place the chunk path cuts:
-        # whitespace after its first character, or such punctuation after a letter or digit ("C" + "++" -> "C++");
-        # `ChunkEncoder` then encodes those chunks one per text
-        self.join_risk = any(_holds_cut(t["content"], marks) for t in added)
-        # the tokenizer matches a token with "normalized": true in the *normalized* text only; normalizing a batch
-        # is costly (it was most of a WordPiece or NFKC Unigram count), so only for those tokens
-        self.added_normalized = _alternation(t["content"] for t in added if t.get("normalized", True))
+        self.punctuation = byte_table(marks)
+        # the tokenizer matches a token with "normalized": true by its normalized content in the *normalized* text
+        # only; normalizing a batch is costly (it was most of a WordPiece or NFKC Unigram count), so only for those
         self.normalizer = tok.normalizer
+        normalize = self.normalizer.normalize_str if self.normalizer is not None else str
+        normalized = [normalize(t["content"]) for t in added if t.get("normalized", True)]
+        self.added_normalized = _alternation(c for c in normalized if c)
+        # an added token can form where chunks are laid end to end if its text (raw, or normalized) holds a place
+        # the chunk path cuts: whitespace after its first character, or such punctuation after a letter or digit
+        # ("C" + "++" -> "C++"); `ChunkEncoder` then encodes those chunks one per text
+        self.join_risk = any(holds_cut(c, marks) for c in [*(t["content"] for t in added), *normalized])
         # chunks are encoded by the tokenizer restated without its Replace normalizer (`restated_metaspace`), the
         # same tokens on every text the chunk path takes; tokens located by their bytes (byte-level BPE) or
         # characters (SentencePiece layouts), else by the tokenizer's offsets
@@ -345,8 +347,9 @@ class HFCounter:
 
     def _any_added(self, texts: list[str]) -> bool:
         """Whether any text contains an added token's content: any added token's in the raw text, or a
-        `normalized` one's in the normalized text (checked on the whole batch; a raw match of a token the tokenizer
-        would only match after normalizing just sends the text to plain encoding, which is exact anyway)."""
+        `normalized` one's normalized content in the normalized text (checked on the whole batch; a raw match of a
+        token the tokenizer would only match after normalizing just sends the text to plain encoding, which is
+        exact anyway)."""
         if self.added is None:
             return False
         joined = "\n".join(texts)
@@ -382,23 +385,6 @@ def _head(texts: list[str], chars: int) -> list[str]:
     """The first texts holding about `chars` characters (at least one)."""
     ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
     return texts[: int(np.searchsorted(ends, chars)) + 1]
-
-
-def _holds_cut(content: str, marks: str) -> bool:
-    """Whether a text holds a place where the chunk path may cut: whitespace after its first character, or one of
-    `marks` (punctuation) after an ASCII letter or digit."""
-    return any(c.isspace() for c in content[1:]) or any(
-        b in marks and a.isascii() and a.isalnum() for a, b in zip(content, content[1:])
-    )
-
-
-def _byte_table(chars: str) -> np.ndarray | None:
-    """(256,) bool: the bytes of these ASCII characters; None for none."""
-    if not chars:
-        return None
-    table = np.zeros(256, bool)
-    table[list(chars.encode("ascii"))] = True
-    return table
 
 
 def _values(counter: Counter) -> np.ndarray:

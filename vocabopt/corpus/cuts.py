@@ -12,6 +12,8 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 
+import numpy as np
+
 from .regex_safety import newline_safety, punctuation_safety
 from .tokenizer import WS_DROPPING, after_byte_level, normalizer_local, splitter_kind
 
@@ -117,3 +119,21 @@ def _all_cut(regexes: list[str], safety: Callable[[str], tuple[bool, bool, str]]
     """Whether every regex respects the cut `safety` judges and one makes it."""
     verdicts = [safety(regex)[:2] for regex in regexes]
     return all(respects for respects, _ in verdicts) and any(cuts for _, cuts in verdicts)
+
+
+def holds_cut(text: str, marks: str) -> bool:
+    """Whether `text` holds a place where the chunk path may cut: whitespace after its first character, or one of
+    `marks` (`punctuation_cuts`) after an ASCII letter or digit. (An added token's content that does may form
+    where chunks are laid end to end.)"""
+    return any(c.isspace() for c in text[1:]) or any(
+        b in marks and a.isascii() and a.isalnum() for a, b in zip(text, text[1:])
+    )
+
+
+def byte_table(chars: str) -> np.ndarray | None:
+    """(256,) bool: the bytes of these ASCII characters (`punctuation_cuts`); None for none."""
+    if not chars:
+        return None
+    table = np.zeros(256, bool)
+    table[list(chars.encode("ascii"))] = True
+    return table
