@@ -13,10 +13,9 @@ count those, tokenize each distinct one once, multiply. `HFCounter` takes one of
   between two non-whitespace characters: for GPT-2's byte-level and whitespace-dropping pre-tokenizers, and after
   an ASCII letter or digit for Split regexes that allow it: `cuts.newline_cuts`; and before ASCII punctuation after
   an ASCII letter or digit, "earth," -> "earth" + ",", where the pre-tokenizer allows it: `cuts.punctuation_cuts`);
-  the distinct chunks
-  are counted by sorting integer keys of their UTF-8 bytes (`chunks`: numpy, no Python object per chunk), and each
-  distinct chunk is encoded once, many chunks laid end to end per tokenizer call (for byte-level BPE the tokens are
-  placed by their sizes in bytes, else by their offsets).
+  the distinct chunks are counted by sorting integer keys of their UTF-8 bytes (`chunks`: numpy, no Python object
+  per chunk), and each distinct chunk is encoded once, many chunks laid end to end per tokenizer call (for
+  byte-level BPE the tokens are placed by their sizes in bytes, else by their offsets).
 - "pretokens": each sequence goes through the tokenizer's own normalizer and pre-tokenizer (Rust), distinct
   pre-tokens are counted, and the model runs once per distinct pre-token.
 - "encode": plain `encode_batch`, when the model is not deterministic (BPE dropout); sequences that contain the text
