@@ -92,18 +92,18 @@ class ChunkEncoder:
     wherever a line could have been cut (before a space that follows a non-space: the chunk path's own invariant;
     before a lone newline where the counter cuts there too: `_layout`), and each token goes back to the chunk
     holding its start. Other chunks that do not start with a space lead a text; chunks ending in whitespace stay
-    alone, so every chunk after a text's first follows one that ends in a token
-    holding a non-space, whose start a post-processor's offset trimming cannot push past its chunk.
+    alone, so every chunk after a text's first follows one that ends in a token holding a non-space, whose start a
+    post-processor's offset trimming cannot push past its chunk.
 
     Tokens are placed by their sizes in bytes (`token_bytes`: byte-level BPE) or characters (`token_chars`:
     Metaspace tokenizers, some for ASCII texts only: `vocab.metaspace_sizes`), which needs no offsets (~40% of the
     tokenizer's time), else by the offsets; where the sizes do not add up to a text (unknown characters: they will
-    come again), they are not tried again. `crossed`:
-    whether a text holds an added token's content (None when no added token holds a place the counter cuts:
-    whitespace after its first character, or a cut punctuation character after an ASCII letter or digit, the only
-    ways one can form across two chunks laid end to end). `drops`: the model drops characters
-    it has no token for (BPE without unk token or byte fallback), and the tokenizer's offsets after a dropped
-    character are wrong: once sizes have not added up, every chunk is encoded as a text of its own (exact, slower).
+    come again), they are not tried again. `crossed`: whether a text holds an added token's content (None when no
+    added token holds a place the counter cuts: whitespace after its first character, or a cut punctuation
+    character after an ASCII letter or digit, the only ways one can form across two chunks laid end to end).
+    `drops`: the model drops characters it has no token for (BPE without unk token or byte fallback), and the
+    tokenizer's offsets after a dropped character are wrong: once sizes have not added up, every chunk is encoded as
+    a text of its own (exact, slower).
     `newline_cuts`: the counter cuts before lone newlines; `punctuation`: (256,) bool, the bytes it cuts before
     after an ASCII letter or digit (see `_layout`). `ascii_tok`: (tokenizer, lower) that encodes plain-ASCII texts
     as `tok` does, without its normalizer (`tokenizer.ascii_tokenizer`).

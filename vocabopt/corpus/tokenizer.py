@@ -335,7 +335,7 @@ def ascii_normalizer(config: dict) -> tuple[dict, bool] | None:
     `crossed`), so the copy has none to match: in its lowercased text one the tokenizer matches in the raw text only
     could otherwise match."""
     norm = config.get("normalizer")
-    steps = (norm.get("normalizers") or [] if norm.get("type") == "Sequence" else [norm]) if norm else []
+    steps = steps_of(norm)
     if not steps:
         return None
     lower = False
@@ -350,6 +350,16 @@ def ascii_normalizer(config: dict) -> tuple[dict, bool] | None:
         elif kind not in ("NFC", "NFD", "NFKC", "NFKD"):
             return None
     return {**config, "normalizer": None, "added_tokens": []}, lower
+
+
+def members_of(pre: dict) -> list[dict]:
+    """The pre-tokenizers of a Sequence, or the one pre-tokenizer itself."""
+    return pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
+
+
+def steps_of(norm: dict | None) -> list[dict]:
+    """The normalizers of a Sequence, or the one normalizer itself ([] for none)."""
+    return (norm.get("normalizers") or [] if norm.get("type") == "Sequence" else [norm]) if norm else []
 
 
 def leading_space_whole(config: dict) -> bool:
@@ -412,8 +422,7 @@ def after_byte_level(members: list[dict], k: int) -> bool:
 
 def _unsafe_split_reason(pre: dict) -> str:
     """Why the first unsafe Split regex of a pre-tokenizer is unsafe ("" if none is)."""
-    members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
-    for m in members:
+    for m in members_of(pre):
         if m.get("type") == "Split":
             split, reason = _split_kind(m)
             if split is None:

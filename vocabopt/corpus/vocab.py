@@ -14,7 +14,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import spm
-from .tokenizer import TokenizerSpec, is_shared, metaspace_replacement, restated_metaspace, shared_tokenizer
+from .tokenizer import (
+    TokenizerSpec,
+    is_shared,
+    members_of,
+    metaspace_replacement,
+    restated_metaspace,
+    shared_tokenizer,
+)
 
 # tok.get_vocab() builds a new dict each call: ~10 ms for the 21K tokens of the benchmarks' cl100k-style tokenizer,
 # read three times by `vocabopt analyze` (~10% of counting the shipped 4 MB corpus; ad hoc), ~10x that for a 200K
@@ -175,7 +182,7 @@ def wordpiece_sizes(tok, config: dict) -> CharSizes | None:
 def _bytes_one_to_one(pre: dict) -> bool:
     """Whether a pre-tokenizer maps each byte of the text to one character: ByteLevel without a prefix space, alone or
     after pre-tokenizers that only split (Llama 3: a Split regex, then ByteLevel)."""
-    members = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
+    members = members_of(pre)
     byte_level = [m for m in members if m.get("type") == "ByteLevel"]
     return (
         bool(byte_level)
