@@ -80,6 +80,23 @@ def test_python_dash_m_runs():
     assert r.returncode == 0 and "analyze" in r.stdout
 
 
+def test_the_cli_and_analyze_import_no_torch(corpus_slice, tokenizer_files, tmp_path):
+    """Every command pays the CLI's imports: torch (~1 s) waits for a command that builds a layer or profiles."""
+    script = (
+        "import sys\n"
+        "from vocabopt.cli import main\n"
+        "assert 'torch' not in sys.modules, 'vocabopt.cli imported torch'\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "assert 'torch' not in sys.modules, 'vocabopt analyze imported torch'\n"
+    )
+    args = ["analyze", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "-o", str(tmp_path / "s.json"), "-q"]
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
 def test_analyze_reports_under_trained_ids(corpus_slice, tokenizer_files):
     r = CliRunner().invoke(main, ["analyze", str(corpus_slice), "-t", str(tokenizer_files["bpe"]), "--json", "-q"])
     assert r.exit_code == 0, r.output

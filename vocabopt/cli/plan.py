@@ -17,7 +17,6 @@ import click
 
 from ..artifacts import atomic_write_bytes, check_writable
 from ..device import DTYPES
-from ..export import export_layer
 from ..html_report import render
 from ..optimize import optimize
 from ..profile import DeviceProfile
@@ -127,6 +126,8 @@ def plan_cmd(
     plan.save(paths["optimize"])
     stages.done(f": cutoffs {plan.cutoffs}, proj_dims {plan.proj_dims}")
     stages.start("export", "the standalone layer")
+    from ..export import export_layer  # imports torch: not at start-up, which every command pays
+
     written = export_layer(plan, paths["export"])
     stages.done()
     stages.start("report", "one HTML page")
