@@ -2,11 +2,11 @@
 
 Job: count a corpus on this machine. Inputs: resolved source paths (and a dataset), `SourceOptions`, `CountOptions`,
 the number of workers and a token limit. Outputs: one `Tally`. Worker processes are forked from Python's fork server
-(a clean process that has imported this module and never tokenized: tokenizer threads do not survive fork), or
-spawned where the platform has none; one single-threaded counter each, with at most 2 batches per worker in flight.
-Small corpora (under PARALLEL_MIN_BYTES) are counted in this process, the next batch cut while this one is
-tokenized. Memory is bounded by the vocabulary, the distinct chunks per worker and the batches in flight, not by
-corpus size.
+(a clean process that has imported this module and tokenizers, and never tokenized: tokenizer threads do not
+survive fork), or spawned where the platform has none; one single-threaded counter each, with at most 2 batches per
+worker in flight. Small corpora (under PARALLEL_MIN_BYTES) are counted in this process, the next batch cut while
+this one is tokenized. Memory is bounded by the vocabulary, the distinct chunks per worker and the batches in
+flight, not by corpus size.
 """
 
 from __future__ import annotations
@@ -82,17 +82,17 @@ _COUNTER: Any = None  # this worker process's counter
 
 
 def _context() -> Any:
-    """The fork server where the platform has one (not Windows), preloading this module, else spawn.
+    """The fork server where the platform has one (not Windows), preloading this module and tokenizers, else spawn.
 
     A spawned worker imports numpy, tokenizers and vocabopt before it counts (~0.3 s of CPU each, and the second
     starts later); one forked from the fork server has them already. The server starts on the first pool of the
-    process (from a clean interpreter: no tokenizer threads to fork) and serves every later pool, so later
-    `analyze` calls start their workers in milliseconds. (The fork server is the process's own: a caller that uses
-    it too gets this module preloaded, besides its `__main__`, Python's default.)"""
+    process (from a clean interpreter: no tokenizer threads to fork) and serves every later pool, so only the first
+    `analyze` call of a process pays for those imports, once. (The fork server is the process's own: a caller that
+    uses it too gets these modules preloaded, besides its `__main__`, Python's default.)"""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", __name__])
+    ctx.set_forkserver_preload(["__main__", __name__, "tokenizers"])  # vocabopt imports tokenizers lazily
     return ctx
 
 
