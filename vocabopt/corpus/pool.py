@@ -16,6 +16,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -81,23 +82,45 @@ def _n_workers(workers: int | None, total_disk: int | None, limit_bytes: int | N
 _COUNTER: Any = None  # this worker process's counter
 
 
+_SERVER_OWNER: int | None = None  # the process that started (or found) the fork server this module's pools use
+
+
 def _context() -> Any:
-    """The fork server where the platform has one (not Windows), preloading this module and tokenizers, else spawn.
+    """The fork server, started now and preloading this module and tokenizers, else spawn.
 
     A spawned worker imports numpy, tokenizers and vocabopt before it counts (~0.3 s of CPU each, and the second
-    starts later); one forked from the fork server has them already. The server starts on the first pool of the
-    process (from a clean interpreter: no tokenizer threads to fork) and serves every later pool, so only the first
-    `analyze` call of a process pays for those imports, once. (The fork server is the process's own: a caller that
-    uses it too gets these modules preloaded, besides its `__main__`, Python's default.)"""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
+    starts later); one forked from the fork server has them already. The server starts with the first pool of the
+    process (a clean interpreter: no tokenizer threads to fork) and serves the later ones, so a process's first
+    `analyze` pays for those imports once, the later ones not again (a console script's `__main__` is still
+    imported again in each worker, as under spawn). Spawn where the fork server is missing
+    (Windows), unsafe to fork from (macOS, which spawns by default: system libraries numpy may load do not survive
+    fork), not this process's own (a child forked from a process that used it: the server answers to the parent)
+    or cannot start (its socket path too long under a long TMPDIR). The server is the process's own: its SIGINT
+    handling is left as Python sets it (the workers block SIGINT themselves: `_init_worker`), and a preload list a
+    caller set before the server started is replaced."""
+    global _SERVER_OWNER
+    spawn = multiprocessing.get_context("spawn")
+    if sys.platform == "darwin" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return spawn
+    if _SERVER_OWNER not in (None, os.getpid()):
+        return spawn
+    from multiprocessing import forkserver
+
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", __name__, "tokenizers"])  # vocabopt imports tokenizers lazily
+    if _SERVER_OWNER is None:
+        ctx.set_forkserver_preload([__name__, "tokenizers"])  # vocabopt imports tokenizers lazily
+    try:
+        forkserver.ensure_running()
+    except OSError:  # AF_UNIX path too long; ChildProcessError: a server inherited through fork
+        return spawn
+    _SERVER_OWNER = os.getpid()
     return ctx
 
 
 def _init_worker(count_options: CountOptions) -> None:
     global _COUNTER
+    if hasattr(signal, "pthread_sigmask"):  # forked from the fork server: the mask is the server's (see _context)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     os.environ["RAYON_NUM_THREADS"] = "1"  # one process per core already; no nested thread pools
     parent = multiprocessing.parent_process()
     if parent is not None:
@@ -122,7 +145,9 @@ def _sigint_blocked() -> Iterator[None]:
 
     Ctrl-C reaches the whole process group: a worker still importing numpy would die printing a traceback. With
     SIGINT blocked, workers never see it; the main process gets it (a Ctrl-C that came while blocked is delivered
-    on unblocking) and stops the pool."""
+    on unblocking) and stops the pool. Workers forked from the fork server inherit the server's mask instead and
+    block SIGINT first thing in `_init_worker`: a Ctrl-C in the moment before (after the fork, or while a console
+    script's `__main__` is imported again there) can still print a worker's traceback."""
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to worry about
         yield
         return
