@@ -17,7 +17,8 @@ the data flows (each imports only the ones above it):
 - `locate`: `ChunkEncoder`: a batch's new distinct chunks encoded laid end to end, each token placed back.
 - `counters`: `HFCounter`, `BytesCounter`, `WordCounter` (`make_counter` from `CountOptions`) -> `BatchCounts`.
 - `tally`: `Tally` (counts that add up across parts), `Batch` and `batches`.
-- `pool`: the local engine (worker processes); `cluster`: the Dask engine.
+- `pool`: the local engine (worker processes; `server`: what its fork server imports last); `cluster`: the Dask
+  engine.
 
 `vocabopt.analyze` sits on top and turns a Tally into CorpusStats (`vocabopt.stats`); nothing here imports those.
 """

@@ -95,22 +95,25 @@ def _context() -> Any:
     imported again in each worker, as under spawn). Spawn where the fork server is missing
     (Windows), unsafe to fork from (macOS, which spawns by default: system libraries numpy may load do not survive
     fork), not this process's own (a child forked from a process that used it: the server answers to the parent)
-    or cannot start (its socket path too long under a long TMPDIR). The server is the process's own: its SIGINT
-    handling is left as Python sets it (the workers block SIGINT themselves: `_init_worker`), and a preload list a
-    caller set before the server started is replaced."""
+    or cannot start (its socket path too long under a long TMPDIR). The server is the process's own: it starts with
+    SIGINT blocked until its imports are done, then its SIGINT is what Python gives it (`server`), so the processes
+    it forks for anyone else are as they would be; the workers block SIGINT themselves (`_init_worker`). A preload
+    list a caller set before the server started is replaced."""
     global _SERVER_OWNER
     spawn = multiprocessing.get_context("spawn")
     if sys.platform == "darwin" or "forkserver" not in multiprocessing.get_all_start_methods():
         return spawn
     if _SERVER_OWNER not in (None, os.getpid()):
         return spawn
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     ctx = multiprocessing.get_context("forkserver")
-    if _SERVER_OWNER is None:
-        ctx.set_forkserver_preload([__name__, "tokenizers"])  # vocabopt imports tokenizers lazily
+    if _SERVER_OWNER is None:  # tokenizers: vocabopt imports it lazily; `server`: SIGINT unblocked, last
+        ctx.set_forkserver_preload([__name__, "tokenizers", f"{__package__}.server"])
     try:
-        forkserver.ensure_running()
+        resource_tracker.ensure_running()  # first: starting it unblocks SIGINT in this thread
+        with _sigint_blocked():  # until the server's preload is imported (see vocabopt.corpus.server)
+            forkserver.ensure_running()
     except OSError:  # AF_UNIX path too long; ChildProcessError: a server inherited through fork
         return spawn
     _SERVER_OWNER = os.getpid()
