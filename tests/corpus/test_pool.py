@@ -100,3 +100,14 @@ def test_a_long_tmpdir_falls_back_to_spawn(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["spawn", "3"]
+
+
+def test_an_abstract_socket_server_is_not_used(monkeypatch):
+    """Where the fork server would listen on a Linux abstract socket (CVE-2022-42919: any local user could send it
+    pickles), workers are spawned."""
+    from multiprocessing import connection
+
+    from vocabopt.corpus import pool
+
+    monkeypatch.setattr(connection, "arbitrary_address", lambda family: "\0listener-1-1")
+    assert pool._context().get_start_method() == "spawn"

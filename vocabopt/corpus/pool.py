@@ -92,16 +92,16 @@ def _context() -> Any:
     starts later); one forked from the fork server has them already. The server starts with the first pool of the
     process (a clean interpreter: no tokenizer threads to fork) and serves the later ones, so a process's first
     `analyze` pays for those imports once, the later ones not again (a console script's `__main__` is still
-    imported again in each worker, as under spawn). Spawn where the fork server is missing
-    (Windows), unsafe to fork from (macOS, which spawns by default: system libraries numpy may load do not survive
-    fork), not this process's own (a child forked from a process that used it: the server answers to the parent)
-    or cannot start (its socket path too long under a long TMPDIR). The server is the process's own: it starts with
-    SIGINT blocked until its imports are done, then its SIGINT is what Python gives it (`server`), so the processes
-    it forks for anyone else are as they would be; the workers block SIGINT themselves (`_init_worker`). A preload
-    list a caller set before the server started is replaced."""
+    imported again in each worker, as under spawn). Spawn where the fork server is missing (Windows), unsafe to fork
+    from (macOS, which spawns by default: system libraries numpy may load do not survive fork) or to listen on
+    (`_abstract_socket`), not this process's own (a child forked from a process that used it: the server answers to
+    the parent) or cannot start (its socket path too long under a long TMPDIR). The server is the process's own: it
+    starts with SIGINT blocked until its imports are done, then its SIGINT is what Python gives it (`server`), so
+    the processes it forks for anyone else are as they would be; the workers block SIGINT themselves
+    (`_init_worker`). A preload list a caller set before the server started is replaced."""
     global _SERVER_OWNER
     spawn = multiprocessing.get_context("spawn")
-    if sys.platform == "darwin" or "forkserver" not in multiprocessing.get_all_start_methods():
+    if sys.platform == "darwin" or "forkserver" not in multiprocessing.get_all_start_methods() or _abstract_socket():
         return spawn
     if _SERVER_OWNER not in (None, os.getpid()):
         return spawn
@@ -118,6 +118,14 @@ def _context() -> Any:
         return spawn
     _SERVER_OWNER = os.getpid()
     return ctx
+
+
+def _abstract_socket() -> bool:
+    """Whether the fork server would listen on a Linux abstract socket, which any local user can connect to and
+    send it pickles (CVE-2022-42919: Python 3.9.x before 3.9.16 and 3.10.x before 3.10.9, unless patched)."""
+    from multiprocessing import connection
+
+    return connection.arbitrary_address("AF_UNIX").startswith("\0")
 
 
 def _init_worker(count_options: CountOptions) -> None:
