@@ -658,6 +658,46 @@ def test_sigint_during_analyze_exits_130_and_writes_nothing(tmp_path):
     assert _group_gone(proc.pid), "worker processes outlived the interrupted analyze"
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc")
+def test_a_killed_worker_is_a_one_line_error_and_writes_nothing(tmp_path):
+    """A worker killed mid-count (the kernel's out-of-memory killer, say) ends analyze with one line naming what
+    happened and what to do, not the pool's traceback; the previous artifact stays."""
+    corpus = tmp_path / "big.txt"
+    _big_corpus(corpus, 40_000_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "o.json").write_bytes(SENTINEL)
+    before = _snapshot(out)
+    args = [PY, "-m", "vocabopt", "analyze", str(corpus), "-t", str(BPE), "--workers", "2", "-o", str(out / "o.json")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=ROOT)
+
+    def children(pid: int) -> list[int]:
+        try:
+            return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return []
+
+    def spawned(pid: int) -> bool:  # a worker started by spawn, not the resource tracker or the fork server
+        try:
+            return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    deadline, killed = time.monotonic() + 60, False
+    while proc.poll() is None and time.monotonic() < deadline and not killed:
+        workers = [w for c in children(proc.pid) for w in children(c)]  # forked by the fork server, or spawned
+        workers += [c for c in children(proc.pid) if spawned(c)]
+        for pid in workers[:1]:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert killed, "no worker process seen"
+    assert proc.returncode not in (0, None), stderr.decode()
+    assert b"Traceback" not in stderr and b"a worker process died" in stderr, stderr.decode()
+    assert _snapshot(out) == before
+
+
 def _group_gone(pgid: int, timeout: float = 10.0) -> bool:
     """Whether every process of the group has exited within `timeout` s (workers may take a moment)."""
     deadline = time.monotonic() + timeout

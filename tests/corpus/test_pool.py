@@ -111,3 +111,17 @@ def test_an_abstract_socket_server_is_not_used(monkeypatch):
 
     monkeypatch.setattr(connection, "arbitrary_address", lambda family: "\0listener-1-1")
     assert pool._context().get_start_method() == "spawn"
+
+
+def test_a_script_without_a_main_guard_is_told_the_fix(tmp_path, corpus_slice, tokenizer_files):
+    """Each worker imports the main script (spawn, and the fork server's workers too), so a script that calls analyze
+    at import time would start workers in its workers: it fails (it hung under spawn) with the fix named."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        f"import vocabopt\nvocabopt.analyze([{str(corpus_slice)!r}], {str(tokenizer_files['bpe'])!r}, workers=2)\n",
+        encoding="utf-8",
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "VocabOptError: a worker process died" in last and "if __name__ == '__main__':" in last, r.stderr

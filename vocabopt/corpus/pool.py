@@ -21,15 +21,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, VocabOptError
 from .counters import BatchCounts, CountOptions, HFCounter, Payload, make_counter
 from .files import total_size
 from .reader import Reader, SourceOptions
 from .tally import Batch, Progress, Tally, batches
 
 PARALLEL_MIN_BYTES = 24 << 20  # below this, spawning workers costs more than it saves
+# how a dead worker shows in this process: the pool's own error, or the pipe to the fork server or a worker closed
+_WORKER_DIED = (BrokenProcessPool, BrokenPipeError, EOFError)
 STOP_GRACE_S = 5.0  # after Ctrl-C or an early stop, workers get this long to finish their batch before terminate
 
 
@@ -210,9 +213,15 @@ def count_batches(
         while pending:
             done, fut = pending.popleft()
             yield done, fut.result()
-    except BaseException:  # Ctrl-C, an error, or the caller stopped early (--limit-tokens): nothing more is needed
+    except BaseException as e:  # Ctrl-C, an error, or the caller stopped early (--limit-tokens): nothing more needed
         pool.shutdown(wait=False, cancel_futures=True)
         _stop_workers(set(multiprocessing.active_children()) - before)
+        if isinstance(e, _WORKER_DIED):
+            raise VocabOptError(
+                f"a worker process died ({type(e).__name__}): killed (out of memory?), or it ran a script that "
+                "calls analyze with worker processes and has no `if __name__ == '__main__':` guard (each worker "
+                "imports the main script); guard the script's entry point, or count with workers=1 (--workers 1)"
+            ) from None
         raise
     pool.shutdown(wait=True)
 
