@@ -115,7 +115,8 @@ def test_an_abstract_socket_server_is_not_used(monkeypatch):
 
 def test_a_script_without_a_main_guard_is_told_the_fix(tmp_path, corpus_slice, tokenizer_files):
     """Each worker imports the main script (spawn, and the fork server's workers too), so a script that calls analyze
-    at import time would start workers in its workers: it fails (it hung under spawn) with the fix named."""
+    at import time would start workers in its workers: with the fork server it fails with the fix named. (Under
+    spawn it still hangs: the parent blocks writing a dead worker's start-up arguments.)"""
     script = tmp_path / "no_guard.py"
     script.write_text(
         f"import vocabopt\nvocabopt.analyze([{str(corpus_slice)!r}], {str(tokenizer_files['bpe'])!r}, workers=2)\n",

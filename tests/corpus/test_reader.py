@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from vocabopt.errors import InputError
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -94,3 +97,18 @@ def test_documents_read_in_blocks_are_cut_as_whole_documents(tmp_path_factory, m
             current = []
     docs += ["\n".join(current)] if current else []
     assert got == [(p, k > 0) for d in docs for k, p in enumerate(reader.cut_long(d, 5))]
+
+
+@pytest.mark.parametrize("name, line", [("t.txt.gz", b"a line of text\n"), ("r.jsonl.gz", b'{"text": "a record"}\n')])
+def test_a_truncated_compressed_file_is_an_input_error_naming_it(tmp_path, name, line):
+    """Text and JSON-lines alike: a gzip stream cut short is the file's fault, said with its path (the JSON-lines
+    reader let EOFError through, which the worker pool then took for a dead worker)."""
+    import gzip
+
+    from vocabopt.corpus import reader
+
+    whole = gzip.compress(line * 20_000)
+    path = tmp_path / name
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputError, match=f"{name}: compressed stream ends early; the file is truncated"):
+        list(reader.Reader([str(path)], reader.SourceOptions()))

@@ -206,24 +206,30 @@ def count_batches(
     try:
         for batch in batches:
             with _sigint_blocked():  # workers start during submit
-                pending.append((batch, pool.submit(_count_in_worker, batch.payload)))
+                pending.append((batch, _pooled(pool.submit, _count_in_worker, batch.payload)))
             if len(pending) >= 2 * n_workers:
                 done, fut = pending.popleft()
-                yield done, fut.result()
+                yield done, _pooled(fut.result)
         while pending:
             done, fut = pending.popleft()
-            yield done, fut.result()
-    except BaseException as e:  # Ctrl-C, an error, or the caller stopped early (--limit-tokens): nothing more needed
+            yield done, _pooled(fut.result)
+    except BaseException:  # Ctrl-C, an error, or the caller stopped early (--limit-tokens): nothing more is needed
         pool.shutdown(wait=False, cancel_futures=True)
         _stop_workers(set(multiprocessing.active_children()) - before)
-        if isinstance(e, _WORKER_DIED):
-            raise VocabOptError(
-                f"a worker process died ({type(e).__name__}): killed (out of memory?), or it ran a script that "
-                "calls analyze with worker processes and has no `if __name__ == '__main__':` guard (each worker "
-                "imports the main script); guard the script's entry point, or count with workers=1 (--workers 1)"
-            ) from None
         raise
     pool.shutdown(wait=True)
+
+
+def _pooled(call: Callable, *args: Any) -> Any:
+    """call(*args), a call to the pool: a worker that died shows as a VocabOptError naming the likely causes."""
+    try:
+        return call(*args)
+    except _WORKER_DIED as e:
+        raise VocabOptError(
+            f"a worker process died ({type(e).__name__}: killed, out of memory say, or it failed to start); count "
+            "with --workers 1 (workers=1) to see; a script that calls analyze with workers needs an "
+            "`if __name__ == '__main__':` guard (each worker imports the main script)"
+        ) from e
 
 
 def _stop_workers(procs: set[multiprocessing.process.BaseProcess], grace: float = STOP_GRACE_S) -> None:

@@ -288,6 +288,10 @@ class Reader:
                     info.replaced_bytes += n
                 yield from self._record_sequences(i, value)
             info.replaced_bytes += _REPLACED.replaced - before
+        except OSError as e:
+            raise InputError(f"{path}: read failed ({e}); the file may be truncated or corrupt") from None
+        except EOFError:
+            raise InputError(f"{path}: compressed stream ends early; the file is truncated") from None
         finally:
             self._current = lambda: 0
             if raw is not sys.stdin.buffer:
