@@ -3,10 +3,10 @@
 Job: count a corpus on this machine. Inputs: resolved source paths (and a dataset), `SourceOptions`, `CountOptions`,
 the number of workers and a token limit. Outputs: one `Tally`. Worker processes are forked from Python's fork server
 (a clean process that has imported this module and tokenizers, and never tokenized: tokenizer threads do not
-survive fork), or spawned where the platform has none; one single-threaded counter each, with at most 2 batches per
-worker in flight. Small corpora (under PARALLEL_MIN_BYTES) are counted in this process, the next batch cut while
-this one is tokenized. Memory is bounded by the vocabulary, the distinct chunks per worker and the batches in
-flight, not by corpus size.
+survive fork), or spawned where it cannot serve (`_context`); one single-threaded counter each, with at most 2
+batches per worker in flight. Small corpora (under PARALLEL_MIN_BYTES) are counted in this process, the next batch
+cut while this one is tokenized. Memory is bounded by the vocabulary, the distinct chunks per worker and the batches
+in flight, not by corpus size.
 """
 
 from __future__ import annotations
@@ -226,9 +226,9 @@ def _pooled(call: Callable, *args: Any) -> Any:
         return call(*args)
     except _WORKER_DIED as e:
         raise VocabOptError(
-            f"a worker process died ({type(e).__name__}: killed, out of memory say, or it failed to start); count "
-            "with --workers 1 (workers=1) to see; a script that calls analyze with workers needs an "
-            "`if __name__ == '__main__':` guard (each worker imports the main script)"
+            f"a worker process died ({type(e).__name__}: killed, out of memory say, or it failed to start); "
+            "--workers 1 (workers=1) counts without worker processes, and a script that calls analyze with workers "
+            "needs an `if __name__ == '__main__':` guard (each worker imports the main script)"
         ) from e
 
 

@@ -17,7 +17,7 @@ if (
     and threading.current_thread() is threading.main_thread()
     and signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 ):
-    _handler = signal.getsignal(signal.SIGINT)
+    _handler = signal.getsignal(signal.SIGINT) or signal.default_int_handler  # None: set outside Python
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C that came during the imports is dropped here
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, _handler)  # the server records it, and its children get it back
