@@ -608,40 +608,29 @@ def _big_corpus(path: Path, n_bytes: int) -> None:
             copy += 1
 
 
-def _start_analyze(corpus: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "vocabopt",
-            "analyze",
-            str(corpus),
-            "-t",
-            str(BPE),
-            "-o",
-            str(out / "o.json"),
-            "--plot",
-            str(out / "p.png"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        cwd=ROOT,
-    )
-
-
-def test_sigint_during_analyze_exits_130_and_writes_nothing(tmp_path):
+def _guarded_out(tmp_path: Path, n_bytes: int) -> tuple[Path, Path, dict[str, tuple[bytes, int]]]:
+    """(a generated corpus of n_bytes, an output folder holding a previous artifact, the folder's snapshot)."""
     corpus = tmp_path / "big.txt"
-    _big_corpus(corpus, 120_000_000)
+    _big_corpus(corpus, n_bytes)
     out = tmp_path / "out"
     out.mkdir()
     (out / "o.json").write_bytes(SENTINEL)
-    before = _snapshot(out)
+    return corpus, out, _snapshot(out)
+
+
+def _start_analyze(corpus: Path, out: Path, *options: str) -> subprocess.Popen:
+    """`python -m vocabopt analyze` into out/o.json, in a process group of its own."""
+    args = [PY, "-m", "vocabopt", "analyze", str(corpus), "-t", str(BPE), "-o", str(out / "o.json"), *options]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=ROOT)
+
+
+def test_sigint_during_analyze_exits_130_and_writes_nothing(tmp_path):
+    corpus, out, before = _guarded_out(tmp_path, 120_000_000)
     inherited = signal.getsignal(signal.SIGINT)
     if inherited == signal.SIG_IGN:  # run as a background job (no job control): children would inherit the ignore
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler is reset to the default by exec
     try:
-        proc = _start_analyze(corpus, out)
+        proc = _start_analyze(corpus, out, "--plot", str(out / "p.png"))
     finally:
         signal.signal(signal.SIGINT, inherited)
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
@@ -665,20 +654,8 @@ _CHILDREN = Path(f"/proc/self/task/{os.getpid()}/children")  # a process's child
 def test_a_killed_worker_is_a_one_line_error_and_writes_nothing(tmp_path):
     """A worker killed mid-count (the kernel's out-of-memory killer, say) ends analyze with one line naming what
     happened and what to do, not the pool's traceback; the previous artifact stays."""
-    corpus = tmp_path / "big.txt"
-    _big_corpus(corpus, 40_000_000)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "o.json").write_bytes(SENTINEL)
-    before = _snapshot(out)
-    args = [PY, "-m", "vocabopt", "analyze", str(corpus), "-t", str(BPE), "--workers", "2", "-q"]
-    proc = subprocess.Popen(
-        [*args, "-o", str(out / "o.json")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        cwd=ROOT,
-    )
+    corpus, out, before = _guarded_out(tmp_path, 40_000_000)
+    proc = _start_analyze(corpus, out, "--workers", "2", "-q")
 
     def children(pid: int) -> list[int]:
         try:
